@@ -48,6 +48,12 @@ struct index4 {
   }
 };
 
+/// Memory space tag: the pointer is CUDA device memory (cudaMalloc, torch CUDA tensors). Views of
+/// it are accepted only by device backends, and never dereferenced on the host.
+struct device_space {
+  static constexpr const char* name = "device";
+};
+
 template <class T, class Space = host_space>
 class basic_filter_view {
  public:
@@ -63,9 +69,9 @@ class basic_filter_view {
   constexpr basic_filter_view() = default;
 
   /// Unchecked constructor; use fevo::strided / fevo::oihw / ... which validate.
-  FEVO_HOST_DEVICE constexpr basic_filter_view(T* data, const std::array<index_type, 4>& ext,
-                                               const std::array<index_type, 4>& str)
-      : data_(data), ext_(ext), str_(str) {}
+  constexpr basic_filter_view(T* data, const std::array<index_type, 4>& ext,
+                              const std::array<index_type, 4>& str)
+      : data_(data), ext_{ext[0], ext[1], ext[2], ext[3]}, str_{str[0], str[1], str[2], str[3]} {}
 
   /// A view of const elements converts from a view of mutable ones.
   template <class U, class = std::enable_if_t<std::is_same_v<const U, T> && !std::is_same_v<U, T>>>
@@ -78,8 +84,8 @@ class basic_filter_view {
   FEVO_HOST_DEVICE constexpr index_type extent(std::size_t r) const { return ext_[r]; }
   /// Stride of axis r in elements.
   FEVO_HOST_DEVICE constexpr index_type stride(std::size_t r) const { return str_[r]; }
-  FEVO_HOST_DEVICE constexpr const std::array<index_type, 4>& extents() const { return ext_; }
-  FEVO_HOST_DEVICE constexpr const std::array<index_type, 4>& strides() const { return str_; }
+  constexpr std::array<index_type, 4> extents() const { return {ext_[0], ext_[1], ext_[2], ext_[3]}; }
+  constexpr std::array<index_type, 4> strides() const { return {str_[0], str_[1], str_[2], str_[3]}; }
 
   FEVO_HOST_DEVICE constexpr index_type filters() const { return ext_[0]; }
   FEVO_HOST_DEVICE constexpr index_type channels() const { return ext_[1]; }
@@ -151,9 +157,10 @@ class basic_filter_view {
   }
 
  private:
+  // Plain arrays (not std::array) so that device code can read them.
   T* data_ = nullptr;
-  std::array<index_type, 4> ext_{};
-  std::array<index_type, 4> str_{};
+  index_type ext_[4] = {0, 0, 0, 0};
+  index_type str_[4] = {0, 0, 0, 0};
 };
 
 template <class T>
@@ -208,9 +215,11 @@ inline long long packed_product(std::initializer_list<long long> factors) {
 }  // namespace detail
 
 /// A view with any strides (in elements): strided(p, {N, C, H, W}, {sN, sC, sH, sW}).
-template <class T>
-filter_view<T> strided(T* data, index4 extents, index4 strides) {
-  return detail::make_view<host_space>(data, extents, strides);
+/// For device memory: fevo::strided<fevo::device_space>(device_ptr, ...), and the same for the
+/// layout helpers below.
+template <class Space = host_space, class T>
+basic_filter_view<T, Space> strided(T* data, index4 extents, index4 strides) {
+  return detail::make_view<Space>(data, extents, strides);
 }
 
 // Layout helpers: arguments follow the letters of the name, i.e. the order of the dimensions
@@ -218,23 +227,23 @@ filter_view<T> strided(T* data, index4 extents, index4 strides) {
 // axes are still (filter, channel, row, col).
 
 /// Contiguous [O, I, H, W] (PyTorch, LibTorch, ONNX).
-template <class T>
-filter_view<T> oihw(T* data, long long o, long long i, long long h, long long w) {
+template <class Space = host_space, class T>
+basic_filter_view<T, Space> oihw(T* data, long long o, long long i, long long h, long long w) {
   using detail::packed_product;
-  return strided(data, {o, i, h, w}, {packed_product({i, h, w}), packed_product({h, w}), w, 1LL});
+  return strided<Space>(data, {o, i, h, w}, {packed_product({i, h, w}), packed_product({h, w}), w, 1LL});
 }
 /// Contiguous [H, W, I, O] (TensorFlow, Keras, JAX/Flax).
-template <class T>
-filter_view<T> hwio(T* data, long long h, long long w, long long i, long long o) {
+template <class Space = host_space, class T>
+basic_filter_view<T, Space> hwio(T* data, long long h, long long w, long long i, long long o) {
   using detail::packed_product;
-  return strided(data, {o, i, h, w},
+  return strided<Space>(data, {o, i, h, w},
                  {1LL, packed_product({o}), packed_product({w, i, o}), packed_product({i, o})});
 }
 /// Contiguous [O, H, W, I] (channels-last PyTorch, TensorRT, cuDNN NHWC filters).
-template <class T>
-filter_view<T> ohwi(T* data, long long o, long long h, long long w, long long i) {
+template <class Space = host_space, class T>
+basic_filter_view<T, Space> ohwi(T* data, long long o, long long h, long long w, long long i) {
   using detail::packed_product;
-  return strided(data, {o, i, h, w},
+  return strided<Space>(data, {o, i, h, w},
                  {packed_product({h, w, i}), 1LL, packed_product({w, i}), packed_product({i})});
 }
 

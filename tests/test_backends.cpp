@@ -1,0 +1,100 @@
+// The shared backend body run against fevo::seq and, when built, every fevo::cpu::par variant
+// (fevo_test::host_backends in backends.hpp); then what only the CPU backend promises.
+#include "backend_body.hpp"
+
+#if defined(FEVO_TEST_HAVE_CPU)
+
+#include <cstring>
+
+namespace {
+
+bool same_bits(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+
+/// Bitwise equality of everything two runs produced.
+void check_identical(const fevo::layer_metrics& a, const fevo::layer_metrics& b) {
+  CHECK(same_bits(a.D, b.D));
+  CHECK(same_bits(a.totals.sum_sq, b.totals.sum_sq));
+  CHECK(a.totals.changed == b.totals.changed);
+  CHECK(a.totals.zero_channels == b.totals.zero_channels);
+  CHECK(a.totals.nonfinite == b.totals.nonfinite);
+  CHECK(a.S == b.S);
+  CHECK(a.Z == b.Z);
+}
+void check_identical(const fevo::filter_results& a, const fevo::filter_results& b) {
+  REQUIRE(a.size() == b.size());
+  long long bad = -1;
+  for (std::size_t i = 0; i < a.size() && bad < 0; ++i)
+    if (!same_bits(a.D[i], b.D[i])) bad = (long long)i;
+  CHECK(bad == -1);
+  CHECK(a.changed == b.changed);
+  CHECK(a.zero_channels == b.zero_channels);
+  CHECK(a.nonfinite == b.nonfinite);
+  CHECK(a.channel_changed == b.channel_changed);
+}
+
+}  // namespace
+
+// cpu.hpp: "each filter's totals are kept and summed per layer in filter order afterwards, so the
+// results do not depend on the number of threads". Layers of several 64K-weight blocks each.
+TEST_CASE("cpu::par: results are bitwise the same for any number of threads", "[cpu][threads]") {
+  using namespace fevo_test;
+  const backend_scope<cpu_par_backend> scope_;
+  rng g = rng_for("cpu threads");
+  INFO("seed=" << seed());
+  using L = layout;
+  const struct {
+    shape s;
+    layout prev, next;
+  } specs[] = {{{300, 64, 3, 3}, L::oihw, L::oihw},        // 173K weights, 3 blocks of 113 filters
+               {{40, 3, 70, 70}, L::hwio, L::padded},      // channels longer than a run
+               {{2000, 40, 1, 1}, L::gapped, L::sliced_oihw},
+               {{3, 9000, 3, 3}, L::oihw, L::ohwi}};       // one filter per block
+  for_each_element_type([&](auto tg) {
+    using T = typename decltype(tg)::type;
+    std::vector<layer<T>> prevs, nexts;
+    std::vector<fevo::layer_pair<T>> pairs;
+    for (const auto& sp : specs) {
+      prevs.push_back(make_layer<T>(sp.s, sp.prev));
+      nexts.push_back(make_layer<T>(sp.s, sp.next));
+      fill_changes(prevs.back(), nexts.back(), 0.25, g);
+    }
+    for (std::size_t k = 0; k < prevs.size(); ++k)
+      pairs.push_back({"", prevs[k].cview(), nexts[k].cview()});
+
+    for (std::size_t k = 0; k < pairs.size(); ++k) {
+      INFO(type_name<T>() << ", layer " << specs[k].s);
+      fevo::filter_results per1;
+      const auto one = fevo::compute(fevo::cpu::par.threads(1), pairs[k].prev, pairs[k].next, 0.25,
+                                     per1, fevo::with_channel_counts);
+      check_metrics(one, reference_of(pairs[k].prev, pairs[k].next, 0.25));
+      for (const int threads : {2, 3, 4, 7, 16}) {
+        INFO("threads(" << threads << ") against threads(1)");
+        fevo::filter_results per;
+        const auto m = fevo::compute(fevo::cpu::par.threads(threads), pairs[k].prev, pairs[k].next,
+                                     0.25, per, fevo::with_channel_counts);
+        check_identical(m, one);
+        check_identical(per, per1);
+      }
+      INFO("default threads against threads(1)");
+      check_identical(fevo::compute(fevo::cpu::par, pairs[k].prev, pairs[k].next, 0.25), one);
+    }
+
+    // compute_layers splits all layers' filters into one set of blocks; each layer's result is
+    // still its filters summed in order, so it is bitwise the result of compute on that layer.
+    for (const int threads : {1, 2, 5}) {
+      INFO(type_name<T>() << ", compute_layers with threads(" << threads << ")");
+      std::vector<fevo::filter_results> per;
+      const auto all = fevo::compute_layers(fevo::cpu::par.threads(threads), pairs, 0.25, &per);
+      REQUIRE(all.size() == pairs.size());
+      for (std::size_t k = 0; k < pairs.size(); ++k) {
+        INFO("layer " << specs[k].s);
+        fevo::filter_results one_per;
+        const auto one = fevo::compute(fevo::cpu::par.threads(1), pairs[k].prev, pairs[k].next, 0.25, one_per);
+        check_identical(all[k], one);
+        check_identical(per[k], one_per);
+      }
+    }
+  });
+}
+
+#endif  // FEVO_TEST_HAVE_CPU

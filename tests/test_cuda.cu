@@ -1,0 +1,127 @@
+// The shared backend body on fevo::cuda::par and on fevo::thrust::par built for the CUDA device
+// system. Each case's host data is copied to the device with its strides intact (upload), so the
+// body is the same one every other backend runs. Without a usable GPU the executable reports
+// "skipped" to ctest (exit code 77), never "passed".
+#define CATCH_CONFIG_RUNNER
+#include <catch2/catch.hpp>
+
+#include <fevo/cuda.cuh>
+#include <fevo/thrust.hpp>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "backends.hpp"
+
+namespace fevo_test {
+
+namespace {
+std::uint64_t run_seed = 0;
+}
+std::uint64_t seed() { return run_seed; }
+
+/// Copies the memory a host view spans to the device and views it with the same strides.
+struct device_upload {
+  static constexpr double d_relative_slack = 0;  // exact double squares on the device
+  template <class T>
+  struct uploaded {
+    std::shared_ptr<void> mem;
+    fevo::basic_filter_view<const T, fevo::device_space> v;
+    fevo::basic_filter_view<const T, fevo::device_space> view() const { return v; }
+  };
+  template <class T>
+  static uploaded<T> upload(fevo::filter_view<const T> host) {
+    const std::size_t n = host.required_span_size();
+    void* p = nullptr;
+    REQUIRE(cudaMalloc(&p, n * sizeof(T) + 16) == cudaSuccess);
+    std::shared_ptr<void> mem(p, [](void* q) { cudaFree(q); });
+    REQUIRE(cudaMemcpy(p, host.data_handle(), n * sizeof(T), cudaMemcpyHostToDevice) == cudaSuccess);
+    auto e = host.extents();
+    auto s = host.strides();
+    return {mem, fevo::strided<fevo::device_space>(static_cast<const T*>(p), {e[0], e[1], e[2], e[3]},
+                                                   {s[0], s[1], s[2], s[3]})};
+  }
+};
+
+struct cuda_backend : device_upload {
+  static constexpr const char* name = "fevo::cuda::par";
+  static auto policy() { return fevo::cuda::par; }
+};
+struct thrust_cuda_backend : device_upload {
+  static constexpr const char* name = "fevo::thrust::par (cuda)";
+  static auto policy() { return fevo::thrust::par; }
+};
+
+using cuda_backends = std::tuple<cuda_backend, thrust_cuda_backend>;
+
+}  // namespace fevo_test
+
+#define FEVO_TEST_BACKENDS ::fevo_test::cuda_backends
+#include "backend_body.hpp"
+
+TEST_CASE("cuda: compare_and_advance gives compute's results and leaves prev equal to next",
+          "[cuda]") {
+  const int N = 37, C = 19, H = 3, W = 3, n = N * C * H * W;
+  std::vector<float> a(n), b(n);
+  fevo_test::rng g = fevo_test::rng_for("compare_and_advance");
+  for (int k = 0; k < n; ++k) {
+    a[k] = float(g.uniform() - 0.5);
+    b[k] = (k % 3 == 0) ? a[k] : a[k] + float(g.uniform() - 0.5) * 1e-2f;
+  }
+  const auto ref = fevo::compute(fevo::seq, fevo::oihw(a.data(), N, C, H, W),
+                                 fevo::oihw(b.data(), N, C, H, W), 1e-3);
+  float *da = nullptr, *db = nullptr;
+  REQUIRE(cudaMalloc(&da, n * sizeof(float)) == cudaSuccess);
+  REQUIRE(cudaMalloc(&db, n * sizeof(float)) == cudaSuccess);
+  cudaMemcpy(da, a.data(), n * sizeof(float), cudaMemcpyHostToDevice);
+  cudaMemcpy(db, b.data(), n * sizeof(float), cudaMemcpyHostToDevice);
+  const auto m = fevo::cuda::compare_and_advance(
+      fevo::cuda::par, fevo::oihw<fevo::device_space>(da, N, C, H, W),
+      fevo::oihw<fevo::device_space>(static_cast<const float*>(db), N, C, H, W), 1e-3);
+  std::vector<float> after(n);
+  cudaMemcpy(after.data(), da, n * sizeof(float), cudaMemcpyDeviceToHost);
+  cudaFree(da);
+  cudaFree(db);
+  CHECK(m.totals.changed == ref.totals.changed);
+  CHECK(m.totals.zero_channels == ref.totals.zero_channels);
+  CHECK(m.D == Approx(ref.D).epsilon(1e-12));
+  CHECK(after == b);
+}
+
+TEST_CASE("cuda: host memory in a device view is refused with fevo::error", "[cuda]") {
+  std::vector<float> h(2 * 3 * 3 * 3, 1.f);
+  auto v = fevo::oihw<fevo::device_space>(static_cast<const float*>(h.data()), 2, 3, 3, 3);
+  REQUIRE_THROWS_WITH(fevo::compute(fevo::cuda::par, v, v, 0.1), Catch::Contains("host memory") ||
+                                                                       Catch::Contains("not a CUDA pointer"));
+}
+
+int main(int argc, char* argv[]) {
+  int devices = 0;
+  const cudaError_t e = cudaGetDeviceCount(&devices);
+  if (e != cudaSuccess || devices == 0) {
+    std::printf("no usable CUDA device (%s): skipped\n",
+                e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+    return 77;
+  }
+  const char* env = std::getenv("FEVO_TEST_SEED");
+  if (env && *env) {
+    char* end = nullptr;
+    errno = 0;
+    fevo_test::run_seed = std::strtoull(env, &end, 0);
+    if (errno != 0 || *end != '\0') {
+      std::fprintf(stderr, "FEVO_TEST_SEED must be an unsigned integer, got '%s'\n", env);
+      return 2;
+    }
+  } else {
+    std::random_device rd;
+    fevo_test::run_seed = (std::uint64_t(rd()) << 32) ^ rd();
+  }
+  std::printf("fevo test seed: %llu (set FEVO_TEST_SEED=%llu to reproduce)\n",
+              (unsigned long long)fevo_test::run_seed, (unsigned long long)fevo_test::run_seed);
+  return Catch::Session().run(argc, argv);
+}
