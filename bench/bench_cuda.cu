@@ -1,0 +1,250 @@
+// fevo's GPU benchmark (Google Benchmark, manual time from CUDA events), on the conv weights of
+// VGG-16 and ResNet-50 in f32 and bf16, all in one run on one GPU:
+//   fused              fevo::compute_layers(fevo::cuda::par, whole model): D, S, Z of every layer
+//   compare_advance    fevo::cuda::compare_and_advance per layer (reads prev and next, writes prev)
+//   cub_reduce         cub::DeviceReduce::Sum over the same 2N elements: the bandwidth reference
+//   memcpy_d2d         cudaMemcpyAsync device-to-device of one snapshot (N read + N written)
+//   thrust             fevo::thrust::par (CUDA device system) on the whole model
+// Bytes/s count the bytes each one must move. After the run a table prints GB/s and the ratios
+// against the targets; bench/torch_gpu.py measures PyTorch eager on the same shapes.
+// `--quick` uses shrunken models (for a smoke run).
+#include <benchmark/benchmark.h>
+
+#include <cub/device/device_reduce.cuh>
+#include <cuda_bf16.h>
+
+#include <fevo/cuda.cuh>
+#include <fevo/thrust.hpp>
+
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "models.hpp"
+
+namespace {
+
+void cuda_ok(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) {
+    std::fprintf(stderr, "fevo_bench_cuda: %s: %s\n", what, cudaGetErrorString(e));
+    std::exit(1);
+  }
+}
+
+long long g_shrink = 1;
+constexpr double tau = 2e-4;
+
+/// A model's two snapshots in one device buffer: [prev | next], each layer contiguous OIHW.
+template <class T>
+struct device_model {
+  fevo_bench::model_shape shape;
+  T* buf = nullptr;
+  std::size_t n = 0;  // weights per snapshot
+  std::vector<fevo::layer_pair<T, fevo::device_space>> layers;
+
+  explicit device_model(const fevo_bench::model_shape& m) : shape(m), n(m.total) {
+    std::vector<T> host(2 * n);
+    std::mt19937 g(7);
+    std::normal_distribution<float> w(0.f, 0.05f), step(0.f, 4e-4f);
+    std::uniform_real_distribution<float> u(0.f, 1.f);
+    for (std::size_t k = 0; k < n; ++k) {
+      const float a = w(g), b = u(g) < 0.3f ? a : a + step(g);
+      if constexpr (std::is_same_v<T, float>) {
+        host[k] = a;
+        host[n + k] = b;
+      } else {
+        host[k] = T::from_float(a);
+        host[n + k] = T::from_float(b);
+      }
+    }
+    cuda_ok(cudaMalloc(&buf, 2 * n * sizeof(T)), "cudaMalloc");
+    cuda_ok(cudaMemcpy(buf, host.data(), 2 * n * sizeof(T), cudaMemcpyHostToDevice), "upload");
+    for (const auto& l : m.layers)
+      layers.push_back({l.name, fevo::oihw<fevo::device_space>(static_cast<const T*>(buf + l.offset), l.o, l.i, l.h, l.w),
+                        fevo::oihw<fevo::device_space>(static_cast<const T*>(buf + n + l.offset), l.o, l.i, l.h, l.w)});
+  }
+  ~device_model() { cudaFree(buf); }
+};
+
+template <class T>
+device_model<T>& model(const std::string& name) {
+  static std::map<std::string, std::unique_ptr<device_model<T>>> cache;
+  auto& p = cache[name];
+  if (!p) p = std::make_unique<device_model<T>>(name == "vgg16" ? fevo_bench::vgg16(g_shrink)
+                                                                 : fevo_bench::resnet50(g_shrink));
+  return *p;
+}
+
+/// Times f() on the default stream with CUDA events.
+template <class F>
+void timed(benchmark::State& st, F&& f) {
+  cudaEvent_t a, b;
+  cudaEventCreate(&a);
+  cudaEventCreate(&b);
+  f();  // warm-up
+  for (auto _ : st) {
+    cudaEventRecord(a);
+    f();
+    cudaEventRecord(b);
+    cudaEventSynchronize(b);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, a, b);
+    st.SetIterationTime(ms / 1e3);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+}
+
+template <class T>
+void BM_fused(benchmark::State& st, std::string name) {
+  auto& m = model<T>(name);
+  std::size_t launches = 0;
+  timed(st, [&] {
+    const std::size_t before = fevo::cuda::detail::launch_count();
+    auto r = fevo::compute_layers(fevo::cuda::par, m.layers, tau);
+    benchmark::DoNotOptimize(r);
+    launches = fevo::cuda::detail::launch_count() - before;
+  });
+  st.counters["launches"] = double(launches);
+  st.SetBytesProcessed(st.iterations() * int64_t(2 * m.n * sizeof(T)));
+}
+
+template <class T>
+void BM_thrust(benchmark::State& st, std::string name) {
+  auto& m = model<T>(name);
+  timed(st, [&] { benchmark::DoNotOptimize(fevo::compute_layers(fevo::thrust::par, m.layers, tau)); });
+  st.SetBytesProcessed(st.iterations() * int64_t(2 * m.n * sizeof(T)));
+}
+
+template <class T>
+void BM_compare_advance(benchmark::State& st, std::string name) {
+  auto& m = model<T>(name);
+  // Advance prev := next on a scratch copy of prev, so the data stays the same between runs.
+  T* scratch = nullptr;
+  cuda_ok(cudaMalloc(&scratch, m.n * sizeof(T)), "cudaMalloc");
+  cuda_ok(cudaMemcpy(scratch, m.buf, m.n * sizeof(T), cudaMemcpyDeviceToDevice), "copy");
+  timed(st, [&] {
+    for (const auto& l : m.shape.layers)
+      benchmark::DoNotOptimize(fevo::cuda::compare_and_advance(
+          fevo::cuda::par, fevo::oihw<fevo::device_space>(scratch + l.offset, l.o, l.i, l.h, l.w),
+          fevo::oihw<fevo::device_space>(static_cast<const T*>(m.buf + m.n + l.offset), l.o, l.i, l.h, l.w), tau));
+  });
+  cudaFree(scratch);
+  st.SetBytesProcessed(st.iterations() * int64_t(3 * m.n * sizeof(T)));
+}
+
+template <class T>
+struct cub_type {
+  using type = T;
+};
+template <>
+struct cub_type<fevo::bfloat16> {
+  using type = __nv_bfloat16;
+};
+
+template <class T>
+void BM_cub_reduce(benchmark::State& st, std::string name) {
+  auto& m = model<T>(name);
+  using U = typename cub_type<T>::type;
+  const U* in = reinterpret_cast<const U*>(m.buf);
+  U* out = nullptr;
+  cuda_ok(cudaMalloc(&out, sizeof(U)), "cudaMalloc");
+  std::size_t temp_bytes = 0;
+  cub::DeviceReduce::Sum(nullptr, temp_bytes, in, out, int(2 * m.n));
+  void* temp = nullptr;
+  cuda_ok(cudaMalloc(&temp, temp_bytes), "cudaMalloc");
+  timed(st, [&] { cub::DeviceReduce::Sum(temp, temp_bytes, in, out, int(2 * m.n)); });
+  cudaFree(temp);
+  cudaFree(out);
+  st.SetBytesProcessed(st.iterations() * int64_t(2 * m.n * sizeof(T)));
+}
+
+template <class T>
+void BM_memcpy_d2d(benchmark::State& st, std::string name) {
+  auto& m = model<T>(name);
+  T* dst = nullptr;
+  cuda_ok(cudaMalloc(&dst, m.n * sizeof(T)), "cudaMalloc");
+  timed(st, [&] { cudaMemcpyAsync(dst, m.buf + m.n, m.n * sizeof(T), cudaMemcpyDeviceToDevice); });
+  cudaFree(dst);
+  st.SetBytesProcessed(st.iterations() * int64_t(2 * m.n * sizeof(T)));
+}
+
+/// Collects bytes/s per benchmark name for the ratio table.
+class collector : public benchmark::ConsoleReporter {
+ public:
+  std::map<std::string, double> rate;
+  std::map<std::string, double> launches;
+  void ReportRuns(const std::vector<Run>& runs) override {
+    ConsoleReporter::ReportRuns(runs);
+    for (const auto& r : runs) {
+      auto it = r.counters.find("bytes_per_second");
+      if (it != r.counters.end()) rate[r.benchmark_name()] = it->second;
+      auto l = r.counters.find("launches");
+      if (l != r.counters.end()) launches[r.benchmark_name()] = l->second;
+    }
+  }
+};
+
+void register_all() {
+  for (const char* model : {"vgg16", "resnet50"}) {
+    const std::string m = model;
+#define FEVO_REG(fn, T, tag) \
+  benchmark::RegisterBenchmark((std::string(#fn) + "/" + m + "/" + tag).c_str(), fn<T>, m)->UseManualTime()->Unit(benchmark::kMicrosecond)
+    FEVO_REG(BM_fused, float, "f32");
+    FEVO_REG(BM_fused, fevo::bfloat16, "bf16");
+    FEVO_REG(BM_compare_advance, float, "f32");
+    FEVO_REG(BM_cub_reduce, float, "f32");
+    FEVO_REG(BM_cub_reduce, fevo::bfloat16, "bf16");
+    FEVO_REG(BM_memcpy_d2d, float, "f32");
+    FEVO_REG(BM_thrust, float, "f32");
+#undef FEVO_REG
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<char*> args;
+  for (int k = 0; k < argc; ++k) {
+    if (std::strcmp(argv[k], "--quick") == 0) g_shrink = 16; else args.push_back(argv[k]);
+  }
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    std::printf("fevo_bench_cuda: no usable CUDA device; nothing measured\n");
+    return 77;
+  }
+  cudaDeviceProp prop{};
+  cudaGetDeviceProperties(&prop, 0);
+  std::printf("device: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
+  int n = int(args.size());
+  benchmark::Initialize(&n, args.data());
+  register_all();
+  collector rep;
+  benchmark::RunSpecifiedBenchmarks(&rep);
+
+  auto get = [&](const std::string& k) { return rep.rate.count(k) ? rep.rate[k] : 0.0; };
+  std::printf("\n%-10s %-5s %10s %10s %10s %10s %10s | %-22s %-22s\n", "model", "type", "fused",
+              "cub", "memcpy", "cmp+adv", "thrust", "fused/cub (>=0.9)", "cmp+adv/memcpy (>=0.9)");
+  for (const char* model : {"vgg16", "resnet50"}) {
+    for (const char* ty : {"f32", "bf16"}) {
+      const std::string m = model, t = ty;
+      const double fused = get("BM_fused/" + m + "/" + t), cub = get("BM_cub_reduce/" + m + "/" + t);
+      const double cpy = get("BM_memcpy_d2d/" + m + "/f32"), ca = get("BM_compare_advance/" + m + "/f32");
+      const double thr = get("BM_thrust/" + m + "/f32");
+      const double r1 = cub > 0 ? fused / cub : 0, r2 = (t == "f32" && cpy > 0) ? ca / cpy : 0;
+      std::printf("%-10s %-5s %10.1f %10.1f %10.1f %10.1f %10.1f | %6.2f %-15s %6.2f %s\n", model, ty,
+                  fused / 1e9, cub / 1e9, t == "f32" ? cpy / 1e9 : 0.0, t == "f32" ? ca / 1e9 : 0.0,
+                  t == "f32" ? thr / 1e9 : 0.0, r1, r1 >= 0.9 ? "PASS" : "MISS",
+                  r2, t == "f32" ? (r2 >= 0.9 ? "PASS" : "MISS") : "");
+      const double l = rep.launches["BM_fused/" + m + "/" + t];
+      std::printf("%-10s %-5s launches per model call: %.0f (target <= 2) %s\n", model, ty, l,
+                  l <= 2 ? "PASS" : "MISS");
+    }
+  }
+  std::printf("(GB/s; bytes each must move: fused/cub/thrust 2N, memcpy 2N, compare-and-advance 3N)\n");
+  return 0;
+}

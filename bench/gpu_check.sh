@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The one-call GPU check: configures fevo with CUDA for the GPU it finds, builds the CUDA tests and
+# the GPU benchmark, runs both and PyTorch eager on the same shapes, and writes a summary.
+#   bench/gpu_check.sh OUTDIR        (OUTDIR gets summary.txt, ctest.log, bench.txt, torch.json)
+# Catch2 and Google Benchmark come from the system or from .gpu-deps/ (bench/gpu_prepare.sh).
+# Sized to finish in a few minutes on an H100 (a 16-core build, short benchmark runs).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:?usage: bench/gpu_check.sh OUTDIR}
+mkdir -p "$out"
+t0=$(date +%s)
+log() { echo "[gpu_check $(( $(date +%s) - t0 ))s] $*" | tee -a "$out/summary.txt"; }
+
+cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
+name=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+[ -n "$cap" ] || { log "no GPU found by nvidia-smi"; exit 1; }
+log "device: $name (sm_$cap)"
+nvcc=${CUDACXX:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
+prefix=""
+[ -d .gpu-deps ] && prefix="-DCMAKE_PREFIX_PATH=$PWD/.gpu-deps"
+gen=""
+command -v ninja >/dev/null && gen="-G Ninja"
+
+cmake -S . -B build-gpu $gen -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER="$nvcc" \
+  -DCMAKE_CUDA_ARCHITECTURES="$cap" -DFEVO_BUILD_TESTS=ON -DFEVO_BUILD_BENCH=ON \
+  -DFEVO_BENCH_TORCH=OFF -DFEVO_BUILD_EXAMPLES=OFF $prefix >"$out/configure.log" 2>&1 ||
+  { log "configure failed (configure.log)"; tail -30 "$out/configure.log"; exit 1; }
+cmake --build build-gpu -j"$(nproc)" --target fevo_test_cuda fevo_bench_cuda >"$out/build.log" 2>&1 ||
+  { log "build failed (build.log)"; tail -40 "$out/build.log"; exit 1; }
+log "built"
+
+(cd build-gpu && ctest -L cuda --output-on-failure) >"$out/ctest.log" 2>&1
+log "cuda tests: $(grep -E 'tests passed|tests failed' "$out/ctest.log" | tail -1)"
+
+./build-gpu/bench/fevo_bench_cuda --benchmark_min_time=0.2 >"$out/bench.txt" 2>&1
+log "benchmark:"
+sed -n '/^model /,$p' "$out/bench.txt" | tee -a "$out/summary.txt"
+
+python3 bench/torch_gpu.py --json "$out/torch.json" >"$out/torch.txt" 2>&1
+cat "$out/torch.txt" | tee -a "$out/summary.txt"
+python3 - "$out" <<'PY' | tee -a "$out/summary.txt"
+import json, re, sys
+out = sys.argv[1]
+try:
+    torch = json.load(open(f"{out}/torch.json"))
+except Exception:
+    print("no PyTorch figures"); sys.exit(0)
+rows = {}
+for line in open(f"{out}/bench.txt"):
+    m = re.match(r"(vgg16|resnet50)\s+(f32|bf16)\s+([\d.]+)", line)
+    if m: rows[(m[1], m[2])] = float(m[3])
+for (model, ty), fused in rows.items():
+    t = torch.get(f"{model}/{ty}")
+    if t:
+        r = fused / t
+        print(f"{model} {ty}: fused {fused:.1f} GB/s vs torch eager {t:.1f} GB/s = {r:.1f}x (target >= 5) {'PASS' if r >= 5 else 'MISS'}")
+PY
+log "done"
