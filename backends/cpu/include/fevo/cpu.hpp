@@ -22,6 +22,12 @@
 
 namespace fevo::cpu {
 
+/// Relative error of D beyond an exact double sum of exact squares, for float, half and bfloat16
+/// input on the vector path: at most 8 float squares per lane are summed before widening
+/// (8 * 2^-24 first order; cpu/simd.hpp). Within the library's bound of 1e-6 for f32 input.
+/// Double input and the other paths sum exact squares in double.
+inline constexpr double D_relative_error = 8 * 5.9604644775390625e-08 * (1 + 0x1p-20);
+
 struct parallel_policy {
   int num_threads = 0;  ///< 0: OpenMP's default (OMP_NUM_THREADS or the core count)
   /// A copy of this policy that uses n threads.
@@ -58,7 +64,7 @@ void evaluate(const parallel_policy& policy, layer_task<T, host_space>* tasks, s
 #endif
   // Scratch for each thread's run flags, allocated here so nothing inside the parallel region
   // can throw.
-  std::vector<std::uint8_t> flags(static_cast<std::size_t>(threads) * detail::run_length);
+  std::vector<std::uint64_t> scratch(static_cast<std::size_t>(threads) * detail::scratch_bytes / 8);
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
 #endif
@@ -67,14 +73,16 @@ void evaluate(const parallel_policy& policy, layer_task<T, host_space>* tasks, s
 #if defined(_OPENMP)
     me = omp_get_thread_num();
 #endif
-    std::uint8_t* my_flags = flags.data() + static_cast<std::size_t>(me) * detail::run_length;
+    std::uint64_t* mine = scratch.data() + static_cast<std::size_t>(me) * detail::scratch_bytes / 8;
+    std::uint8_t* my_flags = reinterpret_cast<std::uint8_t*>(mine);
+    std::uint64_t* my_bits = mine + detail::run_length / 8;
     const block& blk = blocks[static_cast<std::size_t>(b)];
     const auto& t = tasks[blk.task];
     const bool with_r = t.per_filter && (t.want & want_R);
     for (std::size_t i = blk.first; i < blk.first + blk.count; ++i) {
       std::uint32_t* r_row =
           with_r ? t.per_filter->channel_changed.data() + i * t.prev.channels() : nullptr;
-      detail::fold_filter(t, walks[blk.task], i, filters[blk.task][i], r_row, my_flags);
+      detail::fold_filter(t, walks[blk.task], i, filters[blk.task][i], r_row, my_flags, my_bits);
     }
   }
 

@@ -7,6 +7,10 @@
 #include <cstring>
 #include <type_traits>
 
+#if defined(__AVX2__) || defined(__AVX512BW__)
+#include <immintrin.h>
+#endif
+
 #include <fevo/accumulator.hpp>
 #include <fevo/compute.hpp>
 
@@ -16,6 +20,8 @@ namespace fevo::cpu::detail {
 
 /// Elements per vectorised run: flags for one run fit in L1 next to the data.
 inline constexpr std::size_t run_length = 4096;
+/// Scratch one thread needs: run_length flag bytes, then their bits (+ a padding word).
+inline constexpr std::size_t scratch_bytes = run_length + (run_length / 64 + 1) * 8;
 
 struct run_totals {
   double sum_sq;
@@ -92,19 +98,44 @@ inline run_totals fold_run(const T* prev, const T* next, std::size_t len, comput
   return r;
 }
 
-/// Number of set flags among len bytes of 0/1: the popcount of 8 such bytes is their sum.
-template <std::size_t Len>
-inline std::uint32_t count_flags(const std::uint8_t* f, std::size_t len = Len) {
-  if constexpr (Len != 0) len = Len;  // a compile-time length unrolls the loops below
-  std::uint32_t s = 0;
-  std::size_t j = 0;
-  for (; j + 8 <= len; j += 8) {
-    std::uint64_t x;
-    std::memcpy(&x, f + j, 8);
-    s += static_cast<std::uint32_t>(__builtin_popcountll(x));
+/// Packs len flag bytes (0 or 1) into bits: bit j of words[j / 64] is flags[j]. Writes
+/// ceil(len / 64) words and one zero word after them (read by window()).
+inline void pack_flags(const std::uint8_t* flags, std::size_t len, std::uint64_t* words) {
+  const std::size_t full = len / 64;
+  for (std::size_t w = 0; w < full; ++w) {
+    const std::uint8_t* f = flags + 64 * w;
+    std::uint64_t bits;
+#if defined(__AVX512BW__)
+    bits = _mm512_test_epi8_mask(_mm512_loadu_si512(f), _mm512_set1_epi8(1));
+#elif defined(__AVX2__)
+    const auto lo = static_cast<std::uint32_t>(_mm256_movemask_epi8(
+        _mm256_slli_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(f)), 7)));
+    const auto hi = static_cast<std::uint32_t>(_mm256_movemask_epi8(
+        _mm256_slli_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(f + 32)), 7)));
+    bits = std::uint64_t(lo) | (std::uint64_t(hi) << 32);
+#else
+    bits = 0;
+    for (int k = 0; k < 8; ++k) {  // 8 bytes of 0/1 times this constant gather into the top byte
+      std::uint64_t x;
+      std::memcpy(&x, f + 8 * k, 8);
+      bits |= ((x * 0x0102040810204080ULL) >> 56) << (8 * k);
+    }
+#endif
+    words[w] = bits;
   }
-  for (; j < len; ++j) s += f[j];
-  return s;
+  std::size_t nw = full;
+  if (len % 64) {
+    std::uint64_t bits = 0;
+    for (std::size_t j = 64 * full; j < len; ++j) bits |= std::uint64_t(flags[j]) << (j - 64 * full);
+    words[nw++] = bits;
+  }
+  words[nw] = 0;
+}
+
+/// The 64 bits starting at bit `at` (the padding word keeps the read in bounds).
+inline std::uint64_t window(const std::uint64_t* words, std::size_t at) {
+  const std::size_t w = at / 64, sh = at % 64;
+  return sh ? (words[w] >> sh) | (words[w + 1] << (64 - sh)) : words[w];
 }
 
 struct channel_counts {
@@ -113,28 +144,46 @@ struct channel_counts {
 };
 
 /// R_ic of `nc` consecutive channels of `hw` flags each (into r when not null), their sum and
-/// how many are zero.
-template <std::size_t HW>
+/// how many are zero. Without r, k = 64 / hw channels are tested at once: with L the low hw-1
+/// bits and H the top bit of each hw-bit group, ((x & L) + L | x) & H has a group's top bit set
+/// exactly when the group is not all zero, and no carry crosses into the next group.
 inline channel_counts count_channels(const std::uint8_t* flags, std::size_t nc, std::size_t hw,
-                                     std::uint32_t* r) {
+                                     std::uint32_t* r, std::uint64_t* words) {
+  const std::size_t len = nc * hw;
+  pack_flags(flags, len, words);
   channel_counts t{0, 0};
-  for (std::size_t c = 0; c < nc; ++c) {
-    const std::uint32_t rc = count_flags<HW>(flags + c * hw, hw);
-    t.changed += rc;
-    t.zeros += (rc == 0);
-    if (r) r[c] = rc;
+  for (std::size_t w = 0; w < (len + 63) / 64; ++w)
+    t.changed += static_cast<std::uint64_t>(__builtin_popcountll(words[w]));
+  if (r || hw > 64) {
+    for (std::size_t c = 0; c < nc; ++c) {
+      std::uint32_t rc = 0;
+      for (std::size_t o = 0; o < hw; o += 64) {
+        const std::size_t take = hw - o < 64 ? hw - o : 64;
+        const std::uint64_t x = window(words, c * hw + o);
+        rc += static_cast<std::uint32_t>(__builtin_popcountll(take == 64 ? x : x & ((1ULL << take) - 1)));
+      }
+      t.zeros += (rc == 0);
+      if (r) r[c] = rc;
+    }
+    return t;
   }
+  if (hw == 1) {
+    t.zeros = nc - t.changed;
+    return t;
+  }
+  const std::size_t k = 64 / hw;
+  std::uint64_t group = (hw == 64) ? ~0ULL : (1ULL << hw) - 1, low = 0, top = 0;
+  for (std::size_t g = 0; g < k; ++g) {
+    low |= (group >> 1) << (g * hw);
+    top |= (1ULL << (hw - 1)) << (g * hw);
+  }
+  std::size_t c = 0;
+  for (; c + k <= nc; c += k) {
+    const std::uint64_t x = window(words, c * hw);
+    t.zeros += k - static_cast<std::uint64_t>(__builtin_popcountll((((x & low) + low) | x) & top));
+  }
+  for (; c < nc; ++c) t.zeros += (window(words, c * hw) & group) == 0;
   return t;
-}
-inline channel_counts count_channels(const std::uint8_t* flags, std::size_t nc, std::size_t hw,
-                                    std::uint32_t* r) {
-  switch (hw) {  // the kernel sizes of real conv layers get unrolled loops
-    case 1: return count_channels<1>(flags, nc, hw, r);
-    case 9: return count_channels<9>(flags, nc, hw, r);
-    case 25: return count_channels<25>(flags, nc, hw, r);
-    case 49: return count_channels<49>(flags, nc, hw, r);
-    default: return count_channels<0>(flags, nc, hw, r);
-  }
 }
 
 /// How a task's memory is walked, decided once per layer.
@@ -163,7 +212,7 @@ inline walk choose_walk(const V& a, const V& b) {
 /// Folds filter i of the task into `out`; writes R_ic into r_row when it is not null.
 template <class T>
 inline void fold_filter(const layer_task<T, host_space>& t, walk how, std::size_t i, partial& out,
-                        std::uint32_t* r_row, std::uint8_t* flags) {
+                        std::uint32_t* r_row, std::uint8_t* flags, std::uint64_t* bits) {
   const auto& a = t.prev;
   const auto& b = t.next;
   const std::size_t C = a.channels(), H = a.rows(), W = a.cols(), HW = H * W;
@@ -186,7 +235,8 @@ inline void fold_filter(const layer_task<T, host_space>& t, walk how, std::size_
           f.zero_channels += nc - r.changed;
         } else if (need_channels) {
           r = fold_run<true>(pa + off, pb + off, len, t.tau, flags);
-          const channel_counts cc = count_channels(flags, nc, HW, r_row ? r_row + c0 : nullptr);
+          const channel_counts cc =
+              count_channels(flags, nc, HW, r_row ? r_row + c0 : nullptr, bits);
           f.changed += cc.changed;
           f.zero_channels += cc.zeros;
         } else {
