@@ -46,13 +46,11 @@ struct loader;
 // f32: a = weights 0..15, b = weights 16..31.
 template <>
 struct loader<float> {
-  static step load(const float* p) {
-    step s;
+  static void load(const float* p, step& s) {
     std::memcpy(&s.a, p, 64);
     std::memcpy(&s.b, p + 16, 64);
-    return s;
   }
-  static void store_flags(std::uint8_t* f, i32x16 ca, i32x16 cb) {
+  static void store_flags(std::uint8_t* f, const i32x16& ca, const i32x16& cb) {
     const u8x16 fa = __builtin_convertvector(ca & 1, u8x16);
     const u8x16 fb = __builtin_convertvector(cb & 1, u8x16);
     std::memcpy(f, &fa, 16);
@@ -61,37 +59,43 @@ struct loader<float> {
 };
 
 // 16-bit storage: 32 weights are 16 words; a = even weights (low halves), b = odd (high halves).
-inline void store_interleaved(std::uint8_t* f, i32x16 ca, i32x16 cb) {
+inline void store_interleaved(std::uint8_t* f, const i32x16& ca, const i32x16& cb) {
   const u16x16 w = __builtin_convertvector((u32x16)(ca & 1) | ((u32x16)(cb & 1) << 8), u16x16);
   std::memcpy(f, &w, 32);  // little-endian: byte 2k = even weight k, byte 2k+1 = odd weight k
 }
 
 template <>
 struct loader<bfloat16> {
-  static step load(const bfloat16* p) {
+  static void load(const bfloat16* p, step& s) {
     u32x16 w;
     std::memcpy(&w, p, 64);
-    return {(f32x16)(w << 16), (f32x16)(w & 0xffff0000u)};
+    s.a = (f32x16)(w << 16);
+    s.b = (f32x16)(w & 0xffff0000u);
   }
-  static void store_flags(std::uint8_t* f, i32x16 ca, i32x16 cb) { store_interleaved(f, ca, cb); }
+  static void store_flags(std::uint8_t* f, const i32x16& ca, const i32x16& cb) {
+    store_interleaved(f, ca, cb);
+  }
 };
 
 template <>
 struct loader<half> {
   // The same exact conversion as half::to_float, on 16 lanes of low 16 bits.
-  static f32x16 widen(u32x16 h) {
+  static void widen(const u32x16& h, f32x16& out) {
     const u32x16 sign = (h & 0x8000u) << 16;
     const u32x16 mag = (h & 0x7fffu) << 13;
     const u32x16 scaled = (u32x16)((f32x16)mag * 5.192296858534828e33f);  // * 2^112
     const u32x16 special = (u32x16)((h & 0x7c00u) == 0x7c00u);          // Inf or NaN
-    return (f32x16)(((mag | 0x7f800000u) & special) | (scaled & ~special) | sign);
+    out = (f32x16)(((mag | 0x7f800000u) & special) | (scaled & ~special) | sign);
   }
-  static step load(const half* p) {
+  static void load(const half* p, step& s) {
     u32x16 w;
     std::memcpy(&w, p, 64);
-    return {widen(w & 0xffffu), widen(w >> 16)};
+    widen(w & 0xffffu, s.a);
+    widen(w >> 16, s.b);
   }
-  static void store_flags(std::uint8_t* f, i32x16 ca, i32x16 cb) { store_interleaved(f, ca, cb); }
+  static void store_flags(std::uint8_t* f, const i32x16& ca, const i32x16& cb) {
+    store_interleaved(f, ca, cb);
+  }
 };
 
 struct run_result {
@@ -115,8 +119,9 @@ inline run_result fold_steps(const T* prev, const T* next, std::size_t len, floa
     const std::size_t block_end = s + 4 < steps ? s + 4 : steps;  // <= 8 float squares per lane
     f32x16 sq{};
     for (; s < block_end; ++s) {
-      const step p = loader<T>::load(prev + 32 * s);
-      const step n = loader<T>::load(next + 32 * s);
+      step p, n;
+      loader<T>::load(prev + 32 * s, p);
+      loader<T>::load(next + 32 * s, n);
       const f32x16 da = n.a - p.a, db = n.b - p.b;
       const u32x16 aa = (u32x16)da & abs_mask, ab = (u32x16)db & abs_mask;
       // rule::changed: not (|d| <= tau), so NaN counts as changed.
