@@ -5,6 +5,7 @@
 // from the policy type (fevo::seq here, fevo::cpu::par in <fevo/cpu.hpp>, ...).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -100,6 +101,22 @@ partial run_one(const Policy& policy, basic_filter_view<const T, Space> prev,
   task.per_filter = per_filter;
   evaluate(policy, &task, std::size_t{1});  // the backend, found by ADL on the policy
   return total;
+}
+
+/// The host-side end of a backend's pass over one task: its filters' totals (`filters`, one per
+/// filter) are merged in filter order into *t.total and copied to t.per_filter, and R_ic (N*C
+/// values, row-major) are copied there when `r` is given.
+template <class Task>
+void finish_task(const Task& t, const partial* filters, const std::uint32_t* r) {
+  partial layer;
+  const std::size_t n = t.prev.filters();
+  for (std::size_t i = 0; i < n; ++i) {
+    merge(layer, filters[i]);
+    if (t.per_filter) t.per_filter->store(i, filters[i]);
+  }
+  if (r && t.per_filter)
+    std::copy(r, r + n * t.prev.channels(), t.per_filter->channel_changed.begin());
+  *t.total = layer;
 }
 
 }  // namespace detail

@@ -38,6 +38,13 @@ struct filter_results {
     FEVO_EXPECTS(i < size() && c < channels, "R(", i, ", ", c, ") is outside ", size(), " x ", channels);
     return channel_changed[i * channels + c];
   }
+  /// Sets filter i's entries from that filter's totals.
+  void store(std::size_t i, const partial& f) {
+    D[i] = f.sum_sq;
+    changed[i] = f.changed;
+    zero_channels[i] = f.zero_channels;
+    nonfinite[i] = f.nonfinite;
+  }
   /// The filter's totals as a partial, e.g. to merge filters into groups.
   partial filter_partial(std::size_t i) const {
     partial p;

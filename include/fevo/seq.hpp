@@ -30,12 +30,7 @@ void evaluate(const sequential_policy&, layer_task<T, host_space>* tasks, std::s
           t.per_filter->channel_changed[i * a.channels() + c] = static_cast<std::uint32_t>(channel.changed);
         merge(filter, channel);
       }
-      if (t.per_filter) {
-        t.per_filter->D[i] = filter.sum_sq;
-        t.per_filter->changed[i] = filter.changed;
-        t.per_filter->zero_channels[i] = filter.zero_channels;
-        t.per_filter->nonfinite[i] = filter.nonfinite;
-      }
+      if (t.per_filter) t.per_filter->store(i, filter);
       merge(layer, filter);
     }
     *t.total = layer;

@@ -86,21 +86,8 @@ void evaluate(const parallel_policy& policy, layer_task<T, host_space>* tasks, s
     }
   }
 
-  for (std::size_t k = 0; k < n_tasks; ++k) {
-    const auto& t = tasks[k];
-    partial layer;
-    for (std::size_t i = 0; i < filters[k].size(); ++i) {
-      const partial& f = filters[k][i];
-      merge(layer, f);
-      if (t.per_filter) {
-        t.per_filter->D[i] = f.sum_sq;
-        t.per_filter->changed[i] = f.changed;
-        t.per_filter->zero_channels[i] = f.zero_channels;
-        t.per_filter->nonfinite[i] = f.nonfinite;
-      }
-    }
-    *t.total = layer;
-  }
+  // R_ic were written in place by fold_filter.
+  for (std::size_t k = 0; k < n_tasks; ++k) ::fevo::detail::finish_task(tasks[k], filters[k].data(), nullptr);
 }
 
 }  // namespace fevo::cpu

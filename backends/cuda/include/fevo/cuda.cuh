@@ -184,13 +184,7 @@ void run(const policy& pol, layer_task<T, device_space>* tasks, std::size_t n_ta
     const auto& t = tasks[k];
     *t.total = totals[k];
     if (!t.per_filter) continue;
-    for (std::size_t i = 0; i < t.prev.filters(); ++i) {
-      const partial& f = per[descs[k].first_filter + i];
-      t.per_filter->D[i] = f.sum_sq;
-      t.per_filter->changed[i] = f.changed;
-      t.per_filter->zero_channels[i] = f.zero_channels;
-      t.per_filter->nonfinite[i] = f.nonfinite;
-    }
+    for (std::size_t i = 0; i < t.prev.filters(); ++i) t.per_filter->store(i, per[descs[k].first_filter + i]);
     if (descs[k].r_offset != detail::no_r)
       std::copy(r_host.begin() + std::ptrdiff_t(descs[k].r_offset),
                 r_host.begin() + std::ptrdiff_t(descs[k].r_offset + t.prev.filters() * t.prev.channels()),

@@ -160,24 +160,9 @@ void evaluate(const policy& pol, layer_task<T, memory_space>* tasks, std::size_t
   });
 
   for (std::size_t k = 0; k < n_tasks; ++k) {
-    const auto& t = tasks[k];
-    partial layer;
-    for (std::size_t i = 0; i < t.prev.filters(); ++i) {
-      const partial& f = per_filter[descs[k].first_filter + i];
-      merge(layer, f);
-      if (t.per_filter) {
-        t.per_filter->D[i] = f.sum_sq;
-        t.per_filter->changed[i] = f.changed;
-        t.per_filter->zero_channels[i] = f.zero_channels;
-        t.per_filter->nonfinite[i] = f.nonfinite;
-      }
-    }
-    if (descs[k].r_offset != static_cast<std::size_t>(-1))
-      std::copy(r_host.begin() + static_cast<std::ptrdiff_t>(descs[k].r_offset),
-                r_host.begin() + static_cast<std::ptrdiff_t>(descs[k].r_offset +
-                                                             t.prev.filters() * t.prev.channels()),
-                t.per_filter->channel_changed.begin());
-    *t.total = layer;
+    const std::size_t r_at = descs[k].r_offset;
+    ::fevo::detail::finish_task(tasks[k], per_filter.data() + descs[k].first_filter,
+                                r_at == static_cast<std::size_t>(-1) ? nullptr : r_host.data() + r_at);
   }
 }
 
