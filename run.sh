@@ -12,7 +12,17 @@ say() { printf '\n== %s\n' "$*"; }
 
 # Packages every command needs, and those only the test suite needs.
 base_pkgs=(build-essential cmake libeigen3-dev libxtensor-dev libtorch-dev)
-test_pkgs=(catch2 libbenchmark-dev libthrust-dev)
+test_pkgs=(catch2 libbenchmark-dev libthrust-dev clang libclang-rt-14-dev)
+base_pkgs+=(libcli11-dev nlohmann-json3-dev libzip-dev zlib1g-dev)
+# Test-only Python packages (the pyenv python3 on PATH): oracle tests with real writers/readers.
+py_test_pkgs=(numpy safetensors ml_dtypes tensorboard)
+
+ensure_python_packages() {
+  if ! python3 -c "import numpy, safetensors, ml_dtypes, tensorboard" >/dev/null 2>&1; then
+    say "installing Python packages: $*"
+    python3 -m pip install -q --disable-pip-version-check "$@"
+  fi
+}
 
 ensure_packages() {
   local missing=()
@@ -46,6 +56,7 @@ case "$cmd" in
     ;;
   test)
     ensure_packages "${base_pkgs[@]}" "${test_pkgs[@]}"
+    ensure_python_packages "${py_test_pkgs[@]}"
     say "release build and tests (build/)"
     mkdir -p build
     configure_build build -DFEVO_BUILD_TESTS=ON -DFEVO_BUILD_BENCH=ON

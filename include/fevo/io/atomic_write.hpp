@@ -118,8 +118,8 @@ inline void atomic_write(const std::string& path, const std::function<void(std::
     throw;
   }
 
-  // 3. Flush, check the stream's error flag (a write the caller did not check), fsync, close.
-  errno = 0;
+  // 3. Flush, check the stream's error flag (a write the caller did not check: errno still holds
+  //    the failed write's reason), fsync, close.
   if (detail::injected("flush") || std::fflush(f) != 0 || std::ferror(f))
     abandon("write failed", errno ? errno : EIO);
   if (detail::injected("fsync") || ::fsync(::fileno(f)) != 0) abandon("fsync failed", errno);

@@ -67,6 +67,8 @@ struct npy_array {
   bool fortran_order = false;
   /// The elements, little-endian, C order.
   std::vector<unsigned char> bytes;
+  /// Where it was read from ("file.npy", "file.npz: member 'w.npy'"), for messages; may be empty.
+  std::string source;
 
   std::uint64_t elements() const {
     std::uint64_t n = 1;
@@ -264,8 +266,9 @@ inline std::vector<unsigned char> fortran_to_c(const unsigned char* src, const s
                                                std::size_t item, std::size_t nbytes) {
   std::vector<unsigned char> dst(nbytes);
   const std::size_t rank = shape.size();
-  std::uint64_t count = nbytes / (item ? item : 1);
-  if (rank <= 1 || count == 0) {
+  const std::uint64_t count = nbytes / (item ? item : 1);
+  if (count == 0) return dst;
+  if (rank <= 1) {
     std::memcpy(dst.data(), src, nbytes);
     return dst;
   }
@@ -374,6 +377,7 @@ inline npy_array npy_from_buffer(std::vector<unsigned char>&& buf, const std::st
                                  const npy_options& opt) {
   const npy_header h = parse_npy_header(buf.data(), buf.size(), buf.size(), name, opt);
   npy_array a;
+  a.source = name;
   a.type = h.type;
   a.shape = h.shape;
   a.fortran_order = h.fortran_order;
@@ -497,12 +501,12 @@ inline void write_npy(const std::string& path, const npy_array& a) {
 }
 
 /// An array as a fevo view of T; same rules as the safetensors view_of (rank 4 in `lay`, rank 2
-/// with allow_2d, T matching the dtype). `name` is used in messages.
+/// with allow_2d, T matching the dtype). Messages name `name`, or else the array's source.
 template <class T>
 filter_view<const T> view_of(const npy_array& a, layout lay, std::vector<T>& scratch,
                              bool allow_2d = false, const std::string& name = "") {
   return detail::layer_view<T>(a.bytes.data(), a.type, a.shape, a.bytes.size(), lay, scratch,
-                               allow_2d, name, "");
+                               allow_2d, name.empty() ? a.source : name, "");
 }
 
 }  // namespace fevo::io

@@ -78,7 +78,7 @@ class npz_archive {
       zip_error_init_with_code(&ze, err);
       const std::string m = zip_error_strerror(&ze);
       zip_error_fini(&ze);
-      ::fevo::detail::fail(path, ": not a valid .npz (zip) archive: ", m);
+      ::fevo::detail::fail(path, ": not a valid .npz (zip) archive: ", m, hint(err));
     }
     zip_.reset(z);
     scan(std::uint64_t(st.st_size), limits);
@@ -97,8 +97,9 @@ class npz_archive {
     if (!z) {
       if (src) zip_source_free(src);
       const std::string m = zip_error_strerror(&ze);
+      const int code = zip_error_code_zip(&ze);
       zip_error_fini(&ze);
-      ::fevo::detail::fail(a.name_, ": not a valid .npz (zip) archive: ", m);
+      ::fevo::detail::fail(a.name_, ": not a valid .npz (zip) archive: ", m, hint(code));
     }
     zip_error_fini(&ze);
     a.zip_.reset(z);
@@ -147,6 +148,10 @@ class npz_archive {
   std::vector<npz_member> members_;
 
   npz_archive() = default;
+
+  static const char* hint(int zip_error) {
+    return zip_error == ZIP_ER_EXISTS ? " (two members have the same name)" : "";
+  }
 
   std::string where(const npz_member& m) const { return name_ + ": member '" + m.name + "'"; }
 

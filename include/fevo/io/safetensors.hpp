@@ -303,6 +303,13 @@ inline safetensors_header parse_safetensors(const unsigned char* p, std::size_t 
     fail(name, ": header is not valid UTF-8 (byte ", bad, " of the header, value 0x", std::hex,
          unsigned(h[bad]), std::dec, ")");
 
+  // A raw NUL can never be part of JSON text; nlohmann's lexer would take it for the end of the
+  // input and ignore whatever follows, so it is refused here.
+  const void* nul = std::memchr(h, 0, std::size_t(hlen));
+  if (nul)
+    fail(name, ": header contains a NUL byte (byte ", static_cast<const unsigned char*>(nul) - h,
+         " of the header); it must be JSON text");
+
   detail::safetensors_sax sax;
   const bool ok = nlohmann::json::sax_parse(h, h + hlen, &sax, nlohmann::json::input_format_t::json,
                                             /*strict=*/true);

@@ -1,0 +1,471 @@
+// fevo, the command-line tool.
+//
+//   fevo analyze SNAPSHOTS... --tau T --out DIR [--backend seq|cpu|thrust] [--layers PATTERN]
+//                [--reference prev|STEP] [--per-filter-series] [--tensorboard]
+//                [--layout oihw|hwio] [--include-2d]
+//   fevo inspect FILE [--layout oihw|hwio] [--layers PATTERN] [--include-2d]
+//
+// Exit status 0 on success; 2 on bad input or usage, with one line on stderr that names the file,
+// the tensor and the problem. See README.md ("The fevo command").
+#include <fnmatch.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <deque>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <fevo/cpu.hpp>
+#include <fevo/fevo.hpp>
+#include <fevo/io/format.hpp>
+#include <fevo/io/npy.hpp>
+#include <fevo/io/npz.hpp>
+#include <fevo/io/safetensors.hpp>
+#include <fevo/record/run_writer.hpp>
+#include <fevo/thrust.hpp>
+
+namespace {
+
+using fevo::detail::fail;
+namespace io = fevo::io;
+
+// ---- snapshots ----------------------------------------------------------------------------------
+
+/// One snapshot file: a safetensors file (memory-mapped), a .npy (one tensor, named by the file's
+/// stem) or a .npz archive (one tensor per member).
+class snapshot {
+ public:
+  struct entry {
+    std::string name;
+    io::dtype type;
+    std::vector<std::uint64_t> shape;
+    std::uint64_t nbytes;
+  };
+
+  explicit snapshot(const std::string& path) : path_(path), format_(io::detect_format(path)) {
+    switch (format_) {
+      case io::file_format::safetensors:
+        st_ = std::make_unique<io::safetensors_file>(path);
+        for (const auto& t : st_->tensors()) entries_.push_back({t.name, t.type, t.shape, t.nbytes});
+        break;
+      case io::file_format::npy: {
+        io::npy_array a = io::read_npy(path);
+        const std::string name = "array";  // a .npy holds one unnamed array
+        entries_.push_back({name, a.type, a.shape, std::uint64_t(a.bytes.size())});
+        arrays_.emplace(name, std::move(a));
+        break;
+      }
+      case io::file_format::npz:
+        arrays_ = io::read_npz(path);
+        for (const auto& [name, a] : arrays_) entries_.push_back({name, a.type, a.shape, std::uint64_t(a.bytes.size())});
+        break;
+    }
+  }
+
+  const std::string& path() const { return path_; }
+  io::file_format format() const { return format_; }
+  const std::vector<entry>& entries() const { return entries_; }
+  const entry* find(const std::string& name) const {
+    for (const auto& e : entries_)
+      if (e.name == name) return &e;
+    return nullptr;
+  }
+  std::map<std::string, std::string> metadata() const {
+    return st_ ? st_->metadata() : std::map<std::string, std::string>{};
+  }
+
+  template <class T>
+  fevo::filter_view<const T> view(const std::string& name, io::layout lay, std::vector<T>& scratch,
+                                  bool allow_2d) const {
+    if (st_) {
+      const io::tensor_info* t = st_->find(name);
+      FEVO_EXPECTS(t, path_, ": tensor '", name, "' is missing");
+      return io::view_of<T>(*st_, *t, lay, scratch, allow_2d);
+    }
+    const auto it = arrays_.find(name);
+    FEVO_EXPECTS(it != arrays_.end(), path_, ": tensor '", name, "' is missing");
+    return io::view_of<T>(it->second, lay, scratch, allow_2d);
+  }
+
+  static std::string stem(const std::string& path) {
+    std::string base = path.substr(path.find_last_of('/') + 1);
+    const auto dot = base.rfind('.');
+    return dot == std::string::npos || dot == 0 ? base : base.substr(0, dot);
+  }
+
+ private:
+  std::string path_;
+  io::file_format format_;
+  std::unique_ptr<io::safetensors_file> st_;
+  std::map<std::string, io::npy_array> arrays_;
+  std::vector<entry> entries_;
+};
+
+/// The last run of decimal digits in a file's name (without its directory), if any.
+std::optional<std::int64_t> step_from_name(const std::string& path) {
+  const std::string base = path.substr(path.find_last_of('/') + 1);
+  std::size_t end = std::string::npos;
+  for (std::size_t i = base.size(); i-- > 0;)
+    if (base[i] >= '0' && base[i] <= '9') {
+      end = i + 1;
+      break;
+    }
+  if (end == std::string::npos) return std::nullopt;
+  std::size_t begin = end;
+  while (begin > 0 && base[begin - 1] >= '0' && base[begin - 1] <= '9') --begin;
+  if (end - begin > 18) return std::nullopt;
+  return std::stoll(base.substr(begin, end - begin));
+}
+
+std::int64_t parse_step(const std::string& text, const std::string& what) {
+  std::size_t used = 0;
+  long long v = 0;
+  try {
+    v = std::stoll(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  FEVO_EXPECTS(used == text.size() && !text.empty(), what, ": step '", text, "' is not an integer");
+  return v;
+}
+
+bool is_snapshot_name(const std::string& name) {
+  for (const char* ext : {".safetensors", ".npy", ".npz", ".pt", ".pth", ".ckpt", ".bin"}) {
+    const std::size_t n = std::char_traits<char>::length(ext);
+    if (name.size() > n && name.compare(name.size() - n, n, ext) == 0) return true;
+  }
+  return false;
+}
+
+bool is_directory(const std::string& p) {
+  struct stat st {};
+  return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/// Expands directories (their snapshot files) and gives every file its step:
+/// __metadata__ "step" of a safetensors file if present, else the last integer in its name.
+struct series_item {
+  std::string path;
+  std::int64_t step;
+};
+std::vector<series_item> make_series(const std::vector<std::string>& args) {
+  std::vector<std::string> files;
+  for (const auto& a : args) {
+    if (is_directory(a)) {
+      std::vector<std::string> found;
+      for (const auto& e : std::filesystem::directory_iterator(a))
+        if (e.is_regular_file() && is_snapshot_name(e.path().filename().string()))
+          found.push_back(e.path().string());
+      FEVO_EXPECTS(!found.empty(), a, ": the directory holds no snapshot file (.safetensors, .npy, .npz)");
+      std::sort(found.begin(), found.end());
+      files.insert(files.end(), found.begin(), found.end());
+    } else {
+      files.push_back(a);
+    }
+  }
+  std::vector<series_item> out;
+  for (const auto& f : files) {
+    std::optional<std::int64_t> step;
+    if (io::detect_format(f) == io::file_format::safetensors) {
+      const io::safetensors_file st(f);
+      const auto it = st.metadata().find("step");
+      if (it != st.metadata().end()) step = parse_step(it->second, f + ": __metadata__");
+    }
+    if (!step) step = step_from_name(f);
+    FEVO_EXPECTS(step, f, ": cannot tell its training step: no __metadata__ \"step\" and no number in its name");
+    out.push_back({f, *step});
+  }
+  std::stable_sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.step < b.step; });
+  for (std::size_t k = 1; k < out.size(); ++k)
+    FEVO_EXPECTS(out[k].step != out[k - 1].step, out[k].path, ": step ", out[k].step,
+                 " is also the step of ", out[k - 1].path);
+  return out;
+}
+
+// ---- layer selection ------------------------------------------------------------------------------
+
+struct selection {
+  std::vector<std::string> patterns;  // fnmatch patterns; empty: every candidate
+  io::layout lay = io::layout::oihw;
+  bool include_2d = false;
+};
+
+/// Why a tensor is not analysed, or "" when it is.
+std::string why_not(const snapshot::entry& e, const selection& sel) {
+  if (!io::is_analysable(e.type)) return std::string("dtype ") + io::dtype_name(e.type) + " is not analysed";
+  if (e.shape.size() == 2 && !sel.include_2d) return "2-D (add --include-2d)";
+  if (e.shape.size() != 4 && e.shape.size() != 2) return std::to_string(e.shape.size()) + "-D";
+  for (auto d : e.shape)
+    if (d == 0) return "has a zero dimension";
+  if (!sel.patterns.empty()) {
+    bool any = false;
+    for (const auto& p : sel.patterns) any = any || ::fnmatch(p.c_str(), e.name.c_str(), 0) == 0;
+    if (!any) return "does not match --layers";
+  }
+  return "";
+}
+
+std::string shape_text(const std::vector<std::uint64_t>& s) {
+  std::string t = "[";
+  for (std::size_t k = 0; k < s.size(); ++k) t += (k ? ", " : "") + std::to_string(s[k]);
+  return t + "]";
+}
+
+// ---- backends -----------------------------------------------------------------------------------
+
+enum class backend { seq, cpu, thrust };
+
+template <class T>
+std::vector<fevo::layer_metrics> compute_with(backend b, const std::vector<fevo::layer_pair<T>>& pairs,
+                                              double tau, std::vector<fevo::filter_results>& per) {
+  switch (b) {
+    case backend::seq: return fevo::compute_layers(fevo::seq, pairs, tau, &per);
+    case backend::thrust: return fevo::compute_layers(fevo::thrust::par, pairs, tau, &per);
+    case backend::cpu: break;
+  }
+  return fevo::compute_layers(fevo::cpu::par, pairs, tau, &per);
+}
+
+// ---- progress -----------------------------------------------------------------------------------
+
+class progress {
+ public:
+  explicit progress(std::size_t total) : total_(total), tty_(::isatty(STDERR_FILENO) == 1) {}
+  void step(std::size_t done, double bytes) {
+    bytes_ += bytes;
+    if (!tty_) return;
+    const double s = seconds();
+    const double left = done ? s / double(done) * double(total_ - done) : 0;
+    std::fprintf(stderr, "\rfevo analyze: %zu/%zu snapshot pairs, %.2f GB/s, %.0f s left   ", done,
+                 total_, s > 0 ? bytes_ / s / 1e9 : 0.0, left);
+    std::fflush(stderr);
+  }
+  void finish() {
+    if (tty_) std::fprintf(stderr, "\n");
+  }
+  double seconds() const {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+  }
+  double bytes() const { return bytes_; }
+
+ private:
+  std::size_t total_;
+  bool tty_;
+  double bytes_ = 0;
+  std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
+};
+
+// ---- analyze ------------------------------------------------------------------------------------
+
+struct analyze_options {
+  std::vector<std::string> inputs;
+  double tau = -1;
+  std::string out;
+  std::string backend_name = "cpu";
+  std::string reference = "prev";
+  bool per_filter_series = false;
+  bool tensorboard = false;
+  selection sel;
+};
+
+int analyze(const analyze_options& o) {
+  backend b = backend::cpu;
+  if (o.backend_name == "seq") b = backend::seq;
+  else if (o.backend_name == "thrust") b = backend::thrust;
+  else if (o.backend_name == "cuda")
+    fail("--backend cuda: this fevo command was built without its CUDA path; use the C++ API "
+         "(fevo::cuda::par) or --backend cpu");
+  else FEVO_EXPECTS(o.backend_name == "cpu", "--backend must be seq, cpu, thrust or cuda, got '", o.backend_name, "'");
+
+  FEVO_EXPECTS(o.tau == o.tau && o.tau >= 0 && o.tau <= 1.7976931348623157e308,
+               "--tau must be finite and non-negative, got ", o.tau);
+  FEVO_EXPECTS(!std::filesystem::exists(std::filesystem::path(o.out) / "fevo-state"), "--out ", o.out,
+               ": the directory already holds a run; choose another directory");
+  const std::vector<series_item> series = make_series(o.inputs);
+  FEVO_EXPECTS(series.size() >= 2, "need at least two snapshots, got ", series.size());
+  std::optional<std::int64_t> ref_step;
+  if (o.reference != "prev") {
+    ref_step = parse_step(o.reference, "--reference");
+    FEVO_EXPECTS(std::any_of(series.begin(), series.end(), [&](const auto& s) { return s.step == *ref_step; }),
+                 "--reference ", *ref_step, ": no snapshot has that step");
+  }
+
+  // The layers: chosen in the first snapshot, required with the same dtype and shape in every other.
+  std::size_t first = 0;
+  if (ref_step)
+    while (series[first].step != *ref_step) ++first;
+  auto base = std::make_unique<snapshot>(series[first].path);
+  std::vector<snapshot::entry> layers;
+  for (const auto& e : base->entries())
+    if (why_not(e, o.sel).empty()) layers.push_back(e);
+  FEVO_EXPECTS(!layers.empty(), base->path(), ": no tensor to analyse (4-D", o.sel.include_2d ? " or 2-D" : "",
+               ", f16/bf16/f32/f64", o.sel.patterns.empty() ? "" : ", matching --layers", ")");
+
+  std::vector<fevo::record::layer_desc> descs;
+  for (const auto& l : layers) {
+    fevo::record::layer_desc d;
+    d.name = l.name;
+    io::visit_element(l.type, [&](auto* tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      std::vector<T> scratch;
+      const auto v = base->view<T>(l.name, o.sel.lay, scratch, o.sel.include_2d);
+      d.extents = {v.extent(0), v.extent(1), v.extent(2), v.extent(3)};
+      return 0;
+    });
+    descs.push_back(d);
+  }
+
+  fevo::record::recorder_options ro;
+  ro.out_dir = o.out;
+  ro.tau = o.tau;
+  ro.per_filter_series = o.per_filter_series;
+  ro.tensorboard = o.tensorboard;
+  ro.resume = false;
+  std::string dtypes;
+  for (const auto& l : layers)
+    if (dtypes.find(io::dtype_name(l.type)) == std::string::npos) dtypes += (dtypes.empty() ? "" : ",") + std::string(io::dtype_name(l.type));
+  fevo::record::run_writer writer(ro, descs, dtypes);
+  writer.open();
+
+  const std::size_t pairs = ref_step ? series.size() - first - 1 : series.size() - 1;
+  progress prog(pairs);
+  std::unique_ptr<snapshot> prev = std::move(base);
+  std::int64_t prev_step = series[first].step;
+  std::size_t done = 0;
+  for (std::size_t k = first + 1; k < series.size(); ++k) {
+    auto cur_ptr = std::make_unique<snapshot>(series[k].path);
+    const snapshot& cur = *cur_ptr;
+    std::vector<fevo::layer_metrics> metrics(layers.size());
+    std::vector<fevo::filter_results> per(layers.size());
+    double bytes = 0;
+    // One compute_layers call per element type, results put back in layer order.
+    for (io::dtype t : {io::dtype::f16, io::dtype::bf16, io::dtype::f32, io::dtype::f64}) {
+      std::vector<std::size_t> idx;
+      for (std::size_t j = 0; j < layers.size(); ++j)
+        if (layers[j].type == t) idx.push_back(j);
+      if (idx.empty()) continue;
+      io::visit_element(t, [&](auto* tag) {
+        using T = std::remove_pointer_t<decltype(tag)>;
+        std::deque<std::vector<T>> scratch;  // stable: views may point into it
+        std::vector<fevo::layer_pair<T>> group;
+        for (std::size_t j : idx) {
+          const auto& l = layers[j];
+          const snapshot::entry* e = cur.find(l.name);
+          FEVO_EXPECTS(e, cur.path(), ": tensor '", l.name, "' is missing (it is in ", prev->path(), ")");
+          FEVO_EXPECTS(e->type == l.type && e->shape == l.shape, cur.path(), ": tensor '", l.name, "' is ",
+                       io::dtype_name(e->type), " ", shape_text(e->shape), ", but ", io::dtype_name(l.type), " ",
+                       shape_text(l.shape), " in ", prev->path());
+          scratch.emplace_back();
+          const auto pv = prev->view<T>(l.name, o.sel.lay, scratch.back(), o.sel.include_2d);
+          scratch.emplace_back();
+          const auto nv = cur.view<T>(l.name, o.sel.lay, scratch.back(), o.sel.include_2d);
+          group.push_back({l.name, pv, nv});
+          bytes += 2.0 * double(l.nbytes);
+        }
+        std::vector<fevo::filter_results> gper;
+        const auto m = compute_with(b, group, o.tau, gper);
+        for (std::size_t q = 0; q < idx.size(); ++q) {
+          metrics[idx[q]] = m[q];
+          per[idx[q]] = std::move(gper[q]);
+        }
+        return 0;
+      });
+    }
+    writer.write(prev_step, series[k].step, metrics, per);
+    prog.step(++done, bytes);
+    if (!ref_step) {  // at most two snapshots resident: the new one replaces the old
+      prev = std::move(cur_ptr);
+      prev_step = series[k].step;
+    }
+  }
+  writer.close();
+  prog.finish();
+  return 0;
+}
+
+// ---- inspect ------------------------------------------------------------------------------------
+
+int inspect(const std::string& path, const selection& sel) {
+  const snapshot s(path);
+  std::printf("%s: %s, %zu tensors\n", path.c_str(), io::format_name(s.format()), s.entries().size());
+  for (const auto& [k, v] : s.metadata()) std::printf("  metadata %s = %s\n", k.c_str(), v.c_str());
+  std::printf("%-40s %-8s %-24s %14s  %s\n", "tensor", "dtype", "shape", "bytes", "analysed");
+  std::size_t n = 0;
+  for (const auto& e : s.entries()) {
+    const std::string why = why_not(e, sel);
+    n += why.empty();
+    std::printf("%-40s %-8s %-24s %14llu  %s\n", e.name.c_str(), io::dtype_name(e.type),
+                shape_text(e.shape).c_str(), (unsigned long long)e.nbytes,
+                why.empty() ? "yes" : ("no: " + why).c_str());
+  }
+  std::printf("%zu of %zu tensors would be analysed\n", n, s.entries().size());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"fevo: how the conv filters of a network evolve between training snapshots"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "fevo " + std::to_string(FEVO_VERSION_MAJOR) + "." +
+                                        std::to_string(FEVO_VERSION_MINOR) + "." +
+                                        std::to_string(FEVO_VERSION_PATCH));
+
+  analyze_options ao;
+  std::string layout = "oihw", patterns;
+  auto* an = app.add_subcommand("analyze", "D, S and Z between consecutive snapshots (or against one step)");
+  an->add_option("snapshots", ao.inputs, "snapshot files or directories (.safetensors, .npy, .npz)")->required();
+  an->add_option("--tau", ao.tau, "threshold of S and Z (the paper: the initial learning rate)")->required();
+  an->add_option("--out", ao.out, "output directory (must not hold a run yet)")->required();
+  an->add_option("--backend", ao.backend_name, "seq, cpu (default), thrust or cuda");
+  an->add_option("--layers", patterns, "comma-separated name patterns (fnmatch: *, ?, [..])");
+  an->add_option("--reference", ao.reference, "prev (default: consecutive snapshots) or a step to compare every later snapshot with");
+  an->add_flag("--per-filter-series", ao.per_filter_series, "also write series/<layer>.{D,S,Z}.npy");
+  an->add_flag("--tensorboard", ao.tensorboard, "also write TensorBoard scalars fevo/<layer>/{D,S,Z}");
+  an->add_option("--layout", layout, "oihw (PyTorch, default) or hwio (Keras/TF/JAX)");
+  an->add_flag("--include-2d", ao.sel.include_2d, "also analyse 2-D [out, in] weights as N x C x 1 x 1");
+
+  std::string inspect_path;
+  selection isel;
+  auto* in = app.add_subcommand("inspect", "list a file's tensors and which would be analysed");
+  in->add_option("file", inspect_path, "a .safetensors, .npy or .npz file")->required();
+  in->add_option("--layers", patterns, "comma-separated name patterns (fnmatch)");
+  in->add_option("--layout", layout, "oihw (default) or hwio");
+  in->add_flag("--include-2d", isel.include_2d, "count 2-D [out, in] weights as layers");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::fprintf(stderr, "fevo: %s (see fevo --help)\n", e.what());
+    return 2;
+  }
+  try {
+    selection& sel = an->parsed() ? ao.sel : isel;
+    FEVO_EXPECTS(layout == "oihw" || layout == "hwio", "--layout must be oihw or hwio, got '", layout, "'");
+    sel.lay = layout == "hwio" ? io::layout::hwio : io::layout::oihw;
+    std::stringstream ps(patterns);
+    for (std::string p; std::getline(ps, p, ',');)
+      if (!p.empty()) sel.patterns.push_back(p);
+    if (an->parsed()) return analyze(ao);
+    return inspect(inspect_path, isel);
+  } catch (const fevo::error& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "fevo: %s\n", e.what());
+    return 2;
+  }
+}
