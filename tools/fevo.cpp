@@ -383,6 +383,7 @@ int analyze(const analyze_options& o) {
         return 0;
       });
     }
+    writer.maybe_compact();  // keep the journal small: summaries are checkpointed
     writer.write(prev_step, series[k].step, metrics, per);
     prog.step(++done, bytes);
     if (!ref_step) {  // at most two snapshots resident: the new one replaces the old

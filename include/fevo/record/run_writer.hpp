@@ -1,6 +1,10 @@
 // fevo::record::run_writer: the files of a recording run, crash-safe. The recorder
 // (<fevo/record/recorder.hpp>) computes the metrics and hands each record to a run_writer; any
-// other producer of per-step metrics (e.g. an offline analysis) can use it the same way.
+// other producer of per-step metrics (e.g. an offline analysis) can use it the same way:
+//   run_writer w(options, layers, "f32");  w.open();
+//   for each record: w.maybe_compact(); w.write(step_prev, step, metrics, per_filter);
+//   w.close();
+// (maybe_compact() keeps the journal bounded; without it the journal holds every record.)
 //
 // ---- Files in out_dir ---------------------------------------------------------------------------
 //
@@ -31,7 +35,8 @@
 // events.out.tfevents.<unix time>.<host>.fevo
 //                        With tensorboard: TensorBoard scalars fevo/<layer>/D, /S, /Z (float32),
 //                        one Event per record at its `step`, written before record() returns. A
-//                        resumed run appends to the newest such file of out_dir.
+//                        resumed run appends to the newest such file of out_dir; a run that turns
+//                        tensorboard on later starts a file with the records from then on.
 // fevo-state/journal.bin Append-only binary journal (the recorder's own; see below).
 // fevo-state/summary.ckpt
 //                        Atomic checkpoint of the per-filter summary accumulators.
@@ -327,6 +332,17 @@ class run_writer {
 
  private:
   // ---- layout of the journal and the checkpoint ------------------------------------------------
+  // All little-endian.
+  // journal.bin header: "FEVOJRNL", u32 version (1), u32 text length, u64 record size, the text
+  //   (lines: the magic line, run_id, dtype, tau, per_filter_series, layers L, then one
+  //   "layer N C H W name" per layer), u32 CRC32C of all of the above. Reopening requires the same
+  //   text except run_id.
+  // journal.bin records, fixed size 24 + 32 L + 24 F + 8 (F: filters of all layers): u32 "FVRB",
+  //   u32 L, i64 step_prev, i64 step; per layer f64 D, f64 S, f64 Z, u64 nonfinite; per filter
+  //   f64 D_i, u64 changed_i, u64 zero_channels_i; u32 CRC32C of the record so far, u32 "FVRE".
+  // summary.ckpt: "FEVOCKPT", u32 version (1), u32 the journal header's CRC, i64 last step,
+  //   u64 records, u64 F, u64 has-last-step; per filter f64 sum, min, max of D_i, u64 records
+  //   with S_i == 0, u64 records with Z_i == 1, u64 flags (1: a D_i was NaN); u32 CRC32C.
   static constexpr std::uint32_t block_magic = 0x42525646u;      // "FVRB"
   static constexpr std::uint32_t block_end_magic = 0x45525646u;  // "FVRE"
   static constexpr std::uint32_t journal_version = 1;
@@ -418,14 +434,25 @@ class run_writer {
     out += '\n';
   }
 
+  /// float(d) rounded to nearest, without the undefined behaviour of converting a double beyond
+  /// the float range: those become FLT_MAX (within half an ulp of it) or an infinity.
+  static float to_float(double d) {
+    const double top = std::numeric_limits<float>::max();
+    const double half_ulp = 0x1p103;  // half the spacing of floats at FLT_MAX
+    const float inf = std::numeric_limits<float>::infinity();
+    if (d > top) return d - top < half_ulp ? std::numeric_limits<float>::max() : inf;
+    if (d < -top) return -top - d < half_ulp ? -std::numeric_limits<float>::max() : -inf;
+    return static_cast<float>(d);  // NaN stays NaN
+  }
+
   std::string scalars_event(std::int64_t step, const std::vector<std::array<double, 3>>& dsz) const {
     std::vector<std::pair<std::string, float>> v;
     v.reserve(3 * layers_.size());
     for (std::size_t k = 0; k < layers_.size(); ++k) {
       const std::string base = "fevo/" + layers_[k].name + "/";
-      v.emplace_back(base + "D", static_cast<float>(dsz[k][0]));
-      v.emplace_back(base + "S", static_cast<float>(dsz[k][1]));
-      v.emplace_back(base + "Z", static_cast<float>(dsz[k][2]));
+      v.emplace_back(base + "D", to_float(dsz[k][0]));
+      v.emplace_back(base + "S", to_float(dsz[k][1]));
+      v.emplace_back(base + "Z", to_float(dsz[k][2]));
     }
     return detail::tb::scalars_event(detail::wall_clock(), step, v);
   }
@@ -482,10 +509,13 @@ class run_writer {
   // ---- a new run ----------------------------------------------------------------------------
   void create() {
     if (detail::path_exists(csv_path_)) {
+      // Only a header, or a part of it, or a header and a torn line: nothing was recorded.
       const std::string content = detail::read_file(csv_path_);
       const std::string h = std::string(csv_header) + "\n";
-      FEVO_EXPECTS(content.size() <= h.size() && h.compare(0, content.size(), content) == 0,
-                   "recorder: '", csv_path_, "' holds rows but '", journal_path_,
+      const bool empty = content.size() <= h.size()
+                             ? h.compare(0, content.size(), content) == 0
+                             : content.compare(0, h.size(), h) == 0 && content.find('\n', h.size()) == std::string::npos;
+      FEVO_EXPECTS(empty, "recorder: '", csv_path_, "' holds rows but '", journal_path_,
                    "' does not exist: not a run this recorder can continue; use another directory");
     }
     detail::write_file_atomic(csv_path_, std::string(csv_header) + "\n");
@@ -579,7 +609,8 @@ class run_writer {
     const std::uint64_t csv_start = scan_csv(csv_steps, kept);
 
     // The last record present in both.
-    std::optional<std::int64_t> J = jsteps.empty() ? ck_step : std::optional<std::int64_t>(jsteps.back());
+    std::optional<std::int64_t> J = ck_step;
+    if (!jsteps.empty() && (!J || jsteps.back() > *J)) J = jsteps.back();
     std::optional<std::int64_t> C = csv_steps.empty() ? std::nullopt : std::optional<std::int64_t>(csv_steps.back().first);
     std::optional<std::int64_t> common;
     if (J && C) common = std::min(*J, *C);

@@ -189,6 +189,7 @@ class file {
     if (rc != 0) io_fail("cannot truncate", path_, errno);
   }
   void sync() {
+    if (fd_ < 0) return;  // closed: nothing left to sync
     if (::fsync(fd_) != 0 && errno != EINVAL && errno != EROFS) io_fail("cannot fsync", path_, errno);
   }
   /// Closes and reports the error of close() (NFS reports delayed write errors there).
