@@ -1,7 +1,16 @@
 // fevo's GPU benchmark (Google Benchmark, manual time from CUDA events), on the conv weights of
 // VGG-16 and ResNet-50 in f32 and bf16, all in one run on one GPU:
 //   fused              fevo::compute_layers(fevo::cuda::par, whole model): D, S, Z of every layer
-//   compare_advance    fevo::cuda::compare_and_advance per layer (reads prev and next, writes prev)
+//                      (steady state: the pointers were checked by an earlier call)
+//   fused_first        the same, with the pointer checks of a first call in every iteration
+//   fused_kernels      the same call, timed by events around its two kernels only (the device's
+//                      part; the difference to `fused` is the host's part of a call)
+//   compare_kernels    likewise for compare_advance
+//   fused_warp, fused_block1k, fused_block16k
+//                      the same with other warp/block switches (par.block_per_filter_from):
+//                      a warp per filter always, a block from 1024 and from 16384 weights
+//   compare_advance    fevo::cuda::compare_and_advance_layers on the whole model (reads prev and
+//                      next, writes prev)
 //   cub_reduce         cub::DeviceReduce::Sum over the same 2N elements: the bandwidth reference
 //   memcpy_d2d         cudaMemcpyAsync device-to-device of one snapshot (N read + N written)
 //   thrust             fevo::thrust::par (CUDA device system) on the whole model
@@ -100,17 +109,72 @@ void timed(benchmark::State& st, F&& f) {
 }
 
 template <class T>
-void BM_fused(benchmark::State& st, std::string name) {
+void BM_fused_with(benchmark::State& st, std::string name, fevo::cuda::policy pol, bool first_call) {
   auto& m = model<T>(name);
   std::size_t launches = 0;
   timed(st, [&] {
+    if (first_call) fevo::cuda::detail::forget_checked_pointers();
     const std::size_t before = fevo::cuda::detail::launch_count();
-    auto r = fevo::compute_layers(fevo::cuda::par, m.layers, tau);
+    auto r = fevo::compute_layers(pol, m.layers, tau);
     benchmark::DoNotOptimize(r);
     launches = fevo::cuda::detail::launch_count() - before;
   });
   st.counters["launches"] = double(launches);
   st.SetBytesProcessed(st.iterations() * int64_t(2 * m.n * sizeof(T)));
+}
+
+/// Times only the kernels of each call (fevo::cuda::detail::kernel_timer).
+template <class T, class F>
+void kernels_only(benchmark::State& st, F&& f) {
+  auto& timer = fevo::cuda::detail::kernel_timer::for_this_thread();
+  timer.on = true;
+  f();  // warm-up
+  for (auto _ : st) {
+    f();
+    st.SetIterationTime(timer.last_ms / 1e3);
+  }
+  timer.on = false;
+}
+
+template <class T>
+void BM_fused_kernels_with(benchmark::State& st, std::string name, fevo::cuda::policy pol) {
+  auto& m = model<T>(name);
+  kernels_only<T>(st, [&] { benchmark::DoNotOptimize(fevo::compute_layers(pol, m.layers, tau)); });
+  st.SetBytesProcessed(st.iterations() * int64_t(2 * m.n * sizeof(T)));
+}
+template <class T>
+void BM_fused_kernels(benchmark::State& st, std::string name) { BM_fused_kernels_with<T>(st, name, fevo::cuda::par); }
+
+template <class T>
+void BM_compare_kernels(benchmark::State& st, std::string name) {
+  auto& m = model<T>(name);
+  T* scratch = nullptr;
+  cuda_ok(cudaMalloc(&scratch, m.n * sizeof(T)), "cudaMalloc");
+  cuda_ok(cudaMemcpy(scratch, m.buf, m.n * sizeof(T), cudaMemcpyDeviceToDevice), "copy");
+  std::vector<fevo::cuda::advance_pair<T>> pairs;
+  for (const auto& l : m.shape.layers)
+    pairs.push_back({l.name, fevo::oihw<fevo::device_space>(scratch + l.offset, l.o, l.i, l.h, l.w),
+                     fevo::oihw<fevo::device_space>(static_cast<const T*>(m.buf + m.n + l.offset), l.o, l.i, l.h, l.w)});
+  kernels_only<T>(st, [&] { benchmark::DoNotOptimize(fevo::cuda::compare_and_advance_layers(fevo::cuda::par, pairs, tau)); });
+  cudaFree(scratch);
+  st.SetBytesProcessed(st.iterations() * int64_t(3 * m.n * sizeof(T)));
+}
+
+template <class T>
+void BM_fused(benchmark::State& st, std::string name) { BM_fused_with<T>(st, name, fevo::cuda::par, false); }
+template <class T>
+void BM_fused_first(benchmark::State& st, std::string name) { BM_fused_with<T>(st, name, fevo::cuda::par, true); }
+template <class T>
+void BM_fused_warp(benchmark::State& st, std::string name) {
+  BM_fused_with<T>(st, name, fevo::cuda::par.block_per_filter_from(SIZE_MAX), false);
+}
+template <class T>
+void BM_fused_block1k(benchmark::State& st, std::string name) {
+  BM_fused_with<T>(st, name, fevo::cuda::par.block_per_filter_from(1024), false);
+}
+template <class T>
+void BM_fused_block16k(benchmark::State& st, std::string name) {
+  BM_fused_with<T>(st, name, fevo::cuda::par.block_per_filter_from(16384), false);
 }
 
 template <class T>
@@ -127,12 +191,17 @@ void BM_compare_advance(benchmark::State& st, std::string name) {
   T* scratch = nullptr;
   cuda_ok(cudaMalloc(&scratch, m.n * sizeof(T)), "cudaMalloc");
   cuda_ok(cudaMemcpy(scratch, m.buf, m.n * sizeof(T), cudaMemcpyDeviceToDevice), "copy");
+  std::vector<fevo::cuda::advance_pair<T>> pairs;
+  for (const auto& l : m.shape.layers)
+    pairs.push_back({l.name, fevo::oihw<fevo::device_space>(scratch + l.offset, l.o, l.i, l.h, l.w),
+                     fevo::oihw<fevo::device_space>(static_cast<const T*>(m.buf + m.n + l.offset), l.o, l.i, l.h, l.w)});
+  std::size_t launches = 0;
   timed(st, [&] {
-    for (const auto& l : m.shape.layers)
-      benchmark::DoNotOptimize(fevo::cuda::compare_and_advance(
-          fevo::cuda::par, fevo::oihw<fevo::device_space>(scratch + l.offset, l.o, l.i, l.h, l.w),
-          fevo::oihw<fevo::device_space>(static_cast<const T*>(m.buf + m.n + l.offset), l.o, l.i, l.h, l.w), tau));
+    const std::size_t before = fevo::cuda::detail::launch_count();
+    benchmark::DoNotOptimize(fevo::cuda::compare_and_advance_layers(fevo::cuda::par, pairs, tau));
+    launches = fevo::cuda::detail::launch_count() - before;
   });
+  st.counters["launches"] = double(launches);
   cudaFree(scratch);
   st.SetBytesProcessed(st.iterations() * int64_t(3 * m.n * sizeof(T)));
 }
@@ -181,10 +250,15 @@ class collector : public benchmark::ConsoleReporter {
   void ReportRuns(const std::vector<Run>& runs) override {
     ConsoleReporter::ReportRuns(runs);
     for (const auto& r : runs) {
+      // "BM_fused/vgg16/f32/manual_time" -> "BM_fused/vgg16/f32"
+      std::string key = r.benchmark_name();
+      const std::string suffix = "/manual_time";
+      if (key.size() > suffix.size() && key.compare(key.size() - suffix.size(), suffix.size(), suffix) == 0)
+        key.resize(key.size() - suffix.size());
       auto it = r.counters.find("bytes_per_second");
-      if (it != r.counters.end()) rate[r.benchmark_name()] = it->second;
+      if (it != r.counters.end()) rate[key] = it->second;
       auto l = r.counters.find("launches");
-      if (l != r.counters.end()) launches[r.benchmark_name()] = l->second;
+      if (l != r.counters.end()) launches[key] = l->second;
     }
   }
 };
@@ -196,7 +270,15 @@ void register_all() {
   benchmark::RegisterBenchmark((std::string(#fn) + "/" + m + "/" + tag).c_str(), fn<T>, m)->UseManualTime()->Unit(benchmark::kMicrosecond)
     FEVO_REG(BM_fused, float, "f32");
     FEVO_REG(BM_fused, fevo::bfloat16, "bf16");
+    FEVO_REG(BM_fused_first, float, "f32");
+    FEVO_REG(BM_fused_kernels, float, "f32");
+    FEVO_REG(BM_fused_kernels, fevo::bfloat16, "bf16");
+    FEVO_REG(BM_compare_kernels, float, "f32");
+    FEVO_REG(BM_fused_warp, float, "f32");
+    FEVO_REG(BM_fused_block1k, float, "f32");
+    FEVO_REG(BM_fused_block16k, float, "f32");
     FEVO_REG(BM_compare_advance, float, "f32");
+    FEVO_REG(BM_compare_advance, fevo::bfloat16, "bf16");
     FEVO_REG(BM_cub_reduce, float, "f32");
     FEVO_REG(BM_cub_reduce, fevo::bfloat16, "bf16");
     FEVO_REG(BM_memcpy_d2d, float, "f32");
@@ -241,8 +323,20 @@ int main(int argc, char** argv) {
                   t == "f32" ? thr / 1e9 : 0.0, r1, r1 >= 0.9 ? "PASS" : "MISS",
                   r2, t == "f32" ? (r2 >= 0.9 ? "PASS" : "MISS") : "");
       const double l = rep.launches["BM_fused/" + m + "/" + t];
-      std::printf("%-10s %-5s launches per model call: %.0f (target <= 2) %s\n", model, ty, l,
-                  l <= 2 ? "PASS" : "MISS");
+      const double la = rep.launches["BM_compare_advance/" + m + "/" + t];
+      std::printf("%-10s %-5s launches per model call: fused %.0f, compare-and-advance %.0f (target <= 2) %s\n",
+                  model, ty, l, la, l <= 2 && la <= 2 ? "PASS" : "MISS");
+    }
+  }
+  std::printf("\nf32 variants (GB/s, ratio to cub; compare_kernels: ratio to memcpy):\n");
+  for (const char* model : {"vgg16", "resnet50"}) {
+    const std::string m = model;
+    const double cub = get("BM_cub_reduce/" + m + "/f32");
+    for (const char* v : {"fused", "fused_first", "fused_kernels", "fused_warp", "fused_block1k",
+                          "fused_block16k", "compare_kernels"}) {
+      const double g = get(std::string("BM_") + v + "/" + m + "/f32");
+      const double ref = std::string(v) == "compare_kernels" ? get("BM_memcpy_d2d/" + m + "/f32") : cub;
+      std::printf("%-10s %-15s %8.1f  %5.2f\n", model, v, g / 1e9, ref > 0 ? g / ref : 0.0);
     }
   }
   std::printf("(GB/s; bytes each must move: fused/cub/thrust 2N, memcpy 2N, compare-and-advance 3N)\n");

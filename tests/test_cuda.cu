@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <random>
 #include <vector>
@@ -52,12 +53,21 @@ struct cuda_backend : device_upload {
   static constexpr const char* name = "fevo::cuda::par";
   static auto policy() { return fevo::cuda::par; }
 };
+/// The same kernel with every filter read by one warp, and with every filter read by a block.
+struct cuda_warp_backend : device_upload {
+  static constexpr const char* name = "fevo::cuda::par (warp per filter)";
+  static auto policy() { return fevo::cuda::par.block_per_filter_from(SIZE_MAX); }
+};
+struct cuda_block_backend : device_upload {
+  static constexpr const char* name = "fevo::cuda::par (block per filter)";
+  static auto policy() { return fevo::cuda::par.block_per_filter_from(1); }
+};
 struct thrust_cuda_backend : device_upload {
   static constexpr const char* name = "fevo::thrust::par (cuda)";
   static auto policy() { return fevo::thrust::par; }
 };
 
-using cuda_backends = std::tuple<cuda_backend, thrust_cuda_backend>;
+using cuda_backends = std::tuple<cuda_backend, cuda_warp_backend, cuda_block_backend, thrust_cuda_backend>;
 
 }  // namespace fevo_test
 
@@ -91,6 +101,122 @@ TEST_CASE("cuda: compare_and_advance gives compute's results and leaves prev equ
   CHECK(m.totals.zero_channels == ref.totals.zero_channels);
   CHECK(m.D == Approx(ref.D).epsilon(1e-12));
   CHECK(after == b);
+}
+
+namespace {
+
+template <class T>
+struct device_buffer {
+  T* p = nullptr;
+  explicit device_buffer(const std::vector<T>& h) {
+    REQUIRE(cudaMalloc(&p, h.size() * sizeof(T) + 16) == cudaSuccess);
+    REQUIRE(cudaMemcpy(p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice) == cudaSuccess);
+  }
+  ~device_buffer() { cudaFree(p); }
+  std::vector<T> get(std::size_t n) const {
+    std::vector<T> h(n);
+    REQUIRE(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost) == cudaSuccess);
+    return h;
+  }
+};
+
+template <class T>
+T from_double(double v) {
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) return T(v);
+  else return T::from_float(float(v));
+}
+
+/// A whole "model" of mixed layers through compare_and_advance_layers, against fevo::seq layer
+/// by layer: warp and block modes, packed and strided (an offset view), and a filter larger than
+/// a block's bitset (the channel-by-channel path).
+template <class T>
+void check_advance_model(fevo::cuda::policy pol) {
+  struct shape { std::size_t o, i, h, w; bool offset; };
+  const std::vector<shape> shapes = {{8, 3, 3, 3, false},    {37, 19, 3, 3, false}, {16, 64, 1, 1, false},
+                                     {5, 512, 3, 3, false},  {3, 7, 7, 7, true},    {2, 30000, 3, 3, false},
+                                     {4, 100, 5, 5, true}};
+  fevo_test::rng g = fevo_test::rng_for("compare_and_advance_layers");
+  std::vector<std::vector<T>> a(shapes.size()), b(shapes.size());
+  std::vector<std::unique_ptr<device_buffer<T>>> da, db;
+  std::vector<fevo::cuda::advance_pair<T>> pairs;
+  std::vector<fevo::layer_metrics> want;
+  std::vector<fevo::filter_results> want_per(shapes.size());
+  for (std::size_t k = 0; k < shapes.size(); ++k) {
+    const auto& s = shapes[k];
+    const std::size_t n = s.o * s.i * s.h * s.w, off = s.offset ? 1 : 0;  // offset: unaligned
+    a[k].resize(n + off);
+    b[k].resize(n + off);
+    for (std::size_t e = 0; e < n + off; ++e) {
+      const double x = g.uniform() - 0.5;
+      a[k][e] = from_double<T>(x);
+      b[k][e] = (e % 3 == 0) ? a[k][e] : from_double<T>(x + (g.uniform() - 0.5) * 1e-2);
+    }
+    want.push_back(fevo::compute(fevo::seq, fevo::oihw(a[k].data() + off, s.o, s.i, s.h, s.w),
+                                 fevo::oihw(b[k].data() + off, s.o, s.i, s.h, s.w), 1e-3, want_per[k]));
+    da.push_back(std::make_unique<device_buffer<T>>(a[k]));
+    db.push_back(std::make_unique<device_buffer<T>>(b[k]));
+    pairs.push_back({"layer" + std::to_string(k), fevo::oihw<fevo::device_space>(da[k]->p + off, s.o, s.i, s.h, s.w),
+                     fevo::oihw<fevo::device_space>(static_cast<const T*>(db[k]->p + off), s.o, s.i, s.h, s.w)});
+  }
+  std::vector<fevo::filter_results> per;
+  const std::size_t before = fevo::cuda::detail::launch_count();
+  const auto got = fevo::cuda::compare_and_advance_layers(pol, pairs, 1e-3, &per);
+  CHECK(fevo::cuda::detail::launch_count() - before == 2);
+  REQUIRE(got.size() == shapes.size());
+  for (std::size_t k = 0; k < shapes.size(); ++k) {
+    INFO("layer " << k);
+    CHECK(got[k].totals.changed == want[k].totals.changed);
+    CHECK(got[k].totals.zero_channels == want[k].totals.zero_channels);
+    CHECK(got[k].totals.nonfinite == want[k].totals.nonfinite);
+    CHECK(got[k].D == Approx(want[k].D).epsilon(1e-12));
+    for (std::size_t i = 0; i < shapes[k].o; ++i) {
+      CHECK(per[k].S(i) == want_per[k].S(i));
+      CHECK(per[k].Z(i) == want_per[k].Z(i));
+    }
+    const auto after = da[k]->get(a[k].size());
+    const std::size_t off = shapes[k].offset ? 1 : 0;
+    bool same = true;
+    for (std::size_t e = off; e < after.size(); ++e)
+      same = same && std::memcmp(&after[e], &b[k][e], sizeof(T)) == 0;
+    CHECK(same);  // prev := next, bit for bit
+    if (off) CHECK(std::memcmp(&after[0], &a[k][0], sizeof(T)) == 0);  // nothing outside the view
+  }
+}
+
+}  // namespace
+
+TEST_CASE("cuda: compare_and_advance_layers on a mixed model, every mode and dtype", "[cuda]") {
+  for (auto pol : {fevo::cuda::par, fevo::cuda::par.block_per_filter_from(1),
+                   fevo::cuda::par.block_per_filter_from(SIZE_MAX)}) {
+    INFO("block_from " << pol.block_from);
+    check_advance_model<float>(pol);
+    check_advance_model<double>(pol);
+    check_advance_model<fevo::half>(pol);
+    check_advance_model<fevo::bfloat16>(pol);
+  }
+}
+
+TEST_CASE("cuda: compare_and_advance_layers refuses overlapping prev and next", "[cuda]") {
+  std::vector<float> h(2 * 3 * 3 * 3 * 2, 1.f);
+  device_buffer<float> d(h);
+  auto first = fevo::oihw<fevo::device_space>(d.p, 2, 3, 3, 3);
+  auto shifted = fevo::oihw<fevo::device_space>(d.p + 5, 2, 3, 3, 3);
+  auto second = fevo::oihw<fevo::device_space>(static_cast<const float*>(d.p + 54), 2, 3, 3, 3);
+  std::vector<fevo::cuda::advance_pair<float>> same{{"a", first, first}};
+  REQUIRE_THROWS_WITH(fevo::cuda::compare_and_advance_layers(fevo::cuda::par, same, 0.1),
+                      Catch::Contains("overlap") && Catch::Contains("'a' prev"));
+  std::vector<fevo::cuda::advance_pair<float>> cross{{"a", first, second}, {"b", shifted, second}};
+  REQUIRE_THROWS_WITH(fevo::cuda::compare_and_advance_layers(fevo::cuda::par, cross, 0.1),
+                      Catch::Contains("overlap"));
+  // Two prev views reading the same next are fine.
+  std::vector<float> h2(27, 2.f);
+  device_buffer<float> e(h2), f(h2);
+  auto n = fevo::oihw<fevo::device_space>(static_cast<const float*>(d.p + 54), 1, 3, 3, 3);
+  std::vector<fevo::cuda::advance_pair<float>> ok{{"a", fevo::oihw<fevo::device_space>(e.p, 1, 3, 3, 3), n},
+                                                  {"b", fevo::oihw<fevo::device_space>(f.p, 1, 3, 3, 3), n}};
+  const auto m = fevo::cuda::compare_and_advance_layers(fevo::cuda::par, ok, 0.1);
+  CHECK(m[0].S == 1.0);
+  CHECK(m[1].S == 1.0);
 }
 
 TEST_CASE("cuda: host memory in a device view is refused with fevo::error", "[cuda]") {

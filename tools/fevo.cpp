@@ -1,6 +1,6 @@
 // fevo, the command-line tool.
 //
-//   fevo analyze SNAPSHOTS... --tau T --out DIR [--backend seq|cpu|thrust] [--layers PATTERN]
+//   fevo analyze SNAPSHOTS... --tau T --out DIR [--backend seq|cpu|thrust|cuda] [--layers PATTERN]
 //                [--reference prev|STEP] [--per-filter-series] [--tensorboard]
 //                [--layout oihw|hwio] [--include-2d]
 //   fevo inspect FILE [--layout oihw|hwio] [--layers PATTERN] [--include-2d]
@@ -35,6 +35,10 @@
 #include <fevo/io/safetensors.hpp>
 #include <fevo/record/run_writer.hpp>
 #include <fevo/thrust.hpp>
+
+#ifdef FEVO_CLI_HAVE_CUDA
+#include "cuda_backend.hpp"
+#endif
 
 namespace {
 
@@ -225,7 +229,7 @@ std::string shape_text(const std::vector<std::uint64_t>& s) {
 
 // ---- backends -----------------------------------------------------------------------------------
 
-enum class backend { seq, cpu, thrust };
+enum class backend { seq, cpu, thrust, cuda };
 
 template <class T>
 std::vector<fevo::layer_metrics> compute_with(backend b, const std::vector<fevo::layer_pair<T>>& pairs,
@@ -233,6 +237,11 @@ std::vector<fevo::layer_metrics> compute_with(backend b, const std::vector<fevo:
   switch (b) {
     case backend::seq: return fevo::compute_layers(fevo::seq, pairs, tau, &per);
     case backend::thrust: return fevo::compute_layers(fevo::thrust::par, pairs, tau, &per);
+#ifdef FEVO_CLI_HAVE_CUDA
+    case backend::cuda: return fevo_cli::compute_on_cuda(pairs, tau, per);
+#else
+    case backend::cuda: break;  // refused in analyze()
+#endif
     case backend::cpu: break;
   }
   return fevo::compute_layers(fevo::cpu::par, pairs, tau, &per);
@@ -284,9 +293,15 @@ int analyze(const analyze_options& o) {
   backend b = backend::cpu;
   if (o.backend_name == "seq") b = backend::seq;
   else if (o.backend_name == "thrust") b = backend::thrust;
-  else if (o.backend_name == "cuda")
-    fail("--backend cuda: this fevo command was built without its CUDA path; use the C++ API "
-         "(fevo::cuda::par) or --backend cpu");
+  else if (o.backend_name == "cuda") {
+#ifdef FEVO_CLI_HAVE_CUDA
+    fevo_cli::require_cuda_device();
+    b = backend::cuda;
+#else
+    fail("--backend cuda: this fevo command was built without CUDA (configure with nvcc found, "
+         "FEVO_ENABLE_CUDA=ON); use --backend cpu");
+#endif
+  }
   else FEVO_EXPECTS(o.backend_name == "cpu", "--backend must be seq, cpu, thrust or cuda, got '", o.backend_name, "'");
 
   FEVO_EXPECTS(o.tau == o.tau && o.tau >= 0 && o.tau <= 1.7976931348623157e308,

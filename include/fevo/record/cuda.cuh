@@ -7,9 +7,10 @@
 //
 // Same files, steps and crash safety as the host recorder (<fevo/record/recorder.hpp>,
 // run_writer.hpp). The previous snapshot is kept on the device, packed [O, I, H, W]: one extra
-// device copy of the recorded layers (copy_bytes()). record() runs fevo::cuda::compare_and_advance
-// on each layer: the metrics and the advance of the kept copy in one pass (12 bytes of traffic
-// per f32 weight). Only the per-filter results come to the host.
+// device copy of the recorded layers (copy_bytes()). record() runs
+// fevo::cuda::compare_and_advance_layers on all layers at once: the metrics and the advance of the
+// kept copy in one pass of two kernel launches (12 bytes of traffic per f32 weight). Only the
+// per-filter results come to the host.
 //
 // Difference from the host recorder: the kept copy has advanced when the results are written, so
 // a record whose write failed (fevo::error; its rows are rolled back) is not retried: the next
@@ -70,7 +71,7 @@ class recorder<T, ::fevo::cuda::policy> : public detail::recorder_base {
     });
   }
 
-  /// As the host recorder's record(), with one compare-and-advance pass per layer.
+  /// As the host recorder's record(), with one compare-and-advance pass over all layers.
   std::vector<layer_metrics> record(std::int64_t step) {
     bool advanced = false;
     auto compute = [&](std::vector<filter_results>& per) {
@@ -103,13 +104,11 @@ class recorder<T, ::fevo::cuda::policy> : public detail::recorder_base {
 
   /// kept := live, and the metrics of (kept, live) on the way when `m` is given.
   void advance(std::vector<filter_results>* per, std::vector<layer_metrics>* m = nullptr) {
-    if (per) per->resize(layers_.size());
-    for (std::size_t k = 0; k < layers_.size(); ++k) {
-      auto& l = layers_[k];
-      const layer_metrics r =
-          ::fevo::cuda::compare_and_advance(policy_, l.kept, l.live, opts_.tau, per ? &(*per)[k] : nullptr);
-      if (m) m->push_back(r);
-    }
+    std::vector<::fevo::cuda::advance_pair<T>> pairs;
+    pairs.reserve(layers_.size());
+    for (auto& l : layers_) pairs.push_back({l.name, l.kept, l.live});
+    auto r = ::fevo::cuda::compare_and_advance_layers(policy_, pairs, opts_.tau, per);
+    if (m) *m = std::move(r);
   }
 
   ::fevo::cuda::policy policy_;

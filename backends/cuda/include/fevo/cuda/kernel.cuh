@@ -1,17 +1,21 @@
-// The fused CUDA kernels of fevo::cuda. Needs nvcc.
+// The fused CUDA kernels of fevo::cuda. Needs nvcc; nothing here needs more than sm_60.
 //
 // fold_filters: one launch for every layer of a call. A table of per-layer descriptors
-// (layer_desc) lives in device memory; each warp takes whole filters in a grid-stride loop, finds
-// the filter's layer by binary search in the table, and folds the filter's weights with the
-// core's element rules:
+// (layer_desc) lives in device memory. The work is cut into items, and each block takes items
+// in a grid-stride loop, finding an item's layer by binary search in the table:
+//   - warp mode (small filters): an item is warps_per_block consecutive filters, one per warp;
+//   - block mode (filters of at least policy::block_from weights): an item is one filter, read by
+//     the whole block, so a few hundred large filters still spread over every SM.
+// Either way the filter's weights are folded with the core's element rules:
 //   - packed layers (each filter's C*H*W weights contiguous in both snapshots, 16-byte aligned
-//     filters) are read with 16-byte vector loads; any other strides use element loads, which
-//     are still coalesced when consecutive weights are adjacent in memory;
-//   - each weight's "changed" flag goes into a per-warp bitset in shared memory, from which the
-//     per-(filter, channel) counts R_ic, the zero channels (Z) and the changed count (S) come
-//     after the pass, in the same read of memory;
-//   - D is summed per lane in double (exact squares) and reduced with warp shuffles.
-// Filters with more than bitset_bits weights are folded channel by channel instead.
+//     filters) are read with 16-byte vector loads, several in flight per thread; any other strides
+//     use element loads, which are still coalesced when consecutive weights are adjacent;
+//   - each weight's "changed" flag goes into a bitset in shared memory (one per warp, or the
+//     whole block's in block mode), assembled a word at a time with warp shuffles or ballots, from
+//     which the per-(filter, channel) counts R_ic, the zero channels (Z) and the changed count (S)
+//     come after the pass, in the same read of memory;
+//   - D is summed per thread in double (exact squares) and reduced in a fixed order.
+// Filters larger than the bitset of their mode are folded channel by channel by one warp.
 // With Advance, the kernel also stores each next weight over the prev weight it just read
 // (compare-and-advance: 12 bytes of traffic per f32 weight instead of 16).
 //
@@ -29,8 +33,16 @@ namespace fevo::cuda::detail {
 
 inline constexpr int warps_per_block = 8;
 inline constexpr int block_threads = 32 * warps_per_block;
-/// Bits of one warp's bitset: filters up to this many weights take the bitset path (4 KiB).
-inline constexpr std::size_t bitset_bits = 32768;
+/// Bits of one warp's bitset: filters up to this many weights take the warp bitset path (4 KiB).
+inline constexpr std::size_t warp_bits = 32768;
+/// Bits of a block's bitset (all the warps' bitsets together): the limit of block mode.
+inline constexpr std::size_t block_bits = warp_bits * warps_per_block;
+/// 16-byte vectors in flight per thread in the packed path, and blocks per SM fold_filters is
+/// compiled for (it caps registers at 128 per thread). On an H100, 2 vectors with 3 or 4 blocks
+/// per SM (80 or 64 registers, a few spills) measured 5-10% slower on VGG-16 and no faster on
+/// ResNet-50 (bench/bench_cuda.cu).
+inline constexpr int unroll = 4;
+inline constexpr int min_blocks_per_sm = 2;
 inline constexpr std::size_t no_r = static_cast<std::size_t>(-1);
 
 template <class T>
@@ -42,9 +54,16 @@ struct layer_desc {
   std::size_t sn[4];
   compute_t<T> tau;
   std::size_t first_filter;  ///< global index of this layer's filter 0
+  std::size_t first_item;    ///< global index of this layer's first work item
   std::size_t r_offset;      ///< start of this layer's R_ic in the R buffer, or no_r
   int packed;                ///< 1: vector path (see above)
+  int block;                 ///< 1: block mode, an item per filter; 0: warp mode
 };
+
+/// Items of a layer in each mode.
+inline std::size_t items_of(std::size_t filters, bool block) {
+  return block ? filters : (filters + warps_per_block - 1) / warps_per_block;
+}
 
 __device__ inline double warp_sum(double v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
@@ -56,11 +75,11 @@ __device__ inline unsigned long long warp_sum(unsigned long long v) {
 }
 
 /// Number of set bits in [from, from + len) of a bitset of 32-bit words.
-__device__ inline std::uint32_t count_bits(const std::uint32_t* bits, std::size_t from, std::size_t len) {
+__device__ inline std::uint32_t count_bits(const std::uint32_t* bits, std::uint32_t from, std::uint32_t len) {
   std::uint32_t n = 0;
   while (len > 0) {
-    const std::size_t word = from >> 5, bit = from & 31;
-    const std::size_t take = (32 - bit < len) ? 32 - bit : len;
+    const std::uint32_t word = from >> 5, bit = from & 31;
+    const std::uint32_t take = (32 - bit < len) ? 32 - bit : len;
     const std::uint32_t mask = take == 32 ? 0xffffffffu : (((1u << take) - 1u) << bit);
     n += __popc(bits[word] & mask);
     from += take;
@@ -69,7 +88,7 @@ __device__ inline std::uint32_t count_bits(const std::uint32_t* bits, std::size_
   return n;
 }
 
-/// Per-lane accumulation of one weight pair (the accumulator's fold, minus the channel logic).
+/// Per-thread accumulation of one weight pair (the accumulator's fold, minus the channel logic).
 template <class T>
 struct lane_totals {
   double sum_sq = 0;
@@ -88,114 +107,204 @@ struct lane_totals {
 
 template <class T>
 __device__ inline const layer_desc<T>& find_layer(const layer_desc<T>* layers, int n_layers,
-                                                  std::size_t g) {
-  int lo = 0, hi = n_layers;  // the last layer whose first_filter <= g
+                                                  std::size_t item) {
+  int lo = 0, hi = n_layers;  // the last layer whose first_item <= item
   while (hi - lo > 1) {
     const int mid = (lo + hi) / 2;
-    if (layers[mid].first_filter <= g) lo = mid; else hi = mid;
+    if (layers[mid].first_item <= item) lo = mid; else hi = mid;
   }
   return layers[lo];
 }
 
-template <class T, bool Advance>
-__global__ void __launch_bounds__(block_threads)
-fold_filters(const layer_desc<T>* __restrict__ layers, int n_layers, std::size_t n_filters,
-             partial* __restrict__ out, std::uint32_t* __restrict__ r) {
-  __shared__ std::uint32_t bitsets[warps_per_block][bitset_bits / 32];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  std::uint32_t* bits = bitsets[warp];
-  for (std::size_t k = lane; k < bitset_bits / 32; k += 32) bits[k] = 0;
-  __syncwarp();
-
-  const std::size_t warps = std::size_t(gridDim.x) * warps_per_block;
-  for (std::size_t g = std::size_t(blockIdx.x) * warps_per_block + warp; g < n_filters; g += warps) {
-    const layer_desc<T>& L = find_layer(layers, n_layers, g);
-    const std::size_t i = g - L.first_filter;
-    const std::size_t C = L.ext[1], H = L.ext[2], W = L.ext[3], HW = H * W, size = C * HW;
-    const compute_t<T> tau = L.tau;
-    lane_totals<T> acc;
-    partial f;
-
-    if (size <= bitset_bits) {
-      if (L.packed) {
-        // 16-byte vector loads over the filter's contiguous weights.
-        constexpr int V = 16 / sizeof(T);
-        struct alignas(16) vec { T v[V]; };
-        T* pp = L.prev + i * L.sp[0];
-        const T* pn = L.next + i * L.sn[0];
-        const vec* vp = reinterpret_cast<const vec*>(pp);
-        const vec* vn = reinterpret_cast<const vec*>(pn);
-        for (std::size_t e = std::size_t(lane) * V; e < size; e += 32 * V) {
-          const vec a = vp[e / V], b = vn[e / V];
-          std::uint32_t m = 0;
+/// Folds a packed filter of `size` weights (a multiple of the vector width) with P threads
+/// (thread t), 16-byte loads, `unroll` vectors in flight per thread, flags into `bits`.
+/// Every bitset word that covers [0, size) is written (bits past size as 0). All 32 lanes of
+/// each participating warp must call it (warp shuffles).
+template <class T, bool Advance, int P>
+__device__ inline void fold_packed(T* pp, const T* pn, std::uint32_t size, int t, compute_t<T> tau,
+                                   lane_totals<T>& acc, std::uint32_t* bits) {
+  constexpr int V = 16 / sizeof(T);  // elements per vector
+  constexpr int G = 32 / V;          // threads per bitset word
+  static_assert(P % 32 == 0 && 32 % V == 0, "threads and vector width must tile bitset words");
+  struct alignas(16) vec { T v[V]; };
+  const vec* vp = reinterpret_cast<const vec*>(pp);
+  const vec* vn = reinterpret_cast<const vec*>(pn);
+  const std::uint32_t nv = size / V;  // 32-bit: a filter on this path has at most block_bits weights
+  for (std::uint32_t base = 0; base < nv; base += std::uint32_t(P) * unroll) {
+    vec a[unroll], b[unroll];
 #pragma unroll
-          for (int k = 0; k < V; ++k) m |= std::uint32_t(acc.add(a.v[k], b.v[k], tau)) << k;
-          if (Advance) reinterpret_cast<vec*>(pp)[e / V] = b;
-          if (m) {  // V consecutive bits starting at e; they may straddle two words
-            const std::size_t w0 = e >> 5, sh = e & 31;
-            atomicOr(&bits[w0], m << sh);
-            if (sh + V > 32) atomicOr(&bits[w0 + 1], m >> (32 - sh));
-          }
-        }
-      } else {
-        // Any strides: element e of the filter is (c, h, w) = (e / HW, e / W % H, e % W).
-        for (std::size_t base = 0; base < size; base += 32) {
-          const std::size_t e = base + lane;
-          bool c = false;
-          if (e < size) {
-            const std::size_t ch = e / HW, h = (e / W) % H, w = e % W;
-            const std::size_t op = i * L.sp[0] + ch * L.sp[1] + h * L.sp[2] + w * L.sp[3];
-            const std::size_t on = i * L.sn[0] + ch * L.sn[1] + h * L.sn[2] + w * L.sn[3];
-            const T b = L.next[on];
-            c = acc.add(L.prev[op], b, tau);
-            if (Advance) L.prev[op] = b;
-          }
-          const std::uint32_t word = __ballot_sync(0xffffffffu, c);
-          if (lane == 0) bits[base >> 5] = word;
-        }
+    for (int u = 0; u < unroll; ++u) {
+      const std::uint32_t v = base + std::uint32_t(u * P + t);
+      if (v < nv) {
+        a[u] = vp[v];
+        b[u] = vn[v];
       }
-      __syncwarp();
-      // Channel counts from the bitset, a channel per lane; then clear the bits used.
-      unsigned long long zeros = 0;
-      for (std::size_t c = lane; c < C; c += 32) {
-        const std::uint32_t rc = count_bits(bits, c * HW, HW);
-        zeros += (rc == 0);
-        if (L.r_offset != no_r) r[L.r_offset + i * C + c] = rc;
-      }
-      __syncwarp();
-      for (std::size_t k = lane; k < (size + 31) / 32; k += 32) bits[k] = 0;
-      __syncwarp();
-      f.zero_channels = warp_sum(zeros);
-    } else {
-      // Large filters: channel by channel, R_ic from ballots.
-      unsigned long long zeros = 0;
-      for (std::size_t ch = 0; ch < C; ++ch) {
-        std::uint32_t rc = 0;
-        for (std::size_t base = 0; base < HW; base += 32) {
-          const std::size_t e = base + lane;
-          bool c = false;
-          if (e < HW) {
-            const std::size_t h = e / W, w = e % W;
-            const std::size_t op = i * L.sp[0] + ch * L.sp[1] + h * L.sp[2] + w * L.sp[3];
-            const std::size_t on = i * L.sn[0] + ch * L.sn[1] + h * L.sn[2] + w * L.sn[3];
-            const T b = L.next[on];
-            c = acc.add(L.prev[op], b, tau);
-            if (Advance) L.prev[op] = b;
-          }
-          rc += __popc(__ballot_sync(0xffffffffu, c));
-        }
-        zeros += (rc == 0);
-        if (lane == 0 && L.r_offset != no_r) r[L.r_offset + i * C + ch] = rc;
-      }
-      f.zero_channels = zeros;  // the same value in every lane
     }
+#pragma unroll
+    for (int u = 0; u < unroll; ++u) {
+      const std::uint32_t v = base + std::uint32_t(u * P + t);
+      std::uint32_t m = 0;
+      if (v < nv) {
+#pragma unroll
+        for (int k = 0; k < V; ++k) m |= std::uint32_t(acc.add(a[u].v[k], b[u].v[k], tau)) << k;
+        if (Advance) reinterpret_cast<vec*>(pp)[v] = b[u];
+      }
+      // Vector v holds bits [v*V, v*V + V): word v / G, shift (v % G) * V, and v % G == t % G.
+      std::uint32_t w = m << ((t % G) * V);
+#pragma unroll
+      for (int o = 1; o < G; o <<= 1) w |= __shfl_xor_sync(0xffffffffu, w, o);
+      if (t % G == 0 && v < nv) bits[v / G] = w;
+    }
+  }
+}
 
-    f.sum_sq = warp_sum(acc.sum_sq);
-    f.changed = warp_sum(acc.changed);
-    f.nonfinite = warp_sum(acc.nonfinite);
+/// Folds filter i of a layer with any strides with P threads (thread t); element e of the
+/// filter is (c, h, w) = (e / HW, e / W % H, e % W). Flags into `bits` by warp ballots.
+template <class T, bool Advance, int P>
+__device__ inline void fold_strided(const layer_desc<T>& L, std::size_t i, std::uint32_t size, int t,
+                                    lane_totals<T>& acc, std::uint32_t* bits) {
+  // 32-bit element indices: a filter on this path has at most block_bits weights.
+  const std::uint32_t H = std::uint32_t(L.ext[2]), W = std::uint32_t(L.ext[3]), HW = H * W;
+  const int lane = t & 31;
+  for (std::uint32_t base = 0; base < size; base += P) {
+    const std::uint32_t e = base + std::uint32_t(t);
+    bool c = false;
+    if (e < size) {
+      const std::size_t ch = e / HW, h = (e / W) % H, w = e % W;
+      const std::size_t op = i * L.sp[0] + ch * L.sp[1] + h * L.sp[2] + w * L.sp[3];
+      const std::size_t on = i * L.sn[0] + ch * L.sn[1] + h * L.sn[2] + w * L.sn[3];
+      const T b = L.next[on];
+      c = acc.add(L.prev[op], b, L.tau);
+      if (Advance) L.prev[op] = b;
+    }
+    const std::uint32_t word = __ballot_sync(0xffffffffu, c);
+    if (lane == 0) bits[(base + std::uint32_t(t - lane)) >> 5] = word;
+  }
+}
+
+/// Zero channels of a filter from its bitset, channels spread over P threads; R_ic to `r` if given.
+template <int P>
+__device__ inline unsigned int channel_zeros(const std::uint32_t* bits, std::uint32_t C,
+                                             std::uint32_t HW, int t, std::uint32_t* r) {
+  unsigned int zeros = 0;
+  for (std::uint32_t c = t; c < C; c += P) {
+    const std::uint32_t rc = count_bits(bits, c * HW, HW);
+    zeros += (rc == 0);
+    if (r) r[c] = rc;
+  }
+  return zeros;
+}
+
+/// Warp mode: filter i of layer L by one warp, with its own bitset.
+template <class T, bool Advance>
+__device__ inline void fold_warp(const layer_desc<T>& L, std::size_t i, std::uint32_t* bits,
+                                 partial* out, std::uint32_t* r) {
+  const int lane = threadIdx.x & 31;
+  const std::size_t C = L.ext[1], H = L.ext[2], W = L.ext[3], HW = H * W, size = C * HW;
+  std::uint32_t* r_filter = L.r_offset != no_r ? r + L.r_offset + i * C : nullptr;
+  lane_totals<T> acc;
+  unsigned long long zeros = 0;
+  if (size <= warp_bits) {
+    if (L.packed)
+      fold_packed<T, Advance, 32>(L.prev + i * L.sp[0], L.next + i * L.sn[0], std::uint32_t(size), lane, L.tau,
+                                  acc, bits);
+    else
+      fold_strided<T, Advance, 32>(L, i, std::uint32_t(size), lane, acc, bits);
+    __syncwarp();
+    zeros = warp_sum((unsigned long long)channel_zeros<32>(bits, std::uint32_t(C), std::uint32_t(HW), lane, r_filter));
+  } else {
+    // Larger than the bitset: channel by channel, R_ic from ballots.
+    for (std::size_t ch = 0; ch < C; ++ch) {
+      std::uint32_t rc = 0;
+      for (std::size_t base = 0; base < HW; base += 32) {
+        const std::size_t e = base + lane;
+        bool c = false;
+        if (e < HW) {
+          const std::size_t h = e / W, w = e % W;
+          const std::size_t op = i * L.sp[0] + ch * L.sp[1] + h * L.sp[2] + w * L.sp[3];
+          const std::size_t on = i * L.sn[0] + ch * L.sn[1] + h * L.sn[2] + w * L.sn[3];
+          const T b = L.next[on];
+          c = acc.add(L.prev[op], b, L.tau);
+          if (Advance) L.prev[op] = b;
+        }
+        rc += __popc(__ballot_sync(0xffffffffu, c));
+      }
+      zeros += (rc == 0);
+      if (lane == 0 && r_filter) r_filter[ch] = rc;
+    }
+  }
+  partial f;
+  f.sum_sq = warp_sum(acc.sum_sq);
+  f.changed = warp_sum(acc.changed);
+  f.nonfinite = warp_sum(acc.nonfinite);
+  f.zero_channels = zeros;
+  f.weights = size;
+  f.channels = C;
+  if (lane == 0) out[L.first_filter + i] = f;
+}
+
+/// Per-warp totals of block mode, summed by thread 0 in warp order.
+struct block_totals {
+  double sum_sq[warps_per_block];
+  unsigned long long changed[warps_per_block], nonfinite[warps_per_block], zeros[warps_per_block];
+};
+
+/// Block mode: filter i of layer L by the whole block, with the block's whole bitset.
+template <class T, bool Advance>
+__device__ inline void fold_block(const layer_desc<T>& L, std::size_t i, std::uint32_t* bits,
+                                  block_totals& red, partial* out, std::uint32_t* r) {
+  const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
+  const std::size_t C = L.ext[1], HW = L.ext[2] * L.ext[3], size = C * HW;
+  lane_totals<T> acc;
+  if (L.packed)
+    fold_packed<T, Advance, block_threads>(L.prev + i * L.sp[0], L.next + i * L.sn[0], std::uint32_t(size), t,
+                                           L.tau, acc, bits);
+  else
+    fold_strided<T, Advance, block_threads>(L, i, std::uint32_t(size), t, acc, bits);
+  __syncthreads();
+  std::uint32_t* r_filter = L.r_offset != no_r ? r + L.r_offset + i * C : nullptr;
+  const unsigned long long zeros =
+      warp_sum((unsigned long long)channel_zeros<block_threads>(bits, std::uint32_t(C), std::uint32_t(HW), t, r_filter));
+  const double s = warp_sum(acc.sum_sq);
+  const unsigned long long ch = warp_sum(acc.changed), nf = warp_sum(acc.nonfinite);
+  if (lane == 0) {
+    red.sum_sq[warp] = s;
+    red.changed[warp] = ch;
+    red.nonfinite[warp] = nf;
+    red.zeros[warp] = zeros;
+  }
+  __syncthreads();
+  if (t == 0) {
+    partial f;
+    for (int w = 0; w < warps_per_block; ++w) {
+      f.sum_sq += red.sum_sq[w];
+      f.changed += red.changed[w];
+      f.nonfinite += red.nonfinite[w];
+      f.zero_channels += red.zeros[w];
+    }
     f.weights = size;
     f.channels = C;
-    if (lane == 0) out[g] = f;
+    out[L.first_filter + i] = f;
+  }
+}
+
+template <class T, bool Advance>
+__global__ void __launch_bounds__(block_threads, min_blocks_per_sm)
+fold_filters(const layer_desc<T>* __restrict__ layers, int n_layers, std::size_t n_items,
+             partial* __restrict__ out, std::uint32_t* __restrict__ r) {
+  __shared__ std::uint32_t bits[block_bits / 32];
+  __shared__ block_totals red;
+  const int warp = threadIdx.x >> 5;
+  for (std::size_t item = blockIdx.x; item < n_items; item += gridDim.x) {
+    __syncthreads();  // the previous item is done with the bitsets and the totals
+    const layer_desc<T>& L = find_layer(layers, n_layers, item);
+    const std::size_t j = item - L.first_item;
+    if (L.block) {
+      fold_block<T, Advance>(L, j, bits, red, out, r);
+    } else {
+      const std::size_t i = j * warps_per_block + std::size_t(warp);
+      if (i < L.ext[0]) fold_warp<T, Advance>(L, i, bits + std::size_t(warp) * (warp_bits / 32), out, r);
+    }
   }
 }
 
