@@ -103,6 +103,51 @@ partial run_one(const Policy& policy, basic_filter_view<const T, Space> prev,
   return total;
 }
 
+/// Checked tasks for many layers (anything with .name, .prev and .next): the shared start of
+/// compute_layers and of backends' whole-model calls. `totals` is sized to one per layer; with
+/// `per_filter`, it is resized to one filter_results per layer, each sized for its layer.
+template <class T, class Space, class Layers>
+std::vector<layer_task<T, Space>> make_tasks(const Layers& layers, double tau, std::vector<partial>& totals,
+                                             std::vector<filter_results>* per_filter) {
+  totals.assign(layers.size(), partial{});
+  std::vector<layer_task<T, Space>> tasks(layers.size());
+  if (per_filter) per_filter->resize(layers.size());
+  for (std::size_t k = 0; k < layers.size(); ++k) {
+    const auto& l = layers[k];
+    const std::string name = l.name.empty() ? "#" + std::to_string(k) : l.name;
+    tasks[k].prev = l.prev;
+    tasks[k].next = l.next;
+    tasks[k].tau = check_pair(tasks[k].prev, tasks[k].next, tau, want_all, name);
+    tasks[k].want = want_all;
+    tasks[k].total = &totals[k];
+    if (per_filter) {
+      (*per_filter)[k].resize(l.prev.filters(), l.prev.channels(), l.prev.filter_size(), false);
+      tasks[k].per_filter = &(*per_filter)[k];
+    }
+  }
+  return tasks;
+}
+
+/// Fills the fields that the backends' per-layer descriptors share (ext, sp, sn: extents and the
+/// two snapshots' strides; tau; first_filter; r_offset, or `no_r` when the task wants no R_ic)
+/// from a task, advancing the running counts of filters and of R_ic values.
+template <class Desc, class Task>
+void fill_layer_desc(Desc& d, const Task& t, std::size_t& filters, std::size_t& r_total, std::size_t no_r) {
+  for (int r = 0; r < 4; ++r) {
+    d.ext[r] = t.prev.extent(r);
+    d.sp[r] = t.prev.stride(r);
+    d.sn[r] = t.next.stride(r);
+  }
+  d.tau = t.tau;
+  d.first_filter = filters;
+  filters += t.prev.filters();
+  d.r_offset = no_r;
+  if (t.per_filter && (t.want & want_R)) {
+    d.r_offset = r_total;
+    r_total += t.prev.filters() * t.prev.channels();
+  }
+}
+
 /// The host-side end of a backend's pass over one task: its filters' totals (`filters`, one per
 /// filter) are merged in filter order into *t.total and copied to t.per_filter, and R_ic (N*C
 /// values, row-major) are copied there when `r` is given.
@@ -167,22 +212,8 @@ std::vector<layer_metrics> compute_layers(const Policy& policy,
                                           const std::vector<layer_pair<T, Space>>& layers,
                                           double tau,
                                           std::vector<filter_results>* per_filter = nullptr) {
-  std::vector<partial> totals(layers.size());
-  std::vector<layer_task<T, Space>> tasks(layers.size());
-  if (per_filter) per_filter->resize(layers.size());
-  for (std::size_t k = 0; k < layers.size(); ++k) {
-    const auto& l = layers[k];
-    const std::string name = l.name.empty() ? "#" + std::to_string(k) : l.name;
-    tasks[k].prev = l.prev;
-    tasks[k].next = l.next;
-    tasks[k].tau = detail::check_pair(l.prev, l.next, tau, want_all, name);
-    tasks[k].want = want_all;
-    tasks[k].total = &totals[k];
-    if (per_filter) {
-      (*per_filter)[k].resize(l.prev.filters(), l.prev.channels(), l.prev.filter_size(), false);
-      tasks[k].per_filter = &(*per_filter)[k];
-    }
-  }
+  std::vector<partial> totals;
+  std::vector<layer_task<T, Space>> tasks = detail::make_tasks<T, Space>(layers, tau, totals, per_filter);
   if (!tasks.empty()) evaluate(policy, tasks.data(), tasks.size());
   std::vector<layer_metrics> out(layers.size());
   for (std::size_t k = 0; k < layers.size(); ++k) out[k] = finalize(totals[k], layers[k].prev.filters());

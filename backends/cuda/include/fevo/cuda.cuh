@@ -218,19 +218,7 @@ void run(const policy& pol, layer_task<T, device_space>* tasks, std::size_t n_ta
     desc& d = descs[k];
     d.prev = Advance ? advance_prev[k] : const_cast<T*>(t.prev.data_handle());  // read only unless Advance
     d.next = t.next.data_handle();
-    for (int r = 0; r < 4; ++r) {
-      d.ext[r] = t.prev.extent(r);
-      d.sp[r] = t.prev.stride(r);
-      d.sn[r] = t.next.stride(r);
-    }
-    d.tau = t.tau;
-    d.first_filter = filters;
-    filters += t.prev.filters();
-    d.r_offset = detail::no_r;
-    if (t.per_filter && (t.want & want_R)) {
-      d.r_offset = r_total;
-      r_total += t.prev.filters() * t.prev.channels();
-    }
+    ::fevo::detail::fill_layer_desc(d, t, filters, r_total, detail::no_r);
     d.packed = vector_friendly(t.prev) && vector_friendly(t.next) ? 1 : 0;
     const std::size_t size = t.prev.filter_size();
     d.block = size >= pol.block_from && size <= detail::block_bits ? 1 : 0;
@@ -377,23 +365,11 @@ std::vector<layer_metrics> compare_and_advance_layers(const policy& pol,
                                                       const std::vector<advance_pair<T>>& layers, double tau,
                                                       std::vector<filter_results>* per_filter = nullptr) {
   static_assert(!std::is_const_v<T>, "compare_and_advance writes prev: pass views of mutable memory");
-  std::vector<partial> totals(layers.size());
-  std::vector<layer_task<T, device_space>> tasks(layers.size());
+  std::vector<partial> totals;
+  std::vector<layer_task<T, device_space>> tasks =
+      ::fevo::detail::make_tasks<T, device_space>(layers, tau, totals, per_filter);
   std::vector<T*> raw(layers.size());
-  if (per_filter) per_filter->resize(layers.size());
-  for (std::size_t k = 0; k < layers.size(); ++k) {
-    const auto& l = layers[k];
-    const std::string name = l.name.empty() ? "#" + std::to_string(k) : l.name;
-    tasks[k].prev = l.prev;
-    tasks[k].next = l.next;
-    tasks[k].tau = ::fevo::detail::check_pair(tasks[k].prev, tasks[k].next, tau, want_all, name);
-    tasks[k].total = &totals[k];
-    if (per_filter) {
-      (*per_filter)[k].resize(l.prev.filters(), l.prev.channels(), l.prev.filter_size(), false);
-      tasks[k].per_filter = &(*per_filter)[k];
-    }
-    raw[k] = l.prev.data_handle();
-  }
+  for (std::size_t k = 0; k < layers.size(); ++k) raw[k] = layers[k].prev.data_handle();
   detail::check_disjoint(layers);
   if (!tasks.empty()) detail::run<T, true>(pol, tasks.data(), tasks.size(), raw.data());
   std::vector<layer_metrics> out(layers.size());

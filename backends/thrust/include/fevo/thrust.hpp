@@ -123,19 +123,7 @@ void evaluate(const policy& pol, layer_task<T, memory_space>* tasks, std::size_t
     auto& d = descs[k];
     d.prev = t.prev.data_handle();
     d.next = t.next.data_handle();
-    for (int r = 0; r < 4; ++r) {
-      d.ext[r] = t.prev.extent(r);
-      d.sp[r] = t.prev.stride(r);
-      d.sn[r] = t.next.stride(r);
-    }
-    d.tau = t.tau;
-    d.first_filter = filters;
-    filters += t.prev.filters();
-    d.r_offset = static_cast<std::size_t>(-1);
-    if (t.per_filter && (t.want & want_R)) {
-      d.r_offset = r_total;
-      r_total += t.prev.filters() * t.prev.channels();
-    }
+    ::fevo::detail::fill_layer_desc(d, t, filters, r_total, static_cast<std::size_t>(-1));
   }
 
   std::vector<partial> per_filter(filters);
