@@ -12,16 +12,42 @@ say() { printf '\n== %s\n' "$*"; }
 
 # Packages every command needs, and those only the test suite needs.
 base_pkgs=(build-essential cmake libeigen3-dev libxtensor-dev libtorch-dev)
-test_pkgs=(catch2 libbenchmark-dev libthrust-dev clang libclang-rt-14-dev)
+test_pkgs=(catch2 libbenchmark-dev libthrust-dev clang libclang-rt-14-dev chromium)
 base_pkgs+=(libcli11-dev nlohmann-json3-dev libzip-dev zlib1g-dev)
-# Test-only Python packages (the pyenv python3 on PATH): oracle tests with real writers/readers.
-py_test_pkgs=(numpy safetensors ml_dtypes tensorboard)
+# The paper driver: Fashion-MNIST (real data) and stb_image for ImageFolder datasets.
+base_pkgs+=(dataset-fashion-mnist libstb-dev)
+# Test-only Python packages (the pyenv python3 on PATH): oracle tests with real writers/readers,
+# and the report tool's tests (matplotlib; chromium above renders its page).
+py_test_pkgs=(numpy safetensors ml_dtypes tensorboard matplotlib)
 
+# ensure_python_packages PKG...: pip-installs the packages when any of them does not import (each
+# name here is also its module's name).
 ensure_python_packages() {
-  if ! python3 -c "import numpy, safetensors, ml_dtypes, tensorboard" >/dev/null 2>&1; then
+  local modules
+  modules=$(IFS=,; echo "$*")
+  if ! python3 -c "import $modules" >/dev/null 2>&1; then
     say "installing Python packages: $*"
     python3 -m pip install -q --disable-pip-version-check "$@"
   fi
+}
+
+# ensure_report_python: sets report_python to a python3 that imports numpy and matplotlib (what
+# tools/fevo_report.py needs): the python3 on PATH, after a pip install if needed; where pip cannot
+# install (no pip, or Debian's externally managed python3), Debian's python3-matplotlib.
+report_python=python3
+ensure_report_python() {
+  report_python=python3
+  if command -v python3 >/dev/null 2>&1; then
+    python3 -c "import numpy, matplotlib" >/dev/null 2>&1 && return 0
+    say "installing Python packages for the report: numpy matplotlib"
+    if python3 -m pip install -q --disable-pip-version-check numpy matplotlib &&
+       python3 -c "import numpy, matplotlib" >/dev/null 2>&1; then
+      return 0
+    fi
+    say "pip could not install them; using Debian's python3-numpy and python3-matplotlib"
+  fi
+  ensure_packages python3 python3-numpy python3-matplotlib
+  report_python=/usr/bin/python3
 }
 
 ensure_packages() {
@@ -53,6 +79,22 @@ case "$cmd" in
     configure_build build -DFEVO_BUILD_TESTS=OFF -DFEVO_BUILD_BENCH=OFF
     say "demo: fevo on raw weight buffers"
     ./build/examples/raw_buffers
+    # The paper's section IV on the CPU: VGG-16 and ResNet-50 at width 0.125 on 32x32 Fashion-MNIST,
+    # 600 steps of batch 64 on 10000 training images (lr 2e-4 halved after steps 400 and 500, as the
+    # paper's "after 25 epochs, then every 10" scaled down), a record every 10 steps, Table IV on
+    # 2000 test images. A few minutes on 2 cores; see README.md, "The paper driver".
+    for model in vgg16 resnet50; do
+      say "demo: the paper driver, $model (runs/demo/$model)"
+      rm -rf "runs/demo/$model"
+      ./build/examples/paper/fevo_paper --model "$model" --data fashion-mnist --out "runs/demo/$model" \
+        --width 0.125 --size 32 --steps 600 --batch 64 --train-images 10000 --test-images 2000 \
+        --lr-halve-steps 400,500 --record-every 10 --seed 1
+    done
+    # The report (keep it the last step: its last output line, the path of report.html, is the
+    # last line of ./run.sh demo).
+    ensure_report_python
+    say "report: the paper's figures, Table IV and observations (runs/demo/)"
+    "$report_python" tools/fevo_report.py runs/demo/vgg16 runs/demo/resnet50 --out runs/demo
     ;;
   test)
     ensure_packages "${base_pkgs[@]}" "${test_pkgs[@]}"

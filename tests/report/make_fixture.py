@@ -1,0 +1,223 @@
+#!/usr/bin/env python3
+"""Writes small synthetic run directories in the exact format of the run directory contract, for
+the tests of tools/fevo_report.py:
+
+    python3 make_fixture.py OUTDIR [--seed N]
+
+  OUTDIR/vgg16      a paper-driver run of VGG-16 (13 conv layers, widths 8..32)
+  OUTDIR/resnet50   a paper-driver run of ResNet-50 (all 53 conv layers, widths 4..32)
+  OUTDIR/analyze    a `fevo analyze --out` directory (metrics.csv, filter_summary.csv), 7 layers, one
+                    of whose names needs CSV quoting
+
+The data are built so that the paper's four observations hold: VGG-16's mean D falls by a factor
+sqrt(10) per Table III layer (rho = -1); ResNet-50's five means are within a factor 2.5 and out of
+order; 4 of 32 filters of block4/conv4_3 and 10 of 32 of block5/conv5_3 never change (D_i = 0,
+S_i = 0, Z_i = 1); VGG-16's Table IV least_D drop is 0 while random draws drop 2 % +- 0.5 %.
+Every random number comes from numpy.random.default_rng(seed) (seed 1 by default).
+"""
+
+import argparse
+import json
+import os
+import struct
+import zlib
+
+import numpy as np
+
+STEPS, RECORD_EVERY = 200, 10
+LR, LR_HALVE = 2e-4, [100, 150]
+
+
+def png_bytes(pixels):
+    """A PNG file of an 8-bit grayscale (h, w) or RGB (h, w, 3) uint8 array."""
+    a = np.ascontiguousarray(pixels, dtype=np.uint8)
+    h, w = a.shape[:2]
+    color = 2 if a.ndim == 3 else 0
+    raw = b"".join(b"\x00" + a[y].tobytes() for y in range(h))
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data +
+                struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, color, 0, 0, 0)) +
+            chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+
+
+def write(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+
+
+def csv_field(s):
+    return '"' + s.replace('"', '""') + '"' if any(c in s for c in ',"\n') else s
+
+
+def vgg_layers(w=(8, 16, 16, 32, 32)):
+    out, cin = [], 3
+    for b, (n, width) in enumerate(zip((2, 2, 3, 3, 3), w), start=1):
+        for k in range(1, n + 1):
+            out.append((f"block{b}/conv{b}_{k}", [width, cin, 3, 3]))
+            cin = width
+    return out
+
+
+def resnet_layers():
+    out = [("block1/conv1", [8, 3, 7, 7])]
+    cin = 8
+    for b, (units, mid) in enumerate(zip((3, 4, 6, 3), (4, 8, 16, 32)), start=2):
+        for u in range(1, units + 1):
+            p = f"block{b}/unit_{u}/"
+            out += [(p + "conv1", [mid, cin, 1, 1]), (p + "conv2", [mid, mid, 3, 3]),
+                    (p + "conv3", [4 * mid, mid, 1, 1])]
+            if u == 1:
+                out.append((p + "shortcut", [4 * mid, cin, 1, 1]))
+            cin = 4 * mid
+    return out
+
+
+VGG_T3 = ["block1/conv1_1", "block2/conv2_2", "block3/conv3_3", "block4/conv4_3", "block5/conv5_3"]
+RESNET_T3 = ["block1/conv1", "block2/unit_3/conv2", "block3/unit_4/conv2", "block4/unit_6/conv2",
+             "block5/unit_3/conv2"]
+
+
+def lr_at(step):
+    return LR * 0.5 ** sum(step > s for s in LR_HALVE)
+
+
+def recorder_files(d, layers, base_D, frozen, rng, series=True):
+    """metrics.csv, filter_summary.csv and (series) series/ for the given layers: D_i = base_D[name]
+    * (lr/LR)^2 * g_i * noise, filters in frozen[name] never change."""
+    steps = np.arange(RECORD_EVERY, STEPS + 1, RECORD_EVERY)
+    R = len(steps)
+    metrics = ["step_prev,step,layer,D,S,Z,n_filters,nonfinite"]
+    summary = ["layer,filter,steps,D_mean,D_min,D_max,frac_S_zero,frac_Z_one"]
+    per_layer = {}
+    for name, shape in layers:
+        N = shape[0]
+        g = rng.lognormal(0.0, 0.5, N)
+        moving = np.ones(N, bool)
+        moving[frozen.get(name, [])] = False
+        scale = np.array([(lr_at(s) / LR) ** 2 for s in steps])[:, None]
+        Di = base_D[name] * scale * g[None, :] * rng.uniform(0.7, 1.3, (R, N)) * moving[None, :]
+        Si = np.clip(0.4 * np.sqrt(scale) + rng.uniform(-0.05, 0.05, (R, N)), 0.01, 1) * moving[None, :]
+        Zi = np.where(moving[None, :], np.clip(rng.uniform(0.0, 0.2, (R, N)), 0, 0.99), 1.0)
+        per_layer[name] = (Di, Si, Zi)
+    for r, s in enumerate(steps):
+        for name, shape in layers:
+            Di, Si, Zi = per_layer[name]
+            metrics.append(f"{s - RECORD_EVERY},{s},{csv_field(name)},{float(Di[r].mean())!r},"
+                           f"{float(Si[r].mean())!r},{float(Zi[r].mean())!r},{shape[0]},0")
+    for name, shape in layers:
+        Di, Si, Zi = per_layer[name]
+        for i in range(shape[0]):
+            summary.append(f"{csv_field(name)},{i},{R},{float(Di[:, i].mean())!r},{float(Di[:, i].min())!r},"
+                           f"{float(Di[:, i].max())!r},{float(np.mean(Si[:, i] == 0))!r},"
+                           f"{float(np.mean(Zi[:, i] == 1))!r}")
+    write(os.path.join(d, "metrics.csv"), "\n".join(metrics) + "\n")
+    write(os.path.join(d, "filter_summary.csv"), "\n".join(summary) + "\n")
+    if series:
+        sd = os.path.join(d, "series")
+        os.makedirs(sd, exist_ok=True)
+        np.save(os.path.join(sd, "steps.npy"), np.stack([steps - RECORD_EVERY, steps], axis=1).astype(np.int64))
+        index = ["layer,D,S,Z,n_filters"]
+        for name, shape in layers:
+            stem = name.replace("/", "__")
+            for k, a in zip("DSZ", per_layer[name]):
+                np.save(os.path.join(sd, f"{stem}.{k}.npy"), a.astype(np.float64))
+            index.append(f"{csv_field(name)},{stem}.D.npy,{stem}.S.npy,{stem}.Z.npy,{shape[0]}")
+        write(os.path.join(sd, "index.csv"), "\n".join(index) + "\n")
+    return per_layer
+
+
+def driver_run(d, model, layers, t3, base_D, frozen, table4_drops, rng):
+    os.makedirs(d, exist_ok=True)
+    cfg = {"model": model, "width": 0.125, "input_size": 32, "dataset": "synthetic fixture", "classes": 10,
+           "train_images": 640, "test_images": 160, "steps": STEPS, "batch": 16, "lr": LR,
+           "lr_halve_steps": LR_HALVE, "tau": LR, "record_every": RECORD_EVERY, "seed": 1, "device": "cpu",
+           "threads": 2, "versions": {"fevo": "0.1.0", "libtorch": "fixture"}, "table3": t3,
+           "conv_layers": [{"name": n, "shape": s} for n, s in layers]}
+    write(os.path.join(d, "config.json"), json.dumps(cfg, indent=2) + "\n")
+    write(os.path.join(d, "summary.json"), json.dumps(
+        {"final_test_accuracy": 0.4375, "train_seconds": 12.5, "record_seconds": 0.5,
+         "recording_overhead": 0.04, "steps": STEPS, "records": STEPS // RECORD_EVERY}) + "\n")
+    log = ["step,epoch,loss,accuracy,lr,time_s"]
+    for s in range(0, STEPS + 1, RECORD_EVERY):
+        log.append(f"{s},{s * 16 / 640!r},{float(2.3 * np.exp(-s / 150) + 0.1)!r},{min(1.0, 0.1 + s / 400)!r},"
+                   f"{lr_at(s)!r},{s * 0.06!r}")
+    write(os.path.join(d, "train_log.csv"), "\n".join(log) + "\n")
+    recorder_files(d, layers, base_D, frozen, rng)
+
+    # First-layer weights: a random walk, filter i moving at speed (i + 1) / O.
+    O, I, H, W = layers[0][1]
+    K = STEPS // RECORD_EVERY + 1
+    speed = (np.arange(O) + 1.0) / O
+    w = rng.normal(0, 0.3, (1, O, I, H, W)) + np.cumsum(
+        rng.normal(0, 0.05, (K, O, I, H, W)) * speed[None, :, None, None, None], axis=0)
+    np.save(os.path.join(d, "first_layer.npy"), w.astype(np.float32))
+    np.save(os.path.join(d, "first_layer_steps.npy"), np.arange(0, STEPS + 1, RECORD_EVERY, dtype=np.int64))
+
+    f3 = os.path.join(d, "fig3")
+    os.makedirs(f3, exist_ok=True)
+    yy, xx = np.mgrid[0:32, 0:32]
+    img = np.stack([xx * 8, yy * 8, (xx + yy) * 4], axis=2).astype(np.uint8)
+    with open(os.path.join(f3, "input.png"), "wb") as f:
+        f.write(png_bytes(img))
+    index = ["step,filter,file"]
+    for step in (0, STEPS):
+        for filt in sorted(rng.choice(O, 5, replace=False).tolist()) if step == 0 else chosen:
+            m = rng.uniform(0, 255, (30, 30)).astype(np.uint8)
+            m[0, 0], m[-1, -1] = 0, 255  # min-max normalised
+            name = f"step_{step}_filter_{filt}.png"
+            with open(os.path.join(f3, name), "wb") as f:
+                f.write(png_bytes(m))
+            index.append(f"{step},{filt},{name}")
+        if step == 0:
+            chosen = [int(r.split(",")[1]) for r in index[1:]]
+    write(os.path.join(f3, "index.csv"), "\n".join(index) + "\n")
+
+    shapes = dict(layers)
+    t4 = ["layer,filters,zeroed,criterion,draws,baseline_accuracy,accuracy_mean,accuracy_std,drop_mean,drop_std"]
+    md = ["| layer | filters | zeroed | criterion | draws | baseline | accuracy | std | drop | drop std |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
+    base = 0.4375
+    for name, (least, mostz, rmean, rstd) in zip(t3, table4_drops):
+        n = shapes[name][0]
+        z = max(1, n // 8)
+        for crit, drop, std, draws in (("least_D", least, 0.0, 1), ("most_Z", mostz, 0.0, 1),
+                                       ("random", rmean, rstd, 5)):
+            t4.append(f"{name},{n},{z},{crit},{draws},{base!r},{base - drop!r},{std!r},{drop!r},{std!r}")
+            md.append(f"| {name} | {n} | {z} | {crit} | {draws} | {base:.4f} | {base - drop:.4f} | {std:.4f} | "
+                      f"{drop:.4f} | {std:.4f} |")
+    write(os.path.join(d, "table4.csv"), "\n".join(t4) + "\n")
+    write(os.path.join(d, "table4.md"), "\n".join(md) + "\n")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out")
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    rng = np.random.default_rng(args.seed)
+
+    vl = vgg_layers()
+    base = {n: 1e-2 * 10 ** (-0.5 * i / 2) for i, (n, _) in enumerate(vl)}  # falls with depth
+    for i, n in enumerate(VGG_T3):
+        base[n] = 1e-2 * 10 ** (-0.5 * i)  # Table III layers: exactly sqrt(10) apart
+    driver_run(os.path.join(args.out, "vgg16"), "vgg16", vl, VGG_T3, base,
+               {"block4/conv4_3": list(range(4)), "block5/conv5_3": list(range(10, 20))},
+               [(0.0, 0.001, 0.02, 0.005)] * 5, rng)
+
+    rl = resnet_layers()
+    base = {n: 2e-3 for n, _ in rl}
+    for n, v in zip(RESNET_T3, (2.0e-3, 2.5e-3, 1.8e-3, 2.2e-3, 1.0e-3)):
+        base[n] = v
+    driver_run(os.path.join(args.out, "resnet50"), "resnet50", rl, RESNET_T3, base, {},
+               [(0.004, 0.003, 0.003, 0.004)] * 5, rng)
+
+    al = [(f"features.{2 * i}.weight", [4 + 2 * i, 3, 3, 3]) for i in range(6)] + [('odd,name "x"', [5, 3, 1, 1])]
+    recorder_files(os.path.join(args.out, "analyze"), al, {n: 1e-3 / (i + 1) for i, (n, _) in enumerate(al)},
+                   {}, rng, series=False)
+
+
+if __name__ == "__main__":
+    main()

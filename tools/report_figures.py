@@ -1,0 +1,214 @@
+"""The report's figures (matplotlib, Agg backend), each written as PNG and SVG.
+
+Every figure has a fixed size in pixels given by its *_size_px function (DPI dots per inch), so a
+test can check the PNG it decodes against the layout of its data.
+"""
+
+import math
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.image as mpimg  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+DPI = 100
+FIG1_MAX_FILTERS = 8
+FIG1_MAX_STEPS = 10
+METRIC_TITLES = {"D": "D (mean squared filter change, eq. 1)",
+                 "S": "S (share of weights changed by more than tau, eq. 2)",
+                 "Z": "Z (share of channels with no weight changed by more than tau, eq. 3)"}
+
+
+def _save(fig, outdir, stem):
+    png = os.path.join(outdir, stem + ".png")
+    fig.savefig(png, dpi=DPI, format="png")
+    fig.savefig(os.path.join(outdir, stem + ".svg"), dpi=DPI, format="svg")
+    plt.close(fig)
+    return png
+
+
+def _figure(size_px):
+    w, h = size_px
+    return plt.figure(figsize=(w / DPI, h / DPI), dpi=DPI)
+
+
+# ---- Fig. 1 ------------------------------------------------------------------------------------
+
+def fig1_choice(first_layer):
+    """(filters, snapshot indices) drawn in Fig. 1: up to FIG1_MAX_FILTERS filters spread over the
+    order of their total change |W_last - W_first|^2 (least and most changed included, shown in
+    that order), and up to FIG1_MAX_STEPS snapshots evenly spread (first and last included)."""
+    K, O = first_layer.shape[:2]
+    change = ((first_layer[-1] - first_layer[0]).reshape(O, -1).astype(np.float64) ** 2).sum(axis=1)
+    order = np.argsort(change, kind="mergesort")
+    nf = min(O, FIG1_MAX_FILTERS)
+    filters = [int(order[i]) for i in np.unique(np.round(np.linspace(0, O - 1, nf)).astype(int))]
+    ns = min(K, FIG1_MAX_STEPS)
+    snaps = [int(i) for i in np.unique(np.round(np.linspace(0, K - 1, ns)).astype(int))]
+    return filters, snaps, change
+
+
+def fig1_size_px(n_filters, n_steps):
+    return (190 + 80 * n_steps, 110 + 80 * n_filters)
+
+
+def fig1(run, outdir, stem):
+    w = run.first_layer
+    steps = run.first_layer_steps
+    filters, snaps, change = fig1_choice(w)
+    size = fig1_size_px(len(filters), len(snaps))
+    fig = _figure(size)
+    W, H = size
+    rgb = w.shape[2] == 3
+    for r, f in enumerate(filters):
+        tiles = w[snaps, f].astype(np.float64)  # (steps, I, h, w)
+        if rgb:
+            tiles = np.transpose(tiles, (0, 2, 3, 1))  # (steps, h, w, 3)
+        else:
+            tiles = tiles.mean(axis=1)  # grayscale: the mean over the input channels
+        lo, hi = np.nanmin(tiles), np.nanmax(tiles)
+        # One scale per row, so that a filter's change over the steps is visible.
+        tiles = (tiles - lo) / (hi - lo) if hi > lo else np.full_like(tiles, 0.5)
+        tiles = np.nan_to_num(tiles, nan=0.0)
+        for c, k in enumerate(snaps):
+            ax = fig.add_axes([(150 + 80 * c + 4) / W, 1 - (70 + 80 * (r + 1) - 4) / H, 72 / W, 72 / H])
+            ax.imshow(tiles[c], cmap=None if rgb else "gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"{int(steps[k])}", fontsize=8)
+        fig.text(145 / W, 1 - (70 + 80 * r + 40) / H, f"filter {f}\n|\u0394|\u00b2={change[f]:.2g}",
+                 ha="right", va="center", fontsize=8)
+    kind = "RGB" if rgb else "grayscale, mean over input channels"
+    fig.text(0.5, 1 - 14 / H, f"Fig. 1 ({run.label}): first-layer filters over training steps ({kind})",
+             ha="center", va="center", fontsize=10)
+    fig.text(0.5, 1 - 32 / H, "columns: training step; rows: filters, least to most changed",
+             ha="center", va="center", fontsize=8, color="#444")
+    return _save(fig, outdir, stem), size
+
+
+# ---- Fig. 2 ------------------------------------------------------------------------------------
+
+FIG2_SIZE_PX = (760, 460)
+
+
+def _layer_label(run, i, name):
+    return f"conv{i}: {name}" if run.is_driver else name
+
+
+def fig2(run, metric, outdir, stem):
+    fig = _figure(FIG2_SIZE_PX)
+    ax = fig.add_axes([0.1, 0.12, 0.6, 0.78])
+    positive = False
+    for i, name in enumerate(run.selected, start=1):
+        s = run.metrics[name]
+        y = getattr(s, metric).copy()
+        if metric == "D":
+            positive |= bool(np.any(y[np.isfinite(y)] > 0))
+        ax.plot(s.step, y, linewidth=1.2, marker="." if len(y) <= 50 else None,
+                label=_layer_label(run, i, name))
+    lr_steps = run.config["lr_halve_steps"] if run.is_driver else []
+    for k, st in enumerate(lr_steps):
+        ax.axvline(st, color="#888", linestyle="--", linewidth=1,
+                   label="learning rate halved" if k == 0 else None)
+    if metric == "D" and positive:
+        ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(metric + (" (log scale)" if metric == "D" and positive else ""))
+    ax.set_title(f"Fig. 2 ({run.label}): {METRIC_TITLES[metric]}", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
+    return _save(fig, outdir, stem), FIG2_SIZE_PX
+
+
+# ---- Fig. 3 ------------------------------------------------------------------------------------
+
+def fig3_choice(run):
+    """(first step, last step, filters present at both), from fig3/index.csv."""
+    steps = sorted({s for s, _, _ in run.fig3})
+    first, last = steps[0], steps[-1]
+    at = {(s, f): path for s, f, path in run.fig3}
+    filters = sorted({f for s, f, _ in run.fig3 if (first, f) in at and (last, f) in at})
+    return first, last, filters, at
+
+
+def fig3_size_px(n_filters):
+    return (140 + 150 * (n_filters + 1), 70 + 2 * 160)
+
+
+def _gray(img):
+    img = np.asarray(img, dtype=np.float64)
+    if img.ndim == 3:
+        img = img[..., :3].mean(axis=2)
+    return img
+
+
+def fig3(run, outdir, stem):
+    first, last, filters, at = fig3_choice(run)
+    size = fig3_size_px(len(filters))
+    W, H = size
+    fig = _figure(size)
+    inp = mpimg.imread(run.fig3_input)
+    ax = fig.add_axes([10 / W, 1 - (70 + 160 + 75) / H, 140 / W, 140 / H])
+    ax.imshow(inp if inp.ndim == 3 else inp, cmap=None if inp.ndim == 3 else "gray", interpolation="nearest")
+    ax.set_title("input", fontsize=8)
+    ax.axis("off")
+    for r, step in enumerate((first, last)):
+        fig.text(150 / W + 0.5 * 130 / W, 1 - (70 + 160 * r + 80) / H, f"step {step}", rotation=90,
+                 ha="center", va="center", fontsize=9)
+        for c, f in enumerate(filters):
+            ax = fig.add_axes([(280 + 150 * c) / W, 1 - (70 + 160 * (r + 1) - 10) / H, 140 / W, 140 / H])
+            ax.imshow(_gray(mpimg.imread(at[(step, f)])), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"filter {f}", fontsize=8)
+    fig.text(0.5, 1 - 22 / H, f"Fig. 3 ({run.label}): first-layer feature maps after ReLU, "
+             f"step {first} (top) and step {last} (bottom)", ha="center", va="center", fontsize=10)
+    return _save(fig, outdir, stem), size
+
+
+# ---- Fig. 4 ------------------------------------------------------------------------------------
+
+def fig4_size_px(n_runs):
+    return (80 + 560 * n_runs, 460)
+
+
+def fig4(runs, outdir, stem):
+    size = fig4_size_px(len(runs))
+    W, H = size
+    fig = _figure(size)
+    for j, run in enumerate(runs):
+        ax = fig.add_axes([(80 + 560 * j) / W, 0.3, 440 / W, 0.58])
+        allpos = np.concatenate([run.filters[n].D_mean for n in run.selected])
+        allpos = allpos[np.isfinite(allpos) & (allpos > 0)]
+        allD = np.concatenate([run.filters[n].D_mean for n in run.selected])
+        zeros = bool(np.any(allD[np.isfinite(allD)] <= 0))
+        floor = float(allpos.min()) / 10 if allpos.size else 1e-30
+        for i, name in enumerate(run.selected, start=1):
+            f = run.filters[name]
+            d = np.sort(np.where(np.isfinite(f.D_mean), f.D_mean, np.nan))
+            # D_mean = 0 cannot be drawn on a log scale: such filters sit on the floor line.
+            ax.plot(np.arange(len(d)), np.maximum(d, floor), linewidth=1.2,
+                    label=_layer_label(run, i, name))
+        if allpos.size:
+            ax.set_yscale("log")
+        if allpos.size and zeros:
+            ax.axhline(floor, color="#bbb", linewidth=0.8, linestyle=":")
+        ax.set_xlabel("filter, sorted by mean D")
+        ax.set_ylabel("D_mean over training (log)" if allpos.size else "D_mean over training")
+        ax.set_title(run.label, fontsize=9)
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize=7, ncol=2, frameon=False)
+    fig.text(0.5, 1 - 18 / H, "Fig. 4: per-filter D averaged over training (filter_summary.csv D_mean); "
+             "dotted line, where drawn: D_mean = 0", ha="center", va="center", fontsize=9)
+    return _save(fig, outdir, stem), size
+
+
+def png_ok(path):
+    """True when a PNG decodes and is not one colour (used by the report's self-check)."""
+    a = mpimg.imread(path)
+    return a.size > 0 and float(np.nanstd(a)) > 0 and not math.isnan(float(np.nanstd(a)))
