@@ -80,15 +80,15 @@ case "$cmd" in
     say "demo: fevo on raw weight buffers"
     ./build/examples/raw_buffers
     # The paper's section IV on the CPU: VGG-16 and ResNet-50 at width 0.125 on 32x32 Fashion-MNIST,
-    # 600 steps of batch 64 on 10000 training images (lr 2e-4 halved after steps 400 and 500, as the
+    # 1200 steps of batch 64 on 10000 training images (lr 2e-4 halved after steps 800 and 1000, as the
     # paper's "after 25 epochs, then every 10" scaled down), a record every 10 steps, Table IV on
-    # 2000 test images. A few minutes on 2 cores; see README.md, "The paper driver".
+    # 2000 test images. About 5 minutes on 2 cores; see README.md, "The paper driver".
     for model in vgg16 resnet50; do
       say "demo: the paper driver, $model (runs/demo/$model)"
       rm -rf "runs/demo/$model"
       ./build/examples/paper/fevo_paper --model "$model" --data fashion-mnist --out "runs/demo/$model" \
-        --width 0.125 --size 32 --steps 600 --batch 64 --train-images 10000 --test-images 2000 \
-        --lr-halve-steps 400,500 --record-every 10 --seed 1
+        --width 0.125 --size 32 --steps 1200 --batch 64 --train-images 10000 --test-images 2000 \
+        --lr-halve-steps 800,1000 --record-every 10 --seed 1
     done
     # The report (keep it the last step: its last output line, the path of report.html, is the
     # last line of ./run.sh demo).
