@@ -123,6 +123,17 @@ void BM_fused_with(benchmark::State& st, std::string name, fevo::cuda::policy po
   st.SetBytesProcessed(st.iterations() * int64_t(2 * m.n * sizeof(T)));
 }
 
+/// The whole model as compare-and-advance pairs: prev is `kept` (a device copy of the model's
+/// prev snapshot, advanced by each call), next the model's next snapshot.
+template <class T>
+std::vector<fevo::cuda::advance_pair<T>> advance_pairs(const device_model<T>& m, T* kept) {
+  std::vector<fevo::cuda::advance_pair<T>> pairs;
+  for (const auto& l : m.shape.layers)
+    pairs.push_back({l.name, fevo::oihw<fevo::device_space>(kept + l.offset, l.o, l.i, l.h, l.w),
+                     fevo::oihw<fevo::device_space>(static_cast<const T*>(m.buf + m.n + l.offset), l.o, l.i, l.h, l.w)});
+  return pairs;
+}
+
 /// Times only the kernels of each call (fevo::cuda::detail::kernel_timer).
 template <class T, class F>
 void kernels_only(benchmark::State& st, F&& f) {
@@ -151,10 +162,7 @@ void BM_compare_kernels(benchmark::State& st, std::string name) {
   T* scratch = nullptr;
   cuda_ok(cudaMalloc(&scratch, m.n * sizeof(T)), "cudaMalloc");
   cuda_ok(cudaMemcpy(scratch, m.buf, m.n * sizeof(T), cudaMemcpyDeviceToDevice), "copy");
-  std::vector<fevo::cuda::advance_pair<T>> pairs;
-  for (const auto& l : m.shape.layers)
-    pairs.push_back({l.name, fevo::oihw<fevo::device_space>(scratch + l.offset, l.o, l.i, l.h, l.w),
-                     fevo::oihw<fevo::device_space>(static_cast<const T*>(m.buf + m.n + l.offset), l.o, l.i, l.h, l.w)});
+  const auto pairs = advance_pairs(m, scratch);
   kernels_only<T>(st, [&] { benchmark::DoNotOptimize(fevo::cuda::compare_and_advance_layers(fevo::cuda::par, pairs, tau)); });
   cudaFree(scratch);
   st.SetBytesProcessed(st.iterations() * int64_t(3 * m.n * sizeof(T)));
@@ -191,10 +199,7 @@ void BM_compare_advance(benchmark::State& st, std::string name) {
   T* scratch = nullptr;
   cuda_ok(cudaMalloc(&scratch, m.n * sizeof(T)), "cudaMalloc");
   cuda_ok(cudaMemcpy(scratch, m.buf, m.n * sizeof(T), cudaMemcpyDeviceToDevice), "copy");
-  std::vector<fevo::cuda::advance_pair<T>> pairs;
-  for (const auto& l : m.shape.layers)
-    pairs.push_back({l.name, fevo::oihw<fevo::device_space>(scratch + l.offset, l.o, l.i, l.h, l.w),
-                     fevo::oihw<fevo::device_space>(static_cast<const T*>(m.buf + m.n + l.offset), l.o, l.i, l.h, l.w)});
+  const auto pairs = advance_pairs(m, scratch);
   std::size_t launches = 0;
   timed(st, [&] {
     const std::size_t before = fevo::cuda::detail::launch_count();

@@ -15,28 +15,6 @@ void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) fevo::detail::fail("--backend cuda: ", what, ": ", cudaGetErrorString(e));
 }
 
-/// One device buffer, grown as needed and kept for the next pair of snapshots.
-class device_arena {
- public:
-  ~device_arena() {
-    if (ptr_) cudaFree(ptr_);
-  }
-  char* get(std::size_t bytes) {
-    if (bytes > size_) {
-      if (ptr_) cudaFree(ptr_);
-      ptr_ = nullptr;
-      size_ = 0;
-      check(cudaMalloc(reinterpret_cast<void**>(&ptr_), bytes), "cudaMalloc");
-      size_ = bytes;
-    }
-    return ptr_;
-  }
-
- private:
-  char* ptr_ = nullptr;
-  std::size_t size_ = 0;
-};
-
 std::size_t round_up(std::size_t n) { return (n + 255) / 256 * 256; }
 
 template <class T>
@@ -52,11 +30,13 @@ fevo::basic_filter_view<const T, fevo::device_space> on_device(const fevo::filte
 template <class T>
 std::vector<fevo::layer_metrics> run(const std::vector<fevo::layer_pair<T>>& pairs, double tau,
                                      std::vector<fevo::filter_results>& per) {
-  static device_arena arena;
+  // The uploaded snapshots' own device buffer, grown as needed and kept for the next pair (not
+  // the backend's per-thread scratch, which the pass itself uses).
+  static fevo::cuda::detail::scratch arena;
   std::size_t bytes = 0;
   for (const auto& p : pairs)
     bytes += round_up(p.prev.required_span_size() * sizeof(T)) + round_up(p.next.required_span_size() * sizeof(T));
-  char* base = arena.get(bytes ? bytes : 256);
+  char* base = static_cast<char*>(arena.get(bytes ? bytes : 256));
   std::vector<fevo::layer_pair<T, fevo::device_space>> dev;
   dev.reserve(pairs.size());
   for (const auto& p : pairs) {
