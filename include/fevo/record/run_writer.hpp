@@ -878,15 +878,22 @@ class run_writer {
     std::string out = std::string(summary_header) + "\n";
     const double n = static_cast<double>(records_);
     const double nan = std::numeric_limits<double>::quiet_NaN();
-    for (std::size_t k = 0; k < layers_.size(); ++k)
+    std::size_t filters = 0;
+    for (const auto& l : layers_) filters += l.filters();
+    out.reserve(out.size() + filters * 96);
+    std::string steps;  // the same in every row
+    csv::put_int(steps, records_);
+    for (std::size_t k = 0; k < layers_.size(); ++k) {
+      std::string name;  // quoted once per layer
+      csv::put_field(name, layers_[k].name);
       for (std::size_t i = 0; i < layers_[k].filters(); ++i) {
         const detail::filter_acc& a = acc_[first_filter_[k] + i];
         const bool none = records_ == 0;
-        csv::put_field(out, layers_[k].name);
+        out += name;
         out += ',';
         csv::put_int(out, i);
         out += ',';
-        csv::put_int(out, records_);
+        out += steps;
         out += ',';
         csv::put_double(out, none || a.nan ? nan : a.sum / n);
         out += ',';
@@ -899,6 +906,7 @@ class run_writer {
         csv::put_double(out, none ? nan : double(a.z_one) / n);
         out += '\n';
       }
+    }
     detail::write_file_atomic(detail::join_path(opts_.out_dir, "filter_summary.csv"), out);
   }
 

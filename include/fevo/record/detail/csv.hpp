@@ -5,6 +5,7 @@
 #pragma once
 
 #include <charconv>
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -27,6 +28,10 @@ inline void put_field(std::string& out, std::string_view s) {
 }
 
 inline void put_double(std::string& out, double v) {
+  if (v == 0 && !std::signbit(v)) {  // common in summaries (no change); what to_chars writes
+    out += '0';
+    return;
+  }
   char buf[64];
   const auto r = std::to_chars(buf, buf + sizeof buf, v);
   out.append(buf, r.ptr);
