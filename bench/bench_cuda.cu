@@ -123,16 +123,23 @@ void BM_fused_with(benchmark::State& st, std::string name, fevo::cuda::policy po
   st.SetBytesProcessed(st.iterations() * int64_t(2 * m.n * sizeof(T)));
 }
 
-/// The whole model as compare-and-advance pairs: prev is `kept` (a device copy of the model's
-/// prev snapshot, advanced by each call), next the model's next snapshot.
+/// The whole model as compare-and-advance pairs on a device copy of its prev snapshot (advanced
+/// by each call, so the model's own data stays the same between runs); freed with the object.
 template <class T>
-std::vector<fevo::cuda::advance_pair<T>> advance_pairs(const device_model<T>& m, T* kept) {
+struct advance_model {
+  T* kept = nullptr;
   std::vector<fevo::cuda::advance_pair<T>> pairs;
-  for (const auto& l : m.shape.layers)
-    pairs.push_back({l.name, fevo::oihw<fevo::device_space>(kept + l.offset, l.o, l.i, l.h, l.w),
-                     fevo::oihw<fevo::device_space>(static_cast<const T*>(m.buf + m.n + l.offset), l.o, l.i, l.h, l.w)});
-  return pairs;
-}
+  explicit advance_model(const device_model<T>& m) {
+    cuda_ok(cudaMalloc(&kept, m.n * sizeof(T)), "cudaMalloc");
+    cuda_ok(cudaMemcpy(kept, m.buf, m.n * sizeof(T), cudaMemcpyDeviceToDevice), "copy");
+    for (const auto& l : m.shape.layers)
+      pairs.push_back({l.name, fevo::oihw<fevo::device_space>(kept + l.offset, l.o, l.i, l.h, l.w),
+                       fevo::oihw<fevo::device_space>(static_cast<const T*>(m.buf + m.n + l.offset), l.o, l.i, l.h, l.w)});
+  }
+  advance_model(const advance_model&) = delete;
+  advance_model& operator=(const advance_model&) = delete;
+  ~advance_model() { cudaFree(kept); }
+};
 
 /// Times only the kernels of each call (fevo::cuda::detail::kernel_timer).
 template <class T, class F>
@@ -159,12 +166,9 @@ void BM_fused_kernels(benchmark::State& st, std::string name) { BM_fused_kernels
 template <class T>
 void BM_compare_kernels(benchmark::State& st, std::string name) {
   auto& m = model<T>(name);
-  T* scratch = nullptr;
-  cuda_ok(cudaMalloc(&scratch, m.n * sizeof(T)), "cudaMalloc");
-  cuda_ok(cudaMemcpy(scratch, m.buf, m.n * sizeof(T), cudaMemcpyDeviceToDevice), "copy");
-  const auto pairs = advance_pairs(m, scratch);
+  const advance_model<T> a(m);
+  const auto& pairs = a.pairs;
   kernels_only<T>(st, [&] { benchmark::DoNotOptimize(fevo::cuda::compare_and_advance_layers(fevo::cuda::par, pairs, tau)); });
-  cudaFree(scratch);
   st.SetBytesProcessed(st.iterations() * int64_t(3 * m.n * sizeof(T)));
 }
 
@@ -195,11 +199,8 @@ void BM_thrust(benchmark::State& st, std::string name) {
 template <class T>
 void BM_compare_advance(benchmark::State& st, std::string name) {
   auto& m = model<T>(name);
-  // Advance prev := next on a scratch copy of prev, so the data stays the same between runs.
-  T* scratch = nullptr;
-  cuda_ok(cudaMalloc(&scratch, m.n * sizeof(T)), "cudaMalloc");
-  cuda_ok(cudaMemcpy(scratch, m.buf, m.n * sizeof(T), cudaMemcpyDeviceToDevice), "copy");
-  const auto pairs = advance_pairs(m, scratch);
+  const advance_model<T> a(m);
+  const auto& pairs = a.pairs;
   std::size_t launches = 0;
   timed(st, [&] {
     const std::size_t before = fevo::cuda::detail::launch_count();
@@ -207,7 +208,6 @@ void BM_compare_advance(benchmark::State& st, std::string name) {
     launches = fevo::cuda::detail::launch_count() - before;
   });
   st.counters["launches"] = double(launches);
-  cudaFree(scratch);
   st.SetBytesProcessed(st.iterations() * int64_t(3 * m.n * sizeof(T)));
 }
 
