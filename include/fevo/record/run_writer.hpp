@@ -83,6 +83,7 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <exception>
 #include <limits>
 #include <optional>
 #include <random>
@@ -318,6 +319,10 @@ class run_writer {
   /// releases the directory lock. Idempotent; a failed close may be retried.
   void close() {
     if (!open_) return;
+    // The journal, the CSV and the event file start going to disk while the summary is formatted.
+    journal_.start_writeback();
+    csv_.start_writeback();
+    tb_.start_writeback();
     write_summary();
     if (opts_.per_filter_series) write_series();
     journal_.sync();
@@ -874,40 +879,71 @@ class run_writer {
 
   // ---- outputs written at close -------------------------------------------------------------
   void write_summary() const {
-    namespace csv = detail::csv;
-    std::string out = std::string(summary_header) + "\n";
-    const double n = static_cast<double>(records_);
-    const double nan = std::numeric_limits<double>::quiet_NaN();
-    std::size_t filters = 0;
-    for (const auto& l : layers_) filters += l.filters();
-    out.reserve(out.size() + filters * 96);
+    // Rows are formatted in chunks of filters, in parallel where OpenMP is enabled (a ResNet-50
+    // has 26,560 rows, about 9 ms of number formatting on one core), then written in order.
+    constexpr std::size_t chunk_rows = 2048;
+    struct chunk {
+      std::size_t layer, i0, i1;
+    };
+    std::vector<chunk> chunks;
+    for (std::size_t k = 0; k < layers_.size(); ++k)
+      for (std::size_t i0 = 0; i0 < layers_[k].filters(); i0 += chunk_rows)
+        chunks.push_back({k, i0, std::min<std::size_t>(layers_[k].filters(), i0 + chunk_rows)});
+    std::vector<std::string> text(chunks.size());
     std::string steps;  // the same in every row
-    csv::put_int(steps, records_);
-    for (std::size_t k = 0; k < layers_.size(); ++k) {
-      std::string name;  // quoted once per layer
-      csv::put_field(name, layers_[k].name);
-      for (std::size_t i = 0; i < layers_[k].filters(); ++i) {
-        const detail::filter_acc& a = acc_[first_filter_[k] + i];
-        const bool none = records_ == 0;
-        out += name;
-        out += ',';
-        csv::put_int(out, i);
-        out += ',';
-        out += steps;
-        out += ',';
-        csv::put_double(out, none || a.nan ? nan : a.sum / n);
-        out += ',';
-        csv::put_double(out, none || a.nan ? nan : a.min);
-        out += ',';
-        csv::put_double(out, none || a.nan ? nan : a.max);
-        out += ',';
-        csv::put_double(out, none ? nan : double(a.s_zero) / n);
-        out += ',';
-        csv::put_double(out, none ? nan : double(a.z_one) / n);
-        out += '\n';
+    detail::csv::put_int(steps, records_);
+    std::exception_ptr failed;
+    const long n_chunks = static_cast<long>(chunks.size());
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) if (total_filters_ >= 2 * chunk_rows)
+#endif
+    for (long c = 0; c < n_chunks; ++c) {
+      try {
+        format_summary_rows(chunks[std::size_t(c)].layer, chunks[std::size_t(c)].i0,
+                            chunks[std::size_t(c)].i1, steps, text[std::size_t(c)]);
+      } catch (...) {  // an exception must not leave an OpenMP region
+#ifdef _OPENMP
+#pragma omp critical(fevo_record_summary)
+#endif
+        failed = std::current_exception();
       }
     }
-    detail::write_file_atomic(detail::join_path(opts_.out_dir, "filter_summary.csv"), out);
+    if (failed) std::rethrow_exception(failed);
+    detail::atomic_file f(detail::join_path(opts_.out_dir, "filter_summary.csv"));
+    f.write(std::string(summary_header) + "\n");
+    for (const auto& t : text) f.write(t);
+    f.commit();
+  }
+
+  /// Appends the summary rows of filters [i0, i1) of layer k to out.
+  void format_summary_rows(std::size_t k, std::size_t i0, std::size_t i1, const std::string& steps,
+                           std::string& out) const {
+    namespace csv = detail::csv;
+    const double n = static_cast<double>(records_);
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    const bool none = records_ == 0;
+    std::string name;  // quoted once
+    csv::put_field(name, layers_[k].name);
+    out.reserve((i1 - i0) * (name.size() + 96));
+    for (std::size_t i = i0; i < i1; ++i) {
+      const detail::filter_acc& a = acc_[first_filter_[k] + i];
+      out += name;
+      out += ',';
+      csv::put_int(out, i);
+      out += ',';
+      out += steps;
+      out += ',';
+      csv::put_double(out, none || a.nan ? nan : a.sum / n);
+      out += ',';
+      csv::put_double(out, none || a.nan ? nan : a.min);
+      out += ',';
+      csv::put_double(out, none || a.nan ? nan : a.max);
+      out += ',';
+      csv::put_double(out, none ? nan : double(a.s_zero) / n);
+      out += ',';
+      csv::put_double(out, none ? nan : double(a.z_one) / n);
+      out += '\n';
+    }
   }
 
   void write_series() {

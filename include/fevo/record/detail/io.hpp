@@ -188,6 +188,13 @@ class file {
     while (rc != 0 && errno == EINTR);
     if (rc != 0) io_fail("cannot truncate", path_, errno);
   }
+  /// Starts writing the file's dirty pages back without waiting (Linux sync_file_range), so that a
+  /// later sync() has less left to wait for. A hint: never an error, a no-op elsewhere.
+  void start_writeback() noexcept {
+#if defined(__linux__) && defined(SYNC_FILE_RANGE_WRITE)
+    if (fd_ >= 0) (void)::sync_file_range(fd_, 0, 0, SYNC_FILE_RANGE_WRITE);
+#endif
+  }
   void sync() {
     if (fd_ < 0) return;  // closed: nothing left to sync
     if (::fsync(fd_) != 0 && errno != EINVAL && errno != EROFS) io_fail("cannot fsync", path_, errno);
