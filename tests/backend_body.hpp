@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <iterator>
 #include <limits>
 #include <sstream>
 #include <string>
@@ -656,6 +657,82 @@ TEMPLATE_LIST_TEST_CASE("backend: compute_layers equals compute on each layer", 
       CHECK(one.Z == all[k].Z);
     }
     CHECK(fevo::compute_layers(policy, std::vector<pair_t>{}, tau).empty());
+  });
+}
+
+// A series of snapshots as a training run or `fevo analyze` passes it: one compute_layers call
+// over consecutive pairs (each snapshot is next of one pair and prev of the following) and pairs
+// against a fixed reference, so that tasks share buffers, next to a layer that shares nothing.
+TEMPLATE_LIST_TEST_CASE("backend: compute_layers over a snapshot series whose pairs share snapshots",
+                        "[backend][layers][series]", FEVO_TEST_BACKENDS) {
+  using namespace fevo_test;
+  using B = TestType;
+  const backend_scope<B> scope_;
+  rng g = rng_for("snapshot series");
+  INFO("backend " << B::name << ", seed=" << seed());
+  const shape shapes[] = {{300, 64, 3, 3}, {130, 40, 1, 1}};  // several blocks per task; one
+  constexpr std::size_t snapshots = 4;
+  const double tau = 0.25;
+  const auto policy = B::policy();
+  for_each_element_type([&](auto tg) {
+    using T = typename decltype(tg)::type;
+    using view_t = backend_view_t<B, T>;
+    using pair_t = fevo::layer_pair<T, typename view_t::memory_space>;
+    INFO(type_name<T>());
+    // series[l][k]: snapshot k of layer l, each the one before plus changes around tau.
+    std::vector<std::vector<layer<T>>> series(std::size(shapes));
+    for (std::size_t l = 0; l < std::size(shapes); ++l) {
+      layer<T> from = make_layer<T>(shapes[l], layout::oihw);
+      series[l].push_back(make_layer<T>(shapes[l], layout::oihw));
+      fill_changes(from, series[l][0], tau, g);
+      for (std::size_t k = 1; k < snapshots; ++k) {
+        layer<T> a = make_layer<T>(shapes[l], layout::oihw), b = make_layer<T>(shapes[l], layout::oihw);
+        fill_changes(a, b, tau, g);
+        layer<T> next = make_layer<T>(shapes[l], layout::oihw);
+        for_each_index(next.view, [&](std::size_t i, std::size_t c, std::size_t h, std::size_t w) {
+          next(i, c, h, w) = make<T>(double(value(series[l][k - 1](i, c, h, w))) +
+                                     (double(value(b(i, c, h, w))) - double(value(a(i, c, h, w)))));
+        });
+        series[l].push_back(std::move(next));
+      }
+    }
+    layer<T> lone_prev = make_layer<T>({17, 33, 3, 3}, layout::hwio);
+    layer<T> lone_next = make_layer<T>({17, 33, 3, 3}, layout::oihw);
+    fill_changes(lone_prev, lone_next, tau, g);
+
+    std::vector<decltype(B::template upload<T>(std::declval<fevo::filter_view<const T>>()))> ups;
+    ups.reserve(std::size(shapes) * snapshots + 2);
+    for (const auto& layer_series : series)
+      for (const auto& snap : layer_series) ups.push_back(B::template upload<T>(snap.cview()));
+    ups.push_back(B::template upload<T>(lone_prev.cview()));
+    ups.push_back(B::template upload<T>(lone_next.cview()));
+    const auto up = [&](std::size_t l, std::size_t k) { return ups[l * snapshots + k].view(); };
+
+    std::vector<pair_t> pairs;
+    std::vector<std::pair<const layer<T>*, const layer<T>*>> host;  // the same pairs on the host
+    for (std::size_t k = 1; k < snapshots; ++k)      // consecutive pairs, pair by pair
+      for (std::size_t l = 0; l < std::size(shapes); ++l) {
+        pairs.push_back(pair_t{"", up(l, k - 1), up(l, k)});
+        host.emplace_back(&series[l][k - 1], &series[l][k]);
+      }
+    pairs.push_back(pair_t{"lone", ups[ups.size() - 2].view(), ups.back().view()});
+    host.emplace_back(&lone_prev, &lone_next);
+    for (std::size_t k = 1; k < snapshots; ++k)      // against the reference, snapshot 0
+      for (std::size_t l = 0; l < std::size(shapes); ++l) {
+        pairs.push_back(pair_t{"", up(l, 0), up(l, k)});
+        host.emplace_back(&series[l][0], &series[l][k]);
+      }
+
+    std::vector<fevo::filter_results> per;
+    const std::vector<fevo::layer_metrics> all = fevo::compute_layers(policy, pairs, tau, &per);
+    REQUIRE(all.size() == pairs.size());
+    REQUIRE(per.size() == pairs.size());
+    for (std::size_t q = 0; q < pairs.size(); ++q) {
+      INFO("pair " << q << " of " << pairs.size());
+      const reference ref = reference_of(host[q].first->cview(), host[q].second->cview(), tau);
+      check_metrics(all[q], ref);
+      check_per_filter(per[q], ref, false);
+    }
   });
 }
 

@@ -97,4 +97,68 @@ TEST_CASE("cpu::par: results are bitwise the same for any number of threads", "[
   });
 }
 
+// cpu.hpp interleaves the blocks of tasks that share a buffer (a snapshot series); the order of
+// blocks must change nothing: every pair is bitwise what compute gives on that pair alone.
+TEST_CASE("cpu::par: a snapshot series in one call is bitwise each pair alone", "[cpu][series]") {
+  using namespace fevo_test;
+  const backend_scope<cpu_par_backend> scope_;
+  rng g = rng_for("cpu series");
+  INFO("seed=" << seed());
+  const shape s{300, 64, 3, 3};  // 3 blocks per task
+  std::vector<layer<float>> snaps;
+  for (int k = 0; k < 5; ++k) snaps.push_back(make_layer<float>(s, layout::oihw));
+  for (int k = 0; k + 1 < 5; ++k) {
+    layer<float> scratch = make_layer<float>(s, layout::oihw);
+    fill_changes(k == 0 ? snaps[0] : scratch, snaps[std::size_t(k) + 1], 0.25, g);
+  }
+  std::vector<fevo::layer_pair<float>> pairs;
+  for (std::size_t k = 1; k < snaps.size(); ++k) pairs.push_back({"", snaps[k - 1].cview(), snaps[k].cview()});
+  for (std::size_t k = 2; k < snaps.size(); ++k) pairs.push_back({"", snaps[0].cview(), snaps[k].cview()});
+  for (const int threads : {1, 2, 5}) {
+    INFO("threads(" << threads << ")");
+    std::vector<fevo::filter_results> per;
+    const auto all = fevo::compute_layers(fevo::cpu::par.threads(threads), pairs, 0.25, &per);
+    for (std::size_t q = 0; q < pairs.size(); ++q) {
+      INFO("pair " << q);
+      fevo::filter_results one_per;
+      const auto one = fevo::compute(fevo::cpu::par.threads(1), pairs[q].prev, pairs[q].next, 0.25, one_per);
+      check_identical(all[q], one);
+      check_identical(per[q], one_per);
+    }
+  }
+}
+
+TEST_CASE("cpu::par: blocks of tasks that share a buffer are interleaved, others keep their order",
+          "[cpu][series]") {
+  struct view {
+    const float* p;
+    const float* data_handle() const { return p; }
+  };
+  struct task {
+    view prev, next;
+  };
+  struct block {
+    std::size_t task, first, count;
+  };
+  float a[1], b[1], c[1], x[1], y[1];
+  // Tasks 0, 2 and 3 share buffers (a-b, b-c, a-c); task 1 (x-y) shares nothing.
+  const task tasks[] = {{{a}, {b}}, {{x}, {y}}, {{b}, {c}}, {{a}, {c}}};
+  std::vector<block> blocks;
+  for (std::size_t t = 0; t < 4; ++t)
+    for (std::size_t f = 0; f < 3; ++f) blocks.push_back({t, 10 * f, 10});
+  fevo::cpu::detail::interleave_shared(tasks, 4, blocks);
+  std::vector<std::pair<std::size_t, std::size_t>> order;
+  for (const auto& bl : blocks) order.emplace_back(bl.task, bl.first);
+  const std::vector<std::pair<std::size_t, std::size_t>> want{
+      {0, 0}, {2, 0}, {3, 0}, {0, 10}, {2, 10}, {3, 10}, {0, 20}, {2, 20}, {3, 20},
+      {1, 0}, {1, 10}, {1, 20}};
+  CHECK(order == want);
+
+  // Nothing shared: the order is untouched.
+  const task apart[] = {{{a}, {b}}, {{x}, {y}}};
+  std::vector<block> kept{{1, 0, 5}, {0, 0, 5}, {0, 5, 5}};
+  fevo::cpu::detail::interleave_shared(apart, 2, kept);
+  CHECK((kept[0].task == 1 && kept[1].task == 0 && kept[1].first == 0 && kept[2].first == 5));
+}
+
 #endif  // FEVO_TEST_HAVE_CPU

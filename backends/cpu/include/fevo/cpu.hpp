@@ -5,11 +5,15 @@
 //
 // Work is split into blocks of whole filters across all layers of a call; each filter's totals
 // are kept and summed per layer in filter order afterwards, so the results do not depend on the
-// number of threads.
+// number of threads. Layers that share a buffer (consecutive snapshot pairs of a series, or pairs
+// against one reference, passed in one compute_layers call) have their blocks at the same
+// filters processed together, so that the shared snapshot is read from memory once.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include <fevo/fevo.hpp>
@@ -35,6 +39,50 @@ struct parallel_policy {
 };
 inline constexpr parallel_policy par{};
 
+namespace detail {
+
+/// Orders `blocks` so that tasks which read a common buffer (consecutive snapshot pairs share one
+/// snapshot; pairs against one reference share it) are processed block by block together: the
+/// blocks at the same filters of every such task are adjacent, so the shared bytes come from
+/// cache rather than memory the second time. Other tasks keep their order. The order of blocks
+/// does not change any result.
+template <class Task, class Block>
+void interleave_shared(const Task* tasks, std::size_t n_tasks, std::vector<Block>& blocks) {
+  if (n_tasks < 2) return;
+  // group[k]: the first task connected to task k through shared prev/next buffers.
+  std::vector<std::size_t> group(n_tasks);
+  for (std::size_t k = 0; k < n_tasks; ++k) group[k] = k;
+  const auto root = [&](std::size_t k) {
+    while (group[k] != k) k = group[k] = group[group[k]];
+    return k;
+  };
+  std::vector<std::pair<const void*, std::size_t>> by_buffer;
+  by_buffer.reserve(2 * n_tasks);
+  for (std::size_t k = 0; k < n_tasks; ++k) {
+    by_buffer.emplace_back(static_cast<const void*>(tasks[k].prev.data_handle()), k);
+    by_buffer.emplace_back(static_cast<const void*>(tasks[k].next.data_handle()), k);
+  }
+  std::sort(by_buffer.begin(), by_buffer.end());
+  bool shared = false;
+  for (std::size_t j = 1; j < by_buffer.size(); ++j)
+    if (by_buffer[j].first == by_buffer[j - 1].first) {
+      const std::size_t a = root(by_buffer[j].second), b = root(by_buffer[j - 1].second);
+      if (a != b) {
+        group[std::max(a, b)] = std::min(a, b);  // the root is the group's first task
+        shared = true;
+      }
+    }
+  if (!shared) return;
+  for (std::size_t k = 0; k < n_tasks; ++k) group[k] = root(k);
+  std::stable_sort(blocks.begin(), blocks.end(), [&](const Block& x, const Block& y) {
+    const std::size_t gx = group[x.task], gy = group[y.task];
+    if (gx != gy) return gx < gy;
+    return x.first < y.first;  // stable: same filters keep task order
+  });
+}
+
+}  // namespace detail
+
 template <class T>
 void evaluate(const parallel_policy& policy, layer_task<T, host_space>* tasks, std::size_t n_tasks) {
   struct block {
@@ -54,6 +102,7 @@ void evaluate(const parallel_policy& policy, layer_task<T, host_space>* tasks, s
     filters[k].resize(n);
     walks[k] = detail::choose_walk(t.prev, t.next);
   }
+  detail::interleave_shared(tasks, n_tasks, blocks);
 
   const long long n_blocks = static_cast<long long>(blocks.size());
   int threads = 1;
