@@ -470,13 +470,12 @@ class safetensors_file {
   /// Size of the whole file in bytes.
   std::uint64_t size() const { return size_; }
   /// Asks the kernel to read a tensor's pages ahead (madvise WILLNEED); a hint, never an error.
-  void prefetch(const tensor_info& t) const {
-    if (!map_ || t.nbytes == 0) return;
-    const std::size_t page = std::size_t(::sysconf(_SC_PAGESIZE));
-    const std::uintptr_t b = reinterpret_cast<std::uintptr_t>(data(t));
-    const std::uintptr_t a = b & ~std::uintptr_t(page - 1);
-    ::madvise(reinterpret_cast<void*>(a), std::size_t(b - a + t.nbytes), MADV_WILLNEED);
-  }
+  void prefetch(const tensor_info& t) const { advise(t, MADV_WILLNEED); }
+  /// Drops a tensor's pages from this process's mapping (madvise DONTNEED), so that they no
+  /// longer count as resident; pages it shares with a neighbour go too. Views of any tensor stay
+  /// valid: touched again, the data is read back from the file (or the page cache). A hint,
+  /// never an error.
+  void evict(const tensor_info& t) const { advise(t, MADV_DONTNEED); }
 
  private:
   safetensors_file() = default;
@@ -484,6 +483,14 @@ class safetensors_file {
     h_ = parse_safetensors(base_, size_, path_);
     index_.reserve(h_.tensors.size());
     for (std::size_t i = 0; i < h_.tensors.size(); ++i) index_.emplace(h_.tensors[i].name, i);
+  }
+  /// madvise over the whole pages that hold a tensor's data.
+  void advise(const tensor_info& t, int advice) const {
+    if (!map_ || t.nbytes == 0) return;
+    const std::size_t page = std::size_t(::sysconf(_SC_PAGESIZE));
+    const std::uintptr_t b = reinterpret_cast<std::uintptr_t>(data(t));
+    const std::uintptr_t a = b & ~std::uintptr_t(page - 1);
+    ::madvise(reinterpret_cast<void*>(a), std::size_t(b - a + t.nbytes), advice);
   }
   void release() noexcept {
     if (map_) ::munmap(map_, map_len_);
