@@ -86,6 +86,13 @@ class snapshot {
       if (e.name == name) return &e;
     return nullptr;
   }
+  /// Whether the tensors are memory-mapped (safetensors) rather than loaded (.npy, .npz).
+  bool mapped() const { return st_ != nullptr; }
+  /// Drops a mapped tensor's pages from memory (they are read again if touched); no-op otherwise.
+  void evict(const std::string& name) const {
+    if (st_)
+      if (const io::tensor_info* t = st_->find(name)) st_->evict(*t);
+  }
   std::map<std::string, std::string> metadata() const {
     return st_ ? st_->metadata() : std::map<std::string, std::string>{};
   }
@@ -289,6 +296,82 @@ struct analyze_options {
   selection sel;
 };
 
+/// Pairs computed together (see analyze): enough to read a shared snapshot once for several pairs,
+/// few enough that the window's layer chunks stay large.
+constexpr std::size_t stream_window = 4;
+
+/// One pair of snapshots of the series.
+struct pair_job {
+  std::shared_ptr<const snapshot> prev, next;
+  std::int64_t step_prev, step;
+};
+
+/// Requires every chosen layer in `next` with the dtype and shape it has in `prev`.
+void check_layers(const snapshot& next, const snapshot& prev, const std::vector<snapshot::entry>& layers) {
+  for (const auto& l : layers) {
+    const snapshot::entry* e = next.find(l.name);
+    FEVO_EXPECTS(e, next.path(), ": tensor '", l.name, "' is missing (it is in ", prev.path(), ")");
+    FEVO_EXPECTS(e->type == l.type && e->shape == l.shape, next.path(), ": tensor '", l.name, "' is ",
+                 io::dtype_name(e->type), " ", shape_text(e->shape), ", but ", io::dtype_name(l.type), " ",
+                 shape_text(l.shape), " in ", prev.path());
+  }
+}
+
+/// The layers in runs of consecutive layers of at most `budget` bytes each (a layer larger than
+/// the budget makes a run of its own).
+std::vector<std::vector<std::size_t>> layer_chunks(const std::vector<snapshot::entry>& layers,
+                                                   std::uint64_t budget) {
+  std::vector<std::vector<std::size_t>> out;
+  std::uint64_t acc = 0;
+  for (std::size_t j = 0; j < layers.size(); ++j) {
+    if (out.empty() || acc + layers[j].nbytes > budget) {
+      out.emplace_back();
+      acc = 0;
+    }
+    out.back().push_back(j);
+    acc += layers[j].nbytes;
+  }
+  return out;
+}
+
+/// The metrics of the layers `chunk` for every pair of `jobs`: one backend call per element
+/// type, results put in metrics[pair][layer] and per[pair][layer].
+void compute_chunk(backend b, const std::vector<pair_job>& jobs, const std::vector<snapshot::entry>& layers,
+                   const std::vector<std::size_t>& chunk, const analyze_options& o,
+                   std::vector<std::vector<fevo::layer_metrics>>& metrics,
+                   std::vector<std::vector<fevo::filter_results>>& per) {
+  for (io::dtype t : {io::dtype::f16, io::dtype::bf16, io::dtype::f32, io::dtype::f64}) {
+    std::vector<std::size_t> idx;
+    for (std::size_t j : chunk)
+      if (layers[j].type == t) idx.push_back(j);
+    if (idx.empty()) continue;
+    io::visit_element(t, [&](auto* tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      std::deque<std::vector<T>> scratch;  // stable: views may point into it
+      std::vector<fevo::layer_pair<T>> group;
+      for (const auto& job : jobs)
+        for (std::size_t j : idx) {
+          const std::string& name = layers[j].name;
+          scratch.emplace_back();
+          const auto pv = job.prev->view<T>(name, o.sel.lay, scratch.back(), o.sel.include_2d);
+          scratch.emplace_back();
+          const auto nv = job.next->view<T>(name, o.sel.lay, scratch.back(), o.sel.include_2d);
+          group.push_back({name, pv, nv});
+        }
+      std::vector<fevo::filter_results> gper;
+      const auto m = compute_with(b, group, o.tau, gper);
+      std::size_t q = 0;
+      for (std::size_t p = 0; p < jobs.size(); ++p)
+        for (std::size_t j : idx) {
+          metrics[p][j] = m[q];
+          per[p][j] = std::move(gper[q]);
+          ++q;
+        }
+      return 0;
+    });
+  }
+}
+
 int analyze(const analyze_options& o) {
   backend b = backend::cpu;
   if (o.backend_name == "seq") b = backend::seq;
@@ -354,57 +437,65 @@ int analyze(const analyze_options& o) {
   fevo::record::run_writer writer(ro, descs, dtypes);
   writer.open();
 
-  const std::size_t pairs = ref_step ? series.size() - first - 1 : series.size() - 1;
+  // Snapshot pairs are computed a window of w at a time. Within a window every pair's blocks at
+  // the same filters are processed together (the CPU backend interleaves tasks that share a
+  // snapshot), so a snapshot shared by two pairs, or the reference, is read from memory once.
+  // The layers go in chunks of at most 1/w of a snapshot, and after each chunk its pages are
+  // dropped from every snapshot of the window except the one the next window starts from (the
+  // last, or the reference). Resident at any time: one snapshot (what is left of the window's
+  // first plus what is done of its last) and w chunks, so at most two snapshots however long the
+  // series. w is the largest up to stream_window for which every layer fits in a chunk; loaded
+  // (.npy, .npz) snapshots cannot drop pages, so a series with any of them goes pair by pair.
+  const std::size_t first_next = first + 1;
+  const std::size_t pairs = series.size() - first_next;
+  bool all_mapped = base->mapped();
+  for (std::size_t k = first_next; k < series.size(); ++k)
+    all_mapped = all_mapped && io::detect_format(series[k].path) == io::file_format::safetensors;
+  std::uint64_t snapshot_bytes = 0, largest = 0;
+  for (const auto& l : layers) {
+    snapshot_bytes += l.nbytes;
+    largest = std::max(largest, l.nbytes);
+  }
+  const std::size_t window =
+      all_mapped ? std::size_t(std::clamp<std::uint64_t>(snapshot_bytes / largest, 1, stream_window)) : 1;
+  const std::vector<std::vector<std::size_t>> chunks = layer_chunks(layers, snapshot_bytes / window);
+
   progress prog(pairs);
-  std::unique_ptr<snapshot> prev = std::move(base);
+  std::shared_ptr<const snapshot> prev = std::move(base);
   std::int64_t prev_step = series[first].step;
   std::size_t done = 0;
-  for (std::size_t k = first + 1; k < series.size(); ++k) {
-    auto cur_ptr = std::make_unique<snapshot>(series[k].path);
-    const snapshot& cur = *cur_ptr;
-    std::vector<fevo::layer_metrics> metrics(layers.size());
-    std::vector<fevo::filter_results> per(layers.size());
+  for (std::size_t k = first_next; k < series.size();) {
+    const std::size_t w = std::min(window, series.size() - k);
+    std::vector<pair_job> jobs;
+    for (std::size_t p = 0; p < w; ++p) {
+      auto next = std::make_shared<const snapshot>(series[k + p].path);
+      check_layers(*next, *prev, layers);
+      jobs.push_back({prev, next, prev_step, series[k + p].step});
+      if (!ref_step) {
+        prev = next;
+        prev_step = series[k + p].step;
+      }
+    }
+    std::vector<std::vector<fevo::layer_metrics>> metrics(w, std::vector<fevo::layer_metrics>(layers.size()));
+    std::vector<std::vector<fevo::filter_results>> per(w, std::vector<fevo::filter_results>(layers.size()));
+    for (const auto& chunk : chunks) {
+      compute_chunk(b, jobs, layers, chunk, o, metrics, per);
+      // Every snapshot of the window but the one the next window starts from (the last, or the
+      // reference) is done with these layers.
+      for (const auto& j : jobs)
+        if (j.next != prev)
+          for (std::size_t l : chunk) j.next->evict(layers[l].name);
+      if (!ref_step)
+        for (std::size_t l : chunk) jobs.front().prev->evict(layers[l].name);
+    }
     double bytes = 0;
-    // One compute_layers call per element type, results put back in layer order.
-    for (io::dtype t : {io::dtype::f16, io::dtype::bf16, io::dtype::f32, io::dtype::f64}) {
-      std::vector<std::size_t> idx;
-      for (std::size_t j = 0; j < layers.size(); ++j)
-        if (layers[j].type == t) idx.push_back(j);
-      if (idx.empty()) continue;
-      io::visit_element(t, [&](auto* tag) {
-        using T = std::remove_pointer_t<decltype(tag)>;
-        std::deque<std::vector<T>> scratch;  // stable: views may point into it
-        std::vector<fevo::layer_pair<T>> group;
-        for (std::size_t j : idx) {
-          const auto& l = layers[j];
-          const snapshot::entry* e = cur.find(l.name);
-          FEVO_EXPECTS(e, cur.path(), ": tensor '", l.name, "' is missing (it is in ", prev->path(), ")");
-          FEVO_EXPECTS(e->type == l.type && e->shape == l.shape, cur.path(), ": tensor '", l.name, "' is ",
-                       io::dtype_name(e->type), " ", shape_text(e->shape), ", but ", io::dtype_name(l.type), " ",
-                       shape_text(l.shape), " in ", prev->path());
-          scratch.emplace_back();
-          const auto pv = prev->view<T>(l.name, o.sel.lay, scratch.back(), o.sel.include_2d);
-          scratch.emplace_back();
-          const auto nv = cur.view<T>(l.name, o.sel.lay, scratch.back(), o.sel.include_2d);
-          group.push_back({l.name, pv, nv});
-          bytes += 2.0 * double(l.nbytes);
-        }
-        std::vector<fevo::filter_results> gper;
-        const auto m = compute_with(b, group, o.tau, gper);
-        for (std::size_t q = 0; q < idx.size(); ++q) {
-          metrics[idx[q]] = m[q];
-          per[idx[q]] = std::move(gper[q]);
-        }
-        return 0;
-      });
+    for (const auto& l : layers) bytes += 2.0 * double(l.nbytes);
+    for (std::size_t p = 0; p < w; ++p) {
+      writer.maybe_compact();  // keep the journal small: summaries are checkpointed
+      writer.write(jobs[p].step_prev, jobs[p].step, metrics[p], per[p]);
+      prog.step(++done, bytes);
     }
-    writer.maybe_compact();  // keep the journal small: summaries are checkpointed
-    writer.write(prev_step, series[k].step, metrics, per);
-    prog.step(++done, bytes);
-    if (!ref_step) {  // at most two snapshots resident: the new one replaces the old
-      prev = std::move(cur_ptr);
-      prev_step = series[k].step;
-    }
+    k += w;
   }
   writer.close();
   prog.finish();

@@ -87,7 +87,9 @@ def main():
         w = {k: rng.normal(0, 0.05, s).astype(store) for k, s in shapes.items()}
         w["fc.weight"] = rng.normal(0, 0.05, (10, 16)).astype(store)
         snaps = []
-        for k, step in enumerate([0, 10, 20, 35]):
+        # 7 snapshots: more pairs than `fevo analyze` computes in one window (4)
+        steps = [0, 10, 20, 35, 50, 60, 80]
+        for k, step in enumerate(steps):
             if k == 2:  # a non-finite change and an exact tie |d| == tau
                 w["features.0.weight"][0, 0, 0, 0] = np.nan
                 w["features.3.weight"].flat[-1] = np.inf
@@ -95,7 +97,6 @@ def main():
             snaps.append(dict(w))
             w = {name: (v + (rng.normal(0, 1e-3, v.shape) * (rng.random(v.shape) < 0.4)).astype(store))
                  for name, v in w.items()}
-        steps = [0, 10, 20, 35]
         out = os.path.join(a.workdir, f"out_{tag}")
         run(a.fevo, ["analyze", d, "--tau", repr(tau), "--out", out])
         # the layers in the order fevo wrote them (the first snapshot's order)
