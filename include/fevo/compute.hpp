@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <ostream>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -57,13 +58,25 @@ std::string shape_of(const V& v) {
          std::to_string(v.extent(2)) + ", " + std::to_string(v.extent(3)) + "}";
 }
 
+/// The "layer 'name': " (or "layer #k: ") that starts a message about one layer of a call, or
+/// nothing for a single-layer call; formatted only when a message is written.
+struct where_layer {
+  const std::string* name = nullptr;  ///< the layer's name; null or empty: use the index
+  std::size_t index = 0;
+  bool in_list = false;  ///< one of several layers (compute_layers): named even without a name
+  friend std::ostream& operator<<(std::ostream& os, const where_layer& w) {
+    if (w.name && !w.name->empty()) os << "layer '" << *w.name << "': ";
+    else if (w.in_list) os << "layer '#" << w.index << "': ";
+    return os;
+  }
+};
+
 /// Checks one pair of snapshots and tau; returns tau converted once to the compute type.
 template <class T, class Space>
 compute_t<T> check_pair(const basic_filter_view<const T, Space>& prev,
                         const basic_filter_view<const T, Space>& next, double tau, unsigned want,
-                        const std::string& layer) {
+                        const where_layer& where) {
   using CT = compute_t<T>;
-  const std::string where = layer.empty() ? std::string() : "layer '" + layer + "': ";
   FEVO_EXPECTS(prev.extents() == next.extents(), where, "shape mismatch: prev has extents ",
                shape_of(prev), " but next has ", shape_of(next), " (filter, channel, row, col)");
   for (std::size_t r = 0; r < 4; ++r)
@@ -92,7 +105,7 @@ partial run_one(const Policy& policy, basic_filter_view<const T, Space> prev,
   layer_task<T, Space> task;
   task.prev = prev;
   task.next = next;
-  task.tau = check_pair(prev, next, tau, want, std::string());
+  task.tau = check_pair(prev, next, tau, want, where_layer{});
   task.want = want;
   partial total;
   task.total = &total;
@@ -114,10 +127,9 @@ std::vector<layer_task<T, Space>> make_tasks(const Layers& layers, double tau, s
   if (per_filter) per_filter->resize(layers.size());
   for (std::size_t k = 0; k < layers.size(); ++k) {
     const auto& l = layers[k];
-    const std::string name = l.name.empty() ? "#" + std::to_string(k) : l.name;
     tasks[k].prev = l.prev;
     tasks[k].next = l.next;
-    tasks[k].tau = check_pair(tasks[k].prev, tasks[k].next, tau, want_all, name);
+    tasks[k].tau = check_pair(tasks[k].prev, tasks[k].next, tau, want_all, where_layer{&l.name, k, true});
     tasks[k].want = want_all;
     tasks[k].total = &totals[k];
     if (per_filter) {
