@@ -13,12 +13,14 @@
 #include <string>
 #include <vector>
 
+#include "errors.hpp"
+
 namespace fevo_paper {
 
 /// Bad input data (missing, malformed, too large): the message names the file.
-class data_error : public std::runtime_error {
+class data_error : public input_error {
  public:
-  using std::runtime_error::runtime_error;
+  using input_error::input_error;
 };
 
 /// A set of labelled images of one size.

@@ -16,12 +16,14 @@
 #include "data.hpp"
 #include "models.hpp"
 
+#include "errors.hpp"
+
 namespace fevo_paper {
 
 /// Bad settings (the command line's usage errors): exit status 2.
-class usage_error : public std::runtime_error {
+class usage_error : public input_error {
  public:
-  using std::runtime_error::runtime_error;
+  using input_error::input_error;
 };
 
 /// Every setting of a run. Defaults are the paper's (section IV-B).

@@ -83,13 +83,7 @@ int main(int argc, char** argv) {
     else if (!halve_text.empty())
       o.lr_halve_steps = parse_steps(halve_text);
     return fevo_paper::run(o);
-  } catch (const fevo_paper::usage_error& e) {
-    std::fprintf(stderr, "fevo_paper: %s\n", e.what());
-    return 2;
-  } catch (const fevo_paper::data_error& e) {
-    std::fprintf(stderr, "fevo_paper: %s\n", e.what());
-    return 2;
-  } catch (const fevo_paper::model_error& e) {
+  } catch (const fevo_paper::input_error& e) {  // usage, data or model: the user's input
     std::fprintf(stderr, "fevo_paper: %s\n", e.what());
     return 2;
   } catch (const fevo::error& e) {

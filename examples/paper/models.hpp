@@ -28,12 +28,14 @@
 #include <string>
 #include <vector>
 
+#include "errors.hpp"
+
 namespace fevo_paper {
 
 /// A model that cannot be built (unknown name, a width or size the architecture cannot take).
-class model_error : public std::runtime_error {
+class model_error : public input_error {
  public:
-  using std::runtime_error::runtime_error;
+  using input_error::input_error;
 };
 
 struct model_config {
