@@ -459,6 +459,7 @@ int analyze(const analyze_options& o) {
   const std::size_t window =
       all_mapped ? std::size_t(std::clamp<std::uint64_t>(snapshot_bytes / largest, 1, stream_window)) : 1;
   const std::vector<std::vector<std::size_t>> chunks = layer_chunks(layers, snapshot_bytes / window);
+  const double pair_bytes = 2.0 * double(snapshot_bytes);  // read per pair, for the progress line
 
   progress prog(pairs);
   std::shared_ptr<const snapshot> prev = std::move(base);
@@ -488,12 +489,10 @@ int analyze(const analyze_options& o) {
       if (!ref_step)
         for (std::size_t l : chunk) jobs.front().prev->evict(layers[l].name);
     }
-    double bytes = 0;
-    for (const auto& l : layers) bytes += 2.0 * double(l.nbytes);
     for (std::size_t p = 0; p < w; ++p) {
       writer.maybe_compact();  // keep the journal small: summaries are checkpointed
       writer.write(jobs[p].step_prev, jobs[p].step, metrics[p], per[p]);
-      prog.step(++done, bytes);
+      prog.step(++done, pair_bytes);
     }
     k += w;
   }
