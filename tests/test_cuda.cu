@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "backends.hpp"
+#include "cuda_cases.hpp"
 
 namespace fevo_test {
 
@@ -105,83 +106,35 @@ TEST_CASE("cuda: compare_and_advance gives compute's results and leaves prev equ
 
 namespace {
 
-template <class T>
-struct device_buffer {
-  T* p = nullptr;
-  explicit device_buffer(const std::vector<T>& h) {
-    REQUIRE(cudaMalloc(&p, h.size() * sizeof(T) + 16) == cudaSuccess);
-    REQUIRE(cudaMemcpy(p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice) == cudaSuccess);
-  }
-  ~device_buffer() { cudaFree(p); }
-  std::vector<T> get(std::size_t n) const {
-    std::vector<T> h(n);
-    REQUIRE(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost) == cudaSuccess);
-    return h;
+/// The environment of cuda_cases.hpp on the GPU.
+struct gpu_env {
+  template <class T>
+  struct buffer {
+    T* p = nullptr;
+    explicit buffer(const std::vector<T>& h) {
+      REQUIRE(cudaMalloc(&p, h.size() * sizeof(T) + 16) == cudaSuccess);
+      REQUIRE(cudaMemcpy(p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice) == cudaSuccess);
+    }
+    ~buffer() { cudaFree(p); }
+    std::vector<T> get(std::size_t n) const {
+      std::vector<T> h(n);
+      REQUIRE(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost) == cudaSuccess);
+      return h;
+    }
+  };
+  template <class T>
+  static std::vector<fevo::layer_metrics> advance(const fevo::cuda::policy& pol,
+                                                  const std::vector<fevo::cuda::advance_pair<T>>& pairs,
+                                                  double tau, std::vector<fevo::filter_results>* per,
+                                                  std::size_t& launches) {
+    const std::size_t before = fevo::cuda::detail::launch_count();
+    auto m = fevo::cuda::compare_and_advance_layers(pol, pairs, tau, per);
+    launches = fevo::cuda::detail::launch_count() - before;
+    return m;
   }
 };
-
 template <class T>
-T from_double(double v) {
-  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) return T(v);
-  else return T::from_float(float(v));
-}
-
-/// A whole "model" of mixed layers through compare_and_advance_layers, against fevo::seq layer
-/// by layer: warp and block modes, packed and strided (an offset view), and a filter larger than
-/// a block's bitset (the channel-by-channel path).
-template <class T>
-void check_advance_model(fevo::cuda::policy pol) {
-  struct shape { std::size_t o, i, h, w; bool offset; };
-  const std::vector<shape> shapes = {{8, 3, 3, 3, false},    {37, 19, 3, 3, false}, {16, 64, 1, 1, false},
-                                     {5, 512, 3, 3, false},  {3, 7, 7, 7, true},    {2, 30000, 3, 3, false},
-                                     {4, 100, 5, 5, true}};
-  fevo_test::rng g = fevo_test::rng_for("compare_and_advance_layers");
-  std::vector<std::vector<T>> a(shapes.size()), b(shapes.size());
-  std::vector<std::unique_ptr<device_buffer<T>>> da, db;
-  std::vector<fevo::cuda::advance_pair<T>> pairs;
-  std::vector<fevo::layer_metrics> want;
-  std::vector<fevo::filter_results> want_per(shapes.size());
-  for (std::size_t k = 0; k < shapes.size(); ++k) {
-    const auto& s = shapes[k];
-    const std::size_t n = s.o * s.i * s.h * s.w, off = s.offset ? 1 : 0;  // offset: unaligned
-    a[k].resize(n + off);
-    b[k].resize(n + off);
-    for (std::size_t e = 0; e < n + off; ++e) {
-      const double x = g.uniform() - 0.5;
-      a[k][e] = from_double<T>(x);
-      b[k][e] = (e % 3 == 0) ? a[k][e] : from_double<T>(x + (g.uniform() - 0.5) * 1e-2);
-    }
-    want.push_back(fevo::compute(fevo::seq, fevo::oihw(a[k].data() + off, s.o, s.i, s.h, s.w),
-                                 fevo::oihw(b[k].data() + off, s.o, s.i, s.h, s.w), 1e-3, want_per[k]));
-    da.push_back(std::make_unique<device_buffer<T>>(a[k]));
-    db.push_back(std::make_unique<device_buffer<T>>(b[k]));
-    pairs.push_back({"layer" + std::to_string(k), fevo::oihw<fevo::device_space>(da[k]->p + off, s.o, s.i, s.h, s.w),
-                     fevo::oihw<fevo::device_space>(static_cast<const T*>(db[k]->p + off), s.o, s.i, s.h, s.w)});
-  }
-  std::vector<fevo::filter_results> per;
-  const std::size_t before = fevo::cuda::detail::launch_count();
-  const auto got = fevo::cuda::compare_and_advance_layers(pol, pairs, 1e-3, &per);
-  CHECK(fevo::cuda::detail::launch_count() - before == 2);
-  REQUIRE(got.size() == shapes.size());
-  for (std::size_t k = 0; k < shapes.size(); ++k) {
-    INFO("layer " << k);
-    CHECK(got[k].totals.changed == want[k].totals.changed);
-    CHECK(got[k].totals.zero_channels == want[k].totals.zero_channels);
-    CHECK(got[k].totals.nonfinite == want[k].totals.nonfinite);
-    CHECK(got[k].D == Approx(want[k].D).epsilon(1e-12));
-    for (std::size_t i = 0; i < shapes[k].o; ++i) {
-      CHECK(per[k].S(i) == want_per[k].S(i));
-      CHECK(per[k].Z(i) == want_per[k].Z(i));
-    }
-    const auto after = da[k]->get(a[k].size());
-    const std::size_t off = shapes[k].offset ? 1 : 0;
-    bool same = true;
-    for (std::size_t e = off; e < after.size(); ++e)
-      same = same && std::memcmp(&after[e], &b[k][e], sizeof(T)) == 0;
-    CHECK(same);  // prev := next, bit for bit
-    if (off) CHECK(std::memcmp(&after[0], &a[k][0], sizeof(T)) == 0);  // nothing outside the view
-  }
-}
+using device_buffer = gpu_env::buffer<T>;
 
 }  // namespace
 
@@ -189,10 +142,7 @@ TEST_CASE("cuda: compare_and_advance_layers on a mixed model, every mode and dty
   for (auto pol : {fevo::cuda::par, fevo::cuda::par.block_per_filter_from(1),
                    fevo::cuda::par.block_per_filter_from(SIZE_MAX)}) {
     INFO("block_from " << pol.block_from);
-    check_advance_model<float>(pol);
-    check_advance_model<double>(pol);
-    check_advance_model<fevo::half>(pol);
-    check_advance_model<fevo::bfloat16>(pol);
+    fevo_test::check_advance_model_every_dtype<gpu_env>(pol);
   }
 }
 

@@ -36,6 +36,7 @@
 #include <fevo/fevo.hpp>
 
 #include "cuda/kernel.cuh"
+#include "cuda/pass.hpp"
 
 namespace fevo::cuda {
 
@@ -165,25 +166,10 @@ struct kernel_timer {
   }
 };
 
-inline std::size_t round_up(std::size_t n) { return (n + 255) / 256 * 256; }
-
 /// Kernel launches made by this backend (for benchmarks that report launches per call).
 inline std::size_t& launch_count() {
   static thread_local std::size_t n = 0;
   return n;
-}
-
-/// Whether a view's filters can be read with 16-byte loads: packed filters, aligned.
-template <class View>
-bool vector_friendly(const View& v) {
-  using T = typename View::value_type;
-  const std::size_t C = v.channels(), H = v.rows(), W = v.cols();
-  const bool packed = (W == 1 || v.stride(3) == 1) && (H == 1 || v.stride(2) == W) &&
-                      (C == 1 || v.stride(1) == H * W);
-  constexpr std::size_t V = 16 / sizeof(T);
-  return packed && v.filter_size() % V == 0 &&
-         (v.filters() == 1 || (v.stride(0) * sizeof(T)) % 16 == 0) &&
-         reinterpret_cast<std::uintptr_t>(v.data_handle()) % 16 == 0;
 }
 
 /// Blocks of fold_filters that fit on the current device at once (the grid of one pass).
@@ -206,84 +192,45 @@ std::size_t resident_blocks() {
   return cached;
 }
 
-template <class T, bool Advance>
-void run(const policy& pol, layer_task<T, device_space>* tasks, std::size_t n_tasks, T* const* advance_prev) {
-  using desc = detail::layer_desc<T>;
-  std::vector<desc> descs(n_tasks);
-  std::size_t filters = 0, r_total = 0, items = 0;
-  for (std::size_t k = 0; k < n_tasks; ++k) {
-    const auto& t = tasks[k];
-    check_device_pointer(t.prev.data_handle(), "prev", k);
-    check_device_pointer(t.next.data_handle(), "next", k);
-    desc& d = descs[k];
-    d.prev = Advance ? advance_prev[k] : const_cast<T*>(t.prev.data_handle());  // read only unless Advance
-    d.next = t.next.data_handle();
-    ::fevo::detail::fill_layer_desc(d, t, filters, r_total, detail::no_r);
-    d.packed = vector_friendly(t.prev) && vector_friendly(t.next) ? 1 : 0;
-    const std::size_t size = t.prev.filter_size();
-    d.block = size >= pol.block_from && size <= detail::block_bits ? 1 : 0;
-    d.first_item = items;
-    items += items_of(t.prev.filters(), d.block != 0);
+/// The device of run_pass (fevo/cuda/pass.hpp): the current CUDA device, work ordered on `stream`.
+struct runtime_device {
+  cudaStream_t stream;
+
+  void check_pointer(const void* p, const char* which, std::size_t layer) {
+    check_device_pointer(p, which, layer);
   }
-
-  const bool want_filters = [&] {
-    for (std::size_t k = 0; k < n_tasks; ++k)
-      if (tasks[k].per_filter) return true;
-    return false;
-  }();
-
-  // One scratch block on the device and its mirror in pinned host memory:
-  //   descriptors | layer totals | per-filter totals | R_ic
-  // The descriptors go up in one copy, and the results come back in one copy of the range the
-  // call needs (pinned memory: no staging copies, one DMA each way).
-  const std::size_t o_totals = round_up(n_tasks * sizeof(desc));
-  const std::size_t o_filters = o_totals + round_up(n_tasks * sizeof(partial));
-  const std::size_t o_r = o_filters + round_up(filters * sizeof(partial));
-  const std::size_t o_end = o_r + round_up(r_total * sizeof(std::uint32_t));
-  const std::size_t back_end = r_total ? o_end : want_filters ? o_r : o_filters;
-  char* base = static_cast<char*>(scratch::for_this_thread().get(o_end));
-  char* host = static_cast<char*>(pinned::for_this_thread().get(o_end));
-  std::memcpy(host, descs.data(), n_tasks * sizeof(desc));
-  desc* d_descs = reinterpret_cast<desc*>(base);
-  partial* d_filters = reinterpret_cast<partial*>(base + o_filters);
-  partial* d_totals = reinterpret_cast<partial*>(base + o_totals);
-  std::uint32_t* d_r = reinterpret_cast<std::uint32_t*>(base + o_r);
-  cudaStream_t s = pol.stream;
-  check(cudaMemcpyAsync(d_descs, host, n_tasks * sizeof(desc), cudaMemcpyHostToDevice, s),
-        "copying layer descriptors");
-
-  kernel_timer& timer = kernel_timer::for_this_thread();
-  if (timer.on) timer.start(s);
-  const std::size_t max_blocks = resident_blocks<T, Advance>();
-  const unsigned grid = static_cast<unsigned>(items < max_blocks ? items : max_blocks);
-  detail::fold_filters<T, Advance><<<grid, block_threads, 0, s>>>(d_descs, int(n_tasks), items,
-                                                                 d_filters, d_r);
-  check(cudaGetLastError(), "launching fold_filters");
-  ++launch_count();
-  detail::reduce_layers<T><<<unsigned(n_tasks), block_threads, 0, s>>>(d_descs, int(n_tasks), filters,
-                                                                      d_filters, d_totals);
-  check(cudaGetLastError(), "launching reduce_layers");
-  ++launch_count();
-  if (timer.on) timer.stop(s);
-
-  check(cudaMemcpyAsync(host + o_totals, base + o_totals, back_end - o_totals, cudaMemcpyDeviceToHost, s),
-        "copying the results");
-  check(cudaStreamSynchronize(s), "the fused pass");
-  if (timer.on) timer.read();
-
-  const partial* totals = reinterpret_cast<const partial*>(host + o_totals);
-  const partial* per = reinterpret_cast<const partial*>(host + o_filters);
-  const std::uint32_t* r_host = reinterpret_cast<const std::uint32_t*>(host + o_r);
-  for (std::size_t k = 0; k < n_tasks; ++k) {
-    const auto& t = tasks[k];
-    *t.total = totals[k];
-    if (!t.per_filter) continue;
-    for (std::size_t i = 0; i < t.prev.filters(); ++i) t.per_filter->store(i, per[descs[k].first_filter + i]);
-    if (descs[k].r_offset != detail::no_r)
-      std::copy(r_host + descs[k].r_offset, r_host + descs[k].r_offset + t.prev.filters() * t.prev.channels(),
-                t.per_filter->channel_changed.begin());
+  char* scratch(std::size_t bytes) { return static_cast<char*>(scratch::for_this_thread().get(bytes)); }
+  // Pinned host memory: no staging copies, one DMA each way.
+  char* staging(std::size_t bytes) { return static_cast<char*>(pinned::for_this_thread().get(bytes)); }
+  template <class T, bool Advance>
+  std::size_t max_blocks() {
+    return resident_blocks<T, Advance>();
   }
-}
+  void upload(void* dst, const void* src, std::size_t bytes) {
+    check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream), "copying layer descriptors");
+  }
+  template <class T, bool Advance>
+  void fold(const pass_args<T>& a) {
+    kernel_timer& timer = kernel_timer::for_this_thread();
+    if (timer.on) timer.start(stream);
+    fold_filters<T, Advance><<<a.grid, block_threads, 0, stream>>>(a.layers, a.n_layers, a.n_items, a.filters, a.r);
+    check(cudaGetLastError(), "launching fold_filters");
+    ++launch_count();
+    reduce_layers<T><<<unsigned(a.n_layers), block_threads, 0, stream>>>(a.layers, a.n_layers, a.n_filters,
+                                                                        a.filters, a.totals);
+    check(cudaGetLastError(), "launching reduce_layers");
+    ++launch_count();
+    if (timer.on) timer.stop(stream);
+  }
+  void download(void* dst, const void* src, std::size_t bytes) {
+    check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream), "copying the results");
+  }
+  void finish() {
+    check(cudaStreamSynchronize(stream), "the fused pass");
+    kernel_timer& timer = kernel_timer::for_this_thread();
+    if (timer.on) timer.read();
+  }
+};
 
 template <class T>
 inline constexpr bool always_false = false;
@@ -292,7 +239,8 @@ inline constexpr bool always_false = false;
 
 template <class T>
 void evaluate(const policy& pol, layer_task<T, device_space>* tasks, std::size_t n_tasks) {
-  detail::run<T, false>(pol, tasks, n_tasks, nullptr);
+  detail::runtime_device dev{pol.stream};
+  detail::run_pass<T, false>(dev, pol.block_from, tasks, n_tasks, nullptr);
 }
 
 /// Host views reach here only by mistake: say so at compile time.
@@ -303,59 +251,6 @@ void evaluate(const policy&, layer_task<T, host_space>*, std::size_t) {
                 "fevo::oihw<fevo::device_space>(...) or fevo::strided<fevo::device_space>(...)");
 }
 
-/// One layer of a compare-and-advance pass: the kept snapshot (overwritten) and the live weights.
-template <class T>
-struct advance_pair {
-  std::string name;  ///< used in error messages; may be empty
-  basic_filter_view<T, device_space> prev;
-  basic_filter_view<const T, device_space> next;
-};
-
-namespace detail {
-
-/// compare-and-advance writes every prev while it reads every next: refuses any overlap of a
-/// prev's span with another prev's or any next's span.
-template <class T>
-void check_disjoint(const std::vector<advance_pair<T>>& layers) {
-  struct span {
-    std::uintptr_t begin, end;
-    std::size_t layer;
-    bool prev;
-  };
-  std::vector<span> spans;
-  for (std::size_t k = 0; k < layers.size(); ++k) {
-    const auto add = [&](const void* p, std::size_t n, bool prev) {
-      const auto b = reinterpret_cast<std::uintptr_t>(p);
-      spans.push_back({b, b + n * sizeof(T), k, prev});
-    };
-    add(layers[k].prev.data_handle(), layers[k].prev.required_span_size(), true);
-    add(layers[k].next.data_handle(), layers[k].next.required_span_size(), false);
-  }
-  std::sort(spans.begin(), spans.end(), [](const span& a, const span& b) { return a.begin < b.begin; });
-  // Any overlap involving a prev span is an error; next spans may overlap each other.
-  std::size_t reach = 0;  // index of the span reaching furthest so far among those overlapping
-  bool have = false;
-  for (std::size_t k = 0; k < spans.size(); ++k) {
-    if (have && spans[k].begin < spans[reach].end && (spans[k].prev || spans[reach].prev)) {
-      const auto& a = spans[reach];
-      const auto& b = spans[k];
-      const auto name = [&](const span& x) {
-        const std::string& n = layers[x.layer].name;
-        return (n.empty() ? "#" + std::to_string(x.layer) : "'" + n + "'") + (x.prev ? " prev" : " next");
-      };
-      ::fevo::detail::fail("compare_and_advance: layer ", name(a), " and layer ", name(b),
-                           " overlap in memory; prev is overwritten while next is read, so each "
-                           "prev must be disjoint from every other prev and next");
-    }
-    // Keep the span that ends last (ties: prefer a prev span, so prev/next overlaps are caught).
-    if (!have || spans[k].end > spans[reach].end || (spans[k].end == spans[reach].end && spans[k].prev))
-      reach = k;
-    have = true;
-  }
-}
-
-}  // namespace detail
-
 /// compare-and-advance for a whole model in one fused pass (two launches): the metrics of every
 /// (prev, next) pair, and prev := next, for training loops that keep one device copy of the
 /// previous snapshot. Results follow the order of `layers`; with `per_filter`, one
@@ -364,17 +259,8 @@ template <class T>
 std::vector<layer_metrics> compare_and_advance_layers(const policy& pol,
                                                       const std::vector<advance_pair<T>>& layers, double tau,
                                                       std::vector<filter_results>* per_filter = nullptr) {
-  static_assert(!std::is_const_v<T>, "compare_and_advance writes prev: pass views of mutable memory");
-  std::vector<partial> totals;
-  std::vector<layer_task<T, device_space>> tasks =
-      ::fevo::detail::make_tasks<T, device_space>(layers, tau, totals, per_filter);
-  std::vector<T*> raw(layers.size());
-  for (std::size_t k = 0; k < layers.size(); ++k) raw[k] = layers[k].prev.data_handle();
-  detail::check_disjoint(layers);
-  if (!tasks.empty()) detail::run<T, true>(pol, tasks.data(), tasks.size(), raw.data());
-  std::vector<layer_metrics> out(layers.size());
-  for (std::size_t k = 0; k < layers.size(); ++k) out[k] = finalize(totals[k], layers[k].prev.filters());
-  return out;
+  detail::runtime_device dev{pol.stream};
+  return detail::advance_layers(dev, pol.block_from, layers, tau, per_filter);
 }
 
 /// Computes the metrics of (prev, next) and overwrites prev with next in the same pass (one

@@ -314,7 +314,7 @@ __global__ void __launch_bounds__(block_threads)
 reduce_layers(const layer_desc<T>* __restrict__ layers, int n_layers, std::size_t n_filters,
               const partial* __restrict__ filters, partial* __restrict__ totals) {
   // Raw storage: __shared__ variables cannot have constructors.
-  __shared__ alignas(partial) unsigned char storage[sizeof(partial) * block_threads];
+  alignas(partial) __shared__ unsigned char storage[sizeof(partial) * block_threads];
   partial* part = reinterpret_cast<partial*>(storage);
   const int k = blockIdx.x;
   const std::size_t first = layers[k].first_filter;

@@ -1,0 +1,198 @@
+// The host side of fevo::cuda's fused pass, written against a "device" interface so that it does
+// not depend on the CUDA runtime: fevo/cuda.cuh runs it on a GPU, and the tests also run it,
+// kernels included, on a host emulator (tests/simt), in every build.
+//
+// A Device provides
+//   void check_pointer(const void* p, const char* which, std::size_t layer);  refuses host memory
+//   char* scratch(std::size_t bytes);   device memory, reused across calls, 256-byte aligned
+//   char* staging(std::size_t bytes);   host memory the device copies to and from
+//   template <class T, bool Advance> std::size_t max_blocks();  blocks of one pass that fit at once
+//   template <class T, bool Advance> void fold(const pass_args<T>&);  the fused pass's launch
+//   void upload(void* dst, const void* src, std::size_t bytes);        host -> device, ordered
+//   void download(void* dst, const void* src, std::size_t bytes);      device -> host, ordered
+//   void finish();                      waits for everything above
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include <fevo/fevo.hpp>
+
+#include "kernel.cuh"
+
+namespace fevo::cuda {
+
+/// One layer of a compare-and-advance pass: the kept snapshot (overwritten) and the live weights.
+template <class T>
+struct advance_pair {
+  std::string name;  ///< used in error messages; may be empty
+  basic_filter_view<T, device_space> prev;
+  basic_filter_view<const T, device_space> next;
+};
+
+namespace detail {
+
+/// Kernel launches of one fused pass (a whole model in one call).
+inline constexpr std::size_t launches_per_pass = 2;
+
+inline std::size_t round_up(std::size_t n) { return (n + 255) / 256 * 256; }
+
+/// Whether a view's filters can be read with 16-byte loads: packed filters, aligned.
+template <class View>
+bool vector_friendly(const View& v) {
+  using T = typename View::value_type;
+  const std::size_t C = v.channels(), H = v.rows(), W = v.cols();
+  const bool packed = (W == 1 || v.stride(3) == 1) && (H == 1 || v.stride(2) == W) &&
+                      (C == 1 || v.stride(1) == H * W);
+  constexpr std::size_t V = 16 / sizeof(T);
+  return packed && v.filter_size() % V == 0 &&
+         (v.filters() == 1 || (v.stride(0) * sizeof(T)) % 16 == 0) &&
+         reinterpret_cast<std::uintptr_t>(v.data_handle()) % 16 == 0;
+}
+
+/// What the fused pass's launch needs: the descriptor table and the result buffers, on the device.
+template <class T>
+struct pass_args {
+  const layer_desc<T>* layers;
+  int n_layers;
+  std::size_t n_items, n_filters;
+  partial* filters;       ///< one per filter
+  partial* totals;        ///< one per layer
+  std::uint32_t* r;       ///< R_ic of the layers that want them
+  unsigned grid;          ///< blocks to launch
+};
+
+/// The fused pass of `n_tasks` layers on `dev` (see the top of this file). With Advance, every
+/// prev is overwritten with its next; `advance_prev[k]` is layer k's prev as a mutable pointer.
+template <class T, bool Advance, class Device>
+void run_pass(Device& dev, std::size_t block_from, layer_task<T, device_space>* tasks, std::size_t n_tasks,
+              T* const* advance_prev) {
+  using desc = layer_desc<T>;
+  std::vector<desc> descs(n_tasks);
+  std::size_t filters = 0, r_total = 0, items = 0;
+  bool want_filters = false;
+  for (std::size_t k = 0; k < n_tasks; ++k) {
+    const auto& t = tasks[k];
+    dev.check_pointer(t.prev.data_handle(), "prev", k);
+    dev.check_pointer(t.next.data_handle(), "next", k);
+    desc& d = descs[k];
+    d.prev = Advance ? advance_prev[k] : const_cast<T*>(t.prev.data_handle());  // read only unless Advance
+    d.next = t.next.data_handle();
+    ::fevo::detail::fill_layer_desc(d, t, filters, r_total, no_r);
+    d.packed = vector_friendly(t.prev) && vector_friendly(t.next) ? 1 : 0;
+    const std::size_t size = t.prev.filter_size();
+    d.block = size >= block_from && size <= block_bits ? 1 : 0;
+    d.first_item = items;
+    items += items_of(t.prev.filters(), d.block != 0);
+    want_filters = want_filters || t.per_filter;
+  }
+
+  // One scratch block on the device and its mirror in host staging memory:
+  //   descriptors | layer totals | per-filter totals | R_ic
+  // The descriptors go up in one copy, and the results come back in one copy of the range the
+  // call needs.
+  const std::size_t o_totals = round_up(n_tasks * sizeof(desc));
+  const std::size_t o_filters = o_totals + round_up(n_tasks * sizeof(partial));
+  const std::size_t o_r = o_filters + round_up(filters * sizeof(partial));
+  const std::size_t o_end = o_r + round_up(r_total * sizeof(std::uint32_t));
+  const std::size_t back_end = r_total ? o_end : want_filters ? o_r : o_filters;
+  char* base = dev.scratch(o_end);
+  char* host = dev.staging(o_end);
+  std::memcpy(host, descs.data(), n_tasks * sizeof(desc));
+  dev.upload(base, host, n_tasks * sizeof(desc));
+
+  pass_args<T> a;
+  a.layers = reinterpret_cast<const desc*>(base);
+  a.n_layers = int(n_tasks);
+  a.n_items = items;
+  a.n_filters = filters;
+  a.filters = reinterpret_cast<partial*>(base + o_filters);
+  a.totals = reinterpret_cast<partial*>(base + o_totals);
+  a.r = reinterpret_cast<std::uint32_t*>(base + o_r);
+  const std::size_t max_blocks = dev.template max_blocks<T, Advance>();
+  a.grid = static_cast<unsigned>(items < max_blocks ? items : max_blocks);
+  dev.template fold<T, Advance>(a);
+
+  dev.download(host + o_totals, base + o_totals, back_end - o_totals);
+  dev.finish();
+
+  const partial* totals = reinterpret_cast<const partial*>(host + o_totals);
+  const partial* per = reinterpret_cast<const partial*>(host + o_filters);
+  const std::uint32_t* r_host = reinterpret_cast<const std::uint32_t*>(host + o_r);
+  for (std::size_t k = 0; k < n_tasks; ++k) {
+    const auto& t = tasks[k];
+    *t.total = totals[k];
+    if (!t.per_filter) continue;
+    for (std::size_t i = 0; i < t.prev.filters(); ++i) t.per_filter->store(i, per[descs[k].first_filter + i]);
+    if (descs[k].r_offset != no_r)
+      std::copy(r_host + descs[k].r_offset, r_host + descs[k].r_offset + t.prev.filters() * t.prev.channels(),
+                t.per_filter->channel_changed.begin());
+  }
+}
+
+/// compare-and-advance writes every prev while it reads every next: refuses any overlap of a
+/// prev's span with another prev's or any next's span.
+template <class T>
+void check_disjoint(const std::vector<advance_pair<T>>& layers) {
+  struct span {
+    std::uintptr_t begin, end;
+    std::size_t layer;
+    bool prev;
+  };
+  std::vector<span> spans;
+  for (std::size_t k = 0; k < layers.size(); ++k) {
+    const auto add = [&](const void* p, std::size_t n, bool prev) {
+      const auto b = reinterpret_cast<std::uintptr_t>(p);
+      spans.push_back({b, b + n * sizeof(T), k, prev});
+    };
+    add(layers[k].prev.data_handle(), layers[k].prev.required_span_size(), true);
+    add(layers[k].next.data_handle(), layers[k].next.required_span_size(), false);
+  }
+  std::sort(spans.begin(), spans.end(), [](const span& a, const span& b) { return a.begin < b.begin; });
+  // Any overlap involving a prev span is an error; next spans may overlap each other.
+  std::size_t reach = 0;  // index of the span reaching furthest so far among those overlapping
+  bool have = false;
+  for (std::size_t k = 0; k < spans.size(); ++k) {
+    if (have && spans[k].begin < spans[reach].end && (spans[k].prev || spans[reach].prev)) {
+      const auto& a = spans[reach];
+      const auto& b = spans[k];
+      const auto name = [&](const span& x) {
+        const std::string& n = layers[x.layer].name;
+        return (n.empty() ? "#" + std::to_string(x.layer) : "'" + n + "'") + (x.prev ? " prev" : " next");
+      };
+      ::fevo::detail::fail("compare_and_advance: layer ", name(a), " and layer ", name(b),
+                           " overlap in memory; prev is overwritten while next is read, so each "
+                           "prev must be disjoint from every other prev and next");
+    }
+    // Keep the span that ends last (ties: prefer a prev span, so prev/next overlaps are caught).
+    if (!have || spans[k].end > spans[reach].end || (spans[k].end == spans[reach].end && spans[k].prev))
+      reach = k;
+    have = true;
+  }
+}
+
+/// compare_and_advance_layers (fevo/cuda.cuh) on `dev`.
+template <class T, class Device>
+std::vector<layer_metrics> advance_layers(Device& dev, std::size_t block_from,
+                                          const std::vector<advance_pair<T>>& layers, double tau,
+                                          std::vector<filter_results>* per_filter) {
+  static_assert(!std::is_const_v<T>, "compare_and_advance writes prev: pass views of mutable memory");
+  std::vector<partial> totals;
+  std::vector<layer_task<T, device_space>> tasks =
+      ::fevo::detail::make_tasks<T, device_space>(layers, tau, totals, per_filter);
+  std::vector<T*> raw(layers.size());
+  for (std::size_t k = 0; k < layers.size(); ++k) raw[k] = layers[k].prev.data_handle();
+  check_disjoint(layers);
+  if (!tasks.empty()) run_pass<T, true>(dev, block_from, tasks.data(), tasks.size(), raw.data());
+  std::vector<layer_metrics> out(layers.size());
+  for (std::size_t k = 0; k < layers.size(); ++k) out[k] = finalize(totals[k], layers[k].prev.filters());
+  return out;
+}
+
+}  // namespace detail
+}  // namespace fevo::cuda

@@ -1,0 +1,97 @@
+// Cases of fevo::cuda that go beyond the shared backend body (compare-and-advance, launches per
+// call), written once for two environments: a real GPU (test_cuda.cu) and the host SIMT emulator
+// (test_cuda_emulated.cpp). An Env provides
+//   template <class T> struct buffer;   device memory holding a copy of a host vector: .p, .get(n)
+//   template <class T> static std::vector<fevo::layer_metrics> advance(const Config&,
+//       const std::vector<fevo::cuda::advance_pair<T>>&, double tau,
+//       std::vector<fevo::filter_results>* per, std::size_t& launches);
+#pragma once
+
+#include <cstddef>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include <fevo/cuda/pass.hpp>
+
+#include "support.hpp"
+
+namespace fevo_test {
+
+template <class T>
+T from_double(double v) {
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) return T(v);
+  else return T::from_float(float(v));
+}
+
+/// A whole "model" of mixed layers through compare_and_advance_layers, against fevo::seq layer
+/// by layer: warp and block modes, packed and strided (an offset view), and a filter larger than
+/// a block's bitset (the channel-by-channel path). prev must equal next afterwards, bit for bit,
+/// and nothing outside the views may change.
+template <class Env, class T, class Config>
+void check_advance_model(const Config& cfg) {
+  struct shape {
+    std::size_t o, i, h, w;
+    bool offset;
+  };
+  const std::vector<shape> shapes = {{8, 3, 3, 3, false},   {37, 19, 3, 3, false}, {16, 64, 1, 1, false},
+                                     {5, 512, 3, 3, false}, {3, 7, 7, 7, true},    {2, 30000, 3, 3, false},
+                                     {4, 100, 5, 5, true}};
+  rng g = rng_for("compare_and_advance_layers");
+  std::vector<std::vector<T>> a(shapes.size()), b(shapes.size());
+  std::vector<std::unique_ptr<typename Env::template buffer<T>>> da, db;
+  std::vector<fevo::cuda::advance_pair<T>> pairs;
+  std::vector<fevo::layer_metrics> want;
+  std::vector<fevo::filter_results> want_per(shapes.size());
+  for (std::size_t k = 0; k < shapes.size(); ++k) {
+    const auto& s = shapes[k];
+    const std::size_t n = s.o * s.i * s.h * s.w, off = s.offset ? 1 : 0;  // offset: unaligned
+    a[k].resize(n + off);
+    b[k].resize(n + off);
+    for (std::size_t e = 0; e < n + off; ++e) {
+      const double x = g.uniform() - 0.5;
+      a[k][e] = from_double<T>(x);
+      b[k][e] = (e % 3 == 0) ? a[k][e] : from_double<T>(x + (g.uniform() - 0.5) * 1e-2);
+    }
+    want.push_back(fevo::compute(fevo::seq, fevo::oihw(a[k].data() + off, s.o, s.i, s.h, s.w),
+                                 fevo::oihw(b[k].data() + off, s.o, s.i, s.h, s.w), 1e-3, want_per[k]));
+    da.push_back(std::make_unique<typename Env::template buffer<T>>(a[k]));
+    db.push_back(std::make_unique<typename Env::template buffer<T>>(b[k]));
+    pairs.push_back({"layer" + std::to_string(k), fevo::oihw<fevo::device_space>(da[k]->p + off, s.o, s.i, s.h, s.w),
+                     fevo::oihw<fevo::device_space>(static_cast<const T*>(db[k]->p + off), s.o, s.i, s.h, s.w)});
+  }
+  std::vector<fevo::filter_results> per;
+  std::size_t launches = 0;
+  const auto got = Env::advance(cfg, pairs, 1e-3, &per, launches);
+  CHECK(launches == fevo::cuda::detail::launches_per_pass);
+  REQUIRE(got.size() == shapes.size());
+  for (std::size_t k = 0; k < shapes.size(); ++k) {
+    INFO("layer " << k);
+    CHECK(got[k].totals.changed == want[k].totals.changed);
+    CHECK(got[k].totals.zero_channels == want[k].totals.zero_channels);
+    CHECK(got[k].totals.nonfinite == want[k].totals.nonfinite);
+    CHECK(got[k].D == Approx(want[k].D).epsilon(1e-12));
+    for (std::size_t i = 0; i < shapes[k].o; ++i) {
+      CHECK(per[k].S(i) == want_per[k].S(i));
+      CHECK(per[k].Z(i) == want_per[k].Z(i));
+    }
+    const auto after = da[k]->get(a[k].size());
+    const std::size_t off = shapes[k].offset ? 1 : 0;
+    bool same = true;
+    for (std::size_t e = off; e < after.size(); ++e) same = same && std::memcmp(&after[e], &b[k][e], sizeof(T)) == 0;
+    CHECK(same);  // prev := next, bit for bit
+    if (off) CHECK(std::memcmp(&after[0], &a[k][0], sizeof(T)) == 0);  // nothing outside the view
+  }
+}
+
+template <class Env, class Config>
+void check_advance_model_every_dtype(const Config& cfg) {
+  check_advance_model<Env, float>(cfg);
+  check_advance_model<Env, double>(cfg);
+  check_advance_model<Env, fevo::half>(cfg);
+  check_advance_model<Env, fevo::bfloat16>(cfg);
+}
+
+}  // namespace fevo_test

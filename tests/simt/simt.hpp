@@ -1,0 +1,391 @@
+// A small SIMT emulator that runs fevo's CUDA kernels on the host, so that their logic (indexing,
+// bitsets, warp exchanges, block barriers, compare-and-advance stores) is tested by every build,
+// with or without a GPU, and under AddressSanitizer, which sees any read or write outside the
+// buffers the test allocated.
+//
+// Include it before the kernel header, in a file compiled by a host compiler (never nvcc):
+//
+//   #include "simt/simt.hpp"
+//   #include <fevo/cuda/kernel.cuh>
+//   simt::launch(grid, block, [&] { fevo::cuda::detail::fold_filters<float, false>(...); });
+//
+// Every CUDA thread is a fiber on the calling OS thread (a few instructions of context switch on
+// x86-64, ucontext elsewhere): a block's threads run until
+// they reach a barrier (__syncthreads, __syncwarp, a warp shuffle or ballot) and resume when
+// every thread the barrier waits for has arrived. Each round of the scheduler runs the waiting
+// threads in the opposite order of the round before, so code that reads shared memory another
+// lane writes without a barrier sees a stale value in one order or the other. Blocks run one
+// after another, so `__shared__` is `static` storage; a barrier that some threads never reach is
+// reported as a deadlock (simt::error), not a hang.
+//
+// What it does not model: timing, concurrent blocks, the GPU memory model (it is sequentially
+// consistent) and masks other than the full warp (kernels here always use 0xffffffff).
+#pragma once
+
+#if !defined(__x86_64__)
+#include <ucontext.h>
+#endif
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define SIMT_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SIMT_ASAN 1
+#endif
+#endif
+#if defined(SIMT_ASAN)
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+#if defined(__CUDACC__)
+#error "simt.hpp emulates CUDA on the host: compile this file with a host compiler, not nvcc"
+#endif
+
+namespace simt {
+
+struct error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct dim3 {
+  unsigned x = 1, y = 1, z = 1;
+};
+
+namespace detail {
+
+inline constexpr unsigned full_mask = 0xffffffffu;
+
+#if defined(__x86_64__)
+// switch_stack(&save, to): saves the callee-saved registers on the current stack, stores the
+// stack pointer in *save, and resumes the context saved at `to`. MXCSR and the x87 control word
+// are not switched: no kernel changes the rounding mode. (ucontext's swapcontext also saves the
+// signal mask: a system call per switch, 50 times slower.)
+extern "C" void fevo_simt_switch_stack(void** save, void* to);
+asm(R"(
+  .text
+  .weak fevo_simt_switch_stack
+  .type fevo_simt_switch_stack, @function
+fevo_simt_switch_stack:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size fevo_simt_switch_stack, .-fevo_simt_switch_stack
+)");
+
+struct context {
+  void* sp = nullptr;
+};
+inline void switch_context(context& from, context& to) { fevo_simt_switch_stack(&from.sp, to.sp); }
+/// A context that starts `entry` (which never returns) on [stack, stack + bytes).
+inline void make_context(context& c, char* stack, std::size_t bytes, void (*entry)()) {
+  auto top = reinterpret_cast<std::uintptr_t>(stack + bytes) & ~std::uintptr_t(15);
+  auto* p = reinterpret_cast<std::uint64_t*>(top);
+  *--p = 0;                                         // entry's (absent) return address
+  *--p = reinterpret_cast<std::uint64_t>(entry);    // where the first switch "returns" to
+  for (int r = 0; r < 6; ++r) *--p = 0;             // rbp, rbx, r12..r15
+  c.sp = p;
+}
+#else
+struct context {
+  ucontext_t uc{};
+};
+inline void switch_context(context& from, context& to) { swapcontext(&from.uc, &to.uc); }
+inline void make_context(context& c, char* stack, std::size_t bytes, void (*entry)()) {
+  getcontext(&c.uc);
+  c.uc.uc_stack.ss_sp = stack;
+  c.uc.uc_stack.ss_size = bytes;
+  c.uc.uc_link = nullptr;
+  makecontext(&c.uc, entry, 0);
+}
+#endif
+
+struct barrier {
+  unsigned arrived = 0;
+  unsigned long long generation = 0;
+};
+
+struct fiber {
+  context ctx;
+  std::unique_ptr<char[]> stack;
+  dim3 idx;
+  unsigned linear = 0;
+  bool done = false;
+};
+
+struct machine {
+  static constexpr std::size_t stack_bytes = std::size_t(1) << 18;  // 256 KiB: room for ASan frames
+  context scheduler;
+  std::vector<fiber> fibers;
+  fiber* current = nullptr;
+  dim3 block_idx, block_dim, grid_dim;
+  unsigned live = 0;
+  barrier block;
+  std::vector<barrier> warps;
+  std::vector<unsigned long long> lanes;  // one exchange slot per thread
+  unsigned long long progress = 0;        // barrier arrivals and exits, for deadlock detection
+  const std::function<void()>* body = nullptr;
+  std::exception_ptr failure;
+  bool running = false;
+#if defined(SIMT_ASAN)
+  const void* main_stack = nullptr;
+  std::size_t main_stack_size = 0;
+#endif
+};
+
+inline machine& m() {
+  static machine instance;
+  return instance;
+}
+
+/// Back to the scheduler; returns when the scheduler resumes this thread.
+inline void yield() {
+  machine& M = m();
+  fiber* f = M.current;
+#if defined(SIMT_ASAN)
+  void* fake = nullptr;
+  __sanitizer_start_switch_fiber(&fake, M.main_stack, M.main_stack_size);
+#endif
+  switch_context(f->ctx, M.scheduler);
+#if defined(SIMT_ASAN)
+  __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#endif
+}
+
+inline void entry() {
+  machine& M = m();
+#if defined(SIMT_ASAN)
+  __sanitizer_finish_switch_fiber(nullptr, &M.main_stack, &M.main_stack_size);
+#endif
+  try {
+    (*M.body)();
+  } catch (...) {
+    if (!M.failure) M.failure = std::current_exception();
+  }
+  M.current->done = true;
+  --M.live;
+  ++M.progress;
+  // A thread that exits counts as arrived at the block barrier (as on sm_70 and later).
+  if (M.block.arrived > 0 && M.block.arrived >= M.live) {
+    M.block.arrived = 0;
+    ++M.block.generation;
+  }
+#if defined(SIMT_ASAN)
+  __sanitizer_start_switch_fiber(nullptr, M.main_stack, M.main_stack_size);
+#endif
+  context dead;  // this fiber is never resumed
+  switch_context(dead, M.scheduler);
+}
+
+/// Waits until `expected` threads have arrived at `b`.
+inline void arrive_and_wait(barrier& b, unsigned expected) {
+  machine& M = m();
+  ++M.progress;
+  const unsigned long long gen = b.generation;
+  if (++b.arrived >= expected) {
+    b.arrived = 0;
+    ++b.generation;
+    return;
+  }
+  while (b.generation == gen) yield();
+}
+
+inline unsigned lane() { return m().current->linear & 31u; }
+inline unsigned warp() { return m().current->linear >> 5; }
+
+inline void warp_sync(unsigned mask) {
+  if (mask != full_mask) throw error("simt: only full-warp masks (0xffffffff) are emulated");
+  arrive_and_wait(m().warps[warp()], 32);
+}
+
+template <class V>
+unsigned long long to_slot(V v) {
+  static_assert(sizeof(V) <= 8 && std::is_trivially_copyable_v<V>, "simt: exchanged values fit 8 bytes");
+  unsigned long long s = 0;
+  std::memcpy(&s, &v, sizeof(V));
+  return s;
+}
+template <class V>
+V from_slot(unsigned long long s) {
+  V v;
+  std::memcpy(&v, &s, sizeof(V));
+  return v;
+}
+
+/// Every lane of the warp publishes `v`; each gets the value of lane src(lane).
+template <class V, class Src>
+V exchange(unsigned mask, V v, Src src) {
+  machine& M = m();
+  const unsigned base = warp() * 32, l = lane();
+  M.lanes[base + l] = to_slot(v);
+  warp_sync(mask);
+  const unsigned from = src(l);
+  const V out = from < 32 ? from_slot<V>(M.lanes[base + from]) : v;
+  warp_sync(mask);  // nobody overwrites a slot before every lane has read
+  return out;
+}
+
+}  // namespace detail
+
+/// Runs `kernel` (a callable; every thread calls it) on grid x block threads, one block at a time.
+/// Rethrows the first exception a thread threw; simt::error on a deadlock.
+inline void launch(dim3 grid, dim3 block, const std::function<void()>& kernel) {
+  detail::machine& M = detail::m();
+  if (M.running) throw error("simt: launches do not nest");
+  const unsigned n = block.x * block.y * block.z;
+  if (n == 0 || n % 32 != 0 || n > 1024) throw error("simt: a block must be 32..1024 threads, whole warps");
+  M.running = true;
+  M.failure = nullptr;
+  M.body = &kernel;
+  M.grid_dim = grid;
+  M.block_dim = block;
+  if (M.fibers.size() < n) M.fibers.resize(n);
+  M.warps.assign(n / 32, detail::barrier{});
+  M.lanes.assign(n, 0);
+  struct reset {
+    detail::machine& M;
+    ~reset() { M.running = false; }
+  } guard{M};
+  for (unsigned bz = 0; bz < grid.z; ++bz)
+    for (unsigned by = 0; by < grid.y; ++by)
+      for (unsigned bx = 0; bx < grid.x; ++bx) {
+        M.block_idx = {bx, by, bz};
+        M.block = {};
+        for (auto& w : M.warps) w = {};
+        M.live = n;
+        for (unsigned t = 0; t < n; ++t) {
+          detail::fiber& f = M.fibers[t];
+          if (!f.stack) f.stack.reset(new char[detail::machine::stack_bytes]);
+          f.linear = t;
+          f.idx = {t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
+          f.done = false;
+#if defined(SIMT_ASAN)
+          // A finished thread leaves its last frames' redzones poisoned on the stack it used.
+          __asan_unpoison_memory_region(f.stack.get(), detail::machine::stack_bytes);
+#endif
+          // Stack tops staggered by 320 bytes a thread: equally aligned tops would share cache sets.
+          detail::make_context(f.ctx, f.stack.get(), detail::machine::stack_bytes - (t % 64) * 320,
+                               &detail::entry);
+        }
+        for (unsigned round = 0; M.live > 0; ++round) {
+          const unsigned long long before = M.progress;
+          for (unsigned k = 0; k < n; ++k) {
+            detail::fiber& f = M.fibers[round % 2 ? n - 1 - k : k];
+            if (f.done) continue;
+            M.current = &f;
+#if defined(SIMT_ASAN)
+            void* fake = nullptr;
+            __sanitizer_start_switch_fiber(&fake, f.stack.get(), detail::machine::stack_bytes);
+#endif
+            detail::switch_context(M.scheduler, f.ctx);
+#if defined(SIMT_ASAN)
+            __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#endif
+          }
+          if (M.failure) std::rethrow_exception(M.failure);
+          if (M.live > 0 && M.progress == before) {
+            // Every live thread waits at a barrier that can never open: abandon the block.
+            throw error("simt: deadlock in block (" + std::to_string(bx) + "," + std::to_string(by) + "," +
+                        std::to_string(bz) + "): " + std::to_string(M.live) +
+                        " threads wait at barriers the others never reach");
+          }
+        }
+      }
+}
+
+inline void launch(unsigned grid, unsigned block, const std::function<void()>& kernel) {
+  launch(dim3{grid, 1, 1}, dim3{block, 1, 1}, kernel);
+}
+
+/// Fibers a launch keeps for the next one (their stacks): freed here.
+inline void release() {
+  if (!detail::m().running) detail::m().fibers.clear();
+}
+
+}  // namespace simt
+
+// ---- the CUDA names the kernels use ------------------------------------------------------------
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __shared__ static
+#define __launch_bounds__(...)
+#define threadIdx (::simt::detail::m().current->idx)
+#define blockIdx (::simt::detail::m().block_idx)
+#define blockDim (::simt::detail::m().block_dim)
+#define gridDim (::simt::detail::m().grid_dim)
+
+inline void __syncthreads() {
+  ::simt::detail::machine& M = ::simt::detail::m();
+  ::simt::detail::arrive_and_wait(M.block, M.live);
+}
+inline void __syncwarp(unsigned mask = 0xffffffffu) { ::simt::detail::warp_sync(mask); }
+inline void __threadfence() {}
+inline void __threadfence_block() {}
+
+template <class V>
+V __shfl_sync(unsigned mask, V v, int src, int width = 32) {
+  return ::simt::detail::exchange(mask, v, [&](unsigned l) {
+    return unsigned(int(l) / width * width + (src % width + width) % width);
+  });
+}
+template <class V>
+V __shfl_down_sync(unsigned mask, V v, unsigned delta, int width = 32) {
+  return ::simt::detail::exchange(mask, v, [&](unsigned l) {
+    const unsigned s = l + delta;
+    return s / unsigned(width) == l / unsigned(width) ? s : 32u;  // out of the segment: own value
+  });
+}
+template <class V>
+V __shfl_xor_sync(unsigned mask, V v, int lane_mask, int width = 32) {
+  return ::simt::detail::exchange(mask, v, [&](unsigned l) {
+    const unsigned s = l ^ unsigned(lane_mask);
+    return s / unsigned(width) == l / unsigned(width) ? s : l;
+  });
+}
+inline unsigned __ballot_sync(unsigned mask, int predicate) {
+  ::simt::detail::machine& M = ::simt::detail::m();
+  const unsigned base = ::simt::detail::warp() * 32;
+  M.lanes[base + ::simt::detail::lane()] = predicate ? 1 : 0;
+  ::simt::detail::warp_sync(mask);
+  unsigned word = 0;
+  for (unsigned l = 0; l < 32; ++l) word |= unsigned(M.lanes[base + l] != 0) << l;
+  ::simt::detail::warp_sync(mask);
+  return word;
+}
+inline int __popc(unsigned v) { return __builtin_popcount(v); }
+inline int __popcll(unsigned long long v) { return __builtin_popcountll(v); }
+template <class V>
+V atomicAdd(V* p, V v) {  // one OS thread: a plain read-modify-write is atomic
+  const V old = *p;
+  *p = old + v;
+  return old;
+}
+template <class V>
+V __ldcg(const V* p) {
+  return *p;
+}

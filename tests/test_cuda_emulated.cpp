@@ -1,0 +1,197 @@
+// fevo::cuda's host side and kernels, run on the host SIMT emulator (simt/simt.hpp) in every build:
+// the shared backend body and the compare-and-advance cases, with the same descriptor table,
+// scratch layout and kernels a GPU runs. Buffers are allocated at their exact size, so under
+// AddressSanitizer any read or write a kernel makes outside them fails the test.
+#include "simt/simt.hpp"
+
+#include <fevo/cuda/pass.hpp>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "support.hpp"
+
+namespace fevo_test {
+
+/// How an emulated call runs: the block-mode threshold of fevo::cuda::policy, and the most
+/// blocks one pass launches (few: the blocks' grid-stride loops then take many items each).
+struct emulated_policy {
+  std::size_t block_from = 16384;
+  unsigned blocks = 3;
+};
+
+/// The Device of fevo::cuda::detail::run_pass, on the emulator. Scratch and staging are
+/// allocated at their exact size for each call.
+struct emulated_device {
+  unsigned blocks;
+  std::size_t launches = 0;
+  std::unique_ptr<char, void (*)(void*)> scratch_mem{nullptr, std::free}, staging_mem{nullptr, std::free};
+
+  static char* exact(std::unique_ptr<char, void (*)(void*)>& m, std::size_t bytes) {
+    // 256-byte aligned like cudaMalloc; aligned_alloc wants a multiple of the alignment, which
+    // run_pass's layout already is.
+    m.reset(static_cast<char*>(std::aligned_alloc(256, bytes)));
+    REQUIRE(m);
+    std::memset(m.get(), 0xA5, bytes);  // as uninitialised device memory: nothing may rely on it
+    return m.get();
+  }
+  void check_pointer(const void* p, const char* which, std::size_t layer) {
+    INFO(which << " of layer " << layer);
+    REQUIRE(p != nullptr);
+  }
+  char* scratch(std::size_t bytes) { return exact(scratch_mem, bytes); }
+  char* staging(std::size_t bytes) { return exact(staging_mem, bytes); }
+  template <class T, bool Advance>
+  std::size_t max_blocks() {
+    return blocks;
+  }
+  void upload(void* dst, const void* src, std::size_t bytes) { std::memcpy(dst, src, bytes); }
+  void download(void* dst, const void* src, std::size_t bytes) { std::memcpy(dst, src, bytes); }
+  template <class T, bool Advance>
+  void fold(const fevo::cuda::detail::pass_args<T>& a) {
+    using namespace fevo::cuda::detail;
+    simt::launch(a.grid, block_threads,
+                 [&] { fold_filters<T, Advance>(a.layers, a.n_layers, a.n_items, a.filters, a.r); });
+    ++launches;
+    simt::launch(unsigned(a.n_layers), block_threads,
+                 [&] { reduce_layers<T>(a.layers, a.n_layers, a.n_filters, a.filters, a.totals); });
+    ++launches;
+  }
+  void finish() {}
+};
+
+/// fevo::compute & co. reach this by argument-dependent lookup on emulated_policy.
+template <class T>
+void evaluate(const emulated_policy& pol, fevo::layer_task<T, fevo::device_space>* tasks, std::size_t n) {
+  emulated_device dev{pol.blocks};
+  fevo::cuda::detail::run_pass<T, false>(dev, pol.block_from, tasks, n, nullptr);
+}
+
+/// Copies the memory a host view spans into a buffer of exactly that size, viewed as device
+/// memory with the same strides.
+struct emulated_upload {
+  static constexpr double d_relative_slack = 0;  // exact double squares, as on the GPU
+  template <class T>
+  struct uploaded {
+    std::shared_ptr<T[]> mem;
+    fevo::basic_filter_view<const T, fevo::device_space> v;
+    fevo::basic_filter_view<const T, fevo::device_space> view() const { return v; }
+  };
+  template <class T>
+  static uploaded<T> upload(fevo::filter_view<const T> host) {
+    const std::size_t n = host.required_span_size();
+    std::shared_ptr<T[]> mem(new T[n == 0 ? 1 : n]);
+    std::copy(host.data_handle(), host.data_handle() + n, mem.get());
+    auto e = host.extents();
+    auto s = host.strides();
+    return {mem, fevo::strided<fevo::device_space>(static_cast<const T*>(mem.get()), {e[0], e[1], e[2], e[3]},
+                                                   {s[0], s[1], s[2], s[3]})};
+  }
+};
+
+struct emulated_backend : emulated_upload {
+  static constexpr const char* name = "fevo::cuda kernels (emulated, 3 blocks)";
+  static auto policy() { return emulated_policy{}; }
+};
+struct emulated_warp_backend : emulated_upload {
+  static constexpr const char* name = "fevo::cuda kernels (emulated, warp per filter, 1 block)";
+  static auto policy() { return emulated_policy{SIZE_MAX, 1}; }
+};
+/// Block mode from 64 weights (fewer than a block's threads): every filter in block mode would
+/// make the body five times slower here, and the smallest filters in block mode are in the
+/// compare-and-advance cases below.
+struct emulated_block_backend : emulated_upload {
+  static constexpr const char* name = "fevo::cuda kernels (emulated, block per filter from 64 weights, 64 blocks)";
+  static auto policy() { return emulated_policy{64, 64}; }
+};
+
+using emulated_backends = std::tuple<emulated_backend, emulated_warp_backend, emulated_block_backend>;
+
+/// The environment of cuda_cases.hpp on the emulator.
+struct emulated_env {
+  template <class T>
+  struct buffer {
+    std::unique_ptr<T[]> mem;
+    T* p;
+    explicit buffer(const std::vector<T>& h) : mem(new T[h.size()]), p(mem.get()) {
+      std::copy(h.begin(), h.end(), p);
+    }
+    std::vector<T> get(std::size_t n) const { return std::vector<T>(p, p + n); }
+  };
+  template <class T>
+  static std::vector<fevo::layer_metrics> advance(const emulated_policy& pol,
+                                                  const std::vector<fevo::cuda::advance_pair<T>>& pairs,
+                                                  double tau, std::vector<fevo::filter_results>* per,
+                                                  std::size_t& launches) {
+    emulated_device dev{pol.blocks};
+    auto m = fevo::cuda::detail::advance_layers(dev, pol.block_from, pairs, tau, per);
+    launches = dev.launches;
+    return m;
+  }
+};
+
+}  // namespace fevo_test
+
+#define FEVO_TEST_BACKENDS ::fevo_test::emulated_backends
+#include "backend_body.hpp"
+#include "cuda_cases.hpp"
+
+TEST_CASE("cuda emulated: compare_and_advance_layers on a mixed model, every mode and dtype", "[cuda]") {
+  for (auto pol : {fevo_test::emulated_policy{}, fevo_test::emulated_policy{1, 5},
+                   fevo_test::emulated_policy{SIZE_MAX, 2}}) {
+    INFO("block_from " << pol.block_from << ", blocks " << pol.blocks);
+    fevo_test::check_advance_model_every_dtype<fevo_test::emulated_env>(pol);
+  }
+}
+
+TEST_CASE("cuda emulated: compare_and_advance_layers refuses overlapping prev and next", "[cuda]") {
+  std::vector<float> h(2 * 3 * 3 * 3 * 2, 1.f);
+  fevo_test::emulated_env::buffer<float> d(h);
+  auto first = fevo::oihw<fevo::device_space>(d.p, 2, 3, 3, 3);
+  std::vector<fevo::cuda::advance_pair<float>> same{{"a", first, first}};
+  std::size_t launches = 0;
+  REQUIRE_THROWS_WITH(fevo_test::emulated_env::advance(fevo_test::emulated_policy{}, same, 0.1, nullptr, launches),
+                      Catch::Contains("overlap") && Catch::Contains("'a' prev"));
+  CHECK(launches == 0);
+  CHECK(d.get(h.size()) == h);  // refused before anything ran
+}
+
+TEST_CASE("simt: warp exchanges, ballots and barriers behave as on a GPU", "[simt]") {
+  std::vector<unsigned> down(64), xr(64), ballot(64), sum(2);
+  simt::launch(2, 32, [&] {
+    const unsigned t = threadIdx.x, b = blockIdx.x, g = b * 32 + t;
+    down[g] = __shfl_down_sync(0xffffffffu, t, 3);  // lanes 29..31 keep their own value
+    xr[g] = __shfl_xor_sync(0xffffffffu, t, 5);
+    ballot[g] = __ballot_sync(0xffffffffu, t % 3 == 0);
+    __shared__ unsigned total;
+    if (t == 0) total = 0;
+    __syncthreads();
+    total += t;  // one OS thread: no data race in the emulator
+    __syncthreads();
+    if (t == 31) sum[b] = total;
+  });
+  for (unsigned g = 0; g < 64; ++g) {
+    const unsigned t = g % 32;
+    CHECK(down[g] == (t + 3 < 32 ? t + 3 : t));
+    CHECK(xr[g] == (t ^ 5u));
+    CHECK(ballot[g] == 0x49249249u);
+  }
+  CHECK(sum[0] == 496);
+  CHECK(sum[1] == 496);
+}
+
+TEST_CASE("simt: a barrier some threads never reach is reported, not a hang", "[simt]") {
+  // Half of each warp waits at __syncwarp for lanes that have exited.
+  REQUIRE_THROWS_WITH(simt::launch(1, 64,
+                                   [&] {
+                                     if (threadIdx.x % 32 < 16) __syncwarp();
+                                   }),
+                      Catch::Contains("deadlock"));
+  // The emulator is usable again after a deadlock.
+  int ran = 0;
+  simt::launch(1, 32, [&] { ran += 1; });
+  CHECK(ran == 32);
+}
