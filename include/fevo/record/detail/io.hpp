@@ -140,32 +140,15 @@ class file {
   }
   /// Writes all of [data, data + n) at `offset` (a short write is retried, never left silent).
   void pwrite_all(const void* data, std::size_t n, std::uint64_t offset) {
-    const char* p = static_cast<const char*>(data);
-    while (n > 0) {
-      const ssize_t w = ::pwrite(fd_, p, n, static_cast<off_t>(offset));
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        io_fail("cannot write", path_, errno);
-      }
-      if (w == 0) io_fail("cannot write", path_, ENOSPC);
-      p += w;
-      n -= static_cast<std::size_t>(w);
-      offset += static_cast<std::uint64_t>(w);
-    }
+    write_fully(data, n, [&](const char* p, std::size_t k) {
+      const ssize_t w = ::pwrite(fd_, p, k, static_cast<off_t>(offset));
+      if (w > 0) offset += static_cast<std::uint64_t>(w);
+      return w;
+    });
   }
   /// Writes all of [data, data + n) at the current position.
   void write_all(const void* data, std::size_t n) {
-    const char* p = static_cast<const char*>(data);
-    while (n > 0) {
-      const ssize_t w = ::write(fd_, p, n);
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        io_fail("cannot write", path_, errno);
-      }
-      if (w == 0) io_fail("cannot write", path_, ENOSPC);
-      p += w;
-      n -= static_cast<std::size_t>(w);
-    }
+    write_fully(data, n, [&](const char* p, std::size_t k) { return ::write(fd_, p, k); });
   }
   /// Reads up to n bytes at `offset`; returns how many were read (less only at end of file).
   std::size_t pread_some(void* data, std::size_t n, std::uint64_t offset) const {
@@ -207,6 +190,22 @@ class file {
   }
 
  private:
+  /// Calls write(p, k) (a write(2)-like call: bytes written, or -1 with errno) until all of
+  /// [data, data + n) is written; EINTR is retried, an error or a write of 0 bytes throws.
+  template <class Write>
+  void write_fully(const void* data, std::size_t n, Write write) {
+    const char* p = static_cast<const char*>(data);
+    while (n > 0) {
+      const ssize_t w = write(p, n);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        io_fail("cannot write", path_, errno);
+      }
+      if (w == 0) io_fail("cannot write", path_, ENOSPC);
+      p += w;
+      n -= static_cast<std::size_t>(w);
+    }
+  }
   void close_quietly() noexcept {
     if (fd_ >= 0) ::close(fd_);
     fd_ = -1;
