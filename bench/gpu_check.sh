@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one-call GPU check: configures fevo with CUDA for the GPU it finds, builds the CUDA tests and
 # the GPU benchmark, runs both and PyTorch eager on the same shapes, and writes a summary.
-#   bench/gpu_check.sh OUTDIR        (OUTDIR gets summary.txt, ctest.log, bench.txt, torch.json,
+#   bench/gpu_check.sh OUTDIR        (OUTDIR gets summary.txt, ctest.log, bench.txt, torch.json, ncu-*.txt,
 #                                     sanitizer.log)
 # Then compute-sanitizer (memcheck, racecheck) runs the CUDA-only test cases.
 # Catch2 and Google Benchmark come from the system or from .gpu-deps/ (bench/gpu_prepare.sh).
@@ -66,16 +66,22 @@ for (model, ty), fused in rows.items():
         print(f"{model} {ty}: fused {fused:.1f} GB/s vs torch eager {t:.1f} GB/s = {r:.1f}x (target >= 5) {'PASS' if r >= 5 else 'MISS'}")
 PY
 log "torch done"
-# Nsight Compute on a few launches of the fused pass: device time and DRAM throughput per kernel.
+# Nsight Compute on the first two calls of the fused pass (two launches each) and of the one-launch
+# variant: duration, DRAM throughput, occupancy and its limits, and where warps stall. Counting
+# launches from the first: a ResNet-50 benchmark may run a single iteration under the profiler.
 if command -v ncu >/dev/null; then
   for m in vgg16 resnet50; do
-    timeout 90 ncu --clock-control none --kernel-name regex:'fold_filters|reduce_layers' --launch-skip 4 \
-      --launch-count 2 --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active,launch__grid_size \
-      ./build-gpu/bench/fevo_bench_cuda --benchmark_filter="BM_fused/$m/f32" --benchmark_min_time=0.001 \
-      >>"$out/ncu.txt" 2>&1
-    log "ncu $m: exit $?"
+    for b in fused fused_1launch; do
+      timeout 40 ncu --clock-control none --kernel-name regex:'fold_filters|reduce_layers' --launch-count 4 \
+        --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+        --metrics dram__bytes_read.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active \
+        ./build-gpu/bench/fevo_bench_cuda --benchmark_filter="^BM_$b/$m/f32" --benchmark_min_time=0.001 \
+        >"$out/ncu-$m-$b.txt" 2>&1
+      log "ncu $m $b: exit $?"
+      grep -E '^  [a-z_]+.*(fold_filters|reduce_layers)|Duration|DRAM Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per Thread|Block Limit (Registers|Shared Mem)|Warp Cycles Per Issued|dram__throughput|sm__warps_active|stall' \
+        "$out/ncu-$m-$b.txt" | cut -c1-200 | tee -a "$out/summary.txt"
+    done
   done
-  grep -E 'fold_filters|reduce_layers|gpu__time_duration|dram__|sm__warps|grid_size' "$out/ncu.txt" | tee -a "$out/summary.txt"
 fi
 # The CUDA-only cases (mixed models, every mode and dtype) under compute-sanitizer.
 if command -v compute-sanitizer >/dev/null; then
