@@ -6,6 +6,9 @@
 //   fused_kernels      the same call, timed by events around its two kernels only (the device's
 //                      part; the difference to `fused` is the host's part of a call)
 //   compare_kernels    likewise for compare_advance
+//   fused_1launch, kernels_1launch, compare_1launch
+//                      fused, fused_kernels and compare_kernels with par.single_launch(): each
+//                      layer's totals merged in the fused launch instead of a second one
 //   fused_warp, fused_block1k, fused_block16k
 //                      the same with other warp/block switches (par.block_per_filter_from):
 //                      a warp per filter always, a block from 1024 and from 16384 weights
@@ -164,18 +167,35 @@ template <class T>
 void BM_fused_kernels(benchmark::State& st, std::string name) { BM_fused_kernels_with<T>(st, name, fevo::cuda::par); }
 
 template <class T>
-void BM_compare_kernels(benchmark::State& st, std::string name) {
+void BM_kernels_1launch(benchmark::State& st, std::string name) {
+  BM_fused_kernels_with<T>(st, name, fevo::cuda::par.single_launch());
+}
+
+template <class T>
+void BM_compare_kernels_with(benchmark::State& st, std::string name, fevo::cuda::policy pol) {
   auto& m = model<T>(name);
   const advance_model<T> a(m);
   const auto& pairs = a.pairs;
-  kernels_only<T>(st, [&] { benchmark::DoNotOptimize(fevo::cuda::compare_and_advance_layers(fevo::cuda::par, pairs, tau)); });
+  kernels_only<T>(st, [&] { benchmark::DoNotOptimize(fevo::cuda::compare_and_advance_layers(pol, pairs, tau)); });
   st.SetBytesProcessed(st.iterations() * int64_t(3 * m.n * sizeof(T)));
+}
+template <class T>
+void BM_compare_kernels(benchmark::State& st, std::string name) {
+  BM_compare_kernels_with<T>(st, name, fevo::cuda::par);
+}
+template <class T>
+void BM_compare_1launch(benchmark::State& st, std::string name) {
+  BM_compare_kernels_with<T>(st, name, fevo::cuda::par.single_launch());
 }
 
 template <class T>
 void BM_fused(benchmark::State& st, std::string name) { BM_fused_with<T>(st, name, fevo::cuda::par, false); }
 template <class T>
 void BM_fused_first(benchmark::State& st, std::string name) { BM_fused_with<T>(st, name, fevo::cuda::par, true); }
+template <class T>
+void BM_fused_1launch(benchmark::State& st, std::string name) {
+  BM_fused_with<T>(st, name, fevo::cuda::par.single_launch(), false);
+}
 template <class T>
 void BM_fused_warp(benchmark::State& st, std::string name) {
   BM_fused_with<T>(st, name, fevo::cuda::par.block_per_filter_from(SIZE_MAX), false);
@@ -279,6 +299,10 @@ void register_all() {
     FEVO_REG(BM_fused_kernels, float, "f32");
     FEVO_REG(BM_fused_kernels, fevo::bfloat16, "bf16");
     FEVO_REG(BM_compare_kernels, float, "f32");
+    FEVO_REG(BM_fused_1launch, float, "f32");
+    FEVO_REG(BM_kernels_1launch, float, "f32");
+    FEVO_REG(BM_kernels_1launch, fevo::bfloat16, "bf16");
+    FEVO_REG(BM_compare_1launch, float, "f32");
     FEVO_REG(BM_fused_warp, float, "f32");
     FEVO_REG(BM_fused_block1k, float, "f32");
     FEVO_REG(BM_fused_block16k, float, "f32");
@@ -333,14 +357,16 @@ int main(int argc, char** argv) {
                   model, ty, l, la, l <= 2 && la <= 2 ? "PASS" : "MISS");
     }
   }
-  std::printf("\nf32 variants (GB/s, ratio to cub; compare_kernels: ratio to memcpy):\n");
+  std::printf("\nf32 variants (GB/s, ratio to cub; compare_*: ratio to memcpy):\n");
   for (const char* model : {"vgg16", "resnet50"}) {
     const std::string m = model;
     const double cub = get("BM_cub_reduce/" + m + "/f32");
     for (const char* v : {"fused", "fused_first", "fused_kernels", "fused_warp", "fused_block1k",
-                          "fused_block16k", "compare_kernels"}) {
+                          "fused_block16k", "fused_1launch", "kernels_1launch", "compare_kernels",
+                          "compare_1launch"}) {
       const double g = get(std::string("BM_") + v + "/" + m + "/f32");
-      const double ref = std::string(v) == "compare_kernels" ? get("BM_memcpy_d2d/" + m + "/f32") : cub;
+      const bool copy_ref = std::string(v).rfind("compare", 0) == 0;
+      const double ref = copy_ref ? get("BM_memcpy_d2d/" + m + "/f32") : cub;
       std::printf("%-10s %-15s %8.1f  %5.2f\n", model, v, g / 1e9, ref > 0 ? g / ref : 0.0);
     }
   }

@@ -65,7 +65,7 @@ void check_advance_model(const Config& cfg) {
   std::vector<fevo::filter_results> per;
   std::size_t launches = 0;
   const auto got = Env::advance(cfg, pairs, 1e-3, &per, launches);
-  CHECK(launches == fevo::cuda::detail::launches_per_pass);
+  CHECK(launches == fevo::cuda::detail::launches_per_pass(cfg.one_launch));
   REQUIRE(got.size() == shapes.size());
   for (std::size_t k = 0; k < shapes.size(); ++k) {
     INFO("layer " << k);

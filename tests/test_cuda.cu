@@ -63,12 +63,18 @@ struct cuda_block_backend : device_upload {
   static constexpr const char* name = "fevo::cuda::par (block per filter)";
   static auto policy() { return fevo::cuda::par.block_per_filter_from(1); }
 };
+/// Each layer's totals merged in the fused launch (par.single_launch()).
+struct cuda_one_launch_backend : device_upload {
+  static constexpr const char* name = "fevo::cuda::par.single_launch()";
+  static auto policy() { return fevo::cuda::par.single_launch(); }
+};
 struct thrust_cuda_backend : device_upload {
   static constexpr const char* name = "fevo::thrust::par (cuda)";
   static auto policy() { return fevo::thrust::par; }
 };
 
-using cuda_backends = std::tuple<cuda_backend, cuda_warp_backend, cuda_block_backend, thrust_cuda_backend>;
+using cuda_backends =
+    std::tuple<cuda_backend, cuda_warp_backend, cuda_block_backend, cuda_one_launch_backend, thrust_cuda_backend>;
 
 }  // namespace fevo_test
 
@@ -140,8 +146,9 @@ using device_buffer = gpu_env::buffer<T>;
 
 TEST_CASE("cuda: compare_and_advance_layers on a mixed model, every mode and dtype", "[cuda]") {
   for (auto pol : {fevo::cuda::par, fevo::cuda::par.block_per_filter_from(1),
-                   fevo::cuda::par.block_per_filter_from(SIZE_MAX)}) {
-    INFO("block_from " << pol.block_from);
+                   fevo::cuda::par.block_per_filter_from(SIZE_MAX), fevo::cuda::par.single_launch(),
+                   fevo::cuda::par.block_per_filter_from(1).single_launch()}) {
+    INFO("block_from " << pol.block_from << ", one launch " << pol.one_launch);
     fevo_test::check_advance_model_every_dtype<gpu_env>(pol);
   }
 }

@@ -21,6 +21,8 @@ namespace fevo_test {
 struct emulated_policy {
   std::size_t block_from = 16384;
   unsigned blocks = 3;
+  bool one_launch = false;  ///< as fevo::cuda::policy::single_launch()
+  fevo::cuda::detail::pass_options options() const { return {block_from, one_launch}; }
 };
 
 /// The Device of fevo::cuda::detail::run_pass, on the emulator. Scratch and staging are
@@ -53,9 +55,11 @@ struct emulated_device {
   template <class T, bool Advance>
   void fold(const fevo::cuda::detail::pass_args<T>& a) {
     using namespace fevo::cuda::detail;
-    simt::launch(a.grid, block_threads,
-                 [&] { fold_filters<T, Advance>(a.layers, a.n_layers, a.n_items, a.filters, a.r); });
+    simt::launch(a.grid, block_threads, [&] {
+      fold_filters<T, Advance>(a.layers, a.n_layers, a.n_items, a.n_filters, a.filters, a.r, a.totals, a.done);
+    });
     ++launches;
+    if (a.done) return;
     simt::launch(unsigned(a.n_layers), block_threads,
                  [&] { reduce_layers<T>(a.layers, a.n_layers, a.n_filters, a.filters, a.totals); });
     ++launches;
@@ -67,7 +71,7 @@ struct emulated_device {
 template <class T>
 void evaluate(const emulated_policy& pol, fevo::layer_task<T, fevo::device_space>* tasks, std::size_t n) {
   emulated_device dev{pol.blocks};
-  fevo::cuda::detail::run_pass<T, false>(dev, pol.block_from, tasks, n, nullptr);
+  fevo::cuda::detail::run_pass<T, false>(dev, pol.options(), tasks, n, nullptr);
 }
 
 /// Copies the memory a host view spans into a buffer of exactly that size, viewed as device
@@ -96,19 +100,27 @@ struct emulated_backend : emulated_upload {
   static constexpr const char* name = "fevo::cuda kernels (emulated, 3 blocks)";
   static auto policy() { return emulated_policy{}; }
 };
+/// One launch: each layer's totals merged by the block that finishes the layer.
+struct emulated_one_launch_backend : emulated_upload {
+  static constexpr const char* name = "fevo::cuda kernels (emulated, one launch, 3 blocks)";
+  static auto policy() { return emulated_policy{16384, 3, true}; }
+};
+/// One block takes every item: every layer is merged by it, each one item after its last.
 struct emulated_warp_backend : emulated_upload {
-  static constexpr const char* name = "fevo::cuda kernels (emulated, warp per filter, 1 block)";
-  static auto policy() { return emulated_policy{SIZE_MAX, 1}; }
+  static constexpr const char* name = "fevo::cuda kernels (emulated, warp per filter, one launch, 1 block)";
+  static auto policy() { return emulated_policy{SIZE_MAX, 1, true}; }
 };
 /// Block mode from 64 weights (fewer than a block's threads): every filter in block mode would
 /// make the body five times slower here, and the smallest filters in block mode are in the
 /// compare-and-advance cases below.
 struct emulated_block_backend : emulated_upload {
-  static constexpr const char* name = "fevo::cuda kernels (emulated, block per filter from 64 weights, 64 blocks)";
-  static auto policy() { return emulated_policy{64, 64}; }
+  static constexpr const char* name =
+      "fevo::cuda kernels (emulated, block per filter from 64 weights, one launch, 64 blocks)";
+  static auto policy() { return emulated_policy{64, 64, true}; }
 };
 
-using emulated_backends = std::tuple<emulated_backend, emulated_warp_backend, emulated_block_backend>;
+using emulated_backends =
+    std::tuple<emulated_backend, emulated_one_launch_backend, emulated_warp_backend, emulated_block_backend>;
 
 /// The environment of cuda_cases.hpp on the emulator.
 struct emulated_env {
@@ -127,7 +139,7 @@ struct emulated_env {
                                                   double tau, std::vector<fevo::filter_results>* per,
                                                   std::size_t& launches) {
     emulated_device dev{pol.blocks};
-    auto m = fevo::cuda::detail::advance_layers(dev, pol.block_from, pairs, tau, per);
+    auto m = fevo::cuda::detail::advance_layers(dev, pol.options(), pairs, tau, per);
     launches = dev.launches;
     return m;
   }
@@ -141,8 +153,9 @@ struct emulated_env {
 
 TEST_CASE("cuda emulated: compare_and_advance_layers on a mixed model, every mode and dtype", "[cuda]") {
   for (auto pol : {fevo_test::emulated_policy{}, fevo_test::emulated_policy{1, 5},
-                   fevo_test::emulated_policy{SIZE_MAX, 2}}) {
-    INFO("block_from " << pol.block_from << ", blocks " << pol.blocks);
+                   fevo_test::emulated_policy{SIZE_MAX, 2}, fevo_test::emulated_policy{16384, 4, true},
+                   fevo_test::emulated_policy{1, 3, true}, fevo_test::emulated_policy{SIZE_MAX, 1, true}}) {
+    INFO("block_from " << pol.block_from << ", blocks " << pol.blocks << ", one launch " << pol.one_launch);
     fevo_test::check_advance_model_every_dtype<fevo_test::emulated_env>(pol);
   }
 }
@@ -183,13 +196,28 @@ TEST_CASE("simt: warp exchanges, ballots and barriers behave as on a GPU", "[sim
   CHECK(sum[1] == 496);
 }
 
-TEST_CASE("simt: a barrier some threads never reach is reported, not a hang", "[simt]") {
+TEST_CASE("simt: a barrier some threads never reach, or divergent barriers, are reported, not a hang",
+          "[simt]") {
   // Half of each warp waits at __syncwarp for lanes that have exited.
   REQUIRE_THROWS_WITH(simt::launch(1, 64,
                                    [&] {
                                      if (threadIdx.x % 32 < 16) __syncwarp();
                                    }),
                       Catch::Contains("deadlock"));
+  // Threads of a block at two different __syncthreads.
+  volatile int sink = 0;
+  REQUIRE_THROWS_WITH(simt::launch(1, 64,
+                                   [&] {
+                                     if (threadIdx.x < 32) {
+                                       __syncthreads();
+                                       sink = 1;
+                                     } else {
+                                       sink = 2;
+                                       __syncthreads();
+                                       sink = 3;
+                                     }
+                                   }),
+                      Catch::Contains("different barriers"));
   // The emulator is usable again after a deadlock.
   int ran = 0;
   simt::launch(1, 32, [&] { ran += 1; });

@@ -15,8 +15,9 @@
 // every thread the barrier waits for has arrived. Each round of the scheduler runs the waiting
 // threads in the opposite order of the round before, so code that reads shared memory another
 // lane writes without a barrier sees a stale value in one order or the other. Blocks run one
-// after another, so `__shared__` is `static` storage; a barrier that some threads never reach is
-// reported as a deadlock (simt::error), not a hang.
+// after another, so `__shared__` is `static` storage. Threads that meet at different barriers
+// (divergent code) are reported (simt::error), and so is a barrier some threads never reach (a
+// deadlock), instead of a hang.
 //
 // What it does not model: timing, concurrent blocks, the GPU memory model (it is sequentially
 // consistent) and masks other than the full warp (kernels here always use 0xffffffff).
@@ -123,9 +124,20 @@ inline void make_context(context& c, char* stack, std::size_t bytes, void (*entr
 }
 #endif
 
+/// Where in the source a thread calls a barrier.
+struct site {
+  const char* file = nullptr;
+  int line = 0;
+  bool operator==(const site& o) const {
+    return line == o.line && (file == o.file || (file && o.file && std::strcmp(file, o.file) == 0));
+  }
+  bool operator!=(const site& o) const { return !(*this == o); }
+};
+
 struct barrier {
   unsigned arrived = 0;
   unsigned long long generation = 0;
+  site where;  // where the threads of this round called it
 };
 
 struct fiber {
@@ -200,10 +212,17 @@ inline void entry() {
   switch_context(dead, M.scheduler);
 }
 
-/// Waits until `expected` threads have arrived at `b`.
-inline void arrive_and_wait(barrier& b, unsigned expected) {
+/// Waits until `expected` threads have arrived at `b`. Every thread of a round must call it from
+/// the same line: threads at two different barriers are an error (divergent code).
+inline void arrive_and_wait(barrier& b, unsigned expected, const site& at) {
   machine& M = m();
   ++M.progress;
+  if (b.arrived == 0) b.where = at;
+  else if (b.where != at)
+    throw error("simt: threads of block (" + std::to_string(M.block_idx.x) + "," + std::to_string(M.block_idx.y) +
+                "," + std::to_string(M.block_idx.z) + ") meet at different barriers, " + b.where.file + ":" +
+                std::to_string(b.where.line) + " and " + at.file + ":" + std::to_string(at.line) +
+                " (__syncthreads, __syncwarp or a warp exchange in divergent code)");
   const unsigned long long gen = b.generation;
   if (++b.arrived >= expected) {
     b.arrived = 0;
@@ -216,9 +235,9 @@ inline void arrive_and_wait(barrier& b, unsigned expected) {
 inline unsigned lane() { return m().current->linear & 31u; }
 inline unsigned warp() { return m().current->linear >> 5; }
 
-inline void warp_sync(unsigned mask) {
+inline void warp_sync(unsigned mask, const site& at) {
   if (mask != full_mask) throw error("simt: only full-warp masks (0xffffffff) are emulated");
-  arrive_and_wait(m().warps[warp()], 32);
+  arrive_and_wait(m().warps[warp()], 32, at);
 }
 
 template <class V>
@@ -237,16 +256,60 @@ V from_slot(unsigned long long s) {
 
 /// Every lane of the warp publishes `v`; each gets the value of lane src(lane).
 template <class V, class Src>
-V exchange(unsigned mask, V v, Src src) {
+V exchange(unsigned mask, V v, Src src, const site& at) {
   machine& M = m();
   const unsigned base = warp() * 32, l = lane();
   M.lanes[base + l] = to_slot(v);
-  warp_sync(mask);
+  warp_sync(mask, at);
   const unsigned from = src(l);
   const V out = from < 32 ? from_slot<V>(M.lanes[base + from]) : v;
-  warp_sync(mask);  // nobody overwrites a slot before every lane has read
+  warp_sync(mask, at);  // nobody overwrites a slot before every lane has read
   return out;
 }
+
+/// The barriers and warp exchanges, called at a source line (the CUDA names below are macros that
+/// pass it).
+struct at {
+  site where;
+  void syncthreads() const { arrive_and_wait(m().block, m().live, where); }
+  void syncwarp(unsigned mask = full_mask) const { warp_sync(mask, where); }
+  template <class V>
+  V shfl(unsigned mask, V v, int src, int width = 32) const {
+    return exchange(
+        mask, v, [&](unsigned l) { return unsigned(int(l) / width * width + (src % width + width) % width); },
+        where);
+  }
+  template <class V>
+  V shfl_down(unsigned mask, V v, unsigned delta, int width = 32) const {
+    return exchange(
+        mask, v,
+        [&](unsigned l) {
+          const unsigned s = l + delta;
+          return s / unsigned(width) == l / unsigned(width) ? s : 32u;  // out of the segment: own value
+        },
+        where);
+  }
+  template <class V>
+  V shfl_xor(unsigned mask, V v, int lane_mask, int width = 32) const {
+    return exchange(
+        mask, v,
+        [&](unsigned l) {
+          const unsigned s = l ^ unsigned(lane_mask);
+          return s / unsigned(width) == l / unsigned(width) ? s : l;
+        },
+        where);
+  }
+  unsigned ballot(unsigned mask, int predicate) const {
+    machine& M = m();
+    const unsigned base = warp() * 32;
+    M.lanes[base + lane()] = predicate ? 1 : 0;
+    warp_sync(mask, where);
+    unsigned word = 0;
+    for (unsigned l = 0; l < 32; ++l) word |= unsigned(M.lanes[base + l] != 0) << l;
+    warp_sync(mask, where);
+    return word;
+  }
+};
 
 }  // namespace detail
 
@@ -339,44 +402,15 @@ inline void release() {
 #define blockDim (::simt::detail::m().block_dim)
 #define gridDim (::simt::detail::m().grid_dim)
 
-inline void __syncthreads() {
-  ::simt::detail::machine& M = ::simt::detail::m();
-  ::simt::detail::arrive_and_wait(M.block, M.live);
-}
-inline void __syncwarp(unsigned mask = 0xffffffffu) { ::simt::detail::warp_sync(mask); }
+#define SIMT_AT ::simt::detail::at{::simt::detail::site{__FILE__, __LINE__}}
+#define __syncthreads() SIMT_AT.syncthreads()
+#define __syncwarp(...) SIMT_AT.syncwarp(__VA_ARGS__)
+#define __shfl_sync(...) SIMT_AT.shfl(__VA_ARGS__)
+#define __shfl_down_sync(...) SIMT_AT.shfl_down(__VA_ARGS__)
+#define __shfl_xor_sync(...) SIMT_AT.shfl_xor(__VA_ARGS__)
+#define __ballot_sync(...) SIMT_AT.ballot(__VA_ARGS__)
 inline void __threadfence() {}
 inline void __threadfence_block() {}
-
-template <class V>
-V __shfl_sync(unsigned mask, V v, int src, int width = 32) {
-  return ::simt::detail::exchange(mask, v, [&](unsigned l) {
-    return unsigned(int(l) / width * width + (src % width + width) % width);
-  });
-}
-template <class V>
-V __shfl_down_sync(unsigned mask, V v, unsigned delta, int width = 32) {
-  return ::simt::detail::exchange(mask, v, [&](unsigned l) {
-    const unsigned s = l + delta;
-    return s / unsigned(width) == l / unsigned(width) ? s : 32u;  // out of the segment: own value
-  });
-}
-template <class V>
-V __shfl_xor_sync(unsigned mask, V v, int lane_mask, int width = 32) {
-  return ::simt::detail::exchange(mask, v, [&](unsigned l) {
-    const unsigned s = l ^ unsigned(lane_mask);
-    return s / unsigned(width) == l / unsigned(width) ? s : l;
-  });
-}
-inline unsigned __ballot_sync(unsigned mask, int predicate) {
-  ::simt::detail::machine& M = ::simt::detail::m();
-  const unsigned base = ::simt::detail::warp() * 32;
-  M.lanes[base + ::simt::detail::lane()] = predicate ? 1 : 0;
-  ::simt::detail::warp_sync(mask);
-  unsigned word = 0;
-  for (unsigned l = 0; l < 32; ++l) word |= unsigned(M.lanes[base + l] != 0) << l;
-  ::simt::detail::warp_sync(mask);
-  return word;
-}
 inline int __popc(unsigned v) { return __builtin_popcount(v); }
 inline int __popcll(unsigned long long v) { return __builtin_popcountll(v); }
 template <class V>

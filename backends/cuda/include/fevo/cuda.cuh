@@ -10,7 +10,8 @@
 //   auto metrics = fevo::cuda::compare_and_advance_layers(fevo::cuda::par, model, tau);
 //
 // A whole model (compute_layers, compare_and_advance_layers) is two kernel launches: the fused
-// pass and a per-layer merge. Filters of at least par.block_from weights (default 16384, e.g.
+// pass and a per-layer merge; with par.single_launch(), one, the merge being done in the fused
+// pass by the block that finishes each layer (results are identical). Filters of at least par.block_from weights (default 16384, e.g.
 // 3x3x2048) are read by a whole block each, smaller ones by a warp each (on an H100 a warp per
 // filter was as fast or faster for every VGG-16 and ResNet-50 layer: bench/bench_cuda.cu);
 // par.block_per_filter_from(n) changes the switch (a tuning knob: results are identical either way).
@@ -44,11 +45,30 @@ struct policy {
   cudaStream_t stream = nullptr;
   /// Filters with at least this many weights are read by a block each, smaller ones by a warp.
   std::size_t block_from = 16384;
+  /// Each layer's totals are merged in the fused launch itself, by the block that finishes the
+  /// layer's last filter, instead of by a second launch.
+  bool one_launch = false;
   /// A copy of this policy whose work is ordered on `s`.
-  constexpr policy on(cudaStream_t s) const { return policy{s, block_from}; }
+  constexpr policy on(cudaStream_t s) const {
+    policy p = *this;
+    p.stream = s;
+    return p;
+  }
   /// A copy of this policy that gives a block to each filter of at least `weights` weights
   /// (SIZE_MAX: a warp per filter always). Results do not depend on it.
-  constexpr policy block_per_filter_from(std::size_t weights) const { return policy{stream, weights}; }
+  constexpr policy block_per_filter_from(std::size_t weights) const {
+    policy p = *this;
+    p.block_from = weights;
+    return p;
+  }
+  /// A copy of this policy whose calls are one kernel launch (`true`) or two (`false`, the
+  /// default). Results are identical; bench/bench_cuda.cu measures which is faster.
+  constexpr policy single_launch(bool on = true) const {
+    policy p = *this;
+    p.one_launch = on;
+    return p;
+  }
+  detail::pass_options options() const { return {block_from, one_launch}; }
 };
 inline constexpr policy par{};
 
@@ -213,13 +233,16 @@ struct runtime_device {
   void fold(const pass_args<T>& a) {
     kernel_timer& timer = kernel_timer::for_this_thread();
     if (timer.on) timer.start(stream);
-    fold_filters<T, Advance><<<a.grid, block_threads, 0, stream>>>(a.layers, a.n_layers, a.n_items, a.filters, a.r);
+    fold_filters<T, Advance><<<a.grid, block_threads, 0, stream>>>(a.layers, a.n_layers, a.n_items, a.n_filters,
+                                                                   a.filters, a.r, a.totals, a.done);
     check(cudaGetLastError(), "launching fold_filters");
     ++launch_count();
-    reduce_layers<T><<<unsigned(a.n_layers), block_threads, 0, stream>>>(a.layers, a.n_layers, a.n_filters,
-                                                                        a.filters, a.totals);
-    check(cudaGetLastError(), "launching reduce_layers");
-    ++launch_count();
+    if (!a.done) {
+      reduce_layers<T><<<unsigned(a.n_layers), block_threads, 0, stream>>>(a.layers, a.n_layers, a.n_filters,
+                                                                          a.filters, a.totals);
+      check(cudaGetLastError(), "launching reduce_layers");
+      ++launch_count();
+    }
     if (timer.on) timer.stop(stream);
   }
   void download(void* dst, const void* src, std::size_t bytes) {
@@ -240,7 +263,7 @@ inline constexpr bool always_false = false;
 template <class T>
 void evaluate(const policy& pol, layer_task<T, device_space>* tasks, std::size_t n_tasks) {
   detail::runtime_device dev{pol.stream};
-  detail::run_pass<T, false>(dev, pol.block_from, tasks, n_tasks, nullptr);
+  detail::run_pass<T, false>(dev, pol.options(), tasks, n_tasks, nullptr);
 }
 
 /// Host views reach here only by mistake: say so at compile time.
@@ -251,7 +274,7 @@ void evaluate(const policy&, layer_task<T, host_space>*, std::size_t) {
                 "fevo::oihw<fevo::device_space>(...) or fevo::strided<fevo::device_space>(...)");
 }
 
-/// compare-and-advance for a whole model in one fused pass (two launches): the metrics of every
+/// compare-and-advance for a whole model in one fused pass (two launches, or one): the metrics of every
 /// (prev, next) pair, and prev := next, for training loops that keep one device copy of the
 /// previous snapshot. Results follow the order of `layers`; with `per_filter`, one
 /// filter_results per layer. The prev spans must not overlap each other or any next (checked).
@@ -260,7 +283,7 @@ std::vector<layer_metrics> compare_and_advance_layers(const policy& pol,
                                                       const std::vector<advance_pair<T>>& layers, double tau,
                                                       std::vector<filter_results>* per_filter = nullptr) {
   detail::runtime_device dev{pol.stream};
-  return detail::advance_layers(dev, pol.block_from, layers, tau, per_filter);
+  return detail::advance_layers(dev, pol.options(), layers, tau, per_filter);
 }
 
 /// Computes the metrics of (prev, next) and overwrites prev with next in the same pass (one

@@ -19,8 +19,13 @@
 // With Advance, the kernel also stores each next weight over the prev weight it just read
 // (compare-and-advance: 12 bytes of traffic per f32 weight instead of 16).
 //
-// reduce_layers: the second (and last) launch, one block per layer, merges the per-filter totals
-// in a fixed tree order, so results are deterministic.
+// Each layer's per-filter totals are then merged in a fixed order (merge_filters), so results are
+// deterministic, either
+//   - by reduce_layers, a second launch with one block per layer, or
+//   - in the same launch (one_launch), by the block that finishes the layer's last item: after
+//     each item, thread 0 takes a ticket from the layer's counter (after a fence, so the item's
+//     totals are visible to the block that draws the last ticket). A ticket is looked at only
+//     after the block's next item, so its latency is hidden behind that item's loads.
 #pragma once
 
 #include <cstddef>
@@ -105,15 +110,54 @@ struct lane_totals {
   }
 };
 
+/// Index of the layer that holds work item `item`.
 template <class T>
-__device__ inline const layer_desc<T>& find_layer(const layer_desc<T>* layers, int n_layers,
-                                                  std::size_t item) {
+__device__ inline int find_layer(const layer_desc<T>* layers, int n_layers, std::size_t item) {
   int lo = 0, hi = n_layers;  // the last layer whose first_item <= item
   while (hi - lo > 1) {
     const int mid = (lo + hi) / 2;
     if (layers[mid].first_item <= item) lo = mid; else hi = mid;
   }
-  return layers[lo];
+  return lo;
+}
+
+/// Work items of layer k.
+template <class T>
+__device__ inline std::size_t layer_items(const layer_desc<T>* layers, int n_layers, std::size_t n_items, int k) {
+  return (k + 1 < n_layers ? layers[k + 1].first_item : n_items) - layers[k].first_item;
+}
+
+/// A partial another block wrote during this launch, read from L2 (never a stale L1 line).
+__device__ inline partial load_cg(const partial* p) {
+  using u64 = unsigned long long;
+  partial v;
+  v.sum_sq = __ldcg(&p->sum_sq);
+  v.changed = __ldcg(reinterpret_cast<const u64*>(&p->changed));
+  v.weights = __ldcg(reinterpret_cast<const u64*>(&p->weights));
+  v.zero_channels = __ldcg(reinterpret_cast<const u64*>(&p->zero_channels));
+  v.channels = __ldcg(reinterpret_cast<const u64*>(&p->channels));
+  v.nonfinite = __ldcg(reinterpret_cast<const u64*>(&p->nonfinite));
+  return v;
+}
+
+/// Merges the totals of layer k's filters into totals[k] in a fixed order: thread t takes filters
+/// t, t + block_threads, ...; then a tree over the threads. Every thread of the block calls it;
+/// `part` is shared memory for block_threads partials (free again when it returns).
+template <class T>
+__device__ inline void merge_filters(const layer_desc<T>* layers, int n_layers, std::size_t n_filters, int k,
+                                     const partial* filters, partial* totals, partial* part) {
+  const std::size_t first = layers[k].first_filter;
+  const std::size_t last = k + 1 < n_layers ? layers[k + 1].first_filter : n_filters;
+  partial p;
+  for (std::size_t g = first + threadIdx.x; g < last; g += block_threads) merge(p, load_cg(filters + g));
+  part[threadIdx.x] = p;
+  __syncthreads();
+  for (int s = block_threads / 2; s > 0; s >>= 1) {
+    if (int(threadIdx.x) < s) merge(part[threadIdx.x], part[threadIdx.x + s]);
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) totals[k] = part[0];
+  __syncthreads();
 }
 
 /// Folds a packed filter of `size` weights (a multiple of the vector width) with P threads
@@ -288,16 +332,33 @@ __device__ inline void fold_block(const layer_desc<T>& L, std::size_t i, std::ui
   }
 }
 
+/// With `done` (one counter per layer, zero at the launch), each layer's totals are merged into
+/// `totals` by the block that finishes its last item; without, reduce_layers does it.
 template <class T, bool Advance>
 __global__ void __launch_bounds__(block_threads, min_blocks_per_sm)
-fold_filters(const layer_desc<T>* __restrict__ layers, int n_layers, std::size_t n_items,
-             partial* __restrict__ out, std::uint32_t* __restrict__ r) {
-  __shared__ std::uint32_t bits[block_bits / 32];
+fold_filters(const layer_desc<T>* __restrict__ layers, int n_layers, std::size_t n_items, std::size_t n_filters,
+             partial* __restrict__ out, std::uint32_t* __restrict__ r, partial* __restrict__ totals,
+             unsigned long long* __restrict__ done) {
+  alignas(16) __shared__ std::uint32_t bits[block_bits / 32];
   __shared__ block_totals red;
+  __shared__ int merge_next;  // a layer whose last item this block finished, or -1
+  static_assert(sizeof(partial) * block_threads <= sizeof(std::uint32_t) * (block_bits / 32),
+                "merge_filters borrows the bitsets");
+  partial* part = reinterpret_cast<partial*>(bits);
   const int warp = threadIdx.x >> 5;
+  // Thread 0: the layer of this block's last item and the ticket it drew there (-1: none).
+  int ticket_layer = -1;
+  unsigned long long ticket = 0;
+  const auto finished_layer = [&]() -> int {
+    return ticket_layer >= 0 && ticket + 1 == layer_items(layers, n_layers, n_items, ticket_layer) ? ticket_layer
+                                                                                                   : -1;
+  };
+  if (threadIdx.x == 0) merge_next = -1;
   for (std::size_t item = blockIdx.x; item < n_items; item += gridDim.x) {
     __syncthreads();  // the previous item is done with the bitsets and the totals
-    const layer_desc<T>& L = find_layer(layers, n_layers, item);
+    if (merge_next >= 0) merge_filters(layers, n_layers, n_filters, merge_next, out, totals, part);
+    const int k = find_layer(layers, n_layers, item);
+    const layer_desc<T>& L = layers[k];
     const std::size_t j = item - L.first_item;
     if (L.block) {
       fold_block<T, Advance>(L, j, bits, red, out, r);
@@ -305,7 +366,26 @@ fold_filters(const layer_desc<T>* __restrict__ layers, int n_layers, std::size_t
       const std::size_t i = j * warps_per_block + std::size_t(warp);
       if (i < L.ext[0]) fold_warp<T, Advance>(L, i, bits + std::size_t(warp) * (warp_bits / 32), out, r);
     }
+    if (done) {
+      __syncthreads();  // every warp has stored its filter's totals
+      if (threadIdx.x == 0) {
+        merge_next = finished_layer();  // the previous ticket: it has long arrived
+        __threadfence();  // this item's totals before its ticket (and, for merge_next, the others')
+        ticket = atomicAdd(done + k, 1ull);
+        ticket_layer = k;
+      }
+    }
   }
+  if (!done) return;
+  __syncthreads();
+  if (merge_next >= 0) merge_filters(layers, n_layers, n_filters, merge_next, out, totals, part);
+  __syncthreads();  // every thread has read merge_next before thread 0 sets it again
+  if (threadIdx.x == 0) {
+    merge_next = finished_layer();
+    __threadfence();  // the other blocks' totals are read after the ticket that says they are done
+  }
+  __syncthreads();
+  if (merge_next >= 0) merge_filters(layers, n_layers, n_filters, merge_next, out, totals, part);
 }
 
 /// One block per layer: merges the layer's per-filter totals in a fixed order.
@@ -315,19 +395,7 @@ reduce_layers(const layer_desc<T>* __restrict__ layers, int n_layers, std::size_
               const partial* __restrict__ filters, partial* __restrict__ totals) {
   // Raw storage: __shared__ variables cannot have constructors.
   alignas(partial) __shared__ unsigned char storage[sizeof(partial) * block_threads];
-  partial* part = reinterpret_cast<partial*>(storage);
-  const int k = blockIdx.x;
-  const std::size_t first = layers[k].first_filter;
-  const std::size_t last = k + 1 < n_layers ? layers[k + 1].first_filter : n_filters;
-  partial p;
-  for (std::size_t g = first + threadIdx.x; g < last; g += block_threads) merge(p, filters[g]);
-  part[threadIdx.x] = p;
-  __syncthreads();
-  for (int s = block_threads / 2; s > 0; s >>= 1) {
-    if (int(threadIdx.x) < s) merge(part[threadIdx.x], part[threadIdx.x + s]);
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) totals[k] = part[0];
+  merge_filters(layers, n_layers, n_filters, int(blockIdx.x), filters, totals, reinterpret_cast<partial*>(storage));
 }
 
 }  // namespace fevo::cuda::detail

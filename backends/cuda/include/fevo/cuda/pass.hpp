@@ -7,7 +7,7 @@
 //   char* scratch(std::size_t bytes);   device memory, reused across calls, 256-byte aligned
 //   char* staging(std::size_t bytes);   host memory the device copies to and from
 //   template <class T, bool Advance> std::size_t max_blocks();  blocks of one pass that fit at once
-//   template <class T, bool Advance> void fold(const pass_args<T>&);  the fused pass's launch
+//   template <class T, bool Advance> void fold(const pass_args<T>&);  the fused pass's launch(es)
 //   void upload(void* dst, const void* src, std::size_t bytes);        host -> device, ordered
 //   void download(void* dst, const void* src, std::size_t bytes);      device -> host, ordered
 //   void finish();                      waits for everything above
@@ -37,8 +37,14 @@ struct advance_pair {
 
 namespace detail {
 
+/// How a pass runs (fevo::cuda::policy's tuning knobs; results do not depend on them).
+struct pass_options {
+  std::size_t block_from = 16384;  ///< filters of at least this many weights get a block each
+  bool one_launch = false;         ///< merge each layer's totals in the fused launch
+};
+
 /// Kernel launches of one fused pass (a whole model in one call).
-inline constexpr std::size_t launches_per_pass = 2;
+inline constexpr std::size_t launches_per_pass(bool one_launch) { return one_launch ? 1 : 2; }
 
 inline std::size_t round_up(std::size_t n) { return (n + 255) / 256 * 256; }
 
@@ -61,16 +67,17 @@ struct pass_args {
   const layer_desc<T>* layers;
   int n_layers;
   std::size_t n_items, n_filters;
-  partial* filters;       ///< one per filter
-  partial* totals;        ///< one per layer
-  std::uint32_t* r;       ///< R_ic of the layers that want them
-  unsigned grid;          ///< blocks to launch
+  partial* filters;         ///< one per filter
+  partial* totals;          ///< one per layer
+  std::uint32_t* r;         ///< R_ic of the layers that want them
+  unsigned long long* done; ///< with one_launch: one counter per layer, zero; else nullptr
+  unsigned grid;            ///< blocks of fold_filters
 };
 
 /// The fused pass of `n_tasks` layers on `dev` (see the top of this file). With Advance, every
 /// prev is overwritten with its next; `advance_prev[k]` is layer k's prev as a mutable pointer.
 template <class T, bool Advance, class Device>
-void run_pass(Device& dev, std::size_t block_from, layer_task<T, device_space>* tasks, std::size_t n_tasks,
+void run_pass(Device& dev, const pass_options& opt, layer_task<T, device_space>* tasks, std::size_t n_tasks,
               T* const* advance_prev) {
   using desc = layer_desc<T>;
   std::vector<desc> descs(n_tasks);
@@ -86,17 +93,18 @@ void run_pass(Device& dev, std::size_t block_from, layer_task<T, device_space>* 
     ::fevo::detail::fill_layer_desc(d, t, filters, r_total, no_r);
     d.packed = vector_friendly(t.prev) && vector_friendly(t.next) ? 1 : 0;
     const std::size_t size = t.prev.filter_size();
-    d.block = size >= block_from && size <= block_bits ? 1 : 0;
+    d.block = size >= opt.block_from && size <= block_bits ? 1 : 0;
     d.first_item = items;
     items += items_of(t.prev.filters(), d.block != 0);
     want_filters = want_filters || t.per_filter;
   }
 
   // One scratch block on the device and its mirror in host staging memory:
-  //   descriptors | layer totals | per-filter totals | R_ic
-  // The descriptors go up in one copy, and the results come back in one copy of the range the
-  // call needs.
-  const std::size_t o_totals = round_up(n_tasks * sizeof(desc));
+  //   descriptors | layer counters | layer totals | per-filter totals | R_ic
+  // The descriptors and the zeroed counters go up in one copy, and the results come back in one
+  // copy of the range the call needs.
+  const std::size_t o_done = round_up(n_tasks * sizeof(desc));
+  const std::size_t o_totals = o_done + (opt.one_launch ? round_up(n_tasks * sizeof(unsigned long long)) : 0);
   const std::size_t o_filters = o_totals + round_up(n_tasks * sizeof(partial));
   const std::size_t o_r = o_filters + round_up(filters * sizeof(partial));
   const std::size_t o_end = o_r + round_up(r_total * sizeof(std::uint32_t));
@@ -104,7 +112,8 @@ void run_pass(Device& dev, std::size_t block_from, layer_task<T, device_space>* 
   char* base = dev.scratch(o_end);
   char* host = dev.staging(o_end);
   std::memcpy(host, descs.data(), n_tasks * sizeof(desc));
-  dev.upload(base, host, n_tasks * sizeof(desc));
+  std::memset(host + o_done, 0, o_totals - o_done);
+  dev.upload(base, host, o_totals);
 
   pass_args<T> a;
   a.layers = reinterpret_cast<const desc*>(base);
@@ -114,6 +123,7 @@ void run_pass(Device& dev, std::size_t block_from, layer_task<T, device_space>* 
   a.filters = reinterpret_cast<partial*>(base + o_filters);
   a.totals = reinterpret_cast<partial*>(base + o_totals);
   a.r = reinterpret_cast<std::uint32_t*>(base + o_r);
+  a.done = opt.one_launch ? reinterpret_cast<unsigned long long*>(base + o_done) : nullptr;
   const std::size_t max_blocks = dev.template max_blocks<T, Advance>();
   a.grid = static_cast<unsigned>(items < max_blocks ? items : max_blocks);
   dev.template fold<T, Advance>(a);
@@ -178,7 +188,7 @@ void check_disjoint(const std::vector<advance_pair<T>>& layers) {
 
 /// compare_and_advance_layers (fevo/cuda.cuh) on `dev`.
 template <class T, class Device>
-std::vector<layer_metrics> advance_layers(Device& dev, std::size_t block_from,
+std::vector<layer_metrics> advance_layers(Device& dev, const pass_options& opt,
                                           const std::vector<advance_pair<T>>& layers, double tau,
                                           std::vector<filter_results>* per_filter) {
   static_assert(!std::is_const_v<T>, "compare_and_advance writes prev: pass views of mutable memory");
@@ -188,7 +198,7 @@ std::vector<layer_metrics> advance_layers(Device& dev, std::size_t block_from,
   std::vector<T*> raw(layers.size());
   for (std::size_t k = 0; k < layers.size(); ++k) raw[k] = layers[k].prev.data_handle();
   check_disjoint(layers);
-  if (!tasks.empty()) run_pass<T, true>(dev, block_from, tasks.data(), tasks.size(), raw.data());
+  if (!tasks.empty()) run_pass<T, true>(dev, opt, tasks.data(), tasks.size(), raw.data());
   std::vector<layer_metrics> out(layers.size());
   for (std::size_t k = 0; k < layers.size(); ++k) out[k] = finalize(totals[k], layers[k].prev.filters());
   return out;
