@@ -9,6 +9,9 @@
 //   fused_1launch, kernels_1launch, compare_1launch
 //                      fused, fused_kernels and compare_kernels with par.single_launch(): each
 //                      layer's totals merged in the fused launch instead of a second one
+//   fused_shared, kernels_shared, compare_shared
+//                      fused, fused_kernels and compare_kernels with par.warp_sharing(): small
+//                      packed filters two or four to a warp
 //   fused_warp, fused_block1k, fused_block16k
 //                      the same with other warp/block switches (par.block_per_filter_from):
 //                      a warp per filter always, a block from 1024 and from 16384 weights
@@ -172,6 +175,11 @@ void BM_kernels_1launch(benchmark::State& st, std::string name) {
 }
 
 template <class T>
+void BM_kernels_shared(benchmark::State& st, std::string name) {
+  BM_fused_kernels_with<T>(st, name, fevo::cuda::par.warp_sharing());
+}
+
+template <class T>
 void BM_compare_kernels_with(benchmark::State& st, std::string name, fevo::cuda::policy pol) {
   auto& m = model<T>(name);
   const advance_model<T> a(m);
@@ -189,12 +197,21 @@ void BM_compare_1launch(benchmark::State& st, std::string name) {
 }
 
 template <class T>
+void BM_compare_shared(benchmark::State& st, std::string name) {
+  BM_compare_kernels_with<T>(st, name, fevo::cuda::par.warp_sharing());
+}
+
+template <class T>
 void BM_fused(benchmark::State& st, std::string name) { BM_fused_with<T>(st, name, fevo::cuda::par, false); }
 template <class T>
 void BM_fused_first(benchmark::State& st, std::string name) { BM_fused_with<T>(st, name, fevo::cuda::par, true); }
 template <class T>
 void BM_fused_1launch(benchmark::State& st, std::string name) {
   BM_fused_with<T>(st, name, fevo::cuda::par.single_launch(), false);
+}
+template <class T>
+void BM_fused_shared(benchmark::State& st, std::string name) {
+  BM_fused_with<T>(st, name, fevo::cuda::par.warp_sharing(), false);
 }
 template <class T>
 void BM_fused_warp(benchmark::State& st, std::string name) {
@@ -303,6 +320,10 @@ void register_all() {
     FEVO_REG(BM_kernels_1launch, float, "f32");
     FEVO_REG(BM_kernels_1launch, fevo::bfloat16, "bf16");
     FEVO_REG(BM_compare_1launch, float, "f32");
+    FEVO_REG(BM_fused_shared, float, "f32");
+    FEVO_REG(BM_kernels_shared, float, "f32");
+    FEVO_REG(BM_kernels_shared, fevo::bfloat16, "bf16");
+    FEVO_REG(BM_compare_shared, float, "f32");
     FEVO_REG(BM_fused_warp, float, "f32");
     FEVO_REG(BM_fused_block1k, float, "f32");
     FEVO_REG(BM_fused_block16k, float, "f32");
@@ -362,12 +383,21 @@ int main(int argc, char** argv) {
     const std::string m = model;
     const double cub = get("BM_cub_reduce/" + m + "/f32");
     for (const char* v : {"fused", "fused_first", "fused_kernels", "fused_warp", "fused_block1k",
-                          "fused_block16k", "fused_1launch", "kernels_1launch", "compare_kernels",
-                          "compare_1launch"}) {
+                          "fused_block16k", "fused_1launch", "kernels_1launch", "fused_shared",
+                          "kernels_shared", "compare_kernels", "compare_1launch", "compare_shared"}) {
       const double g = get(std::string("BM_") + v + "/" + m + "/f32");
       const bool copy_ref = std::string(v).rfind("compare", 0) == 0;
       const double ref = copy_ref ? get("BM_memcpy_d2d/" + m + "/f32") : cub;
       std::printf("%-10s %-15s %8.1f  %5.2f\n", model, v, g / 1e9, ref > 0 ? g / ref : 0.0);
+    }
+  }
+  std::printf("bf16 kernels (GB/s, ratio to cub):\n");
+  for (const char* model : {"vgg16", "resnet50"}) {
+    const std::string m = model;
+    const double cub = get("BM_cub_reduce/" + m + "/bf16");
+    for (const char* v : {"fused_kernels", "kernels_1launch", "kernels_shared"}) {
+      const double g = get(std::string("BM_") + v + "/" + m + "/bf16");
+      std::printf("%-10s %-15s %8.1f  %5.2f\n", model, v, g / 1e9, cub > 0 ? g / cub : 0.0);
     }
   }
   std::printf("(GB/s; bytes each must move: fused/cub/thrust 2N, memcpy 2N, compare-and-advance 3N)\n");

@@ -27,8 +27,8 @@ T from_double(double v) {
 }
 
 /// A whole "model" of mixed layers through compare_and_advance_layers, against fevo::seq layer
-/// by layer: warp and block modes, packed and strided (an offset view), and a filter larger than
-/// a block's bitset (the channel-by-channel path). prev must equal next afterwards, bit for bit,
+/// by layer: warp and block modes, packed and strided (an offset view), a filter larger than a
+/// block's bitset (the channel-by-channel path), and small packed filters for shared warps. prev must equal next afterwards, bit for bit,
 /// and nothing outside the views may change.
 template <class Env, class T, class Config>
 void check_advance_model(const Config& cfg) {
@@ -38,7 +38,7 @@ void check_advance_model(const Config& cfg) {
   };
   const std::vector<shape> shapes = {{8, 3, 3, 3, false},   {37, 19, 3, 3, false}, {16, 64, 1, 1, false},
                                      {5, 512, 3, 3, false}, {3, 7, 7, 7, true},    {2, 30000, 3, 3, false},
-                                     {4, 100, 5, 5, true}};
+                                     {4, 100, 5, 5, true},  {37, 64, 2, 2, false}, {11, 96, 1, 1, false}};
   rng g = rng_for("compare_and_advance_layers");
   std::vector<std::vector<T>> a(shapes.size()), b(shapes.size());
   std::vector<std::unique_ptr<typename Env::template buffer<T>>> da, db;

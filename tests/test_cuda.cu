@@ -68,13 +68,19 @@ struct cuda_one_launch_backend : device_upload {
   static constexpr const char* name = "fevo::cuda::par.single_launch()";
   static auto policy() { return fevo::cuda::par.single_launch(); }
 };
+/// Small packed filters two or four to a warp (par.warp_sharing()).
+struct cuda_shared_warp_backend : device_upload {
+  static constexpr const char* name = "fevo::cuda::par.warp_sharing()";
+  static auto policy() { return fevo::cuda::par.warp_sharing(); }
+};
 struct thrust_cuda_backend : device_upload {
   static constexpr const char* name = "fevo::thrust::par (cuda)";
   static auto policy() { return fevo::thrust::par; }
 };
 
 using cuda_backends =
-    std::tuple<cuda_backend, cuda_warp_backend, cuda_block_backend, cuda_one_launch_backend, thrust_cuda_backend>;
+    std::tuple<cuda_backend, cuda_warp_backend, cuda_block_backend, cuda_one_launch_backend, cuda_shared_warp_backend,
+               thrust_cuda_backend>;
 
 }  // namespace fevo_test
 
@@ -147,8 +153,10 @@ using device_buffer = gpu_env::buffer<T>;
 TEST_CASE("cuda: compare_and_advance_layers on a mixed model, every mode and dtype", "[cuda]") {
   for (auto pol : {fevo::cuda::par, fevo::cuda::par.block_per_filter_from(1),
                    fevo::cuda::par.block_per_filter_from(SIZE_MAX), fevo::cuda::par.single_launch(),
-                   fevo::cuda::par.block_per_filter_from(1).single_launch()}) {
-    INFO("block_from " << pol.block_from << ", one launch " << pol.one_launch);
+                   fevo::cuda::par.block_per_filter_from(1).single_launch(), fevo::cuda::par.warp_sharing(),
+                   fevo::cuda::par.warp_sharing().single_launch().block_per_filter_from(SIZE_MAX)}) {
+    INFO("block_from " << pol.block_from << ", one launch " << pol.one_launch << ", shared warps "
+                       << pol.share_warps);
     fevo_test::check_advance_model_every_dtype<gpu_env>(pol);
   }
 }

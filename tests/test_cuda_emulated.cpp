@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <tuple>
 #include <vector>
 
 #include "support.hpp"
@@ -21,21 +22,23 @@ namespace fevo_test {
 struct emulated_policy {
   std::size_t block_from = 16384;
   unsigned blocks = 3;
-  bool one_launch = false;  ///< as fevo::cuda::policy::single_launch()
-  fevo::cuda::detail::pass_options options() const { return {block_from, one_launch}; }
+  bool one_launch = false;   ///< as fevo::cuda::policy::single_launch()
+  bool share_warps = false;  ///< as fevo::cuda::policy::warp_sharing()
+  fevo::cuda::detail::pass_options options() const { return {block_from, one_launch, share_warps}; }
 };
 
 /// The Device of fevo::cuda::detail::run_pass, on the emulator. Scratch and staging are
-/// allocated at their exact size for each call.
+/// allocated at their exact size for each call, and their regions are only 16-byte aligned, so
+/// that they abut: a kernel that writes past a region's end hits the next region (whose checks
+/// then fail) or, past the last, AddressSanitizer's red zone.
 struct emulated_device {
   unsigned blocks;
   std::size_t launches = 0;
   std::unique_ptr<char, void (*)(void*)> scratch_mem{nullptr, std::free}, staging_mem{nullptr, std::free};
 
   static char* exact(std::unique_ptr<char, void (*)(void*)>& m, std::size_t bytes) {
-    // 256-byte aligned like cudaMalloc; aligned_alloc wants a multiple of the alignment, which
-    // run_pass's layout already is.
-    m.reset(static_cast<char*>(std::aligned_alloc(256, bytes)));
+    // aligned_alloc wants a multiple of the alignment, which run_pass's layout already is.
+    m.reset(static_cast<char*>(std::aligned_alloc(16, bytes)));
     REQUIRE(m);
     std::memset(m.get(), 0xA5, bytes);  // as uninitialised device memory: nothing may rely on it
     return m.get();
@@ -44,19 +47,21 @@ struct emulated_device {
     INFO(which << " of layer " << layer);
     REQUIRE(p != nullptr);
   }
+  std::size_t alignment() const { return 16; }
   char* scratch(std::size_t bytes) { return exact(scratch_mem, bytes); }
   char* staging(std::size_t bytes) { return exact(staging_mem, bytes); }
-  template <class T, bool Advance>
+  template <class T, bool Advance, bool Shared>
   std::size_t max_blocks() {
     return blocks;
   }
   void upload(void* dst, const void* src, std::size_t bytes) { std::memcpy(dst, src, bytes); }
   void download(void* dst, const void* src, std::size_t bytes) { std::memcpy(dst, src, bytes); }
-  template <class T, bool Advance>
+  template <class T, bool Advance, bool Shared>
   void fold(const fevo::cuda::detail::pass_args<T>& a) {
     using namespace fevo::cuda::detail;
     simt::launch(a.grid, block_threads, [&] {
-      fold_filters<T, Advance>(a.layers, a.n_layers, a.n_items, a.n_filters, a.filters, a.r, a.totals, a.done);
+      fold_filters<T, Advance, Shared>(a.layers, a.n_layers, a.n_items, a.n_filters, a.filters, a.r, a.totals,
+                                       a.done);
     });
     ++launches;
     if (a.done) return;
@@ -119,8 +124,16 @@ struct emulated_block_backend : emulated_upload {
   static auto policy() { return emulated_policy{64, 64, true}; }
 };
 
-using emulated_backends =
-    std::tuple<emulated_backend, emulated_one_launch_backend, emulated_warp_backend, emulated_block_backend>;
+/// Small packed filters two or four to a warp, with idle groups past each layer's last filter.
+struct emulated_shared_warp_backend : emulated_upload {
+  static constexpr const char* name = "fevo::cuda kernels (emulated, shared warps, one launch, 3 blocks)";
+  static auto policy() { return emulated_policy{16384, 3, true, true}; }
+};
+
+using emulated_backends = std::tuple<emulated_backend, emulated_one_launch_backend, emulated_warp_backend,
+                                     emulated_block_backend, emulated_shared_warp_backend>;
+static_assert(std::tuple_size_v<emulated_backends> == 5,
+              "tests/CMakeLists.txt runs the emulated backends in ctest parts by index: update it");
 
 /// The environment of cuda_cases.hpp on the emulator.
 struct emulated_env {
@@ -154,8 +167,10 @@ struct emulated_env {
 TEST_CASE("cuda emulated: compare_and_advance_layers on a mixed model, every mode and dtype", "[cuda]") {
   for (auto pol : {fevo_test::emulated_policy{}, fevo_test::emulated_policy{1, 5},
                    fevo_test::emulated_policy{SIZE_MAX, 2}, fevo_test::emulated_policy{16384, 4, true},
-                   fevo_test::emulated_policy{1, 3, true}, fevo_test::emulated_policy{SIZE_MAX, 1, true}}) {
-    INFO("block_from " << pol.block_from << ", blocks " << pol.blocks << ", one launch " << pol.one_launch);
+                   fevo_test::emulated_policy{1, 3, true}, fevo_test::emulated_policy{SIZE_MAX, 1, true},
+                   fevo_test::emulated_policy{16384, 3, false, true}, fevo_test::emulated_policy{SIZE_MAX, 2, true, true}}) {
+    INFO("block_from " << pol.block_from << ", blocks " << pol.blocks << ", one launch " << pol.one_launch
+                       << ", shared warps " << pol.share_warps);
     fevo_test::check_advance_model_every_dtype<fevo_test::emulated_env>(pol);
   }
 }
@@ -222,4 +237,24 @@ TEST_CASE("simt: a barrier some threads never reach, or divergent barriers, are 
   int ran = 0;
   simt::launch(1, 32, [&] { ran += 1; });
   CHECK(ran == 32);
+}
+
+TEST_CASE("cuda emulated: shared warps give small packed filters 8 or 16 lanes", "[cuda]") {
+  using fevo::cuda::detail::group_for;
+  using fevo::cuda::detail::items_of;
+  CHECK(group_for<float>(4) == 8);
+  CHECK(group_for<float>(256) == 8);
+  CHECK(group_for<float>(260) == 16);
+  CHECK(group_for<float>(512) == 16);
+  CHECK(group_for<float>(516) == 32);
+  CHECK(group_for<fevo::bfloat16>(512) == 8);
+  CHECK(group_for<fevo::half>(1024) == 16);
+  CHECK(group_for<fevo::half>(1032) == 32);
+  CHECK(group_for<double>(2) == 16);  // a 16-byte vector of f64 holds 2: words span 16 lanes
+  CHECK(group_for<double>(256) == 16);
+  CHECK(group_for<double>(258) == 32);
+  CHECK(items_of(33, false, 8) == 2);  // 32 filters per item of 8 warps
+  CHECK(items_of(33, false, 16) == 3);
+  CHECK(items_of(33, false) == 5);
+  CHECK(items_of(33, true, 8) == 33);
 }

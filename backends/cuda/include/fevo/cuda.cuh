@@ -48,6 +48,8 @@ struct policy {
   /// Each layer's totals are merged in the fused launch itself, by the block that finishes the
   /// layer's last filter, instead of by a second launch.
   bool one_launch = false;
+  /// Small packed filters share a warp, 16 or 8 lanes each (two or four filters at once).
+  bool share_warps = false;
   /// A copy of this policy whose work is ordered on `s`.
   constexpr policy on(cudaStream_t s) const {
     policy p = *this;
@@ -68,7 +70,18 @@ struct policy {
     p.one_launch = on;
     return p;
   }
-  detail::pass_options options() const { return {block_from, one_launch}; }
+  /// A copy of this policy in which packed filters of up to a few hundred weights share a warp,
+  /// 8 lanes each up to 256 f32 or 512 f16/bf16 weights, 16 lanes each up to twice that (f64:
+  /// 16 lanes up to 256 weights): 2 or 4 filters at once, so
+  /// that small filters (ResNet-50's 1x1 convolutions) keep every lane's loads in flight and share
+  /// the per-filter reductions. Results are identical but for D's last bits (its sums are grouped
+  /// differently); bench/bench_cuda.cu measures whether it is faster.
+  constexpr policy warp_sharing(bool on = true) const {
+    policy p = *this;
+    p.share_warps = on;
+    return p;
+  }
+  detail::pass_options options() const { return {block_from, one_launch, share_warps}; }
 };
 inline constexpr policy par{};
 
@@ -193,7 +206,7 @@ inline std::size_t& launch_count() {
 }
 
 /// Blocks of fold_filters that fit on the current device at once (the grid of one pass).
-template <class T, bool Advance>
+template <class T, bool Advance, bool Shared>
 std::size_t resident_blocks() {
   static thread_local int cached_device = -1;
   static thread_local std::size_t cached = 0;
@@ -202,10 +215,10 @@ std::size_t resident_blocks() {
   if (device == cached_device) return cached;
   check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
   // Ask for the largest shared-memory carveout: each block holds 32 KiB of bitsets.
-  check(cudaFuncSetAttribute(fold_filters<T, Advance>, cudaFuncAttributePreferredSharedMemoryCarveout,
+  check(cudaFuncSetAttribute(fold_filters<T, Advance, Shared>, cudaFuncAttributePreferredSharedMemoryCarveout,
                              int(cudaSharedmemCarveoutMaxShared)),
         "cudaFuncSetAttribute");
-  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fold_filters<T, Advance>, block_threads, 0),
+  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fold_filters<T, Advance, Shared>, block_threads, 0),
         "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
   cached = std::size_t(sms) * std::size_t(per_sm > 0 ? per_sm : 1);
   cached_device = device;
@@ -219,22 +232,23 @@ struct runtime_device {
   void check_pointer(const void* p, const char* which, std::size_t layer) {
     check_device_pointer(p, which, layer);
   }
+  std::size_t alignment() const { return 256; }  // cudaMalloc's
   char* scratch(std::size_t bytes) { return static_cast<char*>(scratch::for_this_thread().get(bytes)); }
   // Pinned host memory: no staging copies, one DMA each way.
   char* staging(std::size_t bytes) { return static_cast<char*>(pinned::for_this_thread().get(bytes)); }
-  template <class T, bool Advance>
+  template <class T, bool Advance, bool Shared>
   std::size_t max_blocks() {
-    return resident_blocks<T, Advance>();
+    return resident_blocks<T, Advance, Shared>();
   }
   void upload(void* dst, const void* src, std::size_t bytes) {
     check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream), "copying layer descriptors");
   }
-  template <class T, bool Advance>
+  template <class T, bool Advance, bool Shared>
   void fold(const pass_args<T>& a) {
     kernel_timer& timer = kernel_timer::for_this_thread();
     if (timer.on) timer.start(stream);
-    fold_filters<T, Advance><<<a.grid, block_threads, 0, stream>>>(a.layers, a.n_layers, a.n_items, a.n_filters,
-                                                                   a.filters, a.r, a.totals, a.done);
+    fold_filters<T, Advance, Shared><<<a.grid, block_threads, 0, stream>>>(
+        a.layers, a.n_layers, a.n_items, a.n_filters, a.filters, a.r, a.totals, a.done);
     check(cudaGetLastError(), "launching fold_filters");
     ++launch_count();
     if (!a.done) {

@@ -5,7 +5,10 @@
 // in a grid-stride loop, finding an item's layer by binary search in the table:
 //   - warp mode (small filters): an item is warps_per_block consecutive filters, one per warp;
 //   - block mode (filters of at least policy::block_from weights): an item is one filter, read by
-//     the whole block, so a few hundred large filters still spread over every SM.
+//     the whole block, so a few hundred large filters still spread over every SM;
+//   - shared warps (policy::warp_sharing, small packed filters): each warp reads 2 or 4 filters at
+//     once, 16 or 8 lanes each (layer_desc::group), so a filter of a few hundred weights still
+//     keeps every lane's loads in flight and the per-filter reductions are shared.
 // Either way the filter's weights are folded with the core's element rules:
 //   - packed layers (each filter's C*H*W weights contiguous in both snapshots, 16-byte aligned
 //     filters) are read with 16-byte vector loads, several in flight per thread; any other strides
@@ -63,11 +66,28 @@ struct layer_desc {
   std::size_t r_offset;      ///< start of this layer's R_ic in the R buffer, or no_r
   int packed;                ///< 1: vector path (see above)
   int block;                 ///< 1: block mode, an item per filter; 0: warp mode
+  int group;                 ///< warp mode: lanes per filter, 32 or (packed only) 16 or 8
 };
 
-/// Items of a layer in each mode.
-inline std::size_t items_of(std::size_t filters, bool block) {
-  return block ? filters : (filters + warps_per_block - 1) / warps_per_block;
+/// Items of a layer in each mode (`group`: lanes per filter in warp mode).
+inline std::size_t items_of(std::size_t filters, bool block, int group = 32) {
+  const std::size_t per_item = std::size_t(warps_per_block) * std::size_t(32 / group);
+  return block ? filters : (filters + per_item - 1) / per_item;
+}
+
+/// The fewest lanes a filter of T may have in a shared warp: a bitset word is assembled by the
+/// 32 / (16 / sizeof(T)) lanes that hold its vectors, which must be in the same group.
+template <class T>
+inline constexpr int min_group = 32 / int(16 / sizeof(T)) > 8 ? 32 / int(16 / sizeof(T)) : 8;
+
+/// Lanes per filter of a packed layer in a shared warp: the fewest (at least min_group) with
+/// which each lane takes at most two rounds of `unroll` vectors of a filter of `size` weights.
+template <class T>
+int group_for(std::size_t size) {
+  const std::size_t V = 16 / sizeof(T);
+  int g = min_group<T>;
+  while (g < 32 && size > std::size_t(g) * V * unroll * 2) g *= 2;
+  return g;
 }
 
 __device__ inline double warp_sum(double v) {
@@ -77,6 +97,27 @@ __device__ inline double warp_sum(double v) {
 __device__ inline unsigned long long warp_sum(unsigned long long v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
   return v;
+}
+/// Sum over each aligned group of p lanes, p a power of two up to 32 (every lane of the warp calls
+/// it; each lane gets its group's sum, the same in every lane of the group: the butterfly adds
+/// the same pairs).
+template <class V>
+__device__ inline V group_sum(V v, int p) {
+  for (int o = p / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+/// The three counts of a filter of at most warp_bits weights (so each fits 21 bits), summed over
+/// groups of p lanes in one exchange of a packed 64-bit word.
+struct filter_counts {
+  unsigned long long changed, nonfinite, zeros;
+};
+__device__ inline filter_counts group_counts(unsigned long long changed, unsigned long long nonfinite,
+                                             unsigned long long zeros, int p) {
+  static_assert(warp_bits < (1u << 21), "a filter's counts must fit 21 bits");
+  constexpr unsigned long long mask = (1ull << 21) - 1;
+  const unsigned long long s = group_sum(changed | (nonfinite << 21) | (zeros << 42), p);
+  return {s & mask, (s >> 21) & mask, s >> 42};
 }
 
 /// Number of set bits in [from, from + len) of a bitset of 32-bit words.
@@ -160,35 +201,41 @@ __device__ inline void merge_filters(const layer_desc<T>* layers, int n_layers, 
   __syncthreads();
 }
 
-/// Folds a packed filter of `size` weights (a multiple of the vector width) with P threads
+/// Folds a packed filter of `size` weights (a multiple of the vector width) with p threads
 /// (thread t), 16-byte loads, `unroll` vectors in flight per thread, flags into `bits`.
 /// Every bitset word that covers [0, size) is written (bits past size as 0). All 32 lanes of
-/// each participating warp must call it (warp shuffles).
-template <class T, bool Advance, int P>
-__device__ inline void fold_packed(T* pp, const T* pn, std::uint32_t size, int t, compute_t<T> tau,
-                                   lane_totals<T>& acc, std::uint32_t* bits) {
+/// each participating warp must call it (warp shuffles), with the same size; p is a multiple of
+/// 32 (a warp or a block) or, in a shared warp, 16 or 8 (at least min_group<T>): aligned groups
+/// of lanes, where a group with no filter calls it with `valid` false. p is an argument, not a
+/// template parameter: a constant once inlined where the caller's is, the layer's group in the
+/// shared-warp kernel, where one copy of this loop serves every group size (each copy of it
+/// costs fold_filters registers).
+template <class T, bool Advance>
+__device__ inline void fold_packed(T* pp, const T* pn, std::uint32_t size, int t, int p, compute_t<T> tau,
+                                   lane_totals<T>& acc, std::uint32_t* bits, bool valid = true) {
   constexpr int V = 16 / sizeof(T);  // elements per vector
   constexpr int G = 32 / V;          // threads per bitset word
-  static_assert(P % 32 == 0 && 32 % V == 0, "threads and vector width must tile bitset words");
+  static_assert(32 % V == 0, "the vector width must tile bitset words");
   struct alignas(16) vec { T v[V]; };
   const vec* vp = reinterpret_cast<const vec*>(pp);
   const vec* vn = reinterpret_cast<const vec*>(pn);
   const std::uint32_t nv = size / V;  // 32-bit: a filter on this path has at most block_bits weights
-  for (std::uint32_t base = 0; base < nv; base += std::uint32_t(P) * unroll) {
+  const std::uint32_t own = valid ? nv : 0;  // vectors this thread's group reads
+  for (std::uint32_t base = 0; base < nv; base += std::uint32_t(p) * unroll) {
     vec a[unroll], b[unroll];
 #pragma unroll
     for (int u = 0; u < unroll; ++u) {
-      const std::uint32_t v = base + std::uint32_t(u * P + t);
-      if (v < nv) {
+      const std::uint32_t v = base + std::uint32_t(u * p + t);
+      if (v < own) {
         a[u] = vp[v];
         b[u] = vn[v];
       }
     }
 #pragma unroll
     for (int u = 0; u < unroll; ++u) {
-      const std::uint32_t v = base + std::uint32_t(u * P + t);
+      const std::uint32_t v = base + std::uint32_t(u * p + t);
       std::uint32_t m = 0;
-      if (v < nv) {
+      if (v < own) {
 #pragma unroll
         for (int k = 0; k < V; ++k) m |= std::uint32_t(acc.add(a[u].v[k], b[u].v[k], tau)) << k;
         if (Advance) reinterpret_cast<vec*>(pp)[v] = b[u];
@@ -197,7 +244,7 @@ __device__ inline void fold_packed(T* pp, const T* pn, std::uint32_t size, int t
       std::uint32_t w = m << ((t % G) * V);
 #pragma unroll
       for (int o = 1; o < G; o <<= 1) w |= __shfl_xor_sync(0xffffffffu, w, o);
-      if (t % G == 0 && v < nv) bits[v / G] = w;
+      if (t % G == 0 && v < own) bits[v / G] = w;
     }
   }
 }
@@ -226,12 +273,11 @@ __device__ inline void fold_strided(const layer_desc<T>& L, std::size_t i, std::
   }
 }
 
-/// Zero channels of a filter from its bitset, channels spread over P threads; R_ic to `r` if given.
-template <int P>
-__device__ inline unsigned int channel_zeros(const std::uint32_t* bits, std::uint32_t C,
-                                             std::uint32_t HW, int t, std::uint32_t* r) {
+/// Zero channels of a filter from its bitset, channels spread over p threads; R_ic to `r` if given.
+__device__ inline unsigned int channel_zeros(const std::uint32_t* bits, std::uint32_t C, std::uint32_t HW, int t,
+                                             int p, std::uint32_t* r) {
   unsigned int zeros = 0;
-  for (std::uint32_t c = t; c < C; c += P) {
+  for (std::uint32_t c = t; c < C; c += std::uint32_t(p)) {
     const std::uint32_t rc = count_bits(bits, c * HW, HW);
     zeros += (rc == 0);
     if (r) r[c] = rc;
@@ -239,50 +285,69 @@ __device__ inline unsigned int channel_zeros(const std::uint32_t* bits, std::uin
   return zeros;
 }
 
-/// Warp mode: filter i of layer L by one warp, with its own bitset.
+/// Warp mode, filters of at most warp_bits weights: filters i0, i0 + 1, ... of layer L, p lanes
+/// each (fewer than 32: a shared warp, packed layers only), each group with its share of the
+/// warp's bitset; groups past the layer's last filter idle along.
 template <class T, bool Advance>
-__device__ inline void fold_warp(const layer_desc<T>& L, std::size_t i, std::uint32_t* bits,
-                                 partial* out, std::uint32_t* r) {
+__device__ inline void fold_group(const layer_desc<T>& L, std::size_t i0, int p, std::uint32_t* bits,
+                                  partial* out, std::uint32_t* r) {
+  const int lane = threadIdx.x & 31, g = lane / p, t = lane % p;
+  const std::size_t i = i0 + std::size_t(g), C = L.ext[1], HW = L.ext[2] * L.ext[3], size = C * HW;
+  const bool valid = i < L.ext[0];  // always, with a warp per filter
+  std::uint32_t* own = bits + std::size_t(g) * (warp_bits / 32 / std::size_t(32 / p));
+  lane_totals<T> acc;
+  if (L.packed)
+    fold_packed<T, Advance>(L.prev + (valid ? i : 0) * L.sp[0], L.next + (valid ? i : 0) * L.sn[0],
+                            std::uint32_t(size), t, p, L.tau, acc, own, valid);
+  else
+    fold_strided<T, Advance, 32>(L, i, std::uint32_t(size), lane, acc, own);
+  __syncwarp();
+  std::uint32_t* r_filter = valid && L.r_offset != no_r ? r + L.r_offset + i * C : nullptr;
+  const unsigned zeros = valid ? channel_zeros(own, std::uint32_t(C), std::uint32_t(HW), t, p, r_filter) : 0;
+  const filter_counts n = group_counts(acc.changed, acc.nonfinite, zeros, p);
+  partial f;
+  f.sum_sq = group_sum(acc.sum_sq, p);
+  f.changed = n.changed;
+  f.nonfinite = n.nonfinite;
+  f.zero_channels = n.zeros;
+  f.weights = size;
+  f.channels = C;
+  if (t == 0 && valid) out[L.first_filter + i] = f;
+}
+
+/// Warp mode, filters larger than a warp's bitset: filter i of layer L by one warp, channel by
+/// channel, R_ic from ballots.
+template <class T, bool Advance>
+__device__ inline void fold_channels(const layer_desc<T>& L, std::size_t i, partial* out, std::uint32_t* r) {
   const int lane = threadIdx.x & 31;
-  const std::size_t C = L.ext[1], H = L.ext[2], W = L.ext[3], HW = H * W, size = C * HW;
+  const std::size_t C = L.ext[1], H = L.ext[2], W = L.ext[3], HW = H * W;
   std::uint32_t* r_filter = L.r_offset != no_r ? r + L.r_offset + i * C : nullptr;
   lane_totals<T> acc;
   unsigned long long zeros = 0;
-  if (size <= warp_bits) {
-    if (L.packed)
-      fold_packed<T, Advance, 32>(L.prev + i * L.sp[0], L.next + i * L.sn[0], std::uint32_t(size), lane, L.tau,
-                                  acc, bits);
-    else
-      fold_strided<T, Advance, 32>(L, i, std::uint32_t(size), lane, acc, bits);
-    __syncwarp();
-    zeros = warp_sum((unsigned long long)channel_zeros<32>(bits, std::uint32_t(C), std::uint32_t(HW), lane, r_filter));
-  } else {
-    // Larger than the bitset: channel by channel, R_ic from ballots.
-    for (std::size_t ch = 0; ch < C; ++ch) {
-      std::uint32_t rc = 0;
-      for (std::size_t base = 0; base < HW; base += 32) {
-        const std::size_t e = base + lane;
-        bool c = false;
-        if (e < HW) {
-          const std::size_t h = e / W, w = e % W;
-          const std::size_t op = i * L.sp[0] + ch * L.sp[1] + h * L.sp[2] + w * L.sp[3];
-          const std::size_t on = i * L.sn[0] + ch * L.sn[1] + h * L.sn[2] + w * L.sn[3];
-          const T b = L.next[on];
-          c = acc.add(L.prev[op], b, L.tau);
-          if (Advance) L.prev[op] = b;
-        }
-        rc += __popc(__ballot_sync(0xffffffffu, c));
+  for (std::size_t ch = 0; ch < C; ++ch) {
+    std::uint32_t rc = 0;
+    for (std::size_t base = 0; base < HW; base += 32) {
+      const std::size_t e = base + lane;
+      bool c = false;
+      if (e < HW) {
+        const std::size_t h = e / W, w = e % W;
+        const std::size_t op = i * L.sp[0] + ch * L.sp[1] + h * L.sp[2] + w * L.sp[3];
+        const std::size_t on = i * L.sn[0] + ch * L.sn[1] + h * L.sn[2] + w * L.sn[3];
+        const T b = L.next[on];
+        c = acc.add(L.prev[op], b, L.tau);
+        if (Advance) L.prev[op] = b;
       }
-      zeros += (rc == 0);
-      if (lane == 0 && r_filter) r_filter[ch] = rc;
+      rc += __popc(__ballot_sync(0xffffffffu, c));
     }
+    zeros += (rc == 0);
+    if (lane == 0 && r_filter) r_filter[ch] = rc;
   }
   partial f;
   f.sum_sq = warp_sum(acc.sum_sq);
   f.changed = warp_sum(acc.changed);
   f.nonfinite = warp_sum(acc.nonfinite);
   f.zero_channels = zeros;
-  f.weights = size;
+  f.weights = C * HW;
   f.channels = C;
   if (lane == 0) out[L.first_filter + i] = f;
 }
@@ -301,14 +366,14 @@ __device__ inline void fold_block(const layer_desc<T>& L, std::size_t i, std::ui
   const std::size_t C = L.ext[1], HW = L.ext[2] * L.ext[3], size = C * HW;
   lane_totals<T> acc;
   if (L.packed)
-    fold_packed<T, Advance, block_threads>(L.prev + i * L.sp[0], L.next + i * L.sn[0], std::uint32_t(size), t,
-                                           L.tau, acc, bits);
+    fold_packed<T, Advance>(L.prev + i * L.sp[0], L.next + i * L.sn[0], std::uint32_t(size), t, block_threads,
+                            L.tau, acc, bits);
   else
     fold_strided<T, Advance, block_threads>(L, i, std::uint32_t(size), t, acc, bits);
   __syncthreads();
   std::uint32_t* r_filter = L.r_offset != no_r ? r + L.r_offset + i * C : nullptr;
   const unsigned long long zeros =
-      warp_sum((unsigned long long)channel_zeros<block_threads>(bits, std::uint32_t(C), std::uint32_t(HW), t, r_filter));
+      warp_sum((unsigned long long)channel_zeros(bits, std::uint32_t(C), std::uint32_t(HW), t, block_threads, r_filter));
   const double s = warp_sum(acc.sum_sq);
   const unsigned long long ch = warp_sum(acc.changed), nf = warp_sum(acc.nonfinite);
   if (lane == 0) {
@@ -333,8 +398,10 @@ __device__ inline void fold_block(const layer_desc<T>& L, std::size_t i, std::ui
 }
 
 /// With `done` (one counter per layer, zero at the launch), each layer's totals are merged into
-/// `totals` by the block that finishes its last item; without, reduce_layers does it.
-template <class T, bool Advance>
+/// `totals` by the block that finishes its last item; without, reduce_layers does it. Shared:
+/// warp-mode layers have layer_desc::group lanes per filter; otherwise 32, a compile-time
+/// constant (the loops of a run-time group size take more registers).
+template <class T, bool Advance, bool Shared = false>
 __global__ void __launch_bounds__(block_threads, min_blocks_per_sm)
 fold_filters(const layer_desc<T>* __restrict__ layers, int n_layers, std::size_t n_items, std::size_t n_filters,
              partial* __restrict__ out, std::uint32_t* __restrict__ r, partial* __restrict__ totals,
@@ -363,8 +430,13 @@ fold_filters(const layer_desc<T>* __restrict__ layers, int n_layers, std::size_t
     if (L.block) {
       fold_block<T, Advance>(L, j, bits, red, out, r);
     } else {
-      const std::size_t i = j * warps_per_block + std::size_t(warp);
-      if (i < L.ext[0]) fold_warp<T, Advance>(L, i, bits + std::size_t(warp) * (warp_bits / 32), out, r);
+      const int p = Shared ? L.group : 32;
+      const std::size_t i = (j * warps_per_block + std::size_t(warp)) * std::size_t(32 / p);
+      std::uint32_t* own = bits + std::size_t(warp) * (warp_bits / 32);
+      if (i < L.ext[0]) {
+        if (L.ext[1] * L.ext[2] * L.ext[3] <= warp_bits) fold_group<T, Advance>(L, i, p, own, out, r);
+        else fold_channels<T, Advance>(L, i, out, r);
+      }
     }
     if (done) {
       __syncthreads();  // every warp has stored its filter's totals

@@ -4,10 +4,13 @@
 //
 // A Device provides
 //   void check_pointer(const void* p, const char* which, std::size_t layer);  refuses host memory
-//   char* scratch(std::size_t bytes);   device memory, reused across calls, 256-byte aligned
+//   std::size_t alignment();            of the scratch regions (a power of two, at least 16)
+//   char* scratch(std::size_t bytes);   device memory, reused across calls, so aligned
 //   char* staging(std::size_t bytes);   host memory the device copies to and from
-//   template <class T, bool Advance> std::size_t max_blocks();  blocks of one pass that fit at once
-//   template <class T, bool Advance> void fold(const pass_args<T>&);  the fused pass's launch(es)
+//   template <class T, bool Advance, bool Shared> std::size_t max_blocks();
+//                                       blocks of fold_filters<T, Advance, Shared> that fit at once
+//   template <class T, bool Advance, bool Shared> void fold(const pass_args<T>&);
+//                                       the fused pass's launch(es)
 //   void upload(void* dst, const void* src, std::size_t bytes);        host -> device, ordered
 //   void download(void* dst, const void* src, std::size_t bytes);      device -> host, ordered
 //   void finish();                      waits for everything above
@@ -41,12 +44,13 @@ namespace detail {
 struct pass_options {
   std::size_t block_from = 16384;  ///< filters of at least this many weights get a block each
   bool one_launch = false;         ///< merge each layer's totals in the fused launch
+  bool share_warps = false;        ///< small packed filters: 2 or 4 to a warp (group_for)
 };
 
 /// Kernel launches of one fused pass (a whole model in one call).
 inline constexpr std::size_t launches_per_pass(bool one_launch) { return one_launch ? 1 : 2; }
 
-inline std::size_t round_up(std::size_t n) { return (n + 255) / 256 * 256; }
+inline std::size_t round_up(std::size_t n, std::size_t align) { return (n + align - 1) / align * align; }
 
 /// Whether a view's filters can be read with 16-byte loads: packed filters, aligned.
 template <class View>
@@ -82,7 +86,7 @@ void run_pass(Device& dev, const pass_options& opt, layer_task<T, device_space>*
   using desc = layer_desc<T>;
   std::vector<desc> descs(n_tasks);
   std::size_t filters = 0, r_total = 0, items = 0;
-  bool want_filters = false;
+  bool want_filters = false, shared = false;
   for (std::size_t k = 0; k < n_tasks; ++k) {
     const auto& t = tasks[k];
     dev.check_pointer(t.prev.data_handle(), "prev", k);
@@ -94,8 +98,10 @@ void run_pass(Device& dev, const pass_options& opt, layer_task<T, device_space>*
     d.packed = vector_friendly(t.prev) && vector_friendly(t.next) ? 1 : 0;
     const std::size_t size = t.prev.filter_size();
     d.block = size >= opt.block_from && size <= block_bits ? 1 : 0;
+    d.group = opt.share_warps && d.packed && !d.block ? group_for<T>(size) : 32;
+    shared = shared || d.group < 32;
     d.first_item = items;
-    items += items_of(t.prev.filters(), d.block != 0);
+    items += items_of(t.prev.filters(), d.block != 0, d.group);
     want_filters = want_filters || t.per_filter;
   }
 
@@ -103,11 +109,12 @@ void run_pass(Device& dev, const pass_options& opt, layer_task<T, device_space>*
   //   descriptors | layer counters | layer totals | per-filter totals | R_ic
   // The descriptors and the zeroed counters go up in one copy, and the results come back in one
   // copy of the range the call needs.
-  const std::size_t o_done = round_up(n_tasks * sizeof(desc));
-  const std::size_t o_totals = o_done + (opt.one_launch ? round_up(n_tasks * sizeof(unsigned long long)) : 0);
-  const std::size_t o_filters = o_totals + round_up(n_tasks * sizeof(partial));
-  const std::size_t o_r = o_filters + round_up(filters * sizeof(partial));
-  const std::size_t o_end = o_r + round_up(r_total * sizeof(std::uint32_t));
+  const std::size_t al = dev.alignment();
+  const std::size_t o_done = round_up(n_tasks * sizeof(desc), al);
+  const std::size_t o_totals = o_done + (opt.one_launch ? round_up(n_tasks * sizeof(unsigned long long), al) : 0);
+  const std::size_t o_filters = o_totals + round_up(n_tasks * sizeof(partial), al);
+  const std::size_t o_r = o_filters + round_up(filters * sizeof(partial), al);
+  const std::size_t o_end = o_r + round_up(r_total * sizeof(std::uint32_t), al);
   const std::size_t back_end = r_total ? o_end : want_filters ? o_r : o_filters;
   char* base = dev.scratch(o_end);
   char* host = dev.staging(o_end);
@@ -124,9 +131,14 @@ void run_pass(Device& dev, const pass_options& opt, layer_task<T, device_space>*
   a.totals = reinterpret_cast<partial*>(base + o_totals);
   a.r = reinterpret_cast<std::uint32_t*>(base + o_r);
   a.done = opt.one_launch ? reinterpret_cast<unsigned long long*>(base + o_done) : nullptr;
-  const std::size_t max_blocks = dev.template max_blocks<T, Advance>();
+  // The kernel with shared warps only where a layer has them (its loops take more registers).
+  const std::size_t max_blocks =
+      shared ? dev.template max_blocks<T, Advance, true>() : dev.template max_blocks<T, Advance, false>();
   a.grid = static_cast<unsigned>(items < max_blocks ? items : max_blocks);
-  dev.template fold<T, Advance>(a);
+  if (shared)
+    dev.template fold<T, Advance, true>(a);
+  else
+    dev.template fold<T, Advance, false>(a);
 
   dev.download(host + o_totals, base + o_totals, back_end - o_totals);
   dev.finish();
