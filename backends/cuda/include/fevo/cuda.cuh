@@ -11,10 +11,13 @@
 //
 // A whole model (compute_layers, compare_and_advance_layers) is two kernel launches: the fused
 // pass and a per-layer merge; with par.single_launch(), one, the merge being done in the fused
-// pass by the block that finishes each layer (results are identical). Filters of at least par.block_from weights (default 16384, e.g.
-// 3x3x2048) are read by a whole block each, smaller ones by a warp each (on an H100 a warp per
-// filter was as fast or faster for every VGG-16 and ResNet-50 layer: bench/bench_cuda.cu);
-// par.block_per_filter_from(n) changes the switch (a tuning knob: results are identical either way).
+// pass by the block that finishes each layer (results are identical). Filters of at least
+// par.block_from weights (default 16384, e.g. 3x3x2048) are read by a whole block each, smaller
+// ones by a warp each (on an H100 a warp per filter was as fast or faster for every VGG-16 and
+// ResNet-50 layer: bench/bench_cuda.cu); par.block_per_filter_from(n) changes the switch, and
+// par.warp_sharing() lets small packed filters share a warp, 8 or 16 lanes each. These two are
+// tuning knobs: counts are identical either way, D equal but for its last bits (its double sums
+// are grouped differently), and every run of one configuration gives the same bits.
 // Host views do not compile with this backend; device pointers that turn out to be host memory,
 // and every CUDA error, are reported as fevo::error. Each pointer is checked with
 // cudaPointerGetAttributes the first time a host thread hands it to fevo::cuda, and trusted on
@@ -57,7 +60,7 @@ struct policy {
     return p;
   }
   /// A copy of this policy that gives a block to each filter of at least `weights` weights
-  /// (SIZE_MAX: a warp per filter always). Results do not depend on it.
+  /// (SIZE_MAX: a warp per filter always). Counts do not depend on it; D only in its last bits.
   constexpr policy block_per_filter_from(std::size_t weights) const {
     policy p = *this;
     p.block_from = weights;
