@@ -5,6 +5,8 @@
 //   template <class T> static std::vector<fevo::layer_metrics> advance(const Config&,
 //       const std::vector<fevo::cuda::advance_pair<T>>&, double tau,
 //       std::vector<fevo::filter_results>* per, std::size_t& launches);
+//   static std::size_t uploads();       descriptor tables uploaded so far by this thread
+//   static void forget_table();         makes the next call upload its table
 #pragma once
 
 #include <cstddef>
@@ -92,6 +94,64 @@ void check_advance_model_every_dtype(const Config& cfg) {
   check_advance_model<Env, double>(cfg);
   check_advance_model<Env, fevo::half>(cfg);
   check_advance_model<Env, fevo::bfloat16>(cfg);
+}
+
+/// Repeated compute_layers calls on the same layers find their descriptor table on the device
+/// (no upload) and give the same bits, in both launch modes (the one-launch kernel must leave its
+/// layer counters at zero); another table is uploaded. `policy_for(one_launch)` makes the policy.
+template <class Env, class PolicyFor>
+void check_repeated_calls(PolicyFor policy_for) {
+  rng g = rng_for("repeated calls");
+  const std::size_t shapes[][4] = {{8, 16, 3, 3}, {40, 64, 1, 1}, {3, 5, 7, 7}};
+  std::vector<std::vector<float>> a(3), b(3);
+  std::vector<std::unique_ptr<typename Env::template buffer<float>>> da, db;
+  std::vector<fevo::layer_pair<float, fevo::device_space>> layers;
+  std::vector<fevo::layer_pair<float>> host_layers;
+  for (std::size_t k = 0; k < 3; ++k) {
+    const auto& s = shapes[k];
+    const std::size_t n = s[0] * s[1] * s[2] * s[3];
+    for (std::size_t e = 0; e < n; ++e) {
+      a[k].push_back(float(g.uniform() - 0.5));
+      b[k].push_back(e % 4 == 0 ? a[k].back() : a[k].back() + float((g.uniform() - 0.5) * 1e-2));
+    }
+    da.push_back(std::make_unique<typename Env::template buffer<float>>(a[k]));
+    db.push_back(std::make_unique<typename Env::template buffer<float>>(b[k]));
+    const std::string name = "l" + std::to_string(k);
+    layers.push_back({name, fevo::oihw<fevo::device_space>(static_cast<const float*>(da[k]->p), s[0], s[1], s[2], s[3]),
+                      fevo::oihw<fevo::device_space>(static_cast<const float*>(db[k]->p), s[0], s[1], s[2], s[3])});
+    host_layers.push_back({name, fevo::oihw(static_cast<const float*>(a[k].data()), s[0], s[1], s[2], s[3]),
+                           fevo::oihw(static_cast<const float*>(b[k].data()), s[0], s[1], s[2], s[3])});
+  }
+  const auto same = [](const std::vector<fevo::layer_metrics>& x, const std::vector<fevo::layer_metrics>& y) {
+    REQUIRE(x.size() == y.size());
+    for (std::size_t k = 0; k < x.size(); ++k) {
+      CHECK(std::memcmp(&x[k].totals, &y[k].totals, sizeof(fevo::partial)) == 0);
+      CHECK(x[k].D == y[k].D);
+    }
+  };
+  const auto ref = fevo::compute_layers(fevo::seq, host_layers, 1e-3);
+  for (const bool one_launch : {false, true}) {
+    INFO("one launch " << one_launch);
+    const auto pol = policy_for(one_launch);
+    Env::forget_table();
+    const std::size_t before = Env::uploads();
+    const auto first = fevo::compute_layers(pol, layers, 1e-3);
+    CHECK(Env::uploads() == before + 1);
+    for (std::size_t k = 0; k < 3; ++k) {
+      CHECK(first[k].totals.changed == ref[k].totals.changed);
+      CHECK(first[k].totals.zero_channels == ref[k].totals.zero_channels);
+      CHECK(first[k].D == Approx(ref[k].D).epsilon(1e-12));
+    }
+    // The same table: no upload, the same bits.
+    for (int rep = 0; rep < 3; ++rep) same(fevo::compute_layers(pol, layers, 1e-3), first);
+    CHECK(Env::uploads() == before + 1);
+    // Another tau is another table; and back again.
+    const auto other = fevo::compute_layers(pol, layers, 1e-2);
+    CHECK(Env::uploads() == before + 2);
+    CHECK(other[1].totals.changed < first[1].totals.changed);
+    same(fevo::compute_layers(pol, layers, 1e-3), first);
+    CHECK(Env::uploads() == before + 3);
+  }
 }
 
 }  // namespace fevo_test

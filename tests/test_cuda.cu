@@ -120,6 +120,8 @@ namespace {
 
 /// The environment of cuda_cases.hpp on the GPU.
 struct gpu_env {
+  static std::size_t uploads() { return fevo::cuda::detail::upload_count(); }
+  static void forget_table() { fevo::cuda::detail::scratch::for_this_thread().table.forget(); }
   template <class T>
   struct buffer {
     T* p = nullptr;
@@ -159,6 +161,10 @@ TEST_CASE("cuda: compare_and_advance_layers on a mixed model, every mode and dty
                        << pol.share_warps);
     fevo_test::check_advance_model_every_dtype<gpu_env>(pol);
   }
+}
+
+TEST_CASE("cuda: a repeated call finds its descriptors on the device and gives the same results", "[cuda]") {
+  fevo_test::check_repeated_calls<gpu_env>([](bool one_launch) { return fevo::cuda::par.single_launch(one_launch); });
 }
 
 TEST_CASE("cuda: compare_and_advance_layers refuses overlapping prev and next", "[cuda]") {

@@ -27,14 +27,28 @@ struct emulated_policy {
   fevo::cuda::detail::pass_options options() const { return {block_from, one_launch, share_warps}; }
 };
 
+/// The device memory of one host thread's emulated calls: the scratch stays from call to call
+/// (as fevo::cuda's does) while its size stays the same, so that a repeated call finds its
+/// descriptor table there; everything past the table is refilled with garbage each call.
+struct emulated_memory {
+  std::unique_ptr<char, void (*)(void*)> scratch{nullptr, std::free};
+  std::size_t scratch_size = 0;
+  fevo::cuda::detail::uploaded_table table;
+  std::size_t uploads = 0;  ///< descriptor uploads so far
+  static emulated_memory& for_this_thread() {
+    static thread_local emulated_memory m;
+    return m;
+  }
+};
+
 /// The Device of fevo::cuda::detail::run_pass, on the emulator. Scratch and staging are
-/// allocated at their exact size for each call, and their regions are only 16-byte aligned, so
-/// that they abut: a kernel that writes past a region's end hits the next region (whose checks
-/// then fail) or, past the last, AddressSanitizer's red zone.
+/// allocated at their exact size, and their regions are only 16-byte aligned, so that they abut:
+/// a kernel that writes past a region's end hits the next region (whose checks then fail) or,
+/// past the last, AddressSanitizer's red zone.
 struct emulated_device {
   unsigned blocks;
   std::size_t launches = 0;
-  std::unique_ptr<char, void (*)(void*)> scratch_mem{nullptr, std::free}, staging_mem{nullptr, std::free};
+  std::unique_ptr<char, void (*)(void*)> staging_mem{nullptr, std::free};
 
   static char* exact(std::unique_ptr<char, void (*)(void*)>& m, std::size_t bytes) {
     // aligned_alloc wants a multiple of the alignment, which run_pass's layout already is.
@@ -43,18 +57,32 @@ struct emulated_device {
     std::memset(m.get(), 0xA5, bytes);  // as uninitialised device memory: nothing may rely on it
     return m.get();
   }
+  char* scratch(std::size_t bytes) {
+    emulated_memory& mem = emulated_memory::for_this_thread();
+    if (mem.scratch && mem.scratch_size == bytes) {
+      const std::size_t kept = mem.table.at == mem.scratch.get() ? mem.table.bytes.size() : 0;
+      std::memset(mem.scratch.get() + kept, 0xA5, bytes - kept);
+      return mem.scratch.get();
+    }
+    mem.table.forget();
+    mem.scratch_size = bytes;
+    return exact(mem.scratch, bytes);
+  }
+  fevo::cuda::detail::uploaded_table& table() { return emulated_memory::for_this_thread().table; }
   void check_pointer(const void* p, const char* which, std::size_t layer) {
     INFO(which << " of layer " << layer);
     REQUIRE(p != nullptr);
   }
   std::size_t alignment() const { return 16; }
-  char* scratch(std::size_t bytes) { return exact(scratch_mem, bytes); }
   char* staging(std::size_t bytes) { return exact(staging_mem, bytes); }
   template <class T, bool Advance, bool Shared>
   std::size_t max_blocks() {
     return blocks;
   }
-  void upload(void* dst, const void* src, std::size_t bytes) { std::memcpy(dst, src, bytes); }
+  void upload(void* dst, const void* src, std::size_t bytes) {
+    std::memcpy(dst, src, bytes);
+    ++emulated_memory::for_this_thread().uploads;
+  }
   void download(void* dst, const void* src, std::size_t bytes) { std::memcpy(dst, src, bytes); }
   template <class T, bool Advance, bool Shared>
   void fold(const fevo::cuda::detail::pass_args<T>& a) {
@@ -137,6 +165,8 @@ static_assert(std::tuple_size_v<emulated_backends> == 5,
 
 /// The environment of cuda_cases.hpp on the emulator.
 struct emulated_env {
+  static std::size_t uploads() { return emulated_memory::for_this_thread().uploads; }
+  static void forget_table() { emulated_memory::for_this_thread().table.forget(); }
   template <class T>
   struct buffer {
     std::unique_ptr<T[]> mem;
@@ -257,4 +287,10 @@ TEST_CASE("cuda emulated: shared warps give small packed filters 8 or 16 lanes",
   CHECK(items_of(33, false, 16) == 3);
   CHECK(items_of(33, false) == 5);
   CHECK(items_of(33, true, 8) == 33);
+}
+
+TEST_CASE("cuda emulated: a repeated call finds its descriptors on the device and gives the same results",
+          "[cuda]") {
+  fevo_test::check_repeated_calls<fevo_test::emulated_env>(
+      [](bool one_launch) { return fevo_test::emulated_policy{16384, 3, one_launch}; });
 }

@@ -120,9 +120,11 @@ inline void check_device_pointer(const void* p, const char* which, std::size_t l
 }
 
 /// Device scratch reused across calls of one host thread (grown, never shrunk), so that a call
-/// costs its two launches and small copies, not cudaMalloc/cudaFree.
+/// costs its two launches and small copies, not cudaMalloc/cudaFree; `table` says what its start
+/// holds (forgotten when it moves).
 class scratch {
  public:
+  uploaded_table table;
   ~scratch() {
     if (ptr_) cudaFree(ptr_);  // may fail harmlessly at process exit
   }
@@ -133,6 +135,7 @@ class scratch {
     if (ptr_ && (bytes > size_ || dev != device_)) {
       cudaFree(ptr_);
       ptr_ = nullptr;
+      table.forget();
     }
     if (!ptr_) {
       const std::size_t want = bytes > size_ ? bytes + bytes / 2 : size_;
@@ -207,6 +210,11 @@ inline std::size_t& launch_count() {
   static thread_local std::size_t n = 0;
   return n;
 }
+/// Descriptor tables uploaded by this thread (for tests: a repeated call uploads none).
+inline std::size_t& upload_count() {
+  static thread_local std::size_t n = 0;
+  return n;
+}
 
 /// Blocks of fold_filters that fit on the current device at once (the grid of one pass).
 template <class T, bool Advance, bool Shared>
@@ -237,6 +245,7 @@ struct runtime_device {
   }
   std::size_t alignment() const { return 256; }  // cudaMalloc's
   char* scratch(std::size_t bytes) { return static_cast<char*>(scratch::for_this_thread().get(bytes)); }
+  uploaded_table& table() { return scratch::for_this_thread().table; }
   // Pinned host memory: no staging copies, one DMA each way.
   char* staging(std::size_t bytes) { return static_cast<char*>(pinned::for_this_thread().get(bytes)); }
   template <class T, bool Advance, bool Shared>
@@ -245,6 +254,7 @@ struct runtime_device {
   }
   void upload(void* dst, const void* src, std::size_t bytes) {
     check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream), "copying layer descriptors");
+    ++upload_count();
   }
   template <class T, bool Advance, bool Shared>
   void fold(const pass_args<T>& a) {

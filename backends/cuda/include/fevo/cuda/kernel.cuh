@@ -28,7 +28,8 @@
 //   - in the same launch (one_launch), by the block that finishes the layer's last item: after
 //     each item, thread 0 takes a ticket from the layer's counter (after a fence, so the item's
 //     totals are visible to the block that draws the last ticket). A ticket is looked at only
-//     after the block's next item, so its latency is hidden behind that item's loads.
+//     after the block's next item, so its latency is hidden behind that item's loads. The merging
+//     block zeroes the counter again, so that the next pass on the same table needs no upload.
 #pragma once
 
 #include <cstddef>
@@ -420,10 +421,16 @@ fold_filters(const layer_desc<T>* __restrict__ layers, int n_layers, std::size_t
     return ticket_layer >= 0 && ticket + 1 == layer_items(layers, n_layers, n_items, ticket_layer) ? ticket_layer
                                                                                                    : -1;
   };
+  // Merges layer k, whose last ticket this block drew, and zeroes its counter for the next pass
+  // (no other block touches it again in this launch).
+  const auto merge_layer = [&](int k) {
+    merge_filters(layers, n_layers, n_filters, k, out, totals, part);
+    if (threadIdx.x == 0) done[k] = 0;
+  };
   if (threadIdx.x == 0) merge_next = -1;
   for (std::size_t item = blockIdx.x; item < n_items; item += gridDim.x) {
     __syncthreads();  // the previous item is done with the bitsets and the totals
-    if (merge_next >= 0) merge_filters(layers, n_layers, n_filters, merge_next, out, totals, part);
+    if (merge_next >= 0) merge_layer(merge_next);
     const int k = find_layer(layers, n_layers, item);
     const layer_desc<T>& L = layers[k];
     const std::size_t j = item - L.first_item;
@@ -450,14 +457,14 @@ fold_filters(const layer_desc<T>* __restrict__ layers, int n_layers, std::size_t
   }
   if (!done) return;
   __syncthreads();
-  if (merge_next >= 0) merge_filters(layers, n_layers, n_filters, merge_next, out, totals, part);
+  if (merge_next >= 0) merge_layer(merge_next);
   __syncthreads();  // every thread has read merge_next before thread 0 sets it again
   if (threadIdx.x == 0) {
     merge_next = finished_layer();
     __threadfence();  // the other blocks' totals are read after the ticket that says they are done
   }
   __syncthreads();
-  if (merge_next >= 0) merge_filters(layers, n_layers, n_filters, merge_next, out, totals, part);
+  if (merge_next >= 0) merge_layer(merge_next);
 }
 
 /// One block per layer: merges the layer's per-filter totals in a fixed order.

@@ -11,6 +11,7 @@
 //                                       blocks of fold_filters<T, Advance, Shared> that fit at once
 //   template <class T, bool Advance, bool Shared> void fold(const pass_args<T>&);
 //                                       the fused pass's launch(es)
+//   uploaded_table& table();            what the scratch's start holds (see uploaded_table)
 //   void upload(void* dst, const void* src, std::size_t bytes);        host -> device, ordered
 //   void download(void* dst, const void* src, std::size_t bytes);      device -> host, ordered
 //   void finish();                      waits for everything above
@@ -65,6 +66,26 @@ bool vector_friendly(const View& v) {
          reinterpret_cast<std::uintptr_t>(v.data_handle()) % 16 == 0;
 }
 
+/// What the start of a device's scratch holds since the last pass that completed there: the bytes
+/// of its descriptor table and layer counters. A pass with the same table (a training loop's
+/// every call on the same buffers) skips their upload; the one-launch kernel leaves its counters
+/// at zero again. A Device forgets it whenever its scratch moves.
+struct uploaded_table {
+  const char* at = nullptr;
+  std::vector<char> bytes;
+  bool holds(const char* dst, const char* src, std::size_t n) const {
+    return at == dst && bytes.size() == n && std::memcmp(bytes.data(), src, n) == 0;
+  }
+  void forget() {
+    at = nullptr;
+    bytes.clear();
+  }
+  void remember(const char* dst, const char* src, std::size_t n) {
+    bytes.assign(src, src + n);
+    at = dst;
+  }
+};
+
 /// What the fused pass's launch needs: the descriptor table and the result buffers, on the device.
 template <class T>
 struct pass_args {
@@ -107,8 +128,8 @@ void run_pass(Device& dev, const pass_options& opt, layer_task<T, device_space>*
 
   // One scratch block on the device and its mirror in host staging memory:
   //   descriptors | layer counters | layer totals | per-filter totals | R_ic
-  // The descriptors and the zeroed counters go up in one copy, and the results come back in one
-  // copy of the range the call needs.
+  // The descriptors and the zeroed counters go up in one copy (none when the scratch holds them
+  // from the last pass), and the results come back in one copy of the range the call needs.
   const std::size_t al = dev.alignment();
   const std::size_t o_done = round_up(n_tasks * sizeof(desc), al);
   const std::size_t o_totals = o_done + (opt.one_launch ? round_up(n_tasks * sizeof(unsigned long long), al) : 0);
@@ -120,7 +141,10 @@ void run_pass(Device& dev, const pass_options& opt, layer_task<T, device_space>*
   char* host = dev.staging(o_end);
   std::memcpy(host, descs.data(), n_tasks * sizeof(desc));
   std::memset(host + o_done, 0, o_totals - o_done);
-  dev.upload(base, host, o_totals);
+  uploaded_table& table = dev.table();
+  const bool resident = table.holds(base, host, o_totals);
+  table.forget();  // until this pass completes: a failed one may leave counters behind
+  if (!resident) dev.upload(base, host, o_totals);
 
   pass_args<T> a;
   a.layers = reinterpret_cast<const desc*>(base);
@@ -142,6 +166,7 @@ void run_pass(Device& dev, const pass_options& opt, layer_task<T, device_space>*
 
   dev.download(host + o_totals, base + o_totals, back_end - o_totals);
   dev.finish();
+  table.remember(base, host, o_totals);
 
   const partial* totals = reinterpret_cast<const partial*>(host + o_totals);
   const partial* per = reinterpret_cast<const partial*>(host + o_filters);
