@@ -91,21 +91,17 @@ int group_for(std::size_t size) {
   return g;
 }
 
-__device__ inline double warp_sum(double v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-  return v;
-}
-__device__ inline unsigned long long warp_sum(unsigned long long v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-  return v;
-}
 /// Sum over each aligned group of p lanes, p a power of two up to 32 (every lane of the warp calls
 /// it; each lane gets its group's sum, the same in every lane of the group: the butterfly adds
-/// the same pairs).
+/// the same pairs). warp_sum: the whole warp's.
 template <class V>
 __device__ inline V group_sum(V v, int p) {
   for (int o = p / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
+}
+template <class V>
+__device__ inline V warp_sum(V v) {
+  return group_sum(v, 32);
 }
 
 /// The three counts of a filter of at most warp_bits weights (so each fits 21 bits), summed over
