@@ -3,7 +3,8 @@
 # the GPU benchmark, runs both and PyTorch eager on the same shapes, and writes a summary.
 #   bench/gpu_check.sh OUTDIR        (OUTDIR gets summary.txt, ctest.log, bench.txt, torch.json, ncu-*.txt,
 #                                     sanitizer.log)
-# Then compute-sanitizer (memcheck, racecheck) runs the CUDA-only test cases.
+# Then compute-sanitizer (memcheck, racecheck) runs the CUDA-only test cases; FEVO_GPU_QUICK=1 skips
+# those and the profiler.
 # Catch2 and Google Benchmark come from the system or from .gpu-deps/ (bench/gpu_prepare.sh).
 # Sized to finish in a few minutes on an H100 (a 16-core build, short benchmark runs).
 set -uo pipefail
@@ -31,7 +32,8 @@ cmake -S . -B build-gpu $gen -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER="$
 # need more packages (.gpu-deps); their failure is reported, and the rest goes on.
 keep="-k"
 [ -n "$gen" ] && keep="-k 0"
-cmake --build build-gpu -j"$(nproc)" --target fevo_test_cuda fevo_bench_cuda fevo_test_record_cuda fevo_cli \
+cmake --build build-gpu -j"$(nproc)" --target fevo_test_cuda fevo_bench_cuda fevo_bench_cuda_noprefetch \
+  fevo_test_record_cuda fevo_cli \
   -- $keep >"$out/build.log" 2>&1 || log "build had errors (build.log): $(grep -m3 -E 'error' "$out/build.log" | tr '\n' ' ')"
 for t in tests/fevo_test_cuda bench/fevo_bench_cuda; do
   [ -x build-gpu/$t ] || { log "$t was not built"; tail -40 "$out/build.log"; exit 1; }
@@ -45,6 +47,15 @@ grep -E '^ *[0-9]+/[0-9]+ Test' "$out/ctest.log" | tee -a "$out/summary.txt"
 ./build-gpu/bench/fevo_bench_cuda --benchmark_min_time=0.2 >"$out/bench.txt" 2>&1
 log "benchmark:"
 sed -n '/^model /,$p' "$out/bench.txt" | tee -a "$out/summary.txt"
+
+# The kernels again without their L2 prefetch hints (FEVO_CUDA_PREFETCH=0).
+if [ -x build-gpu/bench/fevo_bench_cuda_noprefetch ]; then
+  ./build-gpu/bench/fevo_bench_cuda_noprefetch --benchmark_min_time=0.2 \
+    --benchmark_filter='^BM_(fused_kernels|kernels_shared|compare_kernels|compare_shared|cub_reduce|memcpy_d2d)/' \
+    >"$out/bench-noprefetch.txt" 2>&1
+  log "without L2 prefetch:"
+  sed -n '/^f32 variants/,$p' "$out/bench-noprefetch.txt" | grep -vE ' 0\.0 +0\.00$' | tee -a "$out/summary.txt"
+fi
 
 python3 bench/torch_gpu.py --json "$out/torch.json" >/tmp/fevo_torch.txt 2>&1
 tee -a "$out/summary.txt" </tmp/fevo_torch.txt
@@ -69,9 +80,12 @@ log "torch done"
 # Nsight Compute on the first two calls of the fused pass (two launches each) and of the one-launch
 # variant: duration, DRAM throughput, occupancy and its limits, and where warps stall. Counting
 # launches from the first: a ResNet-50 benchmark may run a single iteration under the profiler.
-if command -v ncu >/dev/null; then
-  for m in vgg16 resnet50; do
-    for b in fused fused_1launch; do
+# FEVO_GPU_QUICK=1 skips the profiler and compute-sanitizer (a rerun that only times).
+quick=${FEVO_GPU_QUICK:-0}
+if [ "$quick" != 1 ] && command -v ncu >/dev/null; then
+  for mb in vgg16/fused vgg16/fused_1launch resnet50/fused resnet50/fused_shared; do
+    m=${mb%/*} b=${mb#*/}
+    {
       timeout 40 ncu --clock-control none --kernel-name regex:'fold_filters|reduce_layers' --launch-count 4 \
         --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
         --metrics dram__bytes_read.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active \
@@ -80,11 +94,11 @@ if command -v ncu >/dev/null; then
       log "ncu $m $b: exit $?"
       grep -E '^  [a-z_]+.*(fold_filters|reduce_layers)|Duration|DRAM Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per Thread|Block Limit (Registers|Shared Mem)|Warp Cycles Per Issued|dram__throughput|sm__warps_active|stall' \
         "$out/ncu-$m-$b.txt" | cut -c1-200 | tee -a "$out/summary.txt"
-    done
+    }
   done
 fi
 # The CUDA-only cases (mixed models, every mode and dtype) under compute-sanitizer.
-if command -v compute-sanitizer >/dev/null; then
+if [ "$quick" != 1 ] && command -v compute-sanitizer >/dev/null; then
   for tool in memcheck racecheck; do
     timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 ./build-gpu/tests/fevo_test_cuda "[cuda]" \
       >>"$out/sanitizer.log" 2>&1

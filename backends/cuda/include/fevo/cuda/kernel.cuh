@@ -131,6 +131,39 @@ __device__ inline std::uint32_t count_bits(const std::uint32_t* bits, std::uint3
   return n;
 }
 
+/// A hint that the 128-byte line holding p will be read soon: it is fetched into L2 and nothing
+/// waits for it (no register, no stall), so it adds bytes in flight that loads alone, capped by
+/// registers, cannot. p is always inside a buffer of the call (the emulator checks this).
+/// FEVO_CUDA_PREFETCH=0 leaves the hints out (the benchmark times the kernels both ways).
+#ifndef FEVO_CUDA_PREFETCH
+#define FEVO_CUDA_PREFETCH 1
+#endif
+#ifdef __CUDACC__
+__device__ inline void prefetch_l2(const void* p) {
+#if defined(__CUDA_ARCH__) && FEVO_CUDA_PREFETCH
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+#else
+  (void)p;
+#endif
+}
+#else
+inline void prefetch_l2(const void* p) { ::simt_prefetch_l2(p); }
+#endif
+
+/// Prefetches vectors [from, from + p * unroll) ∩ [0, nv) of a packed filter in both snapshots
+/// (the next round of fold_packed): thread t of p takes one line, the first half of the threads
+/// prev's lines, the second half next's.
+template <class Vec>
+__device__ inline void prefetch_round(const Vec* vp, const Vec* vn, std::uint32_t from, std::uint32_t nv, int t,
+                                      int p) {
+  constexpr std::uint32_t per_line = 128 / sizeof(Vec);
+  const std::uint32_t lines = std::uint32_t(p) * unroll / per_line;  // per snapshot
+  for (std::uint32_t l = std::uint32_t(t); l < 2 * lines; l += std::uint32_t(p)) {
+    const std::uint32_t v = from + (l % lines) * per_line;
+    if (v < nv) prefetch_l2((l < lines ? vp : vn) + v);
+  }
+}
+
 /// Per-thread accumulation of one weight pair (the accumulator's fold, minus the channel logic).
 template <class T>
 struct lane_totals {
@@ -180,14 +213,25 @@ __device__ inline partial load_cg(const partial* p) {
 
 /// Merges the totals of layer k's filters into totals[k] in a fixed order: thread t takes filters
 /// t, t + block_threads, ...; then a tree over the threads. Every thread of the block calls it;
-/// `part` is shared memory for block_threads partials (free again when it returns).
-template <class T>
+/// `part` is shared memory for block_threads partials (free again when it returns). Wide: four
+/// loads in flight (reduce_layers; fold_filters keeps its registers for its own loads).
+template <bool Wide, class T>
 __device__ inline void merge_filters(const layer_desc<T>* layers, int n_layers, std::size_t n_filters, int k,
                                      const partial* filters, partial* totals, partial* part) {
   const std::size_t first = layers[k].first_filter;
   const std::size_t last = k + 1 < n_layers ? layers[k + 1].first_filter : n_filters;
   partial p;
-  for (std::size_t g = first + threadIdx.x; g < last; g += block_threads) merge(p, load_cg(filters + g));
+  std::size_t g = first + threadIdx.x;
+  // Four loads in flight, merged in the same order as one at a time.
+  for (; Wide && g + 3 * block_threads < last; g += 4 * block_threads) {
+    const partial a = load_cg(filters + g), b = load_cg(filters + g + block_threads),
+                  c = load_cg(filters + g + 2 * block_threads), d = load_cg(filters + g + 3 * block_threads);
+    merge(p, a);
+    merge(p, b);
+    merge(p, c);
+    merge(p, d);
+  }
+  for (; g < last; g += block_threads) merge(p, load_cg(filters + g));
   part[threadIdx.x] = p;
   __syncthreads();
   for (int s = block_threads / 2; s > 0; s >>= 1) {
@@ -207,9 +251,14 @@ __device__ inline void merge_filters(const layer_desc<T>* layers, int n_layers, 
 /// template parameter: a constant once inlined where the caller's is, the layer's group in the
 /// shared-warp kernel, where one copy of this loop serves every group size (each copy of it
 /// costs fold_filters registers).
+/// While a round's loads are in flight, the next round's lines are prefetched into L2: this
+/// filter's next round or, in its last, the first round of `after_p` / `after_n` (the next filter
+/// of the same size this group folds; null if none). `bits` null: no flags kept (every lane of the
+/// warp passes null or not alike).
 template <class T, bool Advance>
 __device__ inline void fold_packed(T* pp, const T* pn, std::uint32_t size, int t, int p, compute_t<T> tau,
-                                   lane_totals<T>& acc, std::uint32_t* bits, bool valid = true) {
+                                   lane_totals<T>& acc, std::uint32_t* bits, bool valid = true,
+                                   const T* after_p = nullptr, const T* after_n = nullptr) {
   constexpr int V = 16 / sizeof(T);  // elements per vector
   constexpr int G = 32 / V;          // threads per bitset word
   static_assert(32 % V == 0, "the vector width must tile bitset words");
@@ -228,6 +277,10 @@ __device__ inline void fold_packed(T* pp, const T* pn, std::uint32_t size, int t
         b[u] = vn[v];
       }
     }
+    const std::uint32_t round = std::uint32_t(p) * unroll;
+    if (base + round < own) prefetch_round(vp, vn, base + round, own, t, p);
+    else if (after_p && valid)
+      prefetch_round(reinterpret_cast<const vec*>(after_p), reinterpret_cast<const vec*>(after_n), 0, nv, t, p);
 #pragma unroll
     for (int u = 0; u < unroll; ++u) {
       const std::uint32_t v = base + std::uint32_t(u * p + t);
@@ -237,11 +290,13 @@ __device__ inline void fold_packed(T* pp, const T* pn, std::uint32_t size, int t
         for (int k = 0; k < V; ++k) m |= std::uint32_t(acc.add(a[u].v[k], b[u].v[k], tau)) << k;
         if (Advance) reinterpret_cast<vec*>(pp)[v] = b[u];
       }
-      // Vector v holds bits [v*V, v*V + V): word v / G, shift (v % G) * V, and v % G == t % G.
-      std::uint32_t w = m << ((t % G) * V);
+      if (bits) {
+        // Vector v holds bits [v*V, v*V + V): word v / G, shift (v % G) * V, and v % G == t % G.
+        std::uint32_t w = m << ((t % G) * V);
 #pragma unroll
-      for (int o = 1; o < G; o <<= 1) w |= __shfl_xor_sync(0xffffffffu, w, o);
-      if (t % G == 0 && v < own) bits[v / G] = w;
+        for (int o = 1; o < G; o <<= 1) w |= __shfl_xor_sync(0xffffffffu, w, o);
+        if (t % G == 0 && v < own) bits[v / G] = w;
+      }
     }
   }
 }
@@ -284,29 +339,37 @@ __device__ inline unsigned int channel_zeros(const std::uint32_t* bits, std::uin
 
 /// Warp mode, filters of at most warp_bits weights: filters i0, i0 + 1, ... of layer L, p lanes
 /// each (fewer than 32: a shared warp, packed layers only), each group with its share of the
-/// warp's bitset; groups past the layer's last filter idle along.
+/// warp's bitset; groups past the layer's last filter idle along. `ahead`: how many filters on
+/// the group's next filter is (its next item; 0: none), whose first round is prefetched.
+/// A packed 1x1 layer without R_ic keeps no flags: each weight is a channel, so its zero
+/// channels are its unchanged weights, C - changed.
 template <class T, bool Advance>
-__device__ inline void fold_group(const layer_desc<T>& L, std::size_t i0, int p, std::uint32_t* bits,
-                                  partial* out, std::uint32_t* r) {
+__device__ inline void fold_group(const layer_desc<T>& L, std::size_t i0, int p, std::size_t ahead,
+                                  std::uint32_t* bits, partial* out, std::uint32_t* r) {
   const int lane = threadIdx.x & 31, g = lane / p, t = lane % p;
   const std::size_t i = i0 + std::size_t(g), C = L.ext[1], HW = L.ext[2] * L.ext[3], size = C * HW;
   const bool valid = i < L.ext[0];  // always, with a warp per filter
+  const bool flat = L.packed && HW == 1 && L.r_offset == no_r;  // the same in every lane
   std::uint32_t* own = bits + std::size_t(g) * (warp_bits / 32 / std::size_t(32 / p));
   lane_totals<T> acc;
-  if (L.packed)
-    fold_packed<T, Advance>(L.prev + (valid ? i : 0) * L.sp[0], L.next + (valid ? i : 0) * L.sn[0],
-                            std::uint32_t(size), t, p, L.tau, acc, own, valid);
-  else
+  if (L.packed) {
+    const std::size_t f = valid ? i : 0, after = i + ahead;
+    const bool more = ahead != 0 && after < L.ext[0];
+    fold_packed<T, Advance>(L.prev + f * L.sp[0], L.next + f * L.sn[0], std::uint32_t(size), t, p, L.tau, acc,
+                            flat ? nullptr : own, valid, more ? L.prev + after * L.sp[0] : nullptr,
+                            more ? L.next + after * L.sn[0] : nullptr);
+  } else {
     fold_strided<T, Advance, 32>(L, i, std::uint32_t(size), lane, acc, own);
+  }
   __syncwarp();
   std::uint32_t* r_filter = valid && L.r_offset != no_r ? r + L.r_offset + i * C : nullptr;
-  const unsigned zeros = valid ? channel_zeros(own, std::uint32_t(C), std::uint32_t(HW), t, p, r_filter) : 0;
+  const unsigned zeros = valid && !flat ? channel_zeros(own, std::uint32_t(C), std::uint32_t(HW), t, p, r_filter) : 0;
   const filter_counts n = group_counts(acc.changed, acc.nonfinite, zeros, p);
   partial f;
   f.sum_sq = group_sum(acc.sum_sq, p);
   f.changed = n.changed;
   f.nonfinite = n.nonfinite;
-  f.zero_channels = n.zeros;
+  f.zero_channels = flat ? C - n.changed : n.zeros;
   f.weights = size;
   f.channels = C;
   if (t == 0 && valid) out[L.first_filter + i] = f;
@@ -356,16 +419,20 @@ struct block_totals {
 };
 
 /// Block mode: filter i of layer L by the whole block, with the block's whole bitset.
+/// `ahead`: as in fold_group (the block's next filter).
 template <class T, bool Advance>
-__device__ inline void fold_block(const layer_desc<T>& L, std::size_t i, std::uint32_t* bits,
+__device__ inline void fold_block(const layer_desc<T>& L, std::size_t i, std::size_t ahead, std::uint32_t* bits,
                                   block_totals& red, partial* out, std::uint32_t* r) {
   const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
   const std::size_t C = L.ext[1], HW = L.ext[2] * L.ext[3], size = C * HW;
   lane_totals<T> acc;
-  if (L.packed)
+  if (L.packed) {
+    const std::size_t after = i + ahead;
+    const bool more = ahead != 0 && after < L.ext[0];
     fold_packed<T, Advance>(L.prev + i * L.sp[0], L.next + i * L.sn[0], std::uint32_t(size), t, block_threads,
-                            L.tau, acc, bits);
-  else
+                            L.tau, acc, bits, true, more ? L.prev + after * L.sp[0] : nullptr,
+                            more ? L.next + after * L.sn[0] : nullptr);
+  } else
     fold_strided<T, Advance, block_threads>(L, i, std::uint32_t(size), t, acc, bits);
   __syncthreads();
   std::uint32_t* r_filter = L.r_offset != no_r ? r + L.r_offset + i * C : nullptr;
@@ -420,25 +487,34 @@ fold_filters(const layer_desc<T>* __restrict__ layers, int n_layers, std::size_t
   // Merges layer k, whose last ticket this block drew, and zeroes its counter for the next pass
   // (no other block touches it again in this launch).
   const auto merge_layer = [&](int k) {
-    merge_filters(layers, n_layers, n_filters, k, out, totals, part);
+    merge_filters<false>(layers, n_layers, n_filters, k, out, totals, part);
     if (threadIdx.x == 0) done[k] = 0;
   };
   if (threadIdx.x == 0) merge_next = -1;
+  bool after_block = true;  // the first item waits for merge_next
   for (std::size_t item = blockIdx.x; item < n_items; item += gridDim.x) {
-    __syncthreads();  // the previous item is done with the bitsets and the totals
-    if (merge_next >= 0) merge_layer(merge_next);
     const int k = find_layer(layers, n_layers, item);
     const layer_desc<T>& L = layers[k];
+    // The previous item is done with the bitsets and the totals. Between two warp-mode items
+    // (without `done`) the warps share nothing and go on without waiting for each other.
+    if (done || after_block || L.block) __syncthreads();
+    after_block = L.block;
+    if (merge_next >= 0) merge_layer(merge_next);
     const std::size_t j = item - L.first_item;
+    // The block's next item, if it is in this layer: its filters are gridDim.x items on.
+    const bool same = item + gridDim.x < L.first_item + layer_items(layers, n_layers, n_items, k);
     if (L.block) {
-      fold_block<T, Advance>(L, j, bits, red, out, r);
+      fold_block<T, Advance>(L, j, same ? gridDim.x : 0, bits, red, out, r);
     } else {
       const int p = Shared ? L.group : 32;
+      const std::size_t per_item = std::size_t(warps_per_block) * std::size_t(32 / p);
       const std::size_t i = (j * warps_per_block + std::size_t(warp)) * std::size_t(32 / p);
       std::uint32_t* own = bits + std::size_t(warp) * (warp_bits / 32);
       if (i < L.ext[0]) {
-        if (L.ext[1] * L.ext[2] * L.ext[3] <= warp_bits) fold_group<T, Advance>(L, i, p, own, out, r);
-        else fold_channels<T, Advance>(L, i, out, r);
+        if (L.ext[1] * L.ext[2] * L.ext[3] <= warp_bits)
+          fold_group<T, Advance>(L, i, p, same ? gridDim.x * per_item : 0, own, out, r);
+        else
+          fold_channels<T, Advance>(L, i, out, r);
       }
     }
     if (done) {
@@ -470,7 +546,7 @@ reduce_layers(const layer_desc<T>* __restrict__ layers, int n_layers, std::size_
               const partial* __restrict__ filters, partial* __restrict__ totals) {
   // Raw storage: __shared__ variables cannot have constructors.
   alignas(partial) __shared__ unsigned char storage[sizeof(partial) * block_threads];
-  merge_filters(layers, n_layers, n_filters, int(blockIdx.x), filters, totals, reinterpret_cast<partial*>(storage));
+  merge_filters<true>(layers, n_layers, n_filters, int(blockIdx.x), filters, totals, reinterpret_cast<partial*>(storage));
 }
 
 }  // namespace fevo::cuda::detail
