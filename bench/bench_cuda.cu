@@ -11,7 +11,10 @@
 //                      layer's totals merged in the fused launch instead of a second one
 //   fused_shared, kernels_shared, compare_shared
 //                      fused, fused_kernels and compare_kernels with par.warp_sharing(): small
-//                      packed filters two or four to a warp
+//                      packed filters two or four to a warp (by default: only where they hold an
+//                      eighth of the weights, ResNet-50 yes, VGG-16 no)
+//   kernels_unshared, compare_unshared
+//                      fused_kernels and compare_kernels with par.warp_sharing(false)
 //   fused_warp, fused_block1k, fused_block16k
 //                      the same with other warp/block switches (par.block_per_filter_from):
 //                      a warp per filter always, a block from 1024 and from 16384 weights
@@ -180,6 +183,11 @@ void BM_kernels_shared(benchmark::State& st, std::string name) {
 }
 
 template <class T>
+void BM_kernels_unshared(benchmark::State& st, std::string name) {
+  BM_fused_kernels_with<T>(st, name, fevo::cuda::par.warp_sharing(false));
+}
+
+template <class T>
 void BM_compare_kernels_with(benchmark::State& st, std::string name, fevo::cuda::policy pol) {
   auto& m = model<T>(name);
   const advance_model<T> a(m);
@@ -199,6 +207,11 @@ void BM_compare_1launch(benchmark::State& st, std::string name) {
 template <class T>
 void BM_compare_shared(benchmark::State& st, std::string name) {
   BM_compare_kernels_with<T>(st, name, fevo::cuda::par.warp_sharing());
+}
+
+template <class T>
+void BM_compare_unshared(benchmark::State& st, std::string name) {
+  BM_compare_kernels_with<T>(st, name, fevo::cuda::par.warp_sharing(false));
 }
 
 template <class T>
@@ -324,6 +337,9 @@ void register_all() {
     FEVO_REG(BM_kernels_shared, float, "f32");
     FEVO_REG(BM_kernels_shared, fevo::bfloat16, "bf16");
     FEVO_REG(BM_compare_shared, float, "f32");
+    FEVO_REG(BM_kernels_unshared, float, "f32");
+    FEVO_REG(BM_kernels_unshared, fevo::bfloat16, "bf16");
+    FEVO_REG(BM_compare_unshared, float, "f32");
     FEVO_REG(BM_fused_warp, float, "f32");
     FEVO_REG(BM_fused_block1k, float, "f32");
     FEVO_REG(BM_fused_block16k, float, "f32");
@@ -361,6 +377,23 @@ int main(int argc, char** argv) {
   auto get = [&](const std::string& k) { return rep.rate.count(k) ? rep.rate[k] : 0.0; };
   std::printf("\n%-10s %-5s %10s %10s %10s %10s %10s | %-22s %-22s\n", "model", "type", "fused",
               "cub", "memcpy", "cmp+adv", "thrust", "fused/cub (>=0.9)", "cmp+adv/memcpy (>=0.9)");
+  // The device's part alone (events around the kernels of a call): the fused kernel against the
+  // same bytes through cub::DeviceReduce::Sum and a device-to-device copy.
+  auto kernel_rows = [&] {
+    std::printf("\n%-10s %-5s %10s %10s | %-22s %-22s\n", "model", "type", "kernels", "cmp kern",
+                "kernels/cub (>=0.9)", "cmp kern/memcpy (>=0.9)");
+    for (const char* model : {"vgg16", "resnet50"}) {
+      for (const char* ty : {"f32", "bf16"}) {
+        const std::string m = model, t = ty;
+        const double k = get("BM_fused_kernels/" + m + "/" + t), cub = get("BM_cub_reduce/" + m + "/" + t);
+        const double ck = t == "f32" ? get("BM_compare_kernels/" + m + "/f32") : 0;
+        const double cpy = get("BM_memcpy_d2d/" + m + "/f32");
+        const double r1 = cub > 0 ? k / cub : 0, r2 = cpy > 0 ? ck / cpy : 0;
+        std::printf("%-10s %-5s %10.1f %10.1f | %6.2f %-15s %6.2f %s\n", model, ty, k / 1e9, ck / 1e9, r1,
+                    r1 >= 0.9 ? "PASS" : "MISS", r2, t == "f32" ? (r2 >= 0.9 ? "PASS" : "MISS") : "");
+      }
+    }
+  };
   for (const char* model : {"vgg16", "resnet50"}) {
     for (const char* ty : {"f32", "bf16"}) {
       const std::string m = model, t = ty;
@@ -378,13 +411,15 @@ int main(int argc, char** argv) {
                   model, ty, l, la, l <= 2 && la <= 2 ? "PASS" : "MISS");
     }
   }
+  kernel_rows();
   std::printf("\nf32 variants (GB/s, ratio to cub; compare_*: ratio to memcpy):\n");
   for (const char* model : {"vgg16", "resnet50"}) {
     const std::string m = model;
     const double cub = get("BM_cub_reduce/" + m + "/f32");
     for (const char* v : {"fused", "fused_first", "fused_kernels", "fused_warp", "fused_block1k",
                           "fused_block16k", "fused_1launch", "kernels_1launch", "fused_shared",
-                          "kernels_shared", "compare_kernels", "compare_1launch", "compare_shared"}) {
+                          "kernels_shared", "kernels_unshared", "compare_kernels", "compare_1launch",
+                          "compare_shared", "compare_unshared"}) {
       const double g = get(std::string("BM_") + v + "/" + m + "/f32");
       const bool copy_ref = std::string(v).rfind("compare", 0) == 0;
       const double ref = copy_ref ? get("BM_memcpy_d2d/" + m + "/f32") : cub;
@@ -395,7 +430,7 @@ int main(int argc, char** argv) {
   for (const char* model : {"vgg16", "resnet50"}) {
     const std::string m = model;
     const double cub = get("BM_cub_reduce/" + m + "/bf16");
-    for (const char* v : {"fused_kernels", "kernels_1launch", "kernels_shared"}) {
+    for (const char* v : {"fused_kernels", "kernels_1launch", "kernels_shared", "kernels_unshared"}) {
       const double g = get(std::string("BM_") + v + "/" + m + "/bf16");
       std::printf("%-10s %-15s %8.1f  %5.2f\n", model, v, g / 1e9, cub > 0 ? g / cub : 0.0);
     }

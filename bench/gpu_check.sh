@@ -32,8 +32,7 @@ cmake -S . -B build-gpu $gen -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER="$
 # need more packages (.gpu-deps); their failure is reported, and the rest goes on.
 keep="-k"
 [ -n "$gen" ] && keep="-k 0"
-cmake --build build-gpu -j"$(nproc)" --target fevo_test_cuda fevo_bench_cuda fevo_bench_cuda_noprefetch \
-  fevo_test_record_cuda fevo_cli \
+cmake --build build-gpu -j"$(nproc)" --target fevo_test_cuda fevo_bench_cuda fevo_test_record_cuda fevo_cli \
   -- $keep >"$out/build.log" 2>&1 || log "build had errors (build.log): $(grep -m3 -E 'error' "$out/build.log" | tr '\n' ' ')"
 for t in tests/fevo_test_cuda bench/fevo_bench_cuda; do
   [ -x build-gpu/$t ] || { log "$t was not built"; tail -40 "$out/build.log"; exit 1; }
@@ -47,15 +46,6 @@ grep -E '^ *[0-9]+/[0-9]+ Test' "$out/ctest.log" | tee -a "$out/summary.txt"
 ./build-gpu/bench/fevo_bench_cuda --benchmark_min_time=0.2 >"$out/bench.txt" 2>&1
 log "benchmark:"
 sed -n '/^model /,$p' "$out/bench.txt" | tee -a "$out/summary.txt"
-
-# The kernels again without their L2 prefetch hints (FEVO_CUDA_PREFETCH=0).
-if [ -x build-gpu/bench/fevo_bench_cuda_noprefetch ]; then
-  ./build-gpu/bench/fevo_bench_cuda_noprefetch --benchmark_min_time=0.2 \
-    --benchmark_filter='^BM_(fused_kernels|kernels_shared|compare_kernels|compare_shared|cub_reduce|memcpy_d2d)/' \
-    >"$out/bench-noprefetch.txt" 2>&1
-  log "without L2 prefetch:"
-  sed -n '/^f32 variants/,$p' "$out/bench-noprefetch.txt" | grep -vE ' 0\.0 +0\.00$' | tee -a "$out/summary.txt"
-fi
 
 python3 bench/torch_gpu.py --json "$out/torch.json" >/tmp/fevo_torch.txt 2>&1
 tee -a "$out/summary.txt" </tmp/fevo_torch.txt

@@ -54,10 +54,11 @@ struct cuda_backend : device_upload {
   static constexpr const char* name = "fevo::cuda::par";
   static auto policy() { return fevo::cuda::par; }
 };
-/// The same kernel with every filter read by one warp, and with every filter read by a block.
+/// The same kernel with every filter read by one warp (never shared), and with every filter
+/// read by a block.
 struct cuda_warp_backend : device_upload {
   static constexpr const char* name = "fevo::cuda::par (warp per filter)";
-  static auto policy() { return fevo::cuda::par.block_per_filter_from(SIZE_MAX); }
+  static auto policy() { return fevo::cuda::par.block_per_filter_from(SIZE_MAX).warp_sharing(false); }
 };
 struct cuda_block_backend : device_upload {
   static constexpr const char* name = "fevo::cuda::par (block per filter)";
@@ -156,9 +157,10 @@ TEST_CASE("cuda: compare_and_advance_layers on a mixed model, every mode and dty
   for (auto pol : {fevo::cuda::par, fevo::cuda::par.block_per_filter_from(1),
                    fevo::cuda::par.block_per_filter_from(SIZE_MAX), fevo::cuda::par.single_launch(),
                    fevo::cuda::par.block_per_filter_from(1).single_launch(), fevo::cuda::par.warp_sharing(),
-                   fevo::cuda::par.warp_sharing().single_launch().block_per_filter_from(SIZE_MAX)}) {
+                   fevo::cuda::par.warp_sharing().single_launch().block_per_filter_from(SIZE_MAX),
+                   fevo::cuda::par.warp_sharing(false)}) {
     INFO("block_from " << pol.block_from << ", one launch " << pol.one_launch << ", shared warps "
-                       << pol.share_warps);
+                       << int(pol.share_warps) << " (0 automatic, 1 always, 2 never)");
     fevo_test::check_advance_model_every_dtype<gpu_env>(pol);
   }
 }

@@ -23,7 +23,8 @@ struct emulated_policy {
   std::size_t block_from = 16384;
   unsigned blocks = 3;
   bool one_launch = false;   ///< as fevo::cuda::policy::single_launch()
-  bool share_warps = false;  ///< as fevo::cuda::policy::warp_sharing()
+  /// as fevo::cuda::policy::warp_sharing() (the default: automatic)
+  fevo::cuda::detail::sharing share_warps = fevo::cuda::detail::sharing::automatic;
   fevo::cuda::detail::pass_options options() const { return {block_from, one_launch, share_warps}; }
 };
 
@@ -35,6 +36,7 @@ struct emulated_memory {
   std::size_t scratch_size = 0;
   fevo::cuda::detail::uploaded_table table;
   std::size_t uploads = 0;  ///< descriptor uploads so far
+  std::size_t shared_launches = 0;  ///< launches of the shared-warp kernel so far
   static emulated_memory& for_this_thread() {
     static thread_local emulated_memory m;
     return m;
@@ -87,6 +89,7 @@ struct emulated_device {
   template <class T, bool Advance, bool Shared>
   void fold(const fevo::cuda::detail::pass_args<T>& a) {
     using namespace fevo::cuda::detail;
+    if (Shared) ++emulated_memory::for_this_thread().shared_launches;
     simt::launch(a.grid, block_threads, [&] {
       fold_filters<T, Advance, Shared>(a.layers, a.n_layers, a.n_items, a.n_filters, a.filters, a.r, a.totals,
                                        a.done);
@@ -138,10 +141,11 @@ struct emulated_one_launch_backend : emulated_upload {
   static constexpr const char* name = "fevo::cuda kernels (emulated, one launch, 3 blocks)";
   static auto policy() { return emulated_policy{16384, 3, true}; }
 };
-/// One block takes every item: every layer is merged by it, each one item after its last.
+/// One block takes every item: every layer is merged by it, each one item after its last. A
+/// warp to every filter, never shared.
 struct emulated_warp_backend : emulated_upload {
   static constexpr const char* name = "fevo::cuda kernels (emulated, warp per filter, one launch, 1 block)";
-  static auto policy() { return emulated_policy{SIZE_MAX, 1, true}; }
+  static auto policy() { return emulated_policy{SIZE_MAX, 1, true, fevo::cuda::detail::sharing::never}; }
 };
 /// Block mode from 64 weights (fewer than a block's threads): every filter in block mode would
 /// make the body five times slower here, and the smallest filters in block mode are in the
@@ -155,7 +159,7 @@ struct emulated_block_backend : emulated_upload {
 /// Small packed filters two or four to a warp, with idle groups past each layer's last filter.
 struct emulated_shared_warp_backend : emulated_upload {
   static constexpr const char* name = "fevo::cuda kernels (emulated, shared warps, one launch, 3 blocks)";
-  static auto policy() { return emulated_policy{16384, 3, true, true}; }
+  static auto policy() { return emulated_policy{16384, 3, true, fevo::cuda::detail::sharing::always}; }
 };
 
 using emulated_backends = std::tuple<emulated_backend, emulated_one_launch_backend, emulated_warp_backend,
@@ -198,9 +202,11 @@ TEST_CASE("cuda emulated: compare_and_advance_layers on a mixed model, every mod
   for (auto pol : {fevo_test::emulated_policy{}, fevo_test::emulated_policy{1, 5},
                    fevo_test::emulated_policy{SIZE_MAX, 2}, fevo_test::emulated_policy{16384, 4, true},
                    fevo_test::emulated_policy{1, 3, true}, fevo_test::emulated_policy{SIZE_MAX, 1, true},
-                   fevo_test::emulated_policy{16384, 3, false, true}, fevo_test::emulated_policy{SIZE_MAX, 2, true, true}}) {
+                   fevo_test::emulated_policy{16384, 3, false, fevo::cuda::detail::sharing::always},
+                   fevo_test::emulated_policy{SIZE_MAX, 2, true, fevo::cuda::detail::sharing::always},
+                   fevo_test::emulated_policy{16384, 2, false, fevo::cuda::detail::sharing::never}}) {
     INFO("block_from " << pol.block_from << ", blocks " << pol.blocks << ", one launch " << pol.one_launch
-                       << ", shared warps " << pol.share_warps);
+                       << ", shared warps " << int(pol.share_warps) << " (0 automatic, 1 always, 2 never)");
     fevo_test::check_advance_model_every_dtype<fevo_test::emulated_env>(pol);
   }
 }
@@ -287,6 +293,66 @@ TEST_CASE("cuda emulated: shared warps give small packed filters 8 or 16 lanes",
   CHECK(items_of(33, false, 16) == 3);
   CHECK(items_of(33, false) == 5);
   CHECK(items_of(33, true, 8) == 33);
+}
+
+TEST_CASE("cuda emulated: warps are shared by default where small filters hold an eighth of the weights",
+          "[cuda]") {
+  using fevo::cuda::detail::sharing;
+  using fevo::cuda::detail::use_shared_warps;
+  CHECK(use_shared_warps(sharing::automatic, 1, 8));
+  CHECK_FALSE(use_shared_warps(sharing::automatic, 1, 9));
+  CHECK(use_shared_warps(sharing::always, 1, 1000));
+  CHECK_FALSE(use_shared_warps(sharing::always, 0, 1000));  // no layer would share: plain kernel
+  CHECK_FALSE(use_shared_warps(sharing::never, 8, 8));
+  // A 1x1 layer of 64-weight filters (8 lanes each) beside 8 filters of 3x3x512: 1024 of 37888
+  // weights (2.7%) share, or 8192 of 45056 (18%).
+  fevo_test::rng g = fevo_test::rng_for("automatic sharing");
+  const auto model = [&](std::size_t small_filters) {
+    const std::size_t shapes[2][4] = {{small_filters, 64, 1, 1}, {8, 512, 3, 3}};
+    std::vector<std::vector<float>> host;
+    for (const auto& sh : shapes) {
+      const std::size_t n = sh[0] * sh[1] * sh[2] * sh[3];
+      std::vector<float> h(2 * n);
+      for (std::size_t e = 0; e < n; ++e) {
+        h[e] = float(g.uniform() - 0.5);
+        h[n + e] = e % 3 == 0 ? h[e] : h[e] + float((g.uniform() - 0.5) * 1e-2);
+      }
+      host.push_back(std::move(h));
+    }
+    return host;
+  };
+  for (const std::size_t small : {std::size_t(16), std::size_t(128)}) {
+    const auto host = model(small);
+    const std::size_t shapes[2][4] = {{small, 64, 1, 1}, {8, 512, 3, 3}};
+    std::vector<fevo_test::emulated_env::buffer<float>> mem;
+    for (const auto& h : host) mem.emplace_back(h);
+    std::vector<fevo::layer_pair<float, fevo::device_space>> layers;
+    std::vector<fevo::layer_pair<float>> host_layers;
+    for (std::size_t k = 0; k < 2; ++k) {
+      const auto& sh = shapes[k];
+      const std::size_t n = sh[0] * sh[1] * sh[2] * sh[3];
+      layers.push_back({"l" + std::to_string(k),
+                        fevo::oihw<fevo::device_space>(static_cast<const float*>(mem[k].p), sh[0], sh[1], sh[2], sh[3]),
+                        fevo::oihw<fevo::device_space>(static_cast<const float*>(mem[k].p + n), sh[0], sh[1], sh[2], sh[3])});
+      host_layers.push_back({"l" + std::to_string(k), fevo::oihw(host[k].data(), sh[0], sh[1], sh[2], sh[3]),
+                             fevo::oihw(host[k].data() + n, sh[0], sh[1], sh[2], sh[3])});
+    }
+    const auto ref = fevo::compute_layers(fevo::seq, host_layers, 1e-3);
+    for (const sharing s : {sharing::automatic, sharing::always, sharing::never}) {
+      INFO(small << " small filters, sharing " << int(s) << " (0 automatic, 1 always, 2 never)");
+      std::size_t& shared = fevo_test::emulated_memory::for_this_thread().shared_launches;
+      const std::size_t before = shared;
+      const auto got = fevo::compute_layers(fevo_test::emulated_policy{16384, 4, false, s}, layers, 1e-3);
+      const bool expect = s == sharing::always || (s == sharing::automatic && small == 128);
+      CHECK(shared - before == (expect ? 1u : 0u));
+      REQUIRE(got.size() == ref.size());
+      for (std::size_t k = 0; k < ref.size(); ++k) {
+        CHECK(got[k].totals.changed == ref[k].totals.changed);
+        CHECK(got[k].totals.zero_channels == ref[k].totals.zero_channels);
+        CHECK(got[k].D == Approx(ref[k].D).epsilon(1e-12));
+      }
+    }
+  }
 }
 
 TEST_CASE("cuda emulated: a repeated call finds its descriptors on the device and gives the same results",

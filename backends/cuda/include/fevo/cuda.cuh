@@ -15,7 +15,8 @@
 // par.block_from weights (default 16384, e.g. 3x3x2048) are read by a whole block each, smaller
 // ones by a warp each (on an H100 a warp per filter was as fast or faster for every VGG-16 and
 // ResNet-50 layer: bench/bench_cuda.cu); par.block_per_filter_from(n) changes the switch, and
-// par.warp_sharing() lets small packed filters share a warp, 8 or 16 lanes each. These two are
+// small packed filters share a warp, 8 or 16 lanes each, where they hold an eighth of the
+// weights or more (par.warp_sharing(true / false): always / never). These two are
 // tuning knobs: counts are identical either way, D equal but for its last bits (its double sums
 // are grouped differently), and every run of one configuration gives the same bits.
 // Host views do not compile with this backend; device pointers that turn out to be host memory,
@@ -51,8 +52,9 @@ struct policy {
   /// Each layer's totals are merged in the fused launch itself, by the block that finishes the
   /// layer's last filter, instead of by a second launch.
   bool one_launch = false;
-  /// Small packed filters share a warp, 16 or 8 lanes each (two or four filters at once).
-  bool share_warps = false;
+  /// Small packed filters share a warp, 16 or 8 lanes each (two or four filters at once):
+  /// by default where they hold an eighth of a call's weights or more (detail::shared_from).
+  detail::sharing share_warps = detail::sharing::automatic;
   /// A copy of this policy whose work is ordered on `s`.
   constexpr policy on(cudaStream_t s) const {
     policy p = *this;
@@ -73,15 +75,17 @@ struct policy {
     p.one_launch = on;
     return p;
   }
-  /// A copy of this policy in which packed filters of up to a few hundred weights share a warp,
-  /// 8 lanes each up to 256 f32 or 512 f16/bf16 weights, 16 lanes each up to twice that (f64:
-  /// 16 lanes up to 256 weights): 2 or 4 filters at once, so
+  /// A copy of this policy in which packed filters of up to a few hundred weights share a warp
+  /// (`true`) or never do (`false`): 8 lanes each up to 256 f32 or 512 f16/bf16 weights, 16
+  /// lanes each up to twice that (f64: 16 lanes up to 256 weights), 2 or 4 filters at once, so
   /// that small filters (ResNet-50's 1x1 convolutions) keep every lane's loads in flight and share
-  /// the per-filter reductions. Results are identical but for D's last bits (its sums are grouped
-  /// differently); bench/bench_cuda.cu measures whether it is faster.
+  /// the per-filter reductions. By default (neither) they share a warp when the layers that would
+  /// share hold at least an eighth of the call's weights (ResNet-50 yes, VGG-16 no). Results are
+  /// identical but for D's last bits (its sums are grouped differently); bench/bench_cuda.cu
+  /// measures both.
   constexpr policy warp_sharing(bool on = true) const {
     policy p = *this;
-    p.share_warps = on;
+    p.share_warps = on ? detail::sharing::always : detail::sharing::never;
     return p;
   }
   detail::pass_options options() const { return {block_from, one_launch, share_warps}; }

@@ -179,6 +179,33 @@ struct lane_totals {
     nonfinite += rule::nonfinite(a);
     return c;
   }
+
+  /// The V weight pairs of a vector: their squares summed as a tree and added once, the counts
+  /// added once by popcount (short dependency chains: a chain of V double adds per vector kept
+  /// each warp waiting on its own arithmetic). Returns the changed flags, bit k for pair k.
+  template <int V>
+  __device__ std::uint32_t add_vector(const T (&p)[V], const T (&n)[V], compute_t<T> tau) {
+    static_assert(V > 0 && V <= 32 && (V & (V - 1)) == 0, "a power of two up to 32 pairs");
+    double sq[V];
+    std::uint32_t c = 0, nf = 0;
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      const compute_t<T> d = load(n[k]) - load(p[k]);
+      const compute_t<T> a = rule::magnitude(d);
+      c |= std::uint32_t(rule::changed(a, tau)) << k;
+      nf |= std::uint32_t(rule::nonfinite(a)) << k;
+      sq[k] = rule::square(d);
+    }
+#pragma unroll
+    for (int w = V / 2; w > 0; w /= 2) {
+#pragma unroll
+      for (int k = 0; k < w; ++k) sq[k] += sq[k + w];
+    }
+    sum_sq += sq[0];
+    changed += unsigned(__popc(c));
+    nonfinite += unsigned(__popc(nf));
+    return c;
+  }
 };
 
 /// Index of the layer that holds work item `item`.
@@ -286,8 +313,7 @@ __device__ inline void fold_packed(T* pp, const T* pn, std::uint32_t size, int t
       const std::uint32_t v = base + std::uint32_t(u * p + t);
       std::uint32_t m = 0;
       if (v < own) {
-#pragma unroll
-        for (int k = 0; k < V; ++k) m |= std::uint32_t(acc.add(a[u].v[k], b[u].v[k], tau)) << k;
+        m = acc.add_vector(a[u].v, b[u].v, tau);
         if (Advance) reinterpret_cast<vec*>(pp)[v] = b[u];
       }
       if (bits) {

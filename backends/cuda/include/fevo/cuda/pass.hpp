@@ -41,11 +41,31 @@ struct advance_pair {
 
 namespace detail {
 
+/// Whether small packed filters share a warp (2 or 4 to a warp, group_for).
+enum class sharing : unsigned char {
+  automatic,  ///< when the layers whose filters would share hold at least shared_from of the weights
+  always,
+  never,
+};
+/// The share of a call's weights in layers whose filters would share a warp from which the
+/// automatic choice takes the shared-warp kernel. That kernel helps small filters (H200: ResNet-50
+/// 1x1 convolutions, 26% of its f32 weights, 43% of bf16: kernels 12% and 28% faster) and costs
+/// the others a little (VGG-16 bf16, 0.25% in shared layers: 6% slower), so it is taken only
+/// where small filters are a good part of the work.
+inline constexpr double shared_from = 0.125;
+
+/// Whether a pass launches the shared-warp kernel: `shared_weights` of its `weights` are in
+/// layers whose filters would share a warp.
+inline bool use_shared_warps(sharing s, std::size_t shared_weights, std::size_t weights) {
+  if (s == sharing::never || shared_weights == 0) return false;
+  return s == sharing::always || double(shared_weights) >= shared_from * double(weights);
+}
+
 /// How a pass runs (fevo::cuda::policy's tuning knobs; results do not depend on them).
 struct pass_options {
-  std::size_t block_from = 16384;  ///< filters of at least this many weights get a block each
-  bool one_launch = false;         ///< merge each layer's totals in the fused launch
-  bool share_warps = false;        ///< small packed filters: 2 or 4 to a warp (group_for)
+  std::size_t block_from = 16384;       ///< filters of at least this many weights get a block each
+  bool one_launch = false;              ///< merge each layer's totals in the fused launch
+  sharing share = sharing::automatic;   ///< small packed filters 2 or 4 to a warp
 };
 
 /// Kernel launches of one fused pass (a whole model in one call).
@@ -106,8 +126,8 @@ void run_pass(Device& dev, const pass_options& opt, layer_task<T, device_space>*
               T* const* advance_prev) {
   using desc = layer_desc<T>;
   std::vector<desc> descs(n_tasks);
-  std::size_t filters = 0, r_total = 0, items = 0;
-  bool want_filters = false, shared = false;
+  std::size_t filters = 0, r_total = 0, items = 0, weights = 0, shared_weights = 0;
+  bool want_filters = false;
   for (std::size_t k = 0; k < n_tasks; ++k) {
     const auto& t = tasks[k];
     dev.check_pointer(t.prev.data_handle(), "prev", k);
@@ -119,11 +139,16 @@ void run_pass(Device& dev, const pass_options& opt, layer_task<T, device_space>*
     d.packed = vector_friendly(t.prev) && vector_friendly(t.next) ? 1 : 0;
     const std::size_t size = t.prev.filter_size();
     d.block = size >= opt.block_from && size <= block_bits ? 1 : 0;
-    d.group = opt.share_warps && d.packed && !d.block ? group_for<T>(size) : 32;
-    shared = shared || d.group < 32;
-    d.first_item = items;
-    items += items_of(t.prev.filters(), d.block != 0, d.group);
+    d.group = d.packed && !d.block ? group_for<T>(size) : 32;  // if warps are shared (below)
+    weights += t.prev.filters() * size;
+    if (d.group < 32) shared_weights += t.prev.filters() * size;
     want_filters = want_filters || t.per_filter;
+  }
+  const bool shared = use_shared_warps(opt.share, shared_weights, weights);
+  for (desc& d : descs) {
+    if (!shared) d.group = 32;
+    d.first_item = items;
+    items += items_of(d.ext[0], d.block != 0, d.group);
   }
 
   // One scratch block on the device and its mirror in host staging memory:
