@@ -11,12 +11,14 @@
 //     keeps every lane's loads in flight and the per-filter reductions are shared.
 // Either way the filter's weights are folded with the core's element rules:
 //   - packed layers (each filter's C*H*W weights contiguous in both snapshots, 16-byte aligned
-//     filters) are read with 16-byte vector loads, several in flight per thread; any other strides
-//     use element loads, which are still coalesced when consecutive weights are adjacent;
+//     filters) are read with 16-byte vector loads, several in flight per thread, the next round's
+//     lines (or the next filter's first) prefetched into L2 meanwhile; any other strides use
+//     element loads, which are still coalesced when consecutive weights are adjacent;
 //   - each weight's "changed" flag goes into a bitset in shared memory (one per warp, or the
 //     whole block's in block mode), assembled a word at a time with warp shuffles or ballots, from
 //     which the per-(filter, channel) counts R_ic, the zero channels (Z) and the changed count (S)
-//     come after the pass, in the same read of memory;
+//     come after the pass, in the same read of memory (a packed 1x1 layer without R_ic needs no
+//     bitset: its zero channels are its unchanged weights);
 //   - D is summed per thread in double (exact squares) and reduced in a fixed order.
 // Filters larger than the bitset of their mode are folded channel by channel by one warp.
 // With Advance, the kernel also stores each next weight over the prev weight it just read
