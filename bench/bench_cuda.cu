@@ -169,23 +169,6 @@ void BM_fused_kernels_with(benchmark::State& st, std::string name, fevo::cuda::p
   kernels_only<T>(st, [&] { benchmark::DoNotOptimize(fevo::compute_layers(pol, m.layers, tau)); });
   st.SetBytesProcessed(st.iterations() * int64_t(2 * m.n * sizeof(T)));
 }
-template <class T>
-void BM_fused_kernels(benchmark::State& st, std::string name) { BM_fused_kernels_with<T>(st, name, fevo::cuda::par); }
-
-template <class T>
-void BM_kernels_1launch(benchmark::State& st, std::string name) {
-  BM_fused_kernels_with<T>(st, name, fevo::cuda::par.single_launch());
-}
-
-template <class T>
-void BM_kernels_shared(benchmark::State& st, std::string name) {
-  BM_fused_kernels_with<T>(st, name, fevo::cuda::par.warp_sharing());
-}
-
-template <class T>
-void BM_kernels_unshared(benchmark::State& st, std::string name) {
-  BM_fused_kernels_with<T>(st, name, fevo::cuda::par.warp_sharing(false));
-}
 
 template <class T>
 void BM_compare_kernels_with(benchmark::State& st, std::string name, fevo::cuda::policy pol) {
@@ -194,49 +177,6 @@ void BM_compare_kernels_with(benchmark::State& st, std::string name, fevo::cuda:
   const auto& pairs = a.pairs;
   kernels_only<T>(st, [&] { benchmark::DoNotOptimize(fevo::cuda::compare_and_advance_layers(pol, pairs, tau)); });
   st.SetBytesProcessed(st.iterations() * int64_t(3 * m.n * sizeof(T)));
-}
-template <class T>
-void BM_compare_kernels(benchmark::State& st, std::string name) {
-  BM_compare_kernels_with<T>(st, name, fevo::cuda::par);
-}
-template <class T>
-void BM_compare_1launch(benchmark::State& st, std::string name) {
-  BM_compare_kernels_with<T>(st, name, fevo::cuda::par.single_launch());
-}
-
-template <class T>
-void BM_compare_shared(benchmark::State& st, std::string name) {
-  BM_compare_kernels_with<T>(st, name, fevo::cuda::par.warp_sharing());
-}
-
-template <class T>
-void BM_compare_unshared(benchmark::State& st, std::string name) {
-  BM_compare_kernels_with<T>(st, name, fevo::cuda::par.warp_sharing(false));
-}
-
-template <class T>
-void BM_fused(benchmark::State& st, std::string name) { BM_fused_with<T>(st, name, fevo::cuda::par, false); }
-template <class T>
-void BM_fused_first(benchmark::State& st, std::string name) { BM_fused_with<T>(st, name, fevo::cuda::par, true); }
-template <class T>
-void BM_fused_1launch(benchmark::State& st, std::string name) {
-  BM_fused_with<T>(st, name, fevo::cuda::par.single_launch(), false);
-}
-template <class T>
-void BM_fused_shared(benchmark::State& st, std::string name) {
-  BM_fused_with<T>(st, name, fevo::cuda::par.warp_sharing(), false);
-}
-template <class T>
-void BM_fused_warp(benchmark::State& st, std::string name) {
-  BM_fused_with<T>(st, name, fevo::cuda::par.block_per_filter_from(SIZE_MAX), false);
-}
-template <class T>
-void BM_fused_block1k(benchmark::State& st, std::string name) {
-  BM_fused_with<T>(st, name, fevo::cuda::par.block_per_filter_from(1024), false);
-}
-template <class T>
-void BM_fused_block16k(benchmark::State& st, std::string name) {
-  BM_fused_with<T>(st, name, fevo::cuda::par.block_per_filter_from(16384), false);
 }
 
 template <class T>
@@ -318,38 +258,56 @@ class collector : public benchmark::ConsoleReporter {
   }
 };
 
+/// A policy timed under a benchmark name (the variants at the top of this file).
+struct variant {
+  const char* name;
+  fevo::cuda::policy pol;
+};
+
 void register_all() {
+  using fevo::cuda::par;
+  const variant calls[] = {{"BM_fused_1launch", par.single_launch()},
+                           {"BM_fused_shared", par.warp_sharing()},
+                           {"BM_fused_warp", par.block_per_filter_from(SIZE_MAX)},
+                           {"BM_fused_block1k", par.block_per_filter_from(1024)},
+                           {"BM_fused_block16k", par.block_per_filter_from(16384)}};
+  const variant kernels[] = {{"BM_fused_kernels", par},
+                             {"BM_kernels_1launch", par.single_launch()},
+                             {"BM_kernels_shared", par.warp_sharing()},
+                             {"BM_kernels_unshared", par.warp_sharing(false)}};
+  const variant compares[] = {{"BM_compare_kernels", par},
+                              {"BM_compare_1launch", par.single_launch()},
+                              {"BM_compare_shared", par.warp_sharing()},
+                              {"BM_compare_unshared", par.warp_sharing(false)}};
   for (const char* model : {"vgg16", "resnet50"}) {
     const std::string m = model;
-#define FEVO_REG(fn, T, tag) \
-  benchmark::RegisterBenchmark((std::string(#fn) + "/" + m + "/" + tag).c_str(), fn<T>, m)->UseManualTime()->Unit(benchmark::kMicrosecond)
-    FEVO_REG(BM_fused, float, "f32");
-    FEVO_REG(BM_fused, fevo::bfloat16, "bf16");
-    FEVO_REG(BM_fused_first, float, "f32");
-    FEVO_REG(BM_fused_kernels, float, "f32");
-    FEVO_REG(BM_fused_kernels, fevo::bfloat16, "bf16");
-    FEVO_REG(BM_compare_kernels, float, "f32");
-    FEVO_REG(BM_fused_1launch, float, "f32");
-    FEVO_REG(BM_kernels_1launch, float, "f32");
-    FEVO_REG(BM_kernels_1launch, fevo::bfloat16, "bf16");
-    FEVO_REG(BM_compare_1launch, float, "f32");
-    FEVO_REG(BM_fused_shared, float, "f32");
-    FEVO_REG(BM_kernels_shared, float, "f32");
-    FEVO_REG(BM_kernels_shared, fevo::bfloat16, "bf16");
-    FEVO_REG(BM_compare_shared, float, "f32");
-    FEVO_REG(BM_kernels_unshared, float, "f32");
-    FEVO_REG(BM_kernels_unshared, fevo::bfloat16, "bf16");
-    FEVO_REG(BM_compare_unshared, float, "f32");
-    FEVO_REG(BM_fused_warp, float, "f32");
-    FEVO_REG(BM_fused_block1k, float, "f32");
-    FEVO_REG(BM_fused_block16k, float, "f32");
-    FEVO_REG(BM_compare_advance, float, "f32");
-    FEVO_REG(BM_compare_advance, fevo::bfloat16, "bf16");
-    FEVO_REG(BM_cub_reduce, float, "f32");
-    FEVO_REG(BM_cub_reduce, fevo::bfloat16, "bf16");
-    FEVO_REG(BM_memcpy_d2d, float, "f32");
-    FEVO_REG(BM_thrust, float, "f32");
-#undef FEVO_REG
+    const auto reg = [&](const std::string& name, const char* tag, auto&& fn) {
+      benchmark::RegisterBenchmark((name + "/" + m + "/" + tag).c_str(), fn)
+          ->UseManualTime()
+          ->Unit(benchmark::kMicrosecond);
+    };
+    reg("BM_fused", "f32", [m](benchmark::State& st) { BM_fused_with<float>(st, m, par, false); });
+    reg("BM_fused", "bf16", [m](benchmark::State& st) { BM_fused_with<fevo::bfloat16>(st, m, par, false); });
+    reg("BM_fused_first", "f32", [m](benchmark::State& st) { BM_fused_with<float>(st, m, par, true); });
+    for (const variant& v : kernels) {
+      const fevo::cuda::policy pol = v.pol;
+      reg(v.name, "f32", [m, pol](benchmark::State& st) { BM_fused_kernels_with<float>(st, m, pol); });
+      reg(v.name, "bf16", [m, pol](benchmark::State& st) { BM_fused_kernels_with<fevo::bfloat16>(st, m, pol); });
+    }
+    for (const variant& v : compares) {
+      const fevo::cuda::policy pol = v.pol;
+      reg(v.name, "f32", [m, pol](benchmark::State& st) { BM_compare_kernels_with<float>(st, m, pol); });
+    }
+    for (const variant& v : calls) {
+      const fevo::cuda::policy pol = v.pol;
+      reg(v.name, "f32", [m, pol](benchmark::State& st) { BM_fused_with<float>(st, m, pol, false); });
+    }
+    reg("BM_compare_advance", "f32", [m](benchmark::State& st) { BM_compare_advance<float>(st, m); });
+    reg("BM_compare_advance", "bf16", [m](benchmark::State& st) { BM_compare_advance<fevo::bfloat16>(st, m); });
+    reg("BM_cub_reduce", "f32", [m](benchmark::State& st) { BM_cub_reduce<float>(st, m); });
+    reg("BM_cub_reduce", "bf16", [m](benchmark::State& st) { BM_cub_reduce<fevo::bfloat16>(st, m); });
+    reg("BM_memcpy_d2d", "f32", [m](benchmark::State& st) { BM_memcpy_d2d<float>(st, m); });
+    reg("BM_thrust", "f32", [m](benchmark::State& st) { BM_thrust<float>(st, m); });
   }
 }
 

@@ -307,36 +307,10 @@ TEST_CASE("cuda emulated: warps are shared by default where small filters hold a
   // A 1x1 layer of 64-weight filters (8 lanes each) beside 8 filters of 3x3x512: 1024 of 37888
   // weights (2.7%) share, or 8192 of 45056 (18%).
   fevo_test::rng g = fevo_test::rng_for("automatic sharing");
-  const auto model = [&](std::size_t small_filters) {
-    const std::size_t shapes[2][4] = {{small_filters, 64, 1, 1}, {8, 512, 3, 3}};
-    std::vector<std::vector<float>> host;
-    for (const auto& sh : shapes) {
-      const std::size_t n = sh[0] * sh[1] * sh[2] * sh[3];
-      std::vector<float> h(2 * n);
-      for (std::size_t e = 0; e < n; ++e) {
-        h[e] = float(g.uniform() - 0.5);
-        h[n + e] = e % 3 == 0 ? h[e] : h[e] + float((g.uniform() - 0.5) * 1e-2);
-      }
-      host.push_back(std::move(h));
-    }
-    return host;
-  };
   for (const std::size_t small : {std::size_t(16), std::size_t(128)}) {
-    const auto host = model(small);
-    const std::size_t shapes[2][4] = {{small, 64, 1, 1}, {8, 512, 3, 3}};
-    std::vector<fevo_test::emulated_env::buffer<float>> mem;
-    for (const auto& h : host) mem.emplace_back(h);
-    std::vector<fevo::layer_pair<float, fevo::device_space>> layers;
-    std::vector<fevo::layer_pair<float>> host_layers;
-    for (std::size_t k = 0; k < 2; ++k) {
-      const auto& sh = shapes[k];
-      const std::size_t n = sh[0] * sh[1] * sh[2] * sh[3];
-      layers.push_back({"l" + std::to_string(k),
-                        fevo::oihw<fevo::device_space>(static_cast<const float*>(mem[k].p), sh[0], sh[1], sh[2], sh[3]),
-                        fevo::oihw<fevo::device_space>(static_cast<const float*>(mem[k].p + n), sh[0], sh[1], sh[2], sh[3])});
-      host_layers.push_back({"l" + std::to_string(k), fevo::oihw(host[k].data(), sh[0], sh[1], sh[2], sh[3]),
-                             fevo::oihw(host[k].data() + n, sh[0], sh[1], sh[2], sh[3])});
-    }
+    const fevo_test::float_model<fevo_test::emulated_env> model(g, {{small, 64, 1, 1}, {8, 512, 3, 3}}, 3);
+    const auto& layers = model.device;
+    const auto& host_layers = model.host;
     const auto ref = fevo::compute_layers(fevo::seq, host_layers, 1e-3);
     for (const sharing s : {sharing::automatic, sharing::always, sharing::never}) {
       INFO(small << " small filters, sharing " << int(s) << " (0 automatic, 1 always, 2 never)");
@@ -345,12 +319,7 @@ TEST_CASE("cuda emulated: warps are shared by default where small filters hold a
       const auto got = fevo::compute_layers(fevo_test::emulated_policy{16384, 4, false, s}, layers, 1e-3);
       const bool expect = s == sharing::always || (s == sharing::automatic && small == 128);
       CHECK(shared - before == (expect ? 1u : 0u));
-      REQUIRE(got.size() == ref.size());
-      for (std::size_t k = 0; k < ref.size(); ++k) {
-        CHECK(got[k].totals.changed == ref[k].totals.changed);
-        CHECK(got[k].totals.zero_channels == ref[k].totals.zero_channels);
-        CHECK(got[k].D == Approx(ref[k].D).epsilon(1e-12));
-      }
+      fevo_test::check_like(got, ref);
     }
   }
 }

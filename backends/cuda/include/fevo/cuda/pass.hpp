@@ -49,7 +49,7 @@ enum class sharing : unsigned char {
 };
 /// The share of a call's weights in layers whose filters would share a warp from which the
 /// automatic choice takes the shared-warp kernel. That kernel helps small filters (H200: ResNet-50
-/// 1x1 convolutions, 26% of its f32 weights, 43% of bf16: kernels 12% and 28% faster) and costs
+/// 1x1 convolutions, 26% of its f32 weights, 43% of bf16: kernels 9% and 30% faster) and costs
 /// the others a little (VGG-16 bf16, 0.25% in shared layers: 6% slower), so it is taken only
 /// where small filters are a good part of the work.
 inline constexpr double shared_from = 0.125;
@@ -180,7 +180,7 @@ void run_pass(Device& dev, const pass_options& opt, layer_task<T, device_space>*
   a.totals = reinterpret_cast<partial*>(base + o_totals);
   a.r = reinterpret_cast<std::uint32_t*>(base + o_r);
   a.done = opt.one_launch ? reinterpret_cast<unsigned long long*>(base + o_done) : nullptr;
-  // The kernel with shared warps only where a layer has them (its loops take more registers).
+  // The shared-warp kernel is a second instantiation (its loops take more registers).
   const std::size_t max_blocks =
       shared ? dev.template max_blocks<T, Advance, true>() : dev.template max_blocks<T, Advance, false>();
   a.grid = static_cast<unsigned>(items < max_blocks ? items : max_blocks);
