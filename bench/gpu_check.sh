@@ -67,24 +67,23 @@ for (model, ty), fused in rows.items():
         print(f"{model} {ty}: fused {fused:.1f} GB/s vs torch eager {t:.1f} GB/s = {r:.1f}x (target >= 5) {'PASS' if r >= 5 else 'MISS'}")
 PY
 log "torch done"
-# Nsight Compute on the first two calls of the fused pass (two launches each) and of the one-launch
-# variant: duration, DRAM throughput, occupancy and its limits, and where warps stall. Counting
-# launches from the first: a ResNet-50 benchmark may run a single iteration under the profiler.
+# Nsight Compute on the first two calls of the fused pass (two launches each), of the one-launch
+# variant on VGG-16 and of the shared-warp variant on ResNet-50: duration, DRAM throughput,
+# occupancy and its limits, and where warps stall. Counting launches from the first: a ResNet-50
+# benchmark may run a single iteration under the profiler.
 # FEVO_GPU_QUICK=1 skips the profiler and compute-sanitizer (a rerun that only times).
 quick=${FEVO_GPU_QUICK:-0}
 if [ "$quick" != 1 ] && command -v ncu >/dev/null; then
   for mb in vgg16/fused vgg16/fused_1launch resnet50/fused resnet50/fused_shared; do
     m=${mb%/*} b=${mb#*/}
-    {
-      timeout 40 ncu --clock-control none --kernel-name regex:'fold_filters|reduce_layers' --launch-count 4 \
-        --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
-        --metrics dram__bytes_read.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active \
-        ./build-gpu/bench/fevo_bench_cuda --benchmark_filter="^BM_$b/$m/f32" --benchmark_min_time=0.001 \
-        >"$out/ncu-$m-$b.txt" 2>&1
-      log "ncu $m $b: exit $?"
-      grep -E '^  [a-z_]+.*(fold_filters|reduce_layers)|Duration|DRAM Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per Thread|Block Limit (Registers|Shared Mem)|Warp Cycles Per Issued|dram__throughput|sm__warps_active|stall' \
-        "$out/ncu-$m-$b.txt" | cut -c1-200 | tee -a "$out/summary.txt"
-    }
+    timeout 40 ncu --clock-control none --kernel-name regex:'fold_filters|reduce_layers' --launch-count 4 \
+      --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+      --metrics dram__bytes_read.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active \
+      ./build-gpu/bench/fevo_bench_cuda --benchmark_filter="^BM_$b/$m/f32" --benchmark_min_time=0.001 \
+      >"$out/ncu-$m-$b.txt" 2>&1
+    log "ncu $m $b: exit $?"
+    grep -E '^  [a-z_]+.*(fold_filters|reduce_layers)|Duration|DRAM Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per Thread|Block Limit (Registers|Shared Mem)|Warp Cycles Per Issued|dram__throughput|sm__warps_active|stall' \
+      "$out/ncu-$m-$b.txt" | cut -c1-200 | tee -a "$out/summary.txt"
   done
 fi
 # The CUDA-only cases (mixed models, every mode and dtype) under compute-sanitizer.
