@@ -15,6 +15,9 @@
 //                      eighth of the weights, ResNet-50 yes, VGG-16 no)
 //   kernels_unshared, compare_unshared
 //                      fused_kernels and compare_kernels with par.warp_sharing(false)
+//   fused_lean, kernels_lean, compare_lean
+//                      fused, fused_kernels and compare_kernels with par.lean_kernel(): the kernel
+//                      with block mode and the in-launch merge compiled out, 3 blocks per SM
 //   fused_warp, fused_block1k, fused_block16k
 //                      the same with other warp/block switches (par.block_per_filter_from):
 //                      a warp per filter always, a block from 1024 and from 16384 weights
@@ -268,17 +271,20 @@ void register_all() {
   using fevo::cuda::par;
   const variant calls[] = {{"BM_fused_1launch", par.single_launch()},
                            {"BM_fused_shared", par.warp_sharing()},
+                           {"BM_fused_lean", par.lean_kernel()},
                            {"BM_fused_warp", par.block_per_filter_from(SIZE_MAX)},
                            {"BM_fused_block1k", par.block_per_filter_from(1024)},
                            {"BM_fused_block16k", par.block_per_filter_from(16384)}};
   const variant kernels[] = {{"BM_fused_kernels", par},
                              {"BM_kernels_1launch", par.single_launch()},
                              {"BM_kernels_shared", par.warp_sharing()},
-                             {"BM_kernels_unshared", par.warp_sharing(false)}};
+                             {"BM_kernels_unshared", par.warp_sharing(false)},
+                             {"BM_kernels_lean", par.lean_kernel()}};
   const variant compares[] = {{"BM_compare_kernels", par},
                               {"BM_compare_1launch", par.single_launch()},
                               {"BM_compare_shared", par.warp_sharing()},
-                              {"BM_compare_unshared", par.warp_sharing(false)}};
+                              {"BM_compare_unshared", par.warp_sharing(false)},
+                              {"BM_compare_lean", par.lean_kernel()}};
   for (const char* model : {"vgg16", "resnet50"}) {
     const std::string m = model;
     const auto reg = [&](const std::string& name, const char* tag, auto&& fn) {
@@ -376,8 +382,9 @@ int main(int argc, char** argv) {
     const double cub = get("BM_cub_reduce/" + m + "/f32");
     for (const char* v : {"fused", "fused_first", "fused_kernels", "fused_warp", "fused_block1k",
                           "fused_block16k", "fused_1launch", "kernels_1launch", "fused_shared",
-                          "kernels_shared", "kernels_unshared", "compare_kernels", "compare_1launch",
-                          "compare_shared", "compare_unshared"}) {
+                          "kernels_shared", "kernels_unshared", "fused_lean", "kernels_lean",
+                          "compare_kernels", "compare_1launch", "compare_shared", "compare_unshared",
+                          "compare_lean"}) {
       const double g = get(std::string("BM_") + v + "/" + m + "/f32");
       const bool copy_ref = std::string(v).rfind("compare", 0) == 0;
       const double ref = copy_ref ? get("BM_memcpy_d2d/" + m + "/f32") : cub;
@@ -388,7 +395,7 @@ int main(int argc, char** argv) {
   for (const char* model : {"vgg16", "resnet50"}) {
     const std::string m = model;
     const double cub = get("BM_cub_reduce/" + m + "/bf16");
-    for (const char* v : {"fused_kernels", "kernels_1launch", "kernels_shared", "kernels_unshared"}) {
+    for (const char* v : {"fused_kernels", "kernels_1launch", "kernels_shared", "kernels_unshared", "kernels_lean"}) {
       const double g = get(std::string("BM_") + v + "/" + m + "/bf16");
       std::printf("%-10s %-15s %8.1f  %5.2f\n", model, v, g / 1e9, cub > 0 ? g / cub : 0.0);
     }

@@ -68,13 +68,13 @@ for (model, ty), fused in rows.items():
 PY
 log "torch done"
 # Nsight Compute on the first two calls of the fused pass (two launches each), of the one-launch
-# variant on VGG-16 and of the shared-warp variant on ResNet-50: duration, DRAM throughput,
+# and lean variants on VGG-16 and of the shared-warp variant on ResNet-50: duration, DRAM throughput,
 # occupancy and its limits, and where warps stall. Counting launches from the first: a ResNet-50
 # benchmark may run a single iteration under the profiler.
 # FEVO_GPU_QUICK=1 skips the profiler and compute-sanitizer (a rerun that only times).
 quick=${FEVO_GPU_QUICK:-0}
 if [ "$quick" != 1 ] && command -v ncu >/dev/null; then
-  for mb in vgg16/fused vgg16/fused_1launch resnet50/fused resnet50/fused_shared; do
+  for mb in vgg16/fused vgg16/fused_1launch vgg16/fused_lean resnet50/fused resnet50/fused_shared; do
     m=${mb%/*} b=${mb#*/}
     timeout 40 ncu --clock-control none --kernel-name regex:'fold_filters|reduce_layers' --launch-count 4 \
       --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \

@@ -29,19 +29,25 @@ T from_double(double v) {
   else return T::from_float(float(v));
 }
 
-/// A whole "model" of mixed layers through compare_and_advance_layers, against fevo::seq layer
-/// by layer: warp and block modes, packed and strided (an offset view), a filter larger than a
-/// block's bitset (the channel-by-channel path), and small packed filters for shared warps. prev must equal next afterwards, bit for bit,
-/// and nothing outside the views may change.
+/// An OIHW layer shape; `offset`: the view starts one element into its buffer (unaligned).
+struct model_shape {
+  std::size_t o, i, h, w;
+  bool offset;
+};
+
+/// Layers of every kind: warp and block modes, packed and strided (offset views), a filter larger
+/// than a block's bitset (the channel-by-channel path), and small packed filters for shared warps.
+inline std::vector<model_shape> mixed_shapes() {
+  return {{8, 3, 3, 3, false}, {37, 19, 3, 3, false}, {16, 64, 1, 1, false}, {5, 512, 3, 3, false},
+          {3, 7, 7, 7, true},  {2, 30000, 3, 3, false}, {4, 100, 5, 5, true}, {37, 64, 2, 2, false},
+          {11, 96, 1, 1, false}};
+}
+
+/// A whole "model" of layers of the given shapes (by default mixed_shapes()) through
+/// compare_and_advance_layers, against fevo::seq layer by layer. prev must equal next afterwards,
+/// bit for bit, and nothing outside the views may change.
 template <class Env, class T, class Config>
-void check_advance_model(const Config& cfg) {
-  struct shape {
-    std::size_t o, i, h, w;
-    bool offset;
-  };
-  const std::vector<shape> shapes = {{8, 3, 3, 3, false},   {37, 19, 3, 3, false}, {16, 64, 1, 1, false},
-                                     {5, 512, 3, 3, false}, {3, 7, 7, 7, true},    {2, 30000, 3, 3, false},
-                                     {4, 100, 5, 5, true},  {37, 64, 2, 2, false}, {11, 96, 1, 1, false}};
+void check_advance_model(const Config& cfg, const std::vector<model_shape>& shapes = mixed_shapes()) {
   rng g = rng_for("compare_and_advance_layers");
   std::vector<std::vector<T>> a(shapes.size()), b(shapes.size());
   std::vector<std::unique_ptr<typename Env::template buffer<T>>> da, db;
@@ -90,11 +96,20 @@ void check_advance_model(const Config& cfg) {
 }
 
 template <class Env, class Config>
-void check_advance_model_every_dtype(const Config& cfg) {
-  check_advance_model<Env, float>(cfg);
-  check_advance_model<Env, double>(cfg);
-  check_advance_model<Env, fevo::half>(cfg);
-  check_advance_model<Env, fevo::bfloat16>(cfg);
+void check_advance_model_every_dtype(const Config& cfg, const std::vector<model_shape>& shapes = mixed_shapes()) {
+  check_advance_model<Env, float>(cfg, shapes);
+  check_advance_model<Env, double>(cfg, shapes);
+  check_advance_model<Env, fevo::half>(cfg, shapes);
+  check_advance_model<Env, fevo::bfloat16>(cfg, shapes);
+}
+
+/// Layers the lean kernel can serve when no filter gets a block (block_per_filter_from(SIZE_MAX)):
+/// strided (27 and 171 weights, offset views), packed 1x1, 3x3 and 2x2 filters, and the largest
+/// packed filter a warp's bitset holds (32760 weights).
+inline std::vector<model_shape> warp_mode_shapes() {
+  return {{8, 3, 3, 3, false},   {37, 19, 3, 3, false}, {16, 64, 1, 1, false}, {5, 512, 3, 3, false},
+          {3, 7, 7, 7, true},    {4, 100, 5, 5, true},  {37, 64, 2, 2, false}, {11, 96, 1, 1, false},
+          {2, 3640, 3, 3, false}};
 }
 
 /// Repeated compute_layers calls on the same layers find their descriptor table on the device
@@ -140,6 +155,39 @@ inline void check_like(const std::vector<fevo::layer_metrics>& got, const std::v
     CHECK(got[k].totals.zero_channels == ref[k].totals.zero_channels);
     CHECK(got[k].D == Approx(ref[k].D).epsilon(1e-12));
   }
+}
+
+/// Two policies that differ only in how the kernels run (`a` and `b`) give the same bits on a
+/// float model of warp-mode layers (strided, packed 1x1 and 3x3, up to 32760 weights): the whole
+/// model in one call, and each layer alone with every filter's results and R_ic. Returns the
+/// calls made with each policy.
+template <class Env, class Policy>
+std::size_t check_same_bits(const Policy& a, const Policy& b) {
+  rng g = rng_for("same bits");
+  const float_model<Env> model(
+      g, {{8, 3, 3, 3}, {37, 19, 3, 3}, {16, 64, 1, 1}, {5, 512, 3, 3}, {11, 96, 1, 1}, {2, 3640, 3, 3}}, 3);
+  const auto same = [](const fevo::layer_metrics& x, const fevo::layer_metrics& y) {
+    CHECK(std::memcmp(&x.totals, &y.totals, sizeof(fevo::partial)) == 0);
+    CHECK(x.D == y.D);
+  };
+  const auto got = fevo::compute_layers(a, model.device, 1e-3);
+  const auto want = fevo::compute_layers(b, model.device, 1e-3);
+  check_like(want, fevo::compute_layers(fevo::seq, model.host, 1e-3));
+  REQUIRE(got.size() == want.size());
+  for (std::size_t k = 0; k < got.size(); ++k) {
+    INFO("layer " << k);
+    same(got[k], want[k]);
+    fevo::filter_results pa, pb;
+    const auto& l = model.device[k];
+    same(fevo::compute(a, l.prev, l.next, 1e-3, pa, fevo::with_channel_counts),
+         fevo::compute(b, l.prev, l.next, 1e-3, pb, fevo::with_channel_counts));
+    CHECK(pa.D == pb.D);
+    CHECK(pa.changed == pb.changed);
+    CHECK(pa.zero_channels == pb.zero_channels);
+    CHECK(pa.nonfinite == pb.nonfinite);
+    CHECK(pa.channel_changed == pb.channel_changed);
+  }
+  return 1 + got.size();
 }
 
 template <class Env, class PolicyFor>

@@ -74,6 +74,12 @@ struct cuda_shared_warp_backend : device_upload {
   static constexpr const char* name = "fevo::cuda::par.warp_sharing()";
   static auto policy() { return fevo::cuda::par.warp_sharing(); }
 };
+/// The lean kernel (par.lean_kernel()) on every layer a warp reads: all of them, but those of
+/// more than 32768 weights, with a warp per filter.
+struct cuda_lean_backend : device_upload {
+  static constexpr const char* name = "fevo::cuda::par.lean_kernel() (warp per filter)";
+  static auto policy() { return fevo::cuda::par.block_per_filter_from(SIZE_MAX).lean_kernel(); }
+};
 struct thrust_cuda_backend : device_upload {
   static constexpr const char* name = "fevo::thrust::par (cuda)";
   static auto policy() { return fevo::thrust::par; }
@@ -81,7 +87,7 @@ struct thrust_cuda_backend : device_upload {
 
 using cuda_backends =
     std::tuple<cuda_backend, cuda_warp_backend, cuda_block_backend, cuda_one_launch_backend, cuda_shared_warp_backend,
-               thrust_cuda_backend>;
+               cuda_lean_backend, thrust_cuda_backend>;
 
 }  // namespace fevo_test
 
@@ -162,6 +168,16 @@ TEST_CASE("cuda: compare_and_advance_layers on a mixed model, every mode and dty
     INFO("block_from " << pol.block_from << ", one launch " << pol.one_launch << ", shared warps "
                        << int(pol.share_warps) << " (0 automatic, 1 always, 2 never)");
     fevo_test::check_advance_model_every_dtype<gpu_env>(pol);
+  }
+}
+
+TEST_CASE("cuda: the lean kernel on warp-mode layers of every dtype, with the default kernel's bits", "[cuda]") {
+  const auto warps = fevo::cuda::par.block_per_filter_from(SIZE_MAX);
+  for (const bool shared : {false, true}) {
+    INFO("shared warps " << shared);
+    fevo_test::check_advance_model_every_dtype<gpu_env>(warps.warp_sharing(shared).lean_kernel(),
+                                                        fevo_test::warp_mode_shapes());
+    fevo_test::check_same_bits<gpu_env>(warps.warp_sharing(shared).lean_kernel(), warps.warp_sharing(shared));
   }
 }
 

@@ -25,7 +25,8 @@ struct emulated_policy {
   bool one_launch = false;   ///< as fevo::cuda::policy::single_launch()
   /// as fevo::cuda::policy::warp_sharing() (the default: automatic)
   fevo::cuda::detail::sharing share_warps = fevo::cuda::detail::sharing::automatic;
-  fevo::cuda::detail::pass_options options() const { return {block_from, one_launch, share_warps}; }
+  bool lean = false;  ///< as fevo::cuda::policy::lean_kernel()
+  fevo::cuda::detail::pass_options options() const { return {block_from, one_launch, share_warps, lean}; }
 };
 
 /// The device memory of one host thread's emulated calls: the scratch stays from call to call
@@ -37,6 +38,7 @@ struct emulated_memory {
   fevo::cuda::detail::uploaded_table table;
   std::size_t uploads = 0;  ///< descriptor uploads so far
   std::size_t shared_launches = 0;  ///< launches of the shared-warp kernel so far
+  std::size_t lean_launches = 0;    ///< launches of the lean kernel so far
   static emulated_memory& for_this_thread() {
     static thread_local emulated_memory m;
     return m;
@@ -77,7 +79,7 @@ struct emulated_device {
   }
   std::size_t alignment() const { return 16; }
   char* staging(std::size_t bytes) { return exact(staging_mem, bytes); }
-  template <class T, bool Advance, bool Shared>
+  template <class T, bool Advance, bool Shared, bool Lean>
   std::size_t max_blocks() {
     return blocks;
   }
@@ -86,12 +88,13 @@ struct emulated_device {
     ++emulated_memory::for_this_thread().uploads;
   }
   void download(void* dst, const void* src, std::size_t bytes) { std::memcpy(dst, src, bytes); }
-  template <class T, bool Advance, bool Shared>
+  template <class T, bool Advance, bool Shared, bool Lean>
   void fold(const fevo::cuda::detail::pass_args<T>& a) {
     using namespace fevo::cuda::detail;
     if (Shared) ++emulated_memory::for_this_thread().shared_launches;
+    if (Lean) ++emulated_memory::for_this_thread().lean_launches;
     simt::launch(a.grid, block_threads, [&] {
-      fold_filters<T, Advance, Shared>(a.layers, a.n_layers, a.n_items, a.n_filters, a.filters, a.r, a.totals,
+      fold_filters<T, Advance, Shared, Lean>(a.layers, a.n_layers, a.n_items, a.n_filters, a.filters, a.r, a.totals,
                                        a.done);
     });
     ++launches;
@@ -328,4 +331,42 @@ TEST_CASE("cuda emulated: a repeated call finds its descriptors on the device an
           "[cuda]") {
   fevo_test::check_repeated_calls<fevo_test::emulated_env>(
       [](bool one_launch) { return fevo_test::emulated_policy{16384, 3, one_launch}; });
+}
+
+TEST_CASE("cuda emulated: the lean kernel serves passes of warp-mode filters, with the default kernel's bits",
+          "[cuda]") {
+  using fevo::cuda::detail::sharing;
+  using fevo_test::emulated_policy;
+  std::size_t& lean = fevo_test::emulated_memory::for_this_thread().lean_launches;
+  // Every dtype, compare-and-advance, against fevo::seq: one lean launch per call.
+  for (const sharing s : {sharing::automatic, sharing::always, sharing::never}) {
+    INFO("sharing " << int(s) << " (0 automatic, 1 always, 2 never)");
+    const std::size_t before = lean;
+    fevo_test::check_advance_model_every_dtype<fevo_test::emulated_env>(emulated_policy{SIZE_MAX, 3, false, s, true},
+                                                                        fevo_test::warp_mode_shapes());
+    CHECK(lean - before == 4);
+  }
+  // The same bits as the default kernel's.
+  for (const sharing s : {sharing::always, sharing::never}) {
+    for (const unsigned blocks : {1u, 3u, 7u}) {
+      INFO("sharing " << int(s) << ", " << blocks << " blocks");
+      const std::size_t before = lean;
+      const std::size_t calls = fevo_test::check_same_bits<fevo_test::emulated_env>(
+          emulated_policy{SIZE_MAX, blocks, false, s, true}, emulated_policy{SIZE_MAX, blocks, false, s, false});
+      CHECK(lean - before == calls);
+    }
+  }
+  fevo_test::rng g = fevo_test::rng_for("lean kernel");
+  // Passes it cannot serve take the default kernel: a filter in block mode, a filter larger than
+  // a warp's bitset, or one launch.
+  const fevo_test::float_model<fevo_test::emulated_env> big(g, {{4, 16, 3, 3}, {2, 4000, 3, 3}}, 3);
+  const auto big_ref = fevo::compute_layers(fevo::seq, big.host, 1e-3);
+  for (const emulated_policy& pol : {emulated_policy{64, 3, false, sharing::automatic, true},
+                                     emulated_policy{SIZE_MAX, 3, false, sharing::automatic, true},
+                                     emulated_policy{SIZE_MAX, 3, true, sharing::automatic, true}}) {
+    INFO("block_from " << pol.block_from << ", one launch " << pol.one_launch);
+    const std::size_t before = lean;
+    fevo_test::check_like(fevo::compute_layers(pol, big.device, 1e-3), big_ref);
+    CHECK(lean == before);
+  }
 }

@@ -19,6 +19,9 @@
 // weights or more (par.warp_sharing(true / false): always / never). These two are
 // tuning knobs: counts are identical either way, D equal but for its last bits (its double sums
 // are grouped differently), and every run of one configuration gives the same bits.
+// par.lean_kernel() is a third, off by default: passes in which every filter is read by a warp
+// launch a kernel with the other paths compiled out (fewer registers, more blocks per SM); it
+// gives the same bits as the default kernel.
 // Host views do not compile with this backend; device pointers that turn out to be host memory,
 // and every CUDA error, are reported as fevo::error. Each pointer is checked with
 // cudaPointerGetAttributes the first time a host thread hands it to fevo::cuda, and trusted on
@@ -55,6 +58,9 @@ struct policy {
   /// Small packed filters share a warp, 16 or 8 lanes each (two or four filters at once):
   /// by default where they hold an eighth of a call's weights or more (detail::shared_from).
   detail::sharing share_warps = detail::sharing::automatic;
+  /// Passes the lean kernel can serve (every filter read by a warp, none above 32768 weights,
+  /// two launches) launch it: 80 registers and 3 blocks per SM instead of 128 and 2.
+  bool lean = false;
   /// A copy of this policy whose work is ordered on `s`.
   constexpr policy on(cudaStream_t s) const {
     policy p = *this;
@@ -88,7 +94,18 @@ struct policy {
     p.share_warps = on ? detail::sharing::always : detail::sharing::never;
     return p;
   }
-  detail::pass_options options() const { return {block_from, one_launch, share_warps}; }
+  /// A copy of this policy whose passes launch the lean kernel (`true`) where they can: every
+  /// filter is read by a warp (none of block_from weights or more, none above 32768) and the
+  /// layers' totals are merged by a second launch (not single_launch()). It is the same kernel
+  /// with the other paths compiled out, so it takes 80 registers instead of 128 and runs 3 blocks
+  /// per SM instead of 2, at the cost of a few spilled bytes; results are the same bits.
+  /// bench/bench_cuda.cu times it (kernels_lean, compare_lean) against the default.
+  constexpr policy lean_kernel(bool on = true) const {
+    policy p = *this;
+    p.lean = on;
+    return p;
+  }
+  detail::pass_options options() const { return {block_from, one_launch, share_warps, lean}; }
 };
 inline constexpr policy par{};
 
@@ -221,7 +238,7 @@ inline std::size_t& upload_count() {
 }
 
 /// Blocks of fold_filters that fit on the current device at once (the grid of one pass).
-template <class T, bool Advance, bool Shared>
+template <class T, bool Advance, bool Shared, bool Lean>
 std::size_t resident_blocks() {
   static thread_local int cached_device = -1;
   static thread_local std::size_t cached = 0;
@@ -230,10 +247,11 @@ std::size_t resident_blocks() {
   if (device == cached_device) return cached;
   check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
   // Ask for the largest shared-memory carveout: each block holds 32 KiB of bitsets.
-  check(cudaFuncSetAttribute(fold_filters<T, Advance, Shared>, cudaFuncAttributePreferredSharedMemoryCarveout,
+  check(cudaFuncSetAttribute(fold_filters<T, Advance, Shared, Lean>, cudaFuncAttributePreferredSharedMemoryCarveout,
                              int(cudaSharedmemCarveoutMaxShared)),
         "cudaFuncSetAttribute");
-  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fold_filters<T, Advance, Shared>, block_threads, 0),
+  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fold_filters<T, Advance, Shared, Lean>,
+                                                      block_threads, 0),
         "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
   cached = std::size_t(sms) * std::size_t(per_sm > 0 ? per_sm : 1);
   cached_device = device;
@@ -252,19 +270,19 @@ struct runtime_device {
   uploaded_table& table() { return scratch::for_this_thread().table; }
   // Pinned host memory: no staging copies, one DMA each way.
   char* staging(std::size_t bytes) { return static_cast<char*>(pinned::for_this_thread().get(bytes)); }
-  template <class T, bool Advance, bool Shared>
+  template <class T, bool Advance, bool Shared, bool Lean>
   std::size_t max_blocks() {
-    return resident_blocks<T, Advance, Shared>();
+    return resident_blocks<T, Advance, Shared, Lean>();
   }
   void upload(void* dst, const void* src, std::size_t bytes) {
     check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream), "copying layer descriptors");
     ++upload_count();
   }
-  template <class T, bool Advance, bool Shared>
+  template <class T, bool Advance, bool Shared, bool Lean>
   void fold(const pass_args<T>& a) {
     kernel_timer& timer = kernel_timer::for_this_thread();
     if (timer.on) timer.start(stream);
-    fold_filters<T, Advance, Shared><<<a.grid, block_threads, 0, stream>>>(
+    fold_filters<T, Advance, Shared, Lean><<<a.grid, block_threads, 0, stream>>>(
         a.layers, a.n_layers, a.n_items, a.n_filters, a.filters, a.r, a.totals, a.done);
     check(cudaGetLastError(), "launching fold_filters");
     ++launch_count();

@@ -54,6 +54,11 @@ inline constexpr std::size_t block_bits = warp_bits * warps_per_block;
 /// ResNet-50 (bench/bench_cuda.cu).
 inline constexpr int unroll = 4;
 inline constexpr int min_blocks_per_sm = 2;
+/// Blocks per SM the lean kernel (fold_filters<..., Lean = true>) is compiled for: it has no block
+/// mode, no channel-by-channel path and no in-launch merge, and at 3 blocks (80 registers, sm_90:
+/// f32 20-22 bytes of spills, bf16 36-38) keeps half as many bytes more in flight per SM, with the
+/// same `unroll`. Not yet timed on a GPU: policy::lean_kernel() is off by default.
+inline constexpr int lean_blocks_per_sm = 3;
 inline constexpr std::size_t no_r = static_cast<std::size_t>(-1);
 
 template <class T>
@@ -492,9 +497,12 @@ __device__ inline void fold_block(const layer_desc<T>& L, std::size_t i, std::si
 /// With `done` (one counter per layer, zero at the launch), each layer's totals are merged into
 /// `totals` by the block that finishes its last item; without, reduce_layers does it. Shared:
 /// warp-mode layers have layer_desc::group lanes per filter; otherwise 32, a compile-time
-/// constant (the loops of a run-time group size take more registers).
-template <class T, bool Advance, bool Shared = false>
-__global__ void __launch_bounds__(block_threads, min_blocks_per_sm)
+/// constant (the loops of a run-time group size take more registers). Lean: a pass in which every
+/// layer is in warp mode with filters of at most warp_bits weights, and `done` is null
+/// (lean_allowed); the paths it cannot take are compiled out, for fewer registers and more
+/// blocks per SM (lean_blocks_per_sm). A pass gives the same bits with Lean or without.
+template <class T, bool Advance, bool Shared = false, bool Lean = false>
+__global__ void __launch_bounds__(block_threads, Lean ? lean_blocks_per_sm : min_blocks_per_sm)
 fold_filters(const layer_desc<T>* __restrict__ layers, int n_layers, std::size_t n_items, std::size_t n_filters,
              partial* __restrict__ out, std::uint32_t* __restrict__ r, partial* __restrict__ totals,
              unsigned long long* __restrict__ done) {
@@ -525,13 +533,14 @@ fold_filters(const layer_desc<T>* __restrict__ layers, int n_layers, std::size_t
     const layer_desc<T>& L = layers[k];
     // The previous item is done with the bitsets and the totals. Between two warp-mode items
     // (without `done`) the warps share nothing and go on without waiting for each other.
-    if (done || after_block || L.block) __syncthreads();
-    after_block = L.block;
-    if (merge_next >= 0) merge_layer(merge_next);
+    const bool block_mode = !Lean && L.block;
+    if ((!Lean && done) || after_block || block_mode) __syncthreads();
+    after_block = block_mode;
+    if (!Lean && merge_next >= 0) merge_layer(merge_next);
     const std::size_t j = item - L.first_item;
     // The block's next item, if it is in this layer: its filters are gridDim.x items on.
     const bool same = item + gridDim.x < L.first_item + layer_items(layers, n_layers, n_items, k);
-    if (L.block) {
+    if (block_mode) {
       fold_block<T, Advance>(L, j, same ? gridDim.x : 0, bits, red, out, r);
     } else {
       const int p = Shared ? L.group : 32;
@@ -539,13 +548,13 @@ fold_filters(const layer_desc<T>* __restrict__ layers, int n_layers, std::size_t
       const std::size_t i = (j * warps_per_block + std::size_t(warp)) * std::size_t(32 / p);
       std::uint32_t* own = bits + std::size_t(warp) * (warp_bits / 32);
       if (i < L.ext[0]) {
-        if (L.ext[1] * L.ext[2] * L.ext[3] <= warp_bits)
+        if (Lean || L.ext[1] * L.ext[2] * L.ext[3] <= warp_bits)
           fold_group<T, Advance>(L, i, p, same ? gridDim.x * per_item : 0, own, out, r);
         else
           fold_channels<T, Advance>(L, i, out, r);
       }
     }
-    if (done) {
+    if (!Lean && done) {
       __syncthreads();  // every warp has stored its filter's totals
       if (threadIdx.x == 0) {
         merge_next = finished_layer();  // the previous ticket: it has long arrived
@@ -555,7 +564,7 @@ fold_filters(const layer_desc<T>* __restrict__ layers, int n_layers, std::size_t
       }
     }
   }
-  if (!done) return;
+  if (Lean || !done) return;
   __syncthreads();
   if (merge_next >= 0) merge_layer(merge_next);
   __syncthreads();  // every thread has read merge_next before thread 0 sets it again

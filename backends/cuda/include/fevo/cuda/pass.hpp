@@ -7,9 +7,10 @@
 //   std::size_t alignment();            of the scratch regions (a power of two, at least 16)
 //   char* scratch(std::size_t bytes);   device memory, reused across calls, so aligned
 //   char* staging(std::size_t bytes);   host memory the device copies to and from
-//   template <class T, bool Advance, bool Shared> std::size_t max_blocks();
-//                                       blocks of fold_filters<T, Advance, Shared> that fit at once
-//   template <class T, bool Advance, bool Shared> void fold(const pass_args<T>&);
+//   template <class T, bool Advance, bool Shared, bool Lean> std::size_t max_blocks();
+//                                       blocks of fold_filters<T, Advance, Shared, Lean> that fit
+//                                       at once
+//   template <class T, bool Advance, bool Shared, bool Lean> void fold(const pass_args<T>&);
 //                                       the fused pass's launch(es)
 //   uploaded_table& table();            what the scratch's start holds (see uploaded_table)
 //   void upload(void* dst, const void* src, std::size_t bytes);        host -> device, ordered
@@ -66,7 +67,18 @@ struct pass_options {
   std::size_t block_from = 16384;       ///< filters of at least this many weights get a block each
   bool one_launch = false;              ///< merge each layer's totals in the fused launch
   sharing share = sharing::automatic;   ///< small packed filters 2 or 4 to a warp
+  bool lean = false;                    ///< the lean kernel where a pass allows it (lean_allowed)
 };
+
+/// Whether a pass may launch the lean kernel (fold_filters' Lean): every layer in warp mode, with
+/// filters of at most warp_bits weights, and a second launch to merge the layers' totals.
+template <class T>
+bool lean_allowed(const std::vector<layer_desc<T>>& descs, bool one_launch) {
+  if (one_launch) return false;
+  for (const layer_desc<T>& d : descs)
+    if (d.block || d.ext[1] * d.ext[2] * d.ext[3] > warp_bits) return false;
+  return true;
+}
 
 /// Kernel launches of one fused pass (a whole model in one call).
 inline constexpr std::size_t launches_per_pass(bool one_launch) { return one_launch ? 1 : 2; }
@@ -118,6 +130,15 @@ struct pass_args {
   unsigned long long* done; ///< with one_launch: one counter per layer, zero; else nullptr
   unsigned grid;            ///< blocks of fold_filters
 };
+
+/// Launches fold_filters<T, Advance, Shared, Lean> (and the merge) on `dev` with as many blocks
+/// as fit at once, at most one per item.
+template <class T, bool Advance, bool Shared, bool Lean, class Device>
+void launch_pass(Device& dev, pass_args<T>& a) {
+  const std::size_t max_blocks = dev.template max_blocks<T, Advance, Shared, Lean>();
+  a.grid = static_cast<unsigned>(a.n_items < max_blocks ? a.n_items : max_blocks);
+  dev.template fold<T, Advance, Shared, Lean>(a);
+}
 
 /// The fused pass of `n_tasks` layers on `dev` (see the top of this file). With Advance, every
 /// prev is overwritten with its next; `advance_prev[k]` is layer k's prev as a mutable pointer.
@@ -180,14 +201,13 @@ void run_pass(Device& dev, const pass_options& opt, layer_task<T, device_space>*
   a.totals = reinterpret_cast<partial*>(base + o_totals);
   a.r = reinterpret_cast<std::uint32_t*>(base + o_r);
   a.done = opt.one_launch ? reinterpret_cast<unsigned long long*>(base + o_done) : nullptr;
-  // The shared-warp kernel is a second instantiation (its loops take more registers).
-  const std::size_t max_blocks =
-      shared ? dev.template max_blocks<T, Advance, true>() : dev.template max_blocks<T, Advance, false>();
-  a.grid = static_cast<unsigned>(items < max_blocks ? items : max_blocks);
+  // The shared-warp kernel and the lean one are other instantiations (a run-time group size
+  // takes more registers; the lean kernel compiles out what it cannot meet).
+  const bool lean = opt.lean && lean_allowed(descs, opt.one_launch);
   if (shared)
-    dev.template fold<T, Advance, true>(a);
+    lean ? launch_pass<T, Advance, true, true>(dev, a) : launch_pass<T, Advance, true, false>(dev, a);
   else
-    dev.template fold<T, Advance, false>(a);
+    lean ? launch_pass<T, Advance, false, true>(dev, a) : launch_pass<T, Advance, false, false>(dev, a);
 
   dev.download(host + o_totals, base + o_totals, back_end - o_totals);
   dev.finish();
