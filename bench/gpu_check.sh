@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The one-call GPU check: configures fevo with CUDA for the GPU it finds, builds the CUDA tests and
 # the GPU benchmark, runs both and PyTorch eager on the same shapes, and writes a summary.
-#   bench/gpu_check.sh OUTDIR        (OUTDIR gets summary.txt, ctest.log, bench.txt, torch.json, ncu-*.txt,
-#                                     sanitizer.log)
+#   bench/gpu_check.sh OUTDIR        (OUTDIR gets summary.txt, ctest.log, bench.txt, torch.json,
+#                                     test-deep.log, bench-deep.txt, ncu-*.txt, sanitizer.log)
 # Then compute-sanitizer (memcheck, racecheck) runs the CUDA-only test cases; FEVO_GPU_QUICK=1 skips
 # those and the profiler.
 # Catch2 and Google Benchmark come from the system or from .gpu-deps/ (bench/gpu_prepare.sh).
@@ -33,6 +33,7 @@ cmake -S . -B build-gpu $gen -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER="$
 keep="-k"
 [ -n "$gen" ] && keep="-k 0"
 cmake --build build-gpu -j"$(nproc)" --target fevo_test_cuda fevo_bench_cuda fevo_test_record_cuda fevo_cli \
+  fevo_test_cuda_deep fevo_bench_cuda_deep \
   -- $keep >"$out/build.log" 2>&1 || log "build had errors (build.log): $(grep -m3 -E 'error' "$out/build.log" | tr '\n' ' ')"
 for t in tests/fevo_test_cuda bench/fevo_bench_cuda; do
   [ -x build-gpu/$t ] || { log "$t was not built"; tail -40 "$out/build.log"; exit 1; }
@@ -67,6 +68,23 @@ for (model, ty), fused in rows.items():
         print(f"{model} {ty}: fused {fused:.1f} GB/s vs torch eager {t:.1f} GB/s = {r:.1f}x (target >= 5) {'PASS' if r >= 5 else 'MISS'}")
 PY
 log "torch done"
+# The kernels' other shape (8 vectors in flight per thread, the lean kernel at 2 blocks per SM):
+# its tests first, then the kernel rows of the benchmark, beside the default shape's above.
+if [ -x build-gpu/tests/fevo_test_cuda_deep ] && [ -x build-gpu/bench/fevo_bench_cuda_deep ]; then
+  ./build-gpu/tests/fevo_test_cuda_deep >"$out/test-deep.log" 2>&1
+  rc=$?
+  log "deep-shape tests: exit $rc, $(grep -E '^(All tests passed|test cases:)' "$out/test-deep.log" | tail -1)"
+  if [ $rc = 0 ]; then
+    ./build-gpu/bench/fevo_bench_cuda_deep --benchmark_min_time=0.2 \
+      --benchmark_filter='BM_(fused_kernels|kernels_lean|compare_kernels|compare_lean|cub_reduce|memcpy_d2d)/' \
+      >"$out/bench-deep.txt" 2>&1
+    log "deep-shape benchmark (8 vectors per thread; lean kernel at 2 blocks per SM):"
+    sed -n '/^f32 variants/,$p' "$out/bench-deep.txt" | grep -E 'variants|kernels|compare_kernels|compare_lean|GB/s' |
+      grep -vE ' 0\.0 ' | tee -a "$out/summary.txt"
+  fi
+else
+  log "deep-shape targets were not built (build.log)"
+fi
 # Nsight Compute on the first two calls of the fused pass (two launches each), of the one-launch
 # and lean variants on VGG-16 and of the shared-warp variant on ResNet-50: duration, DRAM throughput,
 # occupancy and its limits, and where warps stall. Counting launches from the first: a ResNet-50

@@ -281,17 +281,20 @@ TEST_CASE("simt: a barrier some threads never reach, or divergent barriers, are 
 TEST_CASE("cuda emulated: shared warps give small packed filters 8 or 16 lanes", "[cuda]") {
   using fevo::cuda::detail::group_for;
   using fevo::cuda::detail::items_of;
+  // Each lane takes at most two rounds of `unroll` vectors (4 by default: f32 up to 256 weights
+  // with 8 lanes, 512 with 16).
+  constexpr std::size_t u = fevo::cuda::detail::unroll;
   CHECK(group_for<float>(4) == 8);
-  CHECK(group_for<float>(256) == 8);
-  CHECK(group_for<float>(260) == 16);
-  CHECK(group_for<float>(512) == 16);
-  CHECK(group_for<float>(516) == 32);
-  CHECK(group_for<fevo::bfloat16>(512) == 8);
-  CHECK(group_for<fevo::half>(1024) == 16);
-  CHECK(group_for<fevo::half>(1032) == 32);
+  CHECK(group_for<float>(64 * u) == 8);
+  CHECK(group_for<float>(64 * u + 4) == 16);
+  CHECK(group_for<float>(128 * u) == 16);
+  CHECK(group_for<float>(128 * u + 4) == 32);
+  CHECK(group_for<fevo::bfloat16>(128 * u) == 8);
+  CHECK(group_for<fevo::half>(256 * u) == 16);
+  CHECK(group_for<fevo::half>(256 * u + 8) == 32);
   CHECK(group_for<double>(2) == 16);  // a 16-byte vector of f64 holds 2: words span 16 lanes
-  CHECK(group_for<double>(256) == 16);
-  CHECK(group_for<double>(258) == 32);
+  CHECK(group_for<double>(64 * u) == 16);
+  CHECK(group_for<double>(64 * u + 2) == 32);
   CHECK(items_of(33, false, 8) == 2);  // 32 filters per item of 8 warps
   CHECK(items_of(33, false, 16) == 3);
   CHECK(items_of(33, false) == 5);

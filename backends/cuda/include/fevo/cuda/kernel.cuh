@@ -52,13 +52,25 @@ inline constexpr std::size_t block_bits = warp_bits * warps_per_block;
 /// compiled for (it caps registers at 128 per thread). On an H100, 2 vectors with 3 or 4 blocks
 /// per SM (80 or 64 registers, a few spills) measured 5-10% slower on VGG-16 and no faster on
 /// ResNet-50 (bench/bench_cuda.cu).
-inline constexpr int unroll = 4;
+/// FEVO_CUDA_UNROLL and FEVO_CUDA_LEAN_BLOCKS_PER_SM are for timing other shapes of the kernels
+/// (fevo_bench_cuda_deep: 8 vectors, the lean kernel at 2 blocks); results do not depend on them
+/// but for D's last bits.
+#ifndef FEVO_CUDA_UNROLL
+#define FEVO_CUDA_UNROLL 4
+#endif
+#ifndef FEVO_CUDA_LEAN_BLOCKS_PER_SM
+#define FEVO_CUDA_LEAN_BLOCKS_PER_SM 3
+#endif
+inline constexpr int unroll = FEVO_CUDA_UNROLL;
+static_assert(unroll == 2 || unroll == 4 || unroll == 8, "FEVO_CUDA_UNROLL: 2, 4 or 8 vectors per thread");
 inline constexpr int min_blocks_per_sm = 2;
 /// Blocks per SM the lean kernel (fold_filters<..., Lean = true>) is compiled for: it has no block
 /// mode, no channel-by-channel path and no in-launch merge, and at 3 blocks (80 registers, sm_90:
 /// f32 20-22 bytes of spills, bf16 36-38) keeps half as many bytes more in flight per SM, with the
-/// same `unroll`. Not yet timed on a GPU: policy::lean_kernel() is off by default.
-inline constexpr int lean_blocks_per_sm = 3;
+/// same `unroll` (with 8 vectors at 2 blocks: 128 registers, no spills). Not yet timed on a GPU:
+/// policy::lean_kernel() is off by default.
+inline constexpr int lean_blocks_per_sm = FEVO_CUDA_LEAN_BLOCKS_PER_SM;
+static_assert(lean_blocks_per_sm >= 1 && lean_blocks_per_sm <= 8, "FEVO_CUDA_LEAN_BLOCKS_PER_SM: 1 to 8");
 inline constexpr std::size_t no_r = static_cast<std::size_t>(-1);
 
 template <class T>
