@@ -104,17 +104,15 @@ void check_advance_model_every_dtype(const Config& cfg, const std::vector<model_
 }
 
 /// Layers the lean kernel can serve when no filter gets a block (block_per_filter_from(SIZE_MAX)):
-/// strided (27 and 171 weights, offset views), packed 1x1, 3x3 and 2x2 filters, and the largest
-/// packed filter a warp's bitset holds (32760 weights).
+/// mixed_shapes() with its filter larger than a block's bitset replaced by the largest packed
+/// filter a warp's bitset holds (32760 weights).
 inline std::vector<model_shape> warp_mode_shapes() {
-  return {{8, 3, 3, 3, false},   {37, 19, 3, 3, false}, {16, 64, 1, 1, false}, {5, 512, 3, 3, false},
-          {3, 7, 7, 7, true},    {4, 100, 5, 5, true},  {37, 64, 2, 2, false}, {11, 96, 1, 1, false},
-          {2, 3640, 3, 3, false}};
+  std::vector<model_shape> shapes = mixed_shapes();
+  for (model_shape& s : shapes)
+    if (s.i * s.h * s.w > fevo::cuda::detail::warp_bits) s = {2, 3640, 3, 3, false};
+  return shapes;
 }
 
-/// Repeated compute_layers calls on the same layers find their descriptor table on the device
-/// (no upload) and give the same bits, in both launch modes (the one-launch kernel must leave its
-/// layer counters at zero); another table is uploaded. `policy_for(one_launch)` makes the policy.
 /// Float layers of the given OIHW shapes, named l0, l1, ...: prev uniform in [-0.5, 0.5), next
 /// equal to prev at every `keep`-th weight and moved by less than 5e-3 elsewhere; on the Env's
 /// device (`device`) and on the host (`host`, for fevo::seq).
@@ -190,6 +188,9 @@ std::size_t check_same_bits(const Policy& a, const Policy& b) {
   return 1 + got.size();
 }
 
+/// Repeated compute_layers calls on the same layers find their descriptor table on the device
+/// (no upload) and give the same bits, in both launch modes (the one-launch kernel must leave its
+/// layer counters at zero); another table is uploaded. `policy_for(one_launch)` makes the policy.
 template <class Env, class PolicyFor>
 void check_repeated_calls(PolicyFor policy_for) {
   rng g = rng_for("repeated calls");
