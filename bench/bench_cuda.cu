@@ -18,6 +18,9 @@
 //   fused_lean, kernels_lean, compare_lean
 //                      fused, fused_kernels and compare_kernels with par.lean_kernel(): the kernel
 //                      with block mode and the in-launch merge compiled out, 3 blocks per SM
+//   fused_queue, kernels_queue, compare_queue
+//                      the same with par.work_queue(): the lean kernel, whose warps take their
+//                      filters from a queue, largest first, instead of a grid-stride share
 //   fused_warp, fused_block1k, fused_block16k
 //                      the same with other warp/block switches (par.block_per_filter_from):
 //                      a warp per filter always, a block from 1024 and from 16384 weights
@@ -272,6 +275,7 @@ void register_all() {
   const variant calls[] = {{"BM_fused_1launch", par.single_launch()},
                            {"BM_fused_shared", par.warp_sharing()},
                            {"BM_fused_lean", par.lean_kernel()},
+                           {"BM_fused_queue", par.work_queue()},
                            {"BM_fused_warp", par.block_per_filter_from(SIZE_MAX)},
                            {"BM_fused_block1k", par.block_per_filter_from(1024)},
                            {"BM_fused_block16k", par.block_per_filter_from(16384)}};
@@ -279,12 +283,14 @@ void register_all() {
                              {"BM_kernels_1launch", par.single_launch()},
                              {"BM_kernels_shared", par.warp_sharing()},
                              {"BM_kernels_unshared", par.warp_sharing(false)},
-                             {"BM_kernels_lean", par.lean_kernel()}};
+                             {"BM_kernels_lean", par.lean_kernel()},
+                             {"BM_kernels_queue", par.work_queue()}};
   const variant compares[] = {{"BM_compare_kernels", par},
                               {"BM_compare_1launch", par.single_launch()},
                               {"BM_compare_shared", par.warp_sharing()},
                               {"BM_compare_unshared", par.warp_sharing(false)},
-                              {"BM_compare_lean", par.lean_kernel()}};
+                              {"BM_compare_lean", par.lean_kernel()},
+                              {"BM_compare_queue", par.work_queue()}};
   for (const char* model : {"vgg16", "resnet50"}) {
     const std::string m = model;
     const auto reg = [&](const std::string& name, const char* tag, auto&& fn) {
@@ -382,9 +388,9 @@ int main(int argc, char** argv) {
     const double cub = get("BM_cub_reduce/" + m + "/f32");
     for (const char* v : {"fused", "fused_first", "fused_kernels", "fused_warp", "fused_block1k",
                           "fused_block16k", "fused_1launch", "kernels_1launch", "fused_shared",
-                          "kernels_shared", "kernels_unshared", "fused_lean", "kernels_lean",
-                          "compare_kernels", "compare_1launch", "compare_shared", "compare_unshared",
-                          "compare_lean"}) {
+                          "kernels_shared", "kernels_unshared", "fused_lean", "kernels_lean", "fused_queue",
+                          "kernels_queue", "compare_kernels", "compare_1launch", "compare_shared",
+                          "compare_unshared", "compare_lean", "compare_queue"}) {
       const double g = get(std::string("BM_") + v + "/" + m + "/f32");
       const bool copy_ref = std::string(v).rfind("compare", 0) == 0;
       const double ref = copy_ref ? get("BM_memcpy_d2d/" + m + "/f32") : cub;
@@ -395,7 +401,8 @@ int main(int argc, char** argv) {
   for (const char* model : {"vgg16", "resnet50"}) {
     const std::string m = model;
     const double cub = get("BM_cub_reduce/" + m + "/bf16");
-    for (const char* v : {"fused_kernels", "kernels_1launch", "kernels_shared", "kernels_unshared", "kernels_lean"}) {
+    for (const char* v :
+         {"fused_kernels", "kernels_1launch", "kernels_shared", "kernels_unshared", "kernels_lean", "kernels_queue"}) {
       const double g = get(std::string("BM_") + v + "/" + m + "/bf16");
       std::printf("%-10s %-15s %8.1f  %5.2f\n", model, v, g / 1e9, cub > 0 ? g / cub : 0.0);
     }

@@ -76,7 +76,7 @@ if [ -x build-gpu/tests/fevo_test_cuda_deep ] && [ -x build-gpu/bench/fevo_bench
   log "deep-shape tests: exit $rc, $(grep -E '^(All tests passed|test cases:)' "$out/test-deep.log" | tail -1)"
   if [ $rc = 0 ]; then
     ./build-gpu/bench/fevo_bench_cuda_deep --benchmark_min_time=0.2 \
-      --benchmark_filter='BM_(fused_kernels|kernels_lean|compare_kernels|compare_lean|cub_reduce|memcpy_d2d)/' \
+      --benchmark_filter='BM_(fused_kernels|kernels_(lean|queue)|compare_(kernels|lean|queue)|cub_reduce|memcpy_d2d)/' \
       >"$out/bench-deep.txt" 2>&1
     log "deep-shape benchmark (8 vectors per thread; lean kernel at 2 blocks per SM):"
     sed -n '/^f32 variants/,$p' "$out/bench-deep.txt" | grep -vE ' 0\.0 +0\.00$' | tee -a "$out/summary.txt"
@@ -84,14 +84,14 @@ if [ -x build-gpu/tests/fevo_test_cuda_deep ] && [ -x build-gpu/bench/fevo_bench
 else
   log "deep-shape targets were not built (build.log)"
 fi
-# Nsight Compute on the first two calls of the fused pass (two launches each), of the one-launch
-# and lean variants on VGG-16 and of the shared-warp variant on ResNet-50: duration, DRAM throughput,
-# occupancy and its limits, and where warps stall. Counting launches from the first: a ResNet-50
-# benchmark may run a single iteration under the profiler.
+# Nsight Compute on the first two calls of the fused pass (two launches each), and of its lean
+# and work-queue variants, on VGG-16 and ResNet-50: duration, DRAM throughput, occupancy and its
+# limits, and where warps stall. Counting launches from the first: a ResNet-50 benchmark may run
+# a single iteration under the profiler.
 # FEVO_GPU_QUICK=1 skips the profiler and compute-sanitizer (a rerun that only times).
 quick=${FEVO_GPU_QUICK:-0}
 if [ "$quick" != 1 ] && command -v ncu >/dev/null; then
-  for mb in vgg16/fused vgg16/fused_1launch vgg16/fused_lean resnet50/fused resnet50/fused_shared; do
+  for mb in vgg16/fused vgg16/fused_lean vgg16/fused_queue resnet50/fused resnet50/fused_queue; do
     m=${mb%/*} b=${mb#*/}
     timeout 40 ncu --clock-control none --kernel-name regex:'fold_filters|reduce_layers' --launch-count 4 \
       --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \

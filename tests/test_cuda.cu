@@ -80,6 +80,11 @@ struct cuda_lean_backend : device_upload {
   static constexpr const char* name = "fevo::cuda::par.lean_kernel() (warp per filter)";
   static auto policy() { return fevo::cuda::par.block_per_filter_from(SIZE_MAX).lean_kernel(); }
 };
+/// The lean kernel with a work queue (par.work_queue()), a warp per filter.
+struct cuda_queue_backend : device_upload {
+  static constexpr const char* name = "fevo::cuda::par.work_queue() (warp per filter)";
+  static auto policy() { return fevo::cuda::par.block_per_filter_from(SIZE_MAX).work_queue(); }
+};
 struct thrust_cuda_backend : device_upload {
   static constexpr const char* name = "fevo::thrust::par (cuda)";
   static auto policy() { return fevo::thrust::par; }
@@ -87,7 +92,7 @@ struct thrust_cuda_backend : device_upload {
 
 using cuda_backends =
     std::tuple<cuda_backend, cuda_warp_backend, cuda_block_backend, cuda_one_launch_backend, cuda_shared_warp_backend,
-               cuda_lean_backend, thrust_cuda_backend>;
+               cuda_lean_backend, cuda_queue_backend, thrust_cuda_backend>;
 
 }  // namespace fevo_test
 
@@ -179,6 +184,19 @@ TEST_CASE("cuda: the lean kernel on warp-mode layers of every dtype, with the de
                                                         fevo_test::warp_mode_shapes());
     fevo_test::check_same_bits<gpu_env>(warps.warp_sharing(shared).lean_kernel(), warps.warp_sharing(shared));
   }
+}
+
+TEST_CASE("cuda: the work queue on warp-mode layers of every dtype, with the default kernel's bits", "[cuda]") {
+  const auto warps = fevo::cuda::par.block_per_filter_from(SIZE_MAX);
+  for (const bool shared : {false, true}) {
+    INFO("shared warps " << shared);
+    fevo_test::check_advance_model_every_dtype<gpu_env>(warps.warp_sharing(shared).work_queue(),
+                                                        fevo_test::warp_mode_shapes());
+    fevo_test::check_same_bits<gpu_env>(warps.warp_sharing(shared).work_queue(), warps.warp_sharing(shared));
+  }
+  // The merge launch sets the queue back to zero for the next call on the same table.
+  fevo_test::check_repeated_calls<gpu_env>(
+      [](bool one_launch) { return fevo::cuda::par.work_queue().single_launch(one_launch); });
 }
 
 TEST_CASE("cuda: a repeated call finds its descriptors on the device and gives the same results", "[cuda]") {

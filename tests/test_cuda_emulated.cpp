@@ -6,6 +6,7 @@
 
 #include <fevo/cuda/pass.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -25,8 +26,9 @@ struct emulated_policy {
   bool one_launch = false;   ///< as fevo::cuda::policy::single_launch()
   /// as fevo::cuda::policy::warp_sharing() (the default: automatic)
   fevo::cuda::detail::sharing share_warps = fevo::cuda::detail::sharing::automatic;
-  bool lean = false;  ///< as fevo::cuda::policy::lean_kernel()
-  fevo::cuda::detail::pass_options options() const { return {block_from, one_launch, share_warps, lean}; }
+  bool lean = false;   ///< as fevo::cuda::policy::lean_kernel()
+  bool queue = false;  ///< as fevo::cuda::policy::work_queue()
+  fevo::cuda::detail::pass_options options() const { return {block_from, one_launch, share_warps, lean, queue}; }
 };
 
 /// The device memory of one host thread's emulated calls: the scratch stays from call to call
@@ -39,6 +41,7 @@ struct emulated_memory {
   std::size_t uploads = 0;  ///< descriptor uploads so far
   std::size_t shared_launches = 0;  ///< launches of the shared-warp kernel so far
   std::size_t lean_launches = 0;    ///< launches of the lean kernel so far
+  std::size_t queue_launches = 0;   ///< of which with a work queue
   static emulated_memory& for_this_thread() {
     static thread_local emulated_memory m;
     return m;
@@ -79,7 +82,7 @@ struct emulated_device {
   }
   std::size_t alignment() const { return 16; }
   char* staging(std::size_t bytes) { return exact(staging_mem, bytes); }
-  template <class T, bool Advance, bool Shared, bool Lean>
+  template <class T, bool Advance, bool Shared, fevo::cuda::detail::kernel_kind Kind>
   std::size_t max_blocks() {
     return blocks;
   }
@@ -88,19 +91,20 @@ struct emulated_device {
     ++emulated_memory::for_this_thread().uploads;
   }
   void download(void* dst, const void* src, std::size_t bytes) { std::memcpy(dst, src, bytes); }
-  template <class T, bool Advance, bool Shared, bool Lean>
+  template <class T, bool Advance, bool Shared, fevo::cuda::detail::kernel_kind Kind>
   void fold(const fevo::cuda::detail::pass_args<T>& a) {
     using namespace fevo::cuda::detail;
     if (Shared) ++emulated_memory::for_this_thread().shared_launches;
-    if (Lean) ++emulated_memory::for_this_thread().lean_launches;
+    if (Kind != kernel_kind::full) ++emulated_memory::for_this_thread().lean_launches;
+    if (Kind == kernel_kind::queued) ++emulated_memory::for_this_thread().queue_launches;
     simt::launch(a.grid, block_threads, [&] {
-      fold_filters<T, Advance, Shared, Lean>(a.layers, a.n_layers, a.n_items, a.n_filters, a.filters, a.r, a.totals,
-                                       a.done);
+      fold_filters<T, Advance, Shared, Kind>(a.layers, a.n_layers, a.n_items, a.n_filters, a.filters, a.r, a.totals,
+                                             a.done, a.queue);
     });
     ++launches;
     if (a.done) return;
     simt::launch(unsigned(a.n_layers), block_threads,
-                 [&] { reduce_layers<T>(a.layers, a.n_layers, a.n_filters, a.filters, a.totals); });
+                 [&] { reduce_layers<T>(a.layers, a.n_layers, a.n_filters, a.filters, a.totals, a.queue); });
     ++launches;
   }
   void finish() {}
@@ -165,9 +169,21 @@ struct emulated_shared_warp_backend : emulated_upload {
   static auto policy() { return emulated_policy{16384, 3, true, fevo::cuda::detail::sharing::always}; }
 };
 
+/// A warp per filter, the lean kernel with a work queue: the emulator runs blocks one after
+/// another, so the first block's warps take every unit and the others find the queue empty.
+struct emulated_queue_backend : emulated_upload {
+  static constexpr const char* name = "fevo::cuda kernels (emulated, work queue, warp per filter, 3 blocks)";
+  static auto policy() {
+    emulated_policy p;
+    p.block_from = SIZE_MAX;
+    p.queue = true;
+    return p;
+  }
+};
+
 using emulated_backends = std::tuple<emulated_backend, emulated_one_launch_backend, emulated_warp_backend,
-                                     emulated_block_backend, emulated_shared_warp_backend>;
-static_assert(std::tuple_size_v<emulated_backends> == 5,
+                                     emulated_block_backend, emulated_shared_warp_backend, emulated_queue_backend>;
+static_assert(std::tuple_size_v<emulated_backends> == 6,
               "tests/CMakeLists.txt runs the emulated backends in ctest parts by index: update it");
 
 /// The environment of cuda_cases.hpp on the emulator.
@@ -371,5 +387,77 @@ TEST_CASE("cuda emulated: the lean kernel serves passes of warp-mode filters, wi
     const std::size_t before = lean;
     fevo_test::check_like(fevo::compute_layers(pol, big.device, 1e-3), big_ref);
     CHECK(lean == before);
+  }
+}
+
+/// The unit (the weights of the filters a warp folds at once) of each of the `n` layers in the
+/// float descriptor table the last call uploaded, in the table's order.
+std::vector<std::size_t> table_units(std::size_t n) {
+  using desc = fevo::cuda::detail::layer_desc<float>;
+  const fevo::cuda::detail::uploaded_table& t = fevo_test::emulated_memory::for_this_thread().table;
+  REQUIRE(t.bytes.size() >= n * sizeof(desc));
+  std::vector<std::size_t> units;
+  for (std::size_t k = 0; k < n; ++k) {
+    desc d;
+    std::memcpy(&d, t.bytes.data() + k * sizeof(desc), sizeof(desc));
+    units.push_back(d.ext[1] * d.ext[2] * d.ext[3] * std::size_t(32 / d.group));
+  }
+  return units;
+}
+
+TEST_CASE("cuda emulated: a work queue serves the lean kernel's passes, largest units first, with the default "
+          "kernel's bits",
+          "[cuda]") {
+  using fevo::cuda::detail::sharing;
+  using fevo_test::emulated_policy;
+  const auto queue_policy = [](unsigned blocks, sharing s, bool one_launch = false) {
+    emulated_policy p{SIZE_MAX, blocks, one_launch, s};
+    p.queue = true;
+    return p;
+  };
+  fevo_test::emulated_memory& mem = fevo_test::emulated_memory::for_this_thread();
+  // Every dtype, compare-and-advance, against fevo::seq: one work-queue launch per call.
+  for (const sharing s : {sharing::automatic, sharing::always, sharing::never}) {
+    INFO("sharing " << int(s) << " (0 automatic, 1 always, 2 never)");
+    const std::size_t before = mem.queue_launches;
+    fevo_test::check_advance_model_every_dtype<fevo_test::emulated_env>(queue_policy(3, s),
+                                                                        fevo_test::warp_mode_shapes());
+    CHECK(mem.queue_launches - before == 4);
+  }
+  // The same bits as the default kernel's; the table's layers in the order of their units.
+  for (const sharing s : {sharing::always, sharing::never}) {
+    for (const unsigned blocks : {1u, 3u, 7u}) {
+      INFO("sharing " << int(s) << ", " << blocks << " blocks");
+      const std::size_t before = mem.queue_launches;
+      const std::size_t calls = fevo_test::check_same_bits<fevo_test::emulated_env>(
+          queue_policy(blocks, s), emulated_policy{SIZE_MAX, blocks, false, s});
+      CHECK(mem.queue_launches - before == calls);
+    }
+    fevo_test::rng g = fevo_test::rng_for("work queue order");
+    const fevo_test::float_model<fevo_test::emulated_env> model(
+        g, {{3, 2, 1, 1}, {4, 16, 3, 3}, {6, 8, 1, 1}, {2, 100, 3, 3}, {5, 16, 3, 3}}, 3);
+    fevo_test::check_like(fevo::compute_layers(queue_policy(3, s), model.device, 1e-3),
+                          fevo::compute_layers(fevo::seq, model.host, 1e-3));
+    const std::vector<std::size_t> units = table_units(5);
+    CHECK(std::is_sorted(units.rbegin(), units.rend()));
+    CHECK(units.front() == 900);
+  }
+  // A repeated call finds its table (and the queue set back to zero by the merge launch).
+  fevo_test::check_repeated_calls<fevo_test::emulated_env>(
+      [&](bool one_launch) { return queue_policy(3, sharing::automatic, one_launch); });
+  // Passes the lean kernel cannot serve take the default kernel: a filter in block mode, a filter
+  // larger than a warp's bitset, or one launch.
+  fevo_test::rng g = fevo_test::rng_for("work queue fallback");
+  const fevo_test::float_model<fevo_test::emulated_env> big(g, {{4, 16, 3, 3}, {2, 4000, 3, 3}}, 3);
+  const auto big_ref = fevo::compute_layers(fevo::seq, big.host, 1e-3);
+  emulated_policy block = queue_policy(3, sharing::automatic);
+  block.block_from = 64;
+  for (const emulated_policy& pol : {block, queue_policy(3, sharing::automatic),
+                                     queue_policy(3, sharing::automatic, true)}) {
+    INFO("block_from " << pol.block_from << ", one launch " << pol.one_launch);
+    const std::size_t lean = mem.lean_launches, queued = mem.queue_launches;
+    fevo_test::check_like(fevo::compute_layers(pol, big.device, 1e-3), big_ref);
+    CHECK(mem.lean_launches == lean);
+    CHECK(mem.queue_launches == queued);
   }
 }

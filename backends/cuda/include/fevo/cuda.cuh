@@ -21,7 +21,9 @@
 // are grouped differently), and every run of one configuration gives the same bits.
 // par.lean_kernel() is a third, off by default: passes in which every filter is read by a warp
 // launch a kernel with the other paths compiled out (fewer registers, more blocks per SM); it
-// gives the same bits as the default kernel.
+// gives the same bits as the default kernel. par.work_queue(), a fourth, also off by default:
+// the lean kernel's warps take their filters from a queue, the largest first, instead of a
+// static share each; the same bits again.
 // Host views do not compile with this backend; device pointers that turn out to be host memory,
 // and every CUDA error, are reported as fevo::error. Each pointer is checked with
 // cudaPointerGetAttributes the first time a host thread hands it to fevo::cuda, and trusted on
@@ -61,6 +63,8 @@ struct policy {
   /// Passes the lean kernel can serve (every filter read by a warp, none above 32768 weights,
   /// two launches) launch it: 80 registers and 3 blocks per SM instead of 128 and 2.
   bool lean = false;
+  /// Passes the lean kernel can serve launch it with a work queue (work_queue()).
+  bool queue = false;
   /// A copy of this policy whose work is ordered on `s`.
   constexpr policy on(cudaStream_t s) const {
     policy p = *this;
@@ -105,7 +109,19 @@ struct policy {
     p.lean = on;
     return p;
   }
-  detail::pass_options options() const { return {block_from, one_launch, share_warps, lean}; }
+  /// A copy of this policy whose passes (where the lean kernel can serve them, see lean_kernel())
+  /// launch the lean kernel with a work queue (`true`): each warp takes the filters it folds
+  /// from a counter in device memory, those of the layers with the largest filters first, one
+  /// warp's share at a time, instead of the static share of a grid-stride loop, in which some
+  /// warps get several large filters and others a few small ones, and the pass waits for the
+  /// slowest. Results are the same bits; bench/bench_cuda.cu times it (kernels_queue,
+  /// compare_queue) against the default.
+  constexpr policy work_queue(bool on = true) const {
+    policy p = *this;
+    p.queue = on;
+    return p;
+  }
+  detail::pass_options options() const { return {block_from, one_launch, share_warps, lean, queue}; }
 };
 inline constexpr policy par{};
 
@@ -238,7 +254,7 @@ inline std::size_t& upload_count() {
 }
 
 /// Blocks of fold_filters that fit on the current device at once (the grid of one pass).
-template <class T, bool Advance, bool Shared, bool Lean>
+template <class T, bool Advance, bool Shared, kernel_kind Kind>
 std::size_t resident_blocks() {
   static thread_local int cached_device = -1;
   static thread_local std::size_t cached = 0;
@@ -247,10 +263,10 @@ std::size_t resident_blocks() {
   if (device == cached_device) return cached;
   check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
   // Ask for the largest shared-memory carveout: each block holds 32 KiB of bitsets.
-  check(cudaFuncSetAttribute(fold_filters<T, Advance, Shared, Lean>, cudaFuncAttributePreferredSharedMemoryCarveout,
+  check(cudaFuncSetAttribute(fold_filters<T, Advance, Shared, Kind>, cudaFuncAttributePreferredSharedMemoryCarveout,
                              int(cudaSharedmemCarveoutMaxShared)),
         "cudaFuncSetAttribute");
-  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fold_filters<T, Advance, Shared, Lean>,
+  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fold_filters<T, Advance, Shared, Kind>,
                                                       block_threads, 0),
         "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
   cached = std::size_t(sms) * std::size_t(per_sm > 0 ? per_sm : 1);
@@ -270,25 +286,25 @@ struct runtime_device {
   uploaded_table& table() { return scratch::for_this_thread().table; }
   // Pinned host memory: no staging copies, one DMA each way.
   char* staging(std::size_t bytes) { return static_cast<char*>(pinned::for_this_thread().get(bytes)); }
-  template <class T, bool Advance, bool Shared, bool Lean>
+  template <class T, bool Advance, bool Shared, kernel_kind Kind>
   std::size_t max_blocks() {
-    return resident_blocks<T, Advance, Shared, Lean>();
+    return resident_blocks<T, Advance, Shared, Kind>();
   }
   void upload(void* dst, const void* src, std::size_t bytes) {
     check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream), "copying layer descriptors");
     ++upload_count();
   }
-  template <class T, bool Advance, bool Shared, bool Lean>
+  template <class T, bool Advance, bool Shared, kernel_kind Kind>
   void fold(const pass_args<T>& a) {
     kernel_timer& timer = kernel_timer::for_this_thread();
     if (timer.on) timer.start(stream);
-    fold_filters<T, Advance, Shared, Lean><<<a.grid, block_threads, 0, stream>>>(
-        a.layers, a.n_layers, a.n_items, a.n_filters, a.filters, a.r, a.totals, a.done);
+    fold_filters<T, Advance, Shared, Kind><<<a.grid, block_threads, 0, stream>>>(
+        a.layers, a.n_layers, a.n_items, a.n_filters, a.filters, a.r, a.totals, a.done, a.queue);
     check(cudaGetLastError(), "launching fold_filters");
     ++launch_count();
     if (!a.done) {
       reduce_layers<T><<<unsigned(a.n_layers), block_threads, 0, stream>>>(a.layers, a.n_layers, a.n_filters,
-                                                                          a.filters, a.totals);
+                                                                          a.filters, a.totals, a.queue);
       check(cudaGetLastError(), "launching reduce_layers");
       ++launch_count();
     }

@@ -2,7 +2,8 @@
 //
 // fold_filters: one launch for every layer of a call. A table of per-layer descriptors
 // (layer_desc) lives in device memory. The work is cut into items, and each block takes items
-// in a grid-stride loop, finding an item's layer by binary search in the table:
+// in a grid-stride loop (or, in a work-queue pass of the lean kernel, each warp takes its next
+// unit from a queue: fold_queued), finding an item's layer by binary search in the table:
 //   - warp mode (small filters): an item is warps_per_block consecutive filters, one per warp;
 //   - block mode (filters of at least policy::block_from weights): an item is one filter, read by
 //     the whole block, so a few hundred large filters still spread over every SM;
@@ -64,7 +65,7 @@ inline constexpr std::size_t block_bits = warp_bits * warps_per_block;
 inline constexpr int unroll = FEVO_CUDA_UNROLL;
 static_assert(unroll == 2 || unroll == 4 || unroll == 8, "FEVO_CUDA_UNROLL: 2, 4 or 8 vectors per thread");
 inline constexpr int min_blocks_per_sm = 2;
-/// Blocks per SM the lean kernel (fold_filters<..., Lean = true>) is compiled for: it has no block
+/// Blocks per SM the lean kernels (fold_filters<..., kernel_kind::lean or queued>) are compiled for: they have no block
 /// mode, no channel-by-channel path and no in-launch merge, and at 3 blocks (80 registers, sm_90:
 /// f32 20-22 bytes of spills, bf16 36-38) keeps half as many bytes more in flight per SM, with the
 /// same `unroll` (with 8 vectors at 2 blocks: 128 registers, no spills). Not yet timed on a GPU:
@@ -72,6 +73,12 @@ inline constexpr int min_blocks_per_sm = 2;
 inline constexpr int lean_blocks_per_sm = FEVO_CUDA_LEAN_BLOCKS_PER_SM;
 static_assert(lean_blocks_per_sm >= 1 && lean_blocks_per_sm <= 8, "FEVO_CUDA_LEAN_BLOCKS_PER_SM: 1 to 8");
 inline constexpr std::size_t no_r = static_cast<std::size_t>(-1);
+
+/// The instantiations of fold_filters: every path (full), or the lean kernel, which serves passes
+/// of warp-mode filters only (lean_allowed), each block taking items in a grid-stride loop (lean)
+/// or each warp taking units from a work queue (queued). One kernel each: a kernel holding both
+/// loops would spill more in both.
+enum class kernel_kind { full, lean, queued };
 
 template <class T>
 struct layer_desc {
@@ -89,9 +96,10 @@ struct layer_desc {
   int group;                 ///< warp mode: lanes per filter, 32 or (packed only) 16 or 8
 };
 
-/// Items of a layer in each mode (`group`: lanes per filter in warp mode).
-inline std::size_t items_of(std::size_t filters, bool block, int group = 32) {
-  const std::size_t per_item = std::size_t(warps_per_block) * std::size_t(32 / group);
+/// Items of a layer in each mode (`group`: lanes per filter in warp mode); with `units`, the
+/// items of a work-queue pass: a warp's share, 32 / group filters (fold_queued).
+inline std::size_t items_of(std::size_t filters, bool block, int group = 32, bool units = false) {
+  const std::size_t per_item = std::size_t(units ? 1 : warps_per_block) * std::size_t(32 / group);
   return block ? filters : (filters + per_item - 1) / per_item;
 }
 
@@ -264,6 +272,8 @@ __device__ inline partial load_cg(const partial* p) {
 template <bool Wide, class T>
 __device__ inline void merge_filters(const layer_desc<T>* layers, int n_layers, std::size_t n_filters, int k,
                                      const partial* filters, partial* totals, partial* part) {
+  // The table's layers are in the order of their filters (run_pass), so a layer's end is the next
+  // one's start. (Computing it as first + ext[0] costs the fold_filters that inline this more spills.)
   const std::size_t first = layers[k].first_filter;
   const std::size_t last = k + 1 < n_layers ? layers[k + 1].first_filter : n_filters;
   partial p;
@@ -300,11 +310,13 @@ __device__ inline void merge_filters(const layer_desc<T>* layers, int n_layers, 
 /// While a round's loads are in flight, the next round's lines are prefetched into L2: this
 /// filter's next round or, in its last, the first round of `after_p` / `after_n` (the next filter
 /// of the same size this group folds; null if none). `bits` null: no flags kept (every lane of the
-/// warp passes null or not alike).
+/// warp passes null or not alike). `queue` (work-queue passes, see fold_queued): lane 0 of the
+/// warp takes the warp's next unit from it into *drawn while its last round's loads are in flight.
 template <class T, bool Advance>
 __device__ inline void fold_packed(T* pp, const T* pn, std::uint32_t size, int t, int p, compute_t<T> tau,
                                    lane_totals<T>& acc, std::uint32_t* bits, bool valid = true,
-                                   const T* after_p = nullptr, const T* after_n = nullptr) {
+                                   const T* after_p = nullptr, const T* after_n = nullptr,
+                                   unsigned long long* queue = nullptr, unsigned long long* drawn = nullptr) {
   constexpr int V = 16 / sizeof(T);  // elements per vector
   constexpr int G = 32 / V;          // threads per bitset word
   static_assert(32 % V == 0, "the vector width must tile bitset words");
@@ -327,6 +339,7 @@ __device__ inline void fold_packed(T* pp, const T* pn, std::uint32_t size, int t
     if (base + round < own) prefetch_round(vp, vn, base + round, own, t, p);
     else if (after_p && valid)
       prefetch_round(reinterpret_cast<const vec*>(after_p), reinterpret_cast<const vec*>(after_n), 0, nv, t, p);
+    if (queue && base + round >= nv && (threadIdx.x & 31) == 0) *drawn = atomicAdd(queue, 1ull);
 #pragma unroll
     for (int u = 0; u < unroll; ++u) {
       const std::uint32_t v = base + std::uint32_t(u * p + t);
@@ -387,10 +400,11 @@ __device__ inline unsigned int channel_zeros(const std::uint32_t* bits, std::uin
 /// warp's bitset; groups past the layer's last filter idle along. `ahead`: how many filters on
 /// the group's next filter is (its next item; 0: none), whose first round is prefetched.
 /// A packed 1x1 layer without R_ic keeps no flags: each weight is a channel, so its zero
-/// channels are its unchanged weights, C - changed.
+/// channels are its unchanged weights, C - changed. `queue`, `drawn`: as in fold_packed.
 template <class T, bool Advance>
 __device__ inline void fold_group(const layer_desc<T>& L, std::size_t i0, int p, std::size_t ahead,
-                                  std::uint32_t* bits, partial* out, std::uint32_t* r) {
+                                  std::uint32_t* bits, partial* out, std::uint32_t* r,
+                                  unsigned long long* queue = nullptr, unsigned long long* drawn = nullptr) {
   const int lane = threadIdx.x & 31, g = lane / p, t = lane % p;
   const std::size_t i = i0 + std::size_t(g), C = L.ext[1], HW = L.ext[2] * L.ext[3], size = C * HW;
   const bool valid = i < L.ext[0];  // always, with a warp per filter
@@ -402,7 +416,7 @@ __device__ inline void fold_group(const layer_desc<T>& L, std::size_t i0, int p,
     const bool more = ahead != 0 && after < L.ext[0];
     fold_packed<T, Advance>(L.prev + f * L.sp[0], L.next + f * L.sn[0], std::uint32_t(size), t, p, L.tau, acc,
                             flat ? nullptr : own, valid, more ? L.prev + after * L.sp[0] : nullptr,
-                            more ? L.next + after * L.sn[0] : nullptr);
+                            more ? L.next + after * L.sn[0] : nullptr, queue, drawn);
   } else {
     fold_strided<T, Advance, 32>(L, i, std::uint32_t(size), lane, acc, own);
   }
@@ -506,18 +520,44 @@ __device__ inline void fold_block(const layer_desc<T>& L, std::size_t i, std::si
   }
 }
 
+/// The lean kernel's work queue: each warp takes units (the 32 / group filters a warp folds at
+/// once) from a counter in device memory, zero at the launch, in the table's order (run_pass
+/// puts the layers with the largest units first), until there are none left. The warps of a
+/// static schedule take what falls to them, some several large filters and some a few small
+/// ones, and the pass waits for the slowest; from a queue, a warp that is done takes the next
+/// unit, so they finish together. A warp's next unit is drawn in the last round of its current
+/// one (fold_packed), so the draw's latency hides behind loads; the next unit is not known in
+/// time to prefetch its first round. reduce_layers sets the counter back to zero.
+template <class T, bool Advance, bool Shared>
+__device__ inline void fold_queued(const layer_desc<T>* layers, int n_layers, std::size_t n_units, partial* out,
+                                   std::uint32_t* r, unsigned long long* queue, std::uint32_t* bits) {
+  constexpr unsigned long long none = ~0ull;  // lane 0 has not drawn for the next unit
+  const bool leader = (threadIdx.x & 31) == 0;
+  unsigned long long drawn = leader ? atomicAdd(queue, 1ull) : 0;
+  for (std::size_t unit = __shfl_sync(0xffffffffu, drawn, 0); unit < n_units;
+       unit = __shfl_sync(0xffffffffu, drawn, 0)) {
+    const layer_desc<T>& L = layers[find_layer(layers, n_layers, unit)];
+    const int p = Shared ? L.group : 32;
+    drawn = none;
+    fold_group<T, Advance>(L, (unit - L.first_item) * std::size_t(32 / p), p, 0, bits, out, r, queue, &drawn);
+    if (leader && drawn == none) drawn = atomicAdd(queue, 1ull);  // the strided path, or no rounds
+  }
+}
+
 /// With `done` (one counter per layer, zero at the launch), each layer's totals are merged into
 /// `totals` by the block that finishes its last item; without, reduce_layers does it. Shared:
 /// warp-mode layers have layer_desc::group lanes per filter; otherwise 32, a compile-time
-/// constant (the loops of a run-time group size take more registers). Lean: a pass in which every
-/// layer is in warp mode with filters of at most warp_bits weights, and `done` is null
-/// (lean_allowed); the paths it cannot take are compiled out, for fewer registers and more
-/// blocks per SM (lean_blocks_per_sm). A pass gives the same bits with Lean or without.
-template <class T, bool Advance, bool Shared = false, bool Lean = false>
-__global__ void __launch_bounds__(block_threads, Lean ? lean_blocks_per_sm : min_blocks_per_sm)
+/// constant (the loops of a run-time group size take more registers). The lean kinds (lean,
+/// queued): a pass in which every layer is in warp mode with filters of at most warp_bits
+/// weights, and `done` is null (lean_allowed); the paths they cannot take are compiled out, for
+/// fewer registers and more blocks per SM (lean_blocks_per_sm). `queue` (queued only; else null):
+/// the items are units, which the warps take from it (fold_queued). A pass gives the same bits
+/// with any Kind.
+template <class T, bool Advance, bool Shared = false, kernel_kind Kind = kernel_kind::full>
+__global__ void __launch_bounds__(block_threads, Kind != kernel_kind::full ? lean_blocks_per_sm : min_blocks_per_sm)
 fold_filters(const layer_desc<T>* __restrict__ layers, int n_layers, std::size_t n_items, std::size_t n_filters,
              partial* __restrict__ out, std::uint32_t* __restrict__ r, partial* __restrict__ totals,
-             unsigned long long* __restrict__ done) {
+             unsigned long long* __restrict__ done, unsigned long long* __restrict__ queue) {
   alignas(16) __shared__ std::uint32_t bits[block_bits / 32];
   __shared__ block_totals red;
   __shared__ int merge_next;  // a layer whose last item this block finished, or -1
@@ -525,6 +565,11 @@ fold_filters(const layer_desc<T>* __restrict__ layers, int n_layers, std::size_t
                 "merge_filters borrows the bitsets");
   partial* part = reinterpret_cast<partial*>(bits);
   const int warp = threadIdx.x >> 5;
+  if constexpr (Kind == kernel_kind::queued) {
+    fold_queued<T, Advance, Shared>(layers, n_layers, n_items, out, r, queue, bits + std::size_t(warp) * (warp_bits / 32));
+    return;
+  }
+  constexpr bool Lean = Kind != kernel_kind::full;  // (the code below is dead in the queued kernel)
   // Thread 0: the layer of this block's last item and the ticket it drew there (-1: none).
   int ticket_layer = -1;
   unsigned long long ticket = 0;
@@ -588,13 +633,15 @@ fold_filters(const layer_desc<T>* __restrict__ layers, int n_layers, std::size_t
   if (merge_next >= 0) merge_layer(merge_next);
 }
 
-/// One block per layer: merges the layer's per-filter totals in a fixed order.
+/// One block per layer: merges the layer's per-filter totals in a fixed order. `queue`: the work
+/// queue of the fold_filters launch before, set back to zero for the next pass (null: none).
 template <class T>
 __global__ void __launch_bounds__(block_threads)
 reduce_layers(const layer_desc<T>* __restrict__ layers, int n_layers, std::size_t n_filters,
-              const partial* __restrict__ filters, partial* __restrict__ totals) {
+              const partial* __restrict__ filters, partial* __restrict__ totals, unsigned long long* __restrict__ queue) {
   // Raw storage: __shared__ variables cannot have constructors.
   alignas(partial) __shared__ unsigned char storage[sizeof(partial) * block_threads];
+  if (queue && blockIdx.x == 0 && threadIdx.x == 0) *queue = 0;
   merge_filters<true>(layers, n_layers, n_filters, int(blockIdx.x), filters, totals, reinterpret_cast<partial*>(storage));
 }
 

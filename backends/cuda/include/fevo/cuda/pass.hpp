@@ -7,10 +7,10 @@
 //   std::size_t alignment();            of the scratch regions (a power of two, at least 16)
 //   char* scratch(std::size_t bytes);   device memory, reused across calls, so aligned
 //   char* staging(std::size_t bytes);   host memory the device copies to and from
-//   template <class T, bool Advance, bool Shared, bool Lean> std::size_t max_blocks();
-//                                       blocks of fold_filters<T, Advance, Shared, Lean> that fit
+//   template <class T, bool Advance, bool Shared, kernel_kind Kind> std::size_t max_blocks();
+//                                       blocks of fold_filters<T, Advance, Shared, Kind> that fit
 //                                       at once
-//   template <class T, bool Advance, bool Shared, bool Lean> void fold(const pass_args<T>&);
+//   template <class T, bool Advance, bool Shared, kernel_kind Kind> void fold(const pass_args<T>&);
 //                                       the fused pass's launch(es)
 //   uploaded_table& table();            what the scratch's start holds (see uploaded_table)
 //   void upload(void* dst, const void* src, std::size_t bytes);        host -> device, ordered
@@ -68,9 +68,10 @@ struct pass_options {
   bool one_launch = false;              ///< merge each layer's totals in the fused launch
   sharing share = sharing::automatic;   ///< small packed filters 2 or 4 to a warp
   bool lean = false;                    ///< the lean kernel where a pass allows it (lean_allowed)
+  bool queue = false;                   ///< the lean kernel with a work queue where a pass allows it
 };
 
-/// Whether a pass may launch the lean kernel (fold_filters' Lean): every layer in warp mode, with
+/// Whether a pass may launch a lean kernel (kernel_kind lean or queued): every layer in warp mode, with
 /// filters of at most warp_bits weights, and a second launch to merge the layers' totals.
 template <class T>
 bool lean_allowed(const std::vector<layer_desc<T>>& descs, bool one_launch) {
@@ -101,7 +102,7 @@ bool vector_friendly(const View& v) {
 /// What the start of a device's scratch holds since the last pass that completed there: the bytes
 /// of its descriptor table and layer counters. A pass with the same table (a training loop's
 /// every call on the same buffers) skips their upload; the one-launch kernel leaves its counters
-/// at zero again. A Device forgets it whenever its scratch moves.
+/// at zero again, and reduce_layers a work queue's. A Device forgets it whenever its scratch moves.
 struct uploaded_table {
   const char* at = nullptr;
   std::vector<char> bytes;
@@ -123,21 +124,31 @@ template <class T>
 struct pass_args {
   const layer_desc<T>* layers;
   int n_layers;
-  std::size_t n_items, n_filters;
-  partial* filters;         ///< one per filter
-  partial* totals;          ///< one per layer
-  std::uint32_t* r;         ///< R_ic of the layers that want them
-  unsigned long long* done; ///< with one_launch: one counter per layer, zero; else nullptr
-  unsigned grid;            ///< blocks of fold_filters
+  std::size_t n_items;        ///< work items (units, in a work-queue pass)
+  std::size_t n_filters;
+  partial* filters;           ///< one per filter
+  partial* totals;            ///< one per layer, in the table's order
+  std::uint32_t* r;           ///< R_ic of the layers that want them
+  unsigned long long* done;   ///< with one_launch: one counter per layer, zero; else nullptr
+  unsigned long long* queue;  ///< a work-queue pass: the queue's counter, zero; else nullptr
+  unsigned grid;              ///< blocks of fold_filters
 };
 
-/// Launches fold_filters<T, Advance, Shared, Lean> (and the merge) on `dev` with as many blocks
+/// Launches fold_filters<T, Advance, Shared, Kind> (and the merge) on `dev` with as many blocks
 /// as fit at once, at most one per item.
-template <class T, bool Advance, bool Shared, bool Lean, class Device>
+template <class T, bool Advance, bool Shared, kernel_kind Kind, class Device>
 void launch_pass(Device& dev, pass_args<T>& a) {
-  const std::size_t max_blocks = dev.template max_blocks<T, Advance, Shared, Lean>();
+  const std::size_t max_blocks = dev.template max_blocks<T, Advance, Shared, Kind>();
   a.grid = static_cast<unsigned>(a.n_items < max_blocks ? a.n_items : max_blocks);
-  dev.template fold<T, Advance, Shared, Lean>(a);
+  dev.template fold<T, Advance, Shared, Kind>(a);
+}
+template <class T, bool Advance, bool Shared, class Device>
+void launch_pass(Device& dev, pass_args<T>& a, kernel_kind kind) {
+  switch (kind) {
+    case kernel_kind::full: return launch_pass<T, Advance, Shared, kernel_kind::full>(dev, a);
+    case kernel_kind::lean: return launch_pass<T, Advance, Shared, kernel_kind::lean>(dev, a);
+    case kernel_kind::queued: return launch_pass<T, Advance, Shared, kernel_kind::queued>(dev, a);
+  }
 }
 
 /// The fused pass of `n_tasks` layers on `dev` (see the top of this file). With Advance, every
@@ -166,18 +177,47 @@ void run_pass(Device& dev, const pass_options& opt, layer_task<T, device_space>*
     want_filters = want_filters || t.per_filter;
   }
   const bool shared = use_shared_warps(opt.share, shared_weights, weights);
+  if (!shared)
+    for (desc& d : descs) d.group = 32;
+  // The lean kernel, in a work-queue pass or not (lean_allowed says whether it can serve the pass).
+  const bool queued = opt.queue && lean_allowed(descs, opt.one_launch);
+  const bool lean = queued || (opt.lean && lean_allowed(descs, opt.one_launch));
+  // The table's order: the tasks' or, for a work queue, the layers with the largest units first,
+  // so that the last units the warps take are the smallest (ties: the tasks' order).
+  // descs[k] is then tasks[order[k]]'s layer, and totals[k] its total.
+  std::vector<std::size_t> order(n_tasks);
+  for (std::size_t k = 0; k < n_tasks; ++k) order[k] = k;
+  if (queued) {
+    const auto unit = [&](std::size_t k) {
+      return descs[k].ext[1] * descs[k].ext[2] * descs[k].ext[3] * std::size_t(32 / descs[k].group);
+    };
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return unit(a) > unit(b); });
+    std::vector<desc> sorted(n_tasks);
+    for (std::size_t k = 0; k < n_tasks; ++k) sorted[k] = descs[order[k]];
+    descs.swap(sorted);
+    // The filters' totals and R_ic in the table's order too (merge_filters wants it).
+    std::size_t f = 0, rc = 0;
+    for (desc& d : descs) {
+      d.first_filter = f;
+      f += d.ext[0];
+      if (d.r_offset == no_r) continue;
+      d.r_offset = rc;
+      rc += d.ext[0] * d.ext[1];
+    }
+  }
   for (desc& d : descs) {
-    if (!shared) d.group = 32;
     d.first_item = items;
-    items += items_of(d.ext[0], d.block != 0, d.group);
+    items += items_of(d.ext[0], d.block != 0, d.group, queued);
   }
 
   // One scratch block on the device and its mirror in host staging memory:
-  //   descriptors | layer counters | layer totals | per-filter totals | R_ic
+  //   descriptors | work queue | layer counters | layer totals | per-filter totals | R_ic
   // The descriptors and the zeroed counters go up in one copy (none when the scratch holds them
-  // from the last pass), and the results come back in one copy of the range the call needs.
+  // from the last pass: each pass leaves its counters at zero), and the results come back in one
+  // copy of the range the call needs.
   const std::size_t al = dev.alignment();
-  const std::size_t o_done = round_up(n_tasks * sizeof(desc), al);
+  const std::size_t o_queue = round_up(n_tasks * sizeof(desc), al);
+  const std::size_t o_done = o_queue + (queued ? round_up(sizeof(unsigned long long), al) : 0);
   const std::size_t o_totals = o_done + (opt.one_launch ? round_up(n_tasks * sizeof(unsigned long long), al) : 0);
   const std::size_t o_filters = o_totals + round_up(n_tasks * sizeof(partial), al);
   const std::size_t o_r = o_filters + round_up(filters * sizeof(partial), al);
@@ -186,7 +226,7 @@ void run_pass(Device& dev, const pass_options& opt, layer_task<T, device_space>*
   char* base = dev.scratch(o_end);
   char* host = dev.staging(o_end);
   std::memcpy(host, descs.data(), n_tasks * sizeof(desc));
-  std::memset(host + o_done, 0, o_totals - o_done);
+  std::memset(host + o_queue, 0, o_totals - o_queue);
   uploaded_table& table = dev.table();
   const bool resident = table.holds(base, host, o_totals);
   table.forget();  // until this pass completes: a failed one may leave counters behind
@@ -201,13 +241,14 @@ void run_pass(Device& dev, const pass_options& opt, layer_task<T, device_space>*
   a.totals = reinterpret_cast<partial*>(base + o_totals);
   a.r = reinterpret_cast<std::uint32_t*>(base + o_r);
   a.done = opt.one_launch ? reinterpret_cast<unsigned long long*>(base + o_done) : nullptr;
-  // The shared-warp kernel and the lean one are other instantiations (a run-time group size
-  // takes more registers; the lean kernel compiles out what it cannot meet).
-  const bool lean = opt.lean && lean_allowed(descs, opt.one_launch);
+  a.queue = queued ? reinterpret_cast<unsigned long long*>(base + o_queue) : nullptr;
+  // The shared-warp kernel and the lean ones are other instantiations (a run-time group size
+  // takes more registers; the lean kernels compile out what they cannot meet).
+  const kernel_kind kind = queued ? kernel_kind::queued : lean ? kernel_kind::lean : kernel_kind::full;
   if (shared)
-    lean ? launch_pass<T, Advance, true, true>(dev, a) : launch_pass<T, Advance, true, false>(dev, a);
+    launch_pass<T, Advance, true>(dev, a, kind);
   else
-    lean ? launch_pass<T, Advance, false, true>(dev, a) : launch_pass<T, Advance, false, false>(dev, a);
+    launch_pass<T, Advance, false>(dev, a, kind);
 
   dev.download(host + o_totals, base + o_totals, back_end - o_totals);
   dev.finish();
@@ -217,7 +258,7 @@ void run_pass(Device& dev, const pass_options& opt, layer_task<T, device_space>*
   const partial* per = reinterpret_cast<const partial*>(host + o_filters);
   const std::uint32_t* r_host = reinterpret_cast<const std::uint32_t*>(host + o_r);
   for (std::size_t k = 0; k < n_tasks; ++k) {
-    const auto& t = tasks[k];
+    const auto& t = tasks[order[k]];
     *t.total = totals[k];
     if (!t.per_filter) continue;
     for (std::size_t i = 0; i < t.prev.filters(); ++i) t.per_filter->store(i, per[descs[k].first_filter + i]);
