@@ -125,7 +125,7 @@ struct pass_args {
   const layer_desc<T>* layers;
   int n_layers;
   std::size_t n_items;        ///< work items (units, in a work-queue pass)
-  std::size_t n_filters;
+  std::size_t n_filters;      ///< of every layer
   partial* filters;           ///< one per filter
   partial* totals;            ///< one per layer, in the table's order
   std::uint32_t* r;           ///< R_ic of the layers that want them
