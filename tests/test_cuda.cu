@@ -176,23 +176,16 @@ TEST_CASE("cuda: compare_and_advance_layers on a mixed model, every mode and dty
   }
 }
 
-TEST_CASE("cuda: the lean kernel on warp-mode layers of every dtype, with the default kernel's bits", "[cuda]") {
-  const auto warps = fevo::cuda::par.block_per_filter_from(SIZE_MAX);
-  for (const bool shared : {false, true}) {
-    INFO("shared warps " << shared);
-    fevo_test::check_advance_model_every_dtype<gpu_env>(warps.warp_sharing(shared).lean_kernel(),
-                                                        fevo_test::warp_mode_shapes());
-    fevo_test::check_same_bits<gpu_env>(warps.warp_sharing(shared).lean_kernel(), warps.warp_sharing(shared));
-  }
-}
-
-TEST_CASE("cuda: the work queue on warp-mode layers of every dtype, with the default kernel's bits", "[cuda]") {
-  const auto warps = fevo::cuda::par.block_per_filter_from(SIZE_MAX);
-  for (const bool shared : {false, true}) {
-    INFO("shared warps " << shared);
-    fevo_test::check_advance_model_every_dtype<gpu_env>(warps.warp_sharing(shared).work_queue(),
-                                                        fevo_test::warp_mode_shapes());
-    fevo_test::check_same_bits<gpu_env>(warps.warp_sharing(shared).work_queue(), warps.warp_sharing(shared));
+TEST_CASE("cuda: the lean and work-queue kernels on warp-mode layers of every dtype, with the default kernel's bits",
+          "[cuda]") {
+  for (const bool queue : {false, true}) {
+    for (const bool shared : {false, true}) {
+      INFO((queue ? "work queue" : "lean kernel") << ", shared warps " << shared);
+      const auto warps = fevo::cuda::par.block_per_filter_from(SIZE_MAX).warp_sharing(shared);
+      const auto pol = queue ? warps.work_queue() : warps.lean_kernel();
+      fevo_test::check_advance_model_every_dtype<gpu_env>(pol, fevo_test::warp_mode_shapes());
+      fevo_test::check_same_bits<gpu_env>(pol, warps);
+    }
   }
   // The merge launch sets the queue back to zero for the next call on the same table.
   fevo_test::check_repeated_calls<gpu_env>(
