@@ -68,6 +68,10 @@ for (model, ty), fused in rows.items():
         print(f"{model} {ty}: fused {fused:.1f} GB/s vs torch eager {t:.1f} GB/s = {r:.1f}x (target >= 5) {'PASS' if r >= 5 else 'MISS'}")
 PY
 log "torch done"
+# The work-assignment model behind par.work_queue(), for this GPU's SMs (PyTorch says how many;
+# 132, an H100's or H200's, if it cannot), to set beside the kernels_queue rows.
+sms=$(python3 -c 'import torch; print(torch.cuda.get_device_properties(0).multi_processor_count)' 2>/dev/null)
+python3 bench/schedule.py --sms "${sms:-132}" 2>&1 | tee -a "$out/summary.txt"
 # The kernels' other shape (8 vectors in flight per thread, the lean kernel at 2 blocks per SM):
 # its tests first, then the kernel rows of the benchmark, beside the default shape's above.
 if [ -x build-gpu/tests/fevo_test_cuda_deep ] && [ -x build-gpu/bench/fevo_bench_cuda_deep ]; then
