@@ -352,41 +352,54 @@ TEST_CASE("cuda emulated: a repeated call finds its descriptors on the device an
       [](bool one_launch) { return fevo_test::emulated_policy{16384, 3, one_launch}; });
 }
 
-TEST_CASE("cuda emulated: the lean kernel serves passes of warp-mode filters, with the default kernel's bits",
-          "[cuda]") {
-  using fevo::cuda::detail::sharing;
-  using fevo_test::emulated_policy;
-  std::size_t& lean = fevo_test::emulated_memory::for_this_thread().lean_launches;
-  // Every dtype, compare-and-advance, against fevo::seq: one lean launch per call.
+namespace {
+
+using fevo::cuda::detail::sharing;
+using fevo_test::emulated_policy;
+
+/// A warp per filter on `blocks` blocks, with the lean kernel (`queue` false) or the work queue.
+emulated_policy lean_policy(bool queue, unsigned blocks, sharing s, bool one_launch = false) {
+  emulated_policy p{SIZE_MAX, blocks, one_launch, s};
+  (queue ? p.queue : p.lean) = true;
+  return p;
+}
+
+/// The lean kernel (`queue` false) or the work-queue kernel serves passes of warp-mode filters:
+/// every dtype through compare-and-advance against fevo::seq, one launch of it per call; the
+/// default kernel's exact bits; passes it cannot serve take the default kernel.
+void check_lean_kind(bool queue) {
+  fevo_test::emulated_memory& mem = fevo_test::emulated_memory::for_this_thread();
+  const std::size_t& launched = queue ? mem.queue_launches : mem.lean_launches;
   for (const sharing s : {sharing::automatic, sharing::always, sharing::never}) {
     INFO("sharing " << int(s) << " (0 automatic, 1 always, 2 never)");
-    const std::size_t before = lean;
-    fevo_test::check_advance_model_every_dtype<fevo_test::emulated_env>(emulated_policy{SIZE_MAX, 3, false, s, true},
+    const std::size_t before = launched;
+    fevo_test::check_advance_model_every_dtype<fevo_test::emulated_env>(lean_policy(queue, 3, s),
                                                                         fevo_test::warp_mode_shapes());
-    CHECK(lean - before == 4);
+    CHECK(launched - before == 4);
   }
-  // The same bits as the default kernel's.
   for (const sharing s : {sharing::always, sharing::never}) {
     for (const unsigned blocks : {1u, 3u, 7u}) {
       INFO("sharing " << int(s) << ", " << blocks << " blocks");
-      const std::size_t before = lean;
+      const std::size_t before = launched;
       const std::size_t calls = fevo_test::check_same_bits<fevo_test::emulated_env>(
-          emulated_policy{SIZE_MAX, blocks, false, s, true}, emulated_policy{SIZE_MAX, blocks, false, s, false});
-      CHECK(lean - before == calls);
+          lean_policy(queue, blocks, s), emulated_policy{SIZE_MAX, blocks, false, s});
+      CHECK(launched - before == calls);
     }
   }
-  fevo_test::rng g = fevo_test::rng_for("lean kernel");
-  // Passes it cannot serve take the default kernel: a filter in block mode, a filter larger than
-  // a warp's bitset, or one launch.
+  // Passes it cannot serve: a filter in block mode, a filter larger than a warp's bitset, or one
+  // launch.
+  fevo_test::rng g = fevo_test::rng_for(queue ? "work queue fallback" : "lean kernel");
   const fevo_test::float_model<fevo_test::emulated_env> big(g, {{4, 16, 3, 3}, {2, 4000, 3, 3}}, 3);
   const auto big_ref = fevo::compute_layers(fevo::seq, big.host, 1e-3);
-  for (const emulated_policy& pol : {emulated_policy{64, 3, false, sharing::automatic, true},
-                                     emulated_policy{SIZE_MAX, 3, false, sharing::automatic, true},
-                                     emulated_policy{SIZE_MAX, 3, true, sharing::automatic, true}}) {
+  emulated_policy block = lean_policy(queue, 3, sharing::automatic);
+  block.block_from = 64;
+  for (const emulated_policy& pol :
+       {block, lean_policy(queue, 3, sharing::automatic), lean_policy(queue, 3, sharing::automatic, true)}) {
     INFO("block_from " << pol.block_from << ", one launch " << pol.one_launch);
-    const std::size_t before = lean;
+    const std::size_t lean = mem.lean_launches, queued = mem.queue_launches;
     fevo_test::check_like(fevo::compute_layers(pol, big.device, 1e-3), big_ref);
-    CHECK(lean == before);
+    CHECK(mem.lean_launches == lean);
+    CHECK(mem.queue_launches == queued);
   }
 }
 
@@ -405,38 +418,24 @@ std::vector<std::size_t> table_units(std::size_t n) {
   return units;
 }
 
+}  // namespace
+
+TEST_CASE("cuda emulated: the lean kernel serves passes of warp-mode filters, with the default kernel's bits",
+          "[cuda]") {
+  check_lean_kind(false);
+}
+
 TEST_CASE("cuda emulated: a work queue serves the lean kernel's passes, largest units first, with the default "
           "kernel's bits",
           "[cuda]") {
-  using fevo::cuda::detail::sharing;
-  using fevo_test::emulated_policy;
-  const auto queue_policy = [](unsigned blocks, sharing s, bool one_launch = false) {
-    emulated_policy p{SIZE_MAX, blocks, one_launch, s};
-    p.queue = true;
-    return p;
-  };
-  fevo_test::emulated_memory& mem = fevo_test::emulated_memory::for_this_thread();
-  // Every dtype, compare-and-advance, against fevo::seq: one work-queue launch per call.
-  for (const sharing s : {sharing::automatic, sharing::always, sharing::never}) {
-    INFO("sharing " << int(s) << " (0 automatic, 1 always, 2 never)");
-    const std::size_t before = mem.queue_launches;
-    fevo_test::check_advance_model_every_dtype<fevo_test::emulated_env>(queue_policy(3, s),
-                                                                        fevo_test::warp_mode_shapes());
-    CHECK(mem.queue_launches - before == 4);
-  }
-  // The same bits as the default kernel's; the table's layers in the order of their units.
+  check_lean_kind(true);
+  // The table's layers in the order of their units.
   for (const sharing s : {sharing::always, sharing::never}) {
-    for (const unsigned blocks : {1u, 3u, 7u}) {
-      INFO("sharing " << int(s) << ", " << blocks << " blocks");
-      const std::size_t before = mem.queue_launches;
-      const std::size_t calls = fevo_test::check_same_bits<fevo_test::emulated_env>(
-          queue_policy(blocks, s), emulated_policy{SIZE_MAX, blocks, false, s});
-      CHECK(mem.queue_launches - before == calls);
-    }
+    INFO("sharing " << int(s));
     fevo_test::rng g = fevo_test::rng_for("work queue order");
     const fevo_test::float_model<fevo_test::emulated_env> model(
         g, {{3, 2, 1, 1}, {4, 16, 3, 3}, {6, 8, 1, 1}, {2, 100, 3, 3}, {5, 16, 3, 3}}, 3);
-    fevo_test::check_like(fevo::compute_layers(queue_policy(3, s), model.device, 1e-3),
+    fevo_test::check_like(fevo::compute_layers(lean_policy(true, 3, s), model.device, 1e-3),
                           fevo::compute_layers(fevo::seq, model.host, 1e-3));
     const std::vector<std::size_t> units = table_units(5);
     CHECK(std::is_sorted(units.rbegin(), units.rend()));
@@ -444,20 +443,5 @@ TEST_CASE("cuda emulated: a work queue serves the lean kernel's passes, largest 
   }
   // A repeated call finds its table (and the queue set back to zero by the merge launch).
   fevo_test::check_repeated_calls<fevo_test::emulated_env>(
-      [&](bool one_launch) { return queue_policy(3, sharing::automatic, one_launch); });
-  // Passes the lean kernel cannot serve take the default kernel: a filter in block mode, a filter
-  // larger than a warp's bitset, or one launch.
-  fevo_test::rng g = fevo_test::rng_for("work queue fallback");
-  const fevo_test::float_model<fevo_test::emulated_env> big(g, {{4, 16, 3, 3}, {2, 4000, 3, 3}}, 3);
-  const auto big_ref = fevo::compute_layers(fevo::seq, big.host, 1e-3);
-  emulated_policy block = queue_policy(3, sharing::automatic);
-  block.block_from = 64;
-  for (const emulated_policy& pol : {block, queue_policy(3, sharing::automatic),
-                                     queue_policy(3, sharing::automatic, true)}) {
-    INFO("block_from " << pol.block_from << ", one launch " << pol.one_launch);
-    const std::size_t lean = mem.lean_launches, queued = mem.queue_launches;
-    fevo_test::check_like(fevo::compute_layers(pol, big.device, 1e-3), big_ref);
-    CHECK(mem.lean_launches == lean);
-    CHECK(mem.queue_launches == queued);
-  }
+      [](bool one_launch) { return lean_policy(true, 3, sharing::automatic, one_launch); });
 }

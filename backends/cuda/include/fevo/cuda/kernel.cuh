@@ -65,11 +65,12 @@ inline constexpr std::size_t block_bits = warp_bits * warps_per_block;
 inline constexpr int unroll = FEVO_CUDA_UNROLL;
 static_assert(unroll == 2 || unroll == 4 || unroll == 8, "FEVO_CUDA_UNROLL: 2, 4 or 8 vectors per thread");
 inline constexpr int min_blocks_per_sm = 2;
-/// Blocks per SM the lean kernels (fold_filters<..., kernel_kind::lean or queued>) are compiled for: they have no block
-/// mode, no channel-by-channel path and no in-launch merge, and at 3 blocks (80 registers, sm_90:
-/// f32 20-22 bytes of spills, bf16 36-38) keeps half as many bytes more in flight per SM, with the
-/// same `unroll` (with 8 vectors at 2 blocks: 128 registers, no spills). Not yet timed on a GPU:
-/// policy::lean_kernel() is off by default.
+/// Blocks per SM the lean kernels (fold_filters<..., kernel_kind::lean or queued>) are compiled
+/// for: they have no block mode, no channel-by-channel path and no in-launch merge, and at 3
+/// blocks (80 registers, sm_90: lean f32 20-22 bytes of spills, bf16 36-38; queued none, 4 with
+/// shared warps) keep half as many bytes more in flight per SM, with the same `unroll` (with 8
+/// vectors at 2 blocks: 128 registers, no spills). Not yet timed on a GPU: policy::lean_kernel()
+/// and policy::work_queue() are off by default.
 inline constexpr int lean_blocks_per_sm = FEVO_CUDA_LEAN_BLOCKS_PER_SM;
 static_assert(lean_blocks_per_sm >= 1 && lean_blocks_per_sm <= 8, "FEVO_CUDA_LEAN_BLOCKS_PER_SM: 1 to 8");
 inline constexpr std::size_t no_r = static_cast<std::size_t>(-1);
@@ -566,7 +567,8 @@ fold_filters(const layer_desc<T>* __restrict__ layers, int n_layers, std::size_t
   partial* part = reinterpret_cast<partial*>(bits);
   const int warp = threadIdx.x >> 5;
   if constexpr (Kind == kernel_kind::queued) {
-    fold_queued<T, Advance, Shared>(layers, n_layers, n_items, out, r, queue, bits + std::size_t(warp) * (warp_bits / 32));
+    fold_queued<T, Advance, Shared>(layers, n_layers, n_items, out, r, queue,
+                                    bits + std::size_t(warp) * (warp_bits / 32));
     return;
   }
   constexpr bool Lean = Kind != kernel_kind::full;  // (the code below is dead in the queued kernel)
@@ -638,7 +640,8 @@ fold_filters(const layer_desc<T>* __restrict__ layers, int n_layers, std::size_t
 template <class T>
 __global__ void __launch_bounds__(block_threads)
 reduce_layers(const layer_desc<T>* __restrict__ layers, int n_layers, std::size_t n_filters,
-              const partial* __restrict__ filters, partial* __restrict__ totals, unsigned long long* __restrict__ queue) {
+              const partial* __restrict__ filters, partial* __restrict__ totals,
+              unsigned long long* __restrict__ queue) {
   // Raw storage: __shared__ variables cannot have constructors.
   alignas(partial) __shared__ unsigned char storage[sizeof(partial) * block_threads];
   if (queue && blockIdx.x == 0 && threadIdx.x == 0) *queue = 0;

@@ -179,9 +179,9 @@ void run_pass(Device& dev, const pass_options& opt, layer_task<T, device_space>*
   const bool shared = use_shared_warps(opt.share, shared_weights, weights);
   if (!shared)
     for (desc& d : descs) d.group = 32;
-  // The lean kernel, in a work-queue pass or not (lean_allowed says whether it can serve the pass).
-  const bool queued = opt.queue && lean_allowed(descs, opt.one_launch);
-  const bool lean = queued || (opt.lean && lean_allowed(descs, opt.one_launch));
+  // A lean kernel, with a work queue or not, where one is asked for and can serve the pass.
+  const bool lean = (opt.queue || opt.lean) && lean_allowed(descs, opt.one_launch);
+  const bool queued = lean && opt.queue;
   // The table's order: the tasks' or, for a work queue, the layers with the largest units first,
   // so that the last units the warps take are the smallest (ties: the tasks' order).
   // descs[k] is then tasks[order[k]]'s layer, and totals[k] its total.
@@ -197,13 +197,7 @@ void run_pass(Device& dev, const pass_options& opt, layer_task<T, device_space>*
     descs.swap(sorted);
     // The filters' totals and R_ic in the table's order too (merge_filters wants it).
     std::size_t f = 0, rc = 0;
-    for (desc& d : descs) {
-      d.first_filter = f;
-      f += d.ext[0];
-      if (d.r_offset == no_r) continue;
-      d.r_offset = rc;
-      rc += d.ext[0] * d.ext[1];
-    }
+    for (std::size_t k = 0; k < n_tasks; ++k) ::fevo::detail::fill_layer_desc(descs[k], tasks[order[k]], f, rc, no_r);
   }
   for (desc& d : descs) {
     d.first_item = items;
