@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <set>
 #include <tuple>
 #include <vector>
 
@@ -403,20 +404,32 @@ void check_lean_kind(bool queue) {
   }
 }
 
-/// The unit (the weights of the filters a warp folds at once) of each of the `n` layers in the
-/// float descriptor table the last call uploaded, in the table's order.
-std::vector<std::size_t> table_units(std::size_t n) {
+/// The `n` layers of the float descriptor table the last call uploaded, in the table's order.
+std::vector<fevo::cuda::detail::layer_desc<float>> table_descs(std::size_t n) {
   using desc = fevo::cuda::detail::layer_desc<float>;
   const fevo::cuda::detail::uploaded_table& t = fevo_test::emulated_memory::for_this_thread().table;
   REQUIRE(t.bytes.size() >= n * sizeof(desc));
+  std::vector<desc> descs(n);
+  for (std::size_t k = 0; k < n; ++k) std::memcpy(&descs[k], t.bytes.data() + k * sizeof(desc), sizeof(desc));
+  return descs;
+}
+
+/// The unit (the weights of the filters a warp folds at once) of each of the `n` layers in the
+/// float descriptor table the last call uploaded, in the table's order.
+std::vector<std::size_t> table_units(std::size_t n) {
   std::vector<std::size_t> units;
-  for (std::size_t k = 0; k < n; ++k) {
-    desc d;
-    std::memcpy(&d, t.bytes.data() + k * sizeof(desc), sizeof(desc));
-    units.push_back(d.ext[1] * d.ext[2] * d.ext[3] * std::size_t(32 / d.group));
-  }
+  for (const auto& d : table_descs(n)) units.push_back(d.ext[1] * d.ext[2] * d.ext[3] * std::size_t(32 / d.group));
   return units;
 }
+
+/// Collects the addresses of the kernels' L2 prefetch hints while it lives.
+struct prefetch_log {
+  std::vector<const void*> hinted;
+  prefetch_log() { simt_prefetched = &hinted; }
+  ~prefetch_log() { simt_prefetched = nullptr; }
+  prefetch_log(const prefetch_log&) = delete;
+  prefetch_log& operator=(const prefetch_log&) = delete;
+};
 
 }  // namespace
 
@@ -444,4 +457,47 @@ TEST_CASE("cuda emulated: a work queue serves the lean kernel's passes, largest 
   // A repeated call finds its table (and the queue set back to zero by the merge launch).
   fevo_test::check_repeated_calls<fevo_test::emulated_env>(
       [](bool one_launch) { return lean_policy(true, 3, sharing::automatic, one_launch); });
+}
+
+TEST_CASE("cuda emulated: in a work-queue pass, the first round of loads of every unit past the grid's warps is "
+          "prefetched",
+          "[cuda]") {
+  using fevo::cuda::detail::unroll;
+  using fevo::cuda::detail::warps_per_block;
+  for (const sharing s : {sharing::always, sharing::never}) {
+    for (const unsigned blocks : {1u, 2u}) {
+      INFO("sharing " << int(s) << " (1 always, 2 never), " << blocks << " blocks");
+      fevo_test::rng g = fevo_test::rng_for("work queue prefetch");
+      const fevo_test::float_model<fevo_test::emulated_env> model(
+          g, {{40, 16, 3, 3}, {24, 64, 1, 1}, {9, 8, 1, 1}, {3, 512, 3, 3}, {19, 3, 3, 3}}, 3);
+      prefetch_log log;
+      const std::size_t queued = fevo_test::emulated_memory::for_this_thread().queue_launches;
+      fevo_test::check_like(fevo::compute_layers(lean_policy(true, blocks, s), model.device, 1e-3),
+                            fevo::compute_layers(fevo::seq, model.host, 1e-3));
+      REQUIRE(fevo_test::emulated_memory::for_this_thread().queue_launches == queued + 1);
+      const std::set<const void*> hinted(log.hinted.begin(), log.hinted.end());
+      // Unit u of the table is the (u - first_item)-th share of 32 / p filters of its layer.
+      const std::size_t warps = std::size_t(blocks) * warps_per_block;
+      std::size_t checked = 0;
+      for (const auto& d : table_descs(5)) {
+        const int p = s == sharing::always ? d.group : 32;
+        const std::size_t per_unit = std::size_t(32 / p), units = (d.ext[0] + per_unit - 1) / per_unit;
+        const std::size_t nv = d.ext[1] * d.ext[2] * d.ext[3] / 4, first_round = std::size_t(p) * unroll;
+        for (std::size_t u = d.first_item; u < d.first_item + units; ++u) {
+          if (u < warps || !d.packed) continue;
+          for (std::size_t f = (u - d.first_item) * per_unit; f < d.ext[0] && f < (u - d.first_item + 1) * per_unit;
+               ++f) {
+            // One hint per 128-byte line of each snapshot: 8 vectors of 16 bytes.
+            for (std::size_t v = 0; v < nv && v < first_round; v += 8) {
+              INFO("unit " << u << ", filter " << f << " of a layer of " << d.ext[0] << ", vector " << v);
+              CHECK(hinted.count(d.prev + f * d.sp[0] + 4 * v) == 1);
+              CHECK(hinted.count(d.next + f * d.sn[0] + 4 * v) == 1);
+              ++checked;
+            }
+          }
+        }
+      }
+      CHECK(checked > 20);
+    }
+  }
 }

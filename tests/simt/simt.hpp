@@ -423,5 +423,10 @@ template <class V>
 V __ldcg(const V* p) {
   return *p;
 }
+/// Where tests collect the addresses of fevo's L2 prefetch hints (null: nowhere).
+inline std::vector<const void*>* simt_prefetched = nullptr;
 /// fevo's L2 prefetch hint: a byte is read, so a hint outside the buffers fails under ASan.
-inline void simt_prefetch_l2(const void* p) { (void)*static_cast<const volatile unsigned char*>(p); }
+inline void simt_prefetch_l2(const void* p) {
+  (void)*static_cast<const volatile unsigned char*>(p);
+  if (simt_prefetched) simt_prefetched->push_back(p);
+}

@@ -178,6 +178,12 @@ __device__ inline void prefetch_l2(const void* p) {
 inline void prefetch_l2(const void* p) { ::simt_prefetch_l2(p); }
 #endif
 
+/// 16 bytes of a packed filter: the unit of its vector loads.
+template <class T>
+struct alignas(16) vector16 {
+  T v[16 / sizeof(T)];
+};
+
 /// Prefetches vectors [from, from + p * unroll) ∩ [0, nv) of a packed filter in both snapshots
 /// (the next round of fold_packed): thread t of p takes one line, the first half of the threads
 /// prev's lines, the second half next's.
@@ -299,6 +305,12 @@ __device__ inline void merge_filters(const layer_desc<T>* layers, int n_layers, 
   __syncthreads();
 }
 
+/// What a warp does besides folding while a filter's last round of loads is in flight
+/// (fold_packed): nothing, but in a work-queue pass (queue_rounds).
+struct plain_rounds {
+  __device__ void last_round() const {}
+};
+
 /// Folds a packed filter of `size` weights (a multiple of the vector width) with p threads
 /// (thread t), 16-byte loads, `unroll` vectors in flight per thread, flags into `bits`.
 /// Every bitset word that covers [0, size) is written (bits past size as 0). All 32 lanes of
@@ -311,17 +323,18 @@ __device__ inline void merge_filters(const layer_desc<T>* layers, int n_layers, 
 /// While a round's loads are in flight, the next round's lines are prefetched into L2: this
 /// filter's next round or, in its last, the first round of `after_p` / `after_n` (the next filter
 /// of the same size this group folds; null if none). `bits` null: no flags kept (every lane of the
-/// warp passes null or not alike). `queue` (work-queue passes, see fold_queued): lane 0 of the
-/// warp takes the warp's next unit from it into *drawn while its last round's loads are in flight.
-template <class T, bool Advance>
+/// warp passes null or not alike). `rounds`: what else the warp does while the loads of the
+/// filter's last round are in flight (plain_rounds: nothing; queue_rounds in a work-queue pass);
+/// every lane calls it once.
+template <class T, bool Advance, class Rounds = plain_rounds>
 __device__ inline void fold_packed(T* pp, const T* pn, std::uint32_t size, int t, int p, compute_t<T> tau,
                                    lane_totals<T>& acc, std::uint32_t* bits, bool valid = true,
                                    const T* after_p = nullptr, const T* after_n = nullptr,
-                                   unsigned long long* queue = nullptr, unsigned long long* drawn = nullptr) {
+                                   const Rounds& rounds = Rounds{}) {
   constexpr int V = 16 / sizeof(T);  // elements per vector
   constexpr int G = 32 / V;          // threads per bitset word
   static_assert(32 % V == 0, "the vector width must tile bitset words");
-  struct alignas(16) vec { T v[V]; };
+  using vec = vector16<T>;
   const vec* vp = reinterpret_cast<const vec*>(pp);
   const vec* vn = reinterpret_cast<const vec*>(pn);
   const std::uint32_t nv = size / V;  // 32-bit: a filter on this path has at most block_bits weights
@@ -340,7 +353,7 @@ __device__ inline void fold_packed(T* pp, const T* pn, std::uint32_t size, int t
     if (base + round < own) prefetch_round(vp, vn, base + round, own, t, p);
     else if (after_p && valid)
       prefetch_round(reinterpret_cast<const vec*>(after_p), reinterpret_cast<const vec*>(after_n), 0, nv, t, p);
-    if (queue && base + round >= nv && (threadIdx.x & 31) == 0) *drawn = atomicAdd(queue, 1ull);
+    if (base + round >= nv) rounds.last_round();
 #pragma unroll
     for (int u = 0; u < unroll; ++u) {
       const std::uint32_t v = base + std::uint32_t(u * p + t);
@@ -401,11 +414,11 @@ __device__ inline unsigned int channel_zeros(const std::uint32_t* bits, std::uin
 /// warp's bitset; groups past the layer's last filter idle along. `ahead`: how many filters on
 /// the group's next filter is (its next item; 0: none), whose first round is prefetched.
 /// A packed 1x1 layer without R_ic keeps no flags: each weight is a channel, so its zero
-/// channels are its unchanged weights, C - changed. `queue`, `drawn`: as in fold_packed.
-template <class T, bool Advance>
+/// channels are its unchanged weights, C - changed. `rounds`: as in fold_packed (packed layers).
+template <class T, bool Advance, class Rounds = plain_rounds>
 __device__ inline void fold_group(const layer_desc<T>& L, std::size_t i0, int p, std::size_t ahead,
                                   std::uint32_t* bits, partial* out, std::uint32_t* r,
-                                  unsigned long long* queue = nullptr, unsigned long long* drawn = nullptr) {
+                                  const Rounds& rounds = Rounds{}) {
   const int lane = threadIdx.x & 31, g = lane / p, t = lane % p;
   const std::size_t i = i0 + std::size_t(g), C = L.ext[1], HW = L.ext[2] * L.ext[3], size = C * HW;
   const bool valid = i < L.ext[0];  // always, with a warp per filter
@@ -417,7 +430,7 @@ __device__ inline void fold_group(const layer_desc<T>& L, std::size_t i0, int p,
     const bool more = ahead != 0 && after < L.ext[0];
     fold_packed<T, Advance>(L.prev + f * L.sp[0], L.next + f * L.sn[0], std::uint32_t(size), t, p, L.tau, acc,
                             flat ? nullptr : own, valid, more ? L.prev + after * L.sp[0] : nullptr,
-                            more ? L.next + after * L.sn[0] : nullptr, queue, drawn);
+                            more ? L.next + after * L.sn[0] : nullptr, rounds);
   } else {
     fold_strided<T, Advance, 32>(L, i, std::uint32_t(size), lane, acc, own);
   }
@@ -521,26 +534,75 @@ __device__ inline void fold_block(const layer_desc<T>& L, std::size_t i, std::si
   }
 }
 
+/// A work-queue pass's rounds (fold_packed): in the last round of a unit, lane 0 takes the
+/// warp's next unit from the queue into *drawn.
+struct queue_rounds {
+  unsigned long long* queue;
+  unsigned long long* drawn;
+  __device__ void last_round() const {
+    if ((threadIdx.x & 31) == 0) *drawn = atomicAdd(queue, 1ull);
+  }
+};
+
+/// The indices of the layers that hold work items a and b (find_layer twice, in one loop: the
+/// two chains of loads overlap).
+template <class T>
+__device__ inline void find_layers(const layer_desc<T>* layers, int n_layers, std::size_t a, std::size_t b, int& ka,
+                                   int& kb) {
+  int lo_a = 0, hi_a = n_layers, lo_b = 0, hi_b = n_layers;
+  for (int span = n_layers; span > 1; span = (span + 1) / 2) {
+    const int mid_a = (lo_a + hi_a) / 2, mid_b = (lo_b + hi_b) / 2;
+    const std::size_t first_a = layers[mid_a].first_item, first_b = layers[mid_b].first_item;
+    if (hi_a - lo_a > 1) { if (first_a <= a) lo_a = mid_a; else hi_a = mid_a; }
+    if (hi_b - lo_b > 1) { if (first_b <= b) lo_b = mid_b; else hi_b = mid_b; }
+  }
+  ka = lo_a;
+  kb = lo_b;
+}
+
+/// Prefetches into L2 the first round of loads of unit `unit` of layer A of a work-queue pass
+/// (fold_group's first fold_packed round, for each of its filters), if A is packed.
+template <class T, bool Shared>
+__device__ inline void prefetch_unit(const layer_desc<T>& A, std::size_t unit) {
+  if (!A.packed) return;
+  const int p = Shared ? A.group : 32, lane = int(threadIdx.x & 31);
+  const std::size_t f = (unit - A.first_item) * std::size_t(32 / p) + std::size_t(lane / p);
+  if (f >= A.ext[0]) return;  // a group past the layer's last filter
+  const std::uint32_t nv = std::uint32_t(A.ext[1] * A.ext[2] * A.ext[3] / (16 / sizeof(T)));
+  prefetch_round(reinterpret_cast<const vector16<T>*>(A.prev + f * A.sp[0]),
+                 reinterpret_cast<const vector16<T>*>(A.next + f * A.sn[0]), 0, nv, lane % p, p);
+}
+
 /// The lean kernel's work queue: each warp takes units (the 32 / group filters a warp folds at
 /// once) from a counter in device memory, zero at the launch, in the table's order (run_pass
 /// puts the layers with the largest units first), until there are none left. The warps of a
 /// static schedule take what falls to them, some several large filters and some a few small
 /// ones, and the pass waits for the slowest; from a queue, a warp that is done takes the next
 /// unit, so they finish together. A warp's next unit is drawn in the last round of its current
-/// one (fold_packed), so the draw's latency hides behind loads; the next unit is not known in
-/// time to prefetch its first round. reduce_layers sets the counter back to zero.
+/// one (queue_rounds), so the draw's latency hides behind loads. That is too late to prefetch
+/// the next unit's first round, as a static schedule does for its next item; instead, a warp
+/// that takes unit u prefetches the first round of unit u + (the grid's warps). The units are
+/// taken in order, each warp its next when it is done with its current one, so that unit is
+/// taken about a unit's time later, by whichever warp, and finds its first lines in L2.
+/// reduce_layers sets the counter back to zero.
 template <class T, bool Advance, bool Shared>
 __device__ inline void fold_queued(const layer_desc<T>* layers, int n_layers, std::size_t n_units, partial* out,
                                    std::uint32_t* r, unsigned long long* queue, std::uint32_t* bits) {
   constexpr unsigned long long none = ~0ull;  // lane 0 has not drawn for the next unit
   const bool leader = (threadIdx.x & 31) == 0;
+  const std::size_t warps = std::size_t(gridDim.x) * warps_per_block;
   unsigned long long drawn = leader ? atomicAdd(queue, 1ull) : 0;
   for (std::size_t unit = __shfl_sync(0xffffffffu, drawn, 0); unit < n_units;
        unit = __shfl_sync(0xffffffffu, drawn, 0)) {
-    const layer_desc<T>& L = layers[find_layer(layers, n_layers, unit)];
+    const std::size_t ahead = unit + warps;
+    int k, ka;
+    find_layers(layers, n_layers, unit, ahead < n_units ? ahead : unit, k, ka);
+    if (ahead < n_units) prefetch_unit<T, Shared>(layers[ka], ahead);
+    const layer_desc<T>& L = layers[k];
     const int p = Shared ? L.group : 32;
     drawn = none;
-    fold_group<T, Advance>(L, (unit - L.first_item) * std::size_t(32 / p), p, 0, bits, out, r, queue, &drawn);
+    fold_group<T, Advance>(L, (unit - L.first_item) * std::size_t(32 / p), p, 0, bits, out, r,
+                           queue_rounds{queue, &drawn});
     if (leader && drawn == none) drawn = atomicAdd(queue, 1ull);  // the strided path, or no rounds
   }
 }
