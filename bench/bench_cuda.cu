@@ -21,6 +21,10 @@
 //   fused_queue, kernels_queue, compare_queue
 //                      the same with par.work_queue(): the lean kernel, whose warps take their
 //                      filters from a queue, largest first, instead of a grid-stride share
+//   kernels_serial, compare_serial
+//                      fused_kernels and compare_kernels with the merge launched plainly after the
+//                      fused kernel, not as a programmatic dependent launch (sm_90 and newer:
+//                      elsewhere the same as fused_kernels)
 //   fused_warp, fused_block1k, fused_block16k
 //                      the same with other warp/block switches (par.block_per_filter_from):
 //                      a warp per filter always, a block from 1024 and from 16384 weights
@@ -156,32 +160,36 @@ struct advance_model {
   ~advance_model() { cudaFree(kept); }
 };
 
-/// Times only the kernels of each call (fevo::cuda::detail::kernel_timer).
+/// Times only the kernels of each call (fevo::cuda::detail::kernel_timer); `serial`: the merge
+/// launched plainly after the fused kernel (fevo::cuda::detail::dependent_launches).
 template <class T, class F>
-void kernels_only(benchmark::State& st, F&& f) {
+void kernels_only(benchmark::State& st, bool serial, F&& f) {
   auto& timer = fevo::cuda::detail::kernel_timer::for_this_thread();
   timer.on = true;
+  fevo::cuda::detail::dependent_launches() = !serial;
   f();  // warm-up
   for (auto _ : st) {
     f();
     st.SetIterationTime(timer.last_ms / 1e3);
   }
+  fevo::cuda::detail::dependent_launches() = true;
   timer.on = false;
 }
 
 template <class T>
-void BM_fused_kernels_with(benchmark::State& st, std::string name, fevo::cuda::policy pol) {
+void BM_fused_kernels_with(benchmark::State& st, std::string name, fevo::cuda::policy pol, bool serial) {
   auto& m = model<T>(name);
-  kernels_only<T>(st, [&] { benchmark::DoNotOptimize(fevo::compute_layers(pol, m.layers, tau)); });
+  kernels_only<T>(st, serial, [&] { benchmark::DoNotOptimize(fevo::compute_layers(pol, m.layers, tau)); });
   st.SetBytesProcessed(st.iterations() * int64_t(2 * m.n * sizeof(T)));
 }
 
 template <class T>
-void BM_compare_kernels_with(benchmark::State& st, std::string name, fevo::cuda::policy pol) {
+void BM_compare_kernels_with(benchmark::State& st, std::string name, fevo::cuda::policy pol, bool serial) {
   auto& m = model<T>(name);
   const advance_model<T> a(m);
   const auto& pairs = a.pairs;
-  kernels_only<T>(st, [&] { benchmark::DoNotOptimize(fevo::cuda::compare_and_advance_layers(pol, pairs, tau)); });
+  kernels_only<T>(st, serial,
+                  [&] { benchmark::DoNotOptimize(fevo::cuda::compare_and_advance_layers(pol, pairs, tau)); });
   st.SetBytesProcessed(st.iterations() * int64_t(3 * m.n * sizeof(T)));
 }
 
@@ -264,10 +272,12 @@ class collector : public benchmark::ConsoleReporter {
   }
 };
 
-/// A policy timed under a benchmark name (the variants at the top of this file).
+/// A policy timed under a benchmark name (the variants at the top of this file); `serial`: the
+/// merge launched plainly (kernels_only).
 struct variant {
   const char* name;
   fevo::cuda::policy pol;
+  bool serial = false;
 };
 
 void register_all() {
@@ -284,13 +294,15 @@ void register_all() {
                              {"BM_kernels_shared", par.warp_sharing()},
                              {"BM_kernels_unshared", par.warp_sharing(false)},
                              {"BM_kernels_lean", par.lean_kernel()},
-                             {"BM_kernels_queue", par.work_queue()}};
+                             {"BM_kernels_queue", par.work_queue()},
+                             {"BM_kernels_serial", par, true}};
   const variant compares[] = {{"BM_compare_kernels", par},
                               {"BM_compare_1launch", par.single_launch()},
                               {"BM_compare_shared", par.warp_sharing()},
                               {"BM_compare_unshared", par.warp_sharing(false)},
                               {"BM_compare_lean", par.lean_kernel()},
-                              {"BM_compare_queue", par.work_queue()}};
+                              {"BM_compare_queue", par.work_queue()},
+                              {"BM_compare_serial", par, true}};
   for (const char* model : {"vgg16", "resnet50"}) {
     const std::string m = model;
     const auto reg = [&](const std::string& name, const char* tag, auto&& fn) {
@@ -303,12 +315,16 @@ void register_all() {
     reg("BM_fused_first", "f32", [m](benchmark::State& st) { BM_fused_with<float>(st, m, par, true); });
     for (const variant& v : kernels) {
       const fevo::cuda::policy pol = v.pol;
-      reg(v.name, "f32", [m, pol](benchmark::State& st) { BM_fused_kernels_with<float>(st, m, pol); });
-      reg(v.name, "bf16", [m, pol](benchmark::State& st) { BM_fused_kernels_with<fevo::bfloat16>(st, m, pol); });
+      const bool serial = v.serial;
+      reg(v.name, "f32", [m, pol, serial](benchmark::State& st) { BM_fused_kernels_with<float>(st, m, pol, serial); });
+      reg(v.name, "bf16",
+          [m, pol, serial](benchmark::State& st) { BM_fused_kernels_with<fevo::bfloat16>(st, m, pol, serial); });
     }
     for (const variant& v : compares) {
       const fevo::cuda::policy pol = v.pol;
-      reg(v.name, "f32", [m, pol](benchmark::State& st) { BM_compare_kernels_with<float>(st, m, pol); });
+      const bool serial = v.serial;
+      reg(v.name, "f32",
+          [m, pol, serial](benchmark::State& st) { BM_compare_kernels_with<float>(st, m, pol, serial); });
     }
     for (const variant& v : calls) {
       const fevo::cuda::policy pol = v.pol;
@@ -389,8 +405,8 @@ int main(int argc, char** argv) {
     for (const char* v : {"fused", "fused_first", "fused_kernels", "fused_warp", "fused_block1k",
                           "fused_block16k", "fused_1launch", "kernels_1launch", "fused_shared",
                           "kernels_shared", "kernels_unshared", "fused_lean", "kernels_lean", "fused_queue",
-                          "kernels_queue", "compare_kernels", "compare_1launch", "compare_shared",
-                          "compare_unshared", "compare_lean", "compare_queue"}) {
+                          "kernels_queue", "kernels_serial", "compare_kernels", "compare_1launch",
+                          "compare_shared", "compare_unshared", "compare_lean", "compare_queue", "compare_serial"}) {
       const double g = get(std::string("BM_") + v + "/" + m + "/f32");
       const bool copy_ref = std::string(v).rfind("compare", 0) == 0;
       const double ref = copy_ref ? get("BM_memcpy_d2d/" + m + "/f32") : cub;
@@ -402,7 +418,8 @@ int main(int argc, char** argv) {
     const std::string m = model;
     const double cub = get("BM_cub_reduce/" + m + "/bf16");
     for (const char* v :
-         {"fused_kernels", "kernels_1launch", "kernels_shared", "kernels_unshared", "kernels_lean", "kernels_queue"}) {
+         {"fused_kernels", "kernels_1launch", "kernels_shared", "kernels_unshared", "kernels_lean", "kernels_queue",
+          "kernels_serial"}) {
       const double g = get(std::string("BM_") + v + "/" + m + "/bf16");
       std::printf("%-10s %-15s %8.1f  %5.2f\n", model, v, g / 1e9, cub > 0 ? g / cub : 0.0);
     }

@@ -192,6 +192,31 @@ TEST_CASE("cuda: the lean and work-queue kernels on warp-mode layers of every dt
       [](bool one_launch) { return fevo::cuda::par.work_queue().single_launch(one_launch); });
 }
 
+TEST_CASE("cuda: the merge launched as a programmatic dependent launch gives a plain launch's bits", "[cuda]") {
+  int device = 0, major = 0;
+  REQUIRE(cudaGetDevice(&device) == cudaSuccess);
+  REQUIRE(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess);
+  CHECK(fevo::cuda::detail::device_takes_dependent_launch() == (major >= 9));
+  fevo_test::rng g = fevo_test::rng_for("dependent launch");
+  const fevo_test::float_model<gpu_env> model(g, {{64, 64, 3, 3}, {256, 64, 1, 1}, {8, 3, 3, 3}, {512, 512, 3, 3}}, 3);
+  const auto ref = fevo::compute_layers(fevo::seq, model.host, 1e-3);
+  bool& dependent = fevo::cuda::detail::dependent_launches();
+  for (const auto pol : {fevo::cuda::par, fevo::cuda::par.warp_sharing(), fevo::cuda::par.work_queue()}) {
+    INFO("shared warps " << int(pol.share_warps) << ", work queue " << pol.queue);
+    dependent = false;
+    const auto plain = fevo::compute_layers(pol, model.device, 1e-3);
+    dependent = true;
+    fevo_test::check_like(plain, ref);
+    // The merge must not read a filter's totals before the pass has written them: many calls.
+    for (int rep = 0; rep < 50; ++rep) {
+      const auto got = fevo::compute_layers(pol, model.device, 1e-3);
+      REQUIRE(got.size() == plain.size());
+      for (std::size_t k = 0; k < got.size(); ++k)
+        REQUIRE(std::memcmp(&got[k].totals, &plain[k].totals, sizeof(fevo::partial)) == 0);
+    }
+  }
+}
+
 TEST_CASE("cuda: a repeated call finds its descriptors on the device and gives the same results", "[cuda]") {
   fevo_test::check_repeated_calls<gpu_env>([](bool one_launch) { return fevo::cuda::par.single_launch(one_launch); });
 }

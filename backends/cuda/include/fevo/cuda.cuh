@@ -274,6 +274,55 @@ std::size_t resident_blocks() {
   return cached;
 }
 
+/// For benchmarks: whether this thread's calls launch reduce_layers as a programmatic dependent
+/// launch where the device takes one (on by default; bench/bench_cuda.cu times both).
+inline bool& dependent_launches() {
+  static thread_local bool on = true;
+  return on;
+}
+
+/// Whether the current device takes programmatic dependent launches (compute capability 9.0 and
+/// newer; see allow_dependent_launch in kernel.cuh).
+inline bool device_takes_dependent_launch() {
+  static thread_local int cached_device = -1;
+  static thread_local bool cached = false;
+  int device = 0, major = 0;
+  check(cudaGetDevice(&device), "cudaGetDevice");
+  if (device == cached_device) return cached;
+  check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device), "cudaDeviceGetAttribute");
+  cached = major >= 9;
+  cached_device = device;
+  return cached;
+}
+
+/// Launches the per-layer merge of a pass after its fold_filters on `stream`: where the device
+/// allows, as a programmatic dependent launch, whose start overlaps the end of fold_filters
+/// (reduce_layers waits for its results before it reads them).
+template <class T>
+void launch_reduce_layers(const pass_args<T>& a, cudaStream_t stream) {
+#if CUDART_VERSION >= 12000
+  if (dependent_launches() && device_takes_dependent_launch()) {
+    cudaLaunchAttribute attr[1] = {};
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(unsigned(a.n_layers));
+    cfg.blockDim = dim3(block_threads);
+    cfg.dynamicSmemBytes = 0;
+    cfg.stream = stream;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    check(cudaLaunchKernelEx(&cfg, reduce_layers<T>, static_cast<const layer_desc<T>*>(a.layers), a.n_layers,
+                             a.n_filters, static_cast<const partial*>(a.filters), a.totals, a.queue),
+          "launching reduce_layers");
+    return;
+  }
+#endif
+  reduce_layers<T><<<unsigned(a.n_layers), block_threads, 0, stream>>>(a.layers, a.n_layers, a.n_filters, a.filters,
+                                                                       a.totals, a.queue);
+  check(cudaGetLastError(), "launching reduce_layers");
+}
+
 /// The device of run_pass (fevo/cuda/pass.hpp): the current CUDA device, work ordered on `stream`.
 struct runtime_device {
   cudaStream_t stream;
@@ -303,9 +352,7 @@ struct runtime_device {
     check(cudaGetLastError(), "launching fold_filters");
     ++launch_count();
     if (!a.done) {
-      reduce_layers<T><<<unsigned(a.n_layers), block_threads, 0, stream>>>(a.layers, a.n_layers, a.n_filters,
-                                                                          a.filters, a.totals, a.queue);
-      check(cudaGetLastError(), "launching reduce_layers");
+      launch_reduce_layers(a, stream);
       ++launch_count();
     }
     if (timer.on) timer.stop(stream);

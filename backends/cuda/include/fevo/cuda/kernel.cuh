@@ -184,6 +184,22 @@ struct alignas(16) vector16 {
   T v[16 / sizeof(T)];
 };
 
+/// Programmatic dependent launch (compute capability 9.0 and newer; nothing on older GPUs, where
+/// the host launches reduce_layers plainly, and on the emulator): fold_filters lets the launch of
+/// the reduce_layers after it begin as soon as all its blocks are running, so that launch
+/// overlaps the pass instead of following it; reduce_layers waits, before it reads anything,
+/// until fold_filters has finished and its writes are visible, as a plain launch would.
+__device__ inline void allow_dependent_launch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+__device__ inline void wait_for_prerequisite_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 /// Prefetches vectors [from, from + p * unroll) ∩ [0, nv) of a packed filter in both snapshots
 /// (the next round of fold_packed): thread t of p takes one line, the first half of the threads
 /// prev's lines, the second half next's.
@@ -628,6 +644,7 @@ fold_filters(const layer_desc<T>* __restrict__ layers, int n_layers, std::size_t
                 "merge_filters borrows the bitsets");
   partial* part = reinterpret_cast<partial*>(bits);
   const int warp = threadIdx.x >> 5;
+  allow_dependent_launch();
   if constexpr (Kind == kernel_kind::queued) {
     fold_queued<T, Advance, Shared>(layers, n_layers, n_items, out, r, queue,
                                     bits + std::size_t(warp) * (warp_bits / 32));
@@ -699,6 +716,7 @@ fold_filters(const layer_desc<T>* __restrict__ layers, int n_layers, std::size_t
 
 /// One block per layer: merges the layer's per-filter totals in a fixed order. `queue`: the work
 /// queue of the fold_filters launch before, set back to zero for the next pass (null: none).
+/// It may be launched while that fold_filters runs (see allow_dependent_launch).
 template <class T>
 __global__ void __launch_bounds__(block_threads)
 reduce_layers(const layer_desc<T>* __restrict__ layers, int n_layers, std::size_t n_filters,
@@ -706,6 +724,7 @@ reduce_layers(const layer_desc<T>* __restrict__ layers, int n_layers, std::size_
               unsigned long long* __restrict__ queue) {
   // Raw storage: __shared__ variables cannot have constructors.
   alignas(partial) __shared__ unsigned char storage[sizeof(partial) * block_threads];
+  wait_for_prerequisite_grid();
   if (queue && blockIdx.x == 0 && threadIdx.x == 0) *queue = 0;
   merge_filters<true>(layers, n_layers, n_filters, int(blockIdx.x), filters, totals, reinterpret_cast<partial*>(storage));
 }
