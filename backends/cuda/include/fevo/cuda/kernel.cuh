@@ -258,15 +258,28 @@ struct lane_totals {
   }
 };
 
+/// The indices of the layers that hold work items a and b (two binary searches of the table in
+/// one loop: their chains of loads overlap).
+template <class T>
+__device__ inline void find_layers(const layer_desc<T>* layers, int n_layers, std::size_t a, std::size_t b, int& ka,
+                                   int& kb) {
+  int lo_a = 0, hi_a = n_layers, lo_b = 0, hi_b = n_layers;
+  for (int span = n_layers; span > 1; span = (span + 1) / 2) {
+    const int mid_a = (lo_a + hi_a) / 2, mid_b = (lo_b + hi_b) / 2;
+    const std::size_t first_a = layers[mid_a].first_item, first_b = layers[mid_b].first_item;
+    if (hi_a - lo_a > 1) { if (first_a <= a) lo_a = mid_a; else hi_a = mid_a; }
+    if (hi_b - lo_b > 1) { if (first_b <= b) lo_b = mid_b; else hi_b = mid_b; }
+  }
+  ka = lo_a;
+  kb = lo_b;
+}
+
 /// Index of the layer that holds work item `item`.
 template <class T>
 __device__ inline int find_layer(const layer_desc<T>* layers, int n_layers, std::size_t item) {
-  int lo = 0, hi = n_layers;  // the last layer whose first_item <= item
-  while (hi - lo > 1) {
-    const int mid = (lo + hi) / 2;
-    if (layers[mid].first_item <= item) lo = mid; else hi = mid;
-  }
-  return lo;
+  int k, same;
+  find_layers(layers, n_layers, item, item, k, same);
+  return k;
 }
 
 /// Work items of layer k.
@@ -559,22 +572,6 @@ struct queue_rounds {
     if ((threadIdx.x & 31) == 0) *drawn = atomicAdd(queue, 1ull);
   }
 };
-
-/// The indices of the layers that hold work items a and b (find_layer twice, in one loop: the
-/// two chains of loads overlap).
-template <class T>
-__device__ inline void find_layers(const layer_desc<T>* layers, int n_layers, std::size_t a, std::size_t b, int& ka,
-                                   int& kb) {
-  int lo_a = 0, hi_a = n_layers, lo_b = 0, hi_b = n_layers;
-  for (int span = n_layers; span > 1; span = (span + 1) / 2) {
-    const int mid_a = (lo_a + hi_a) / 2, mid_b = (lo_b + hi_b) / 2;
-    const std::size_t first_a = layers[mid_a].first_item, first_b = layers[mid_b].first_item;
-    if (hi_a - lo_a > 1) { if (first_a <= a) lo_a = mid_a; else hi_a = mid_a; }
-    if (hi_b - lo_b > 1) { if (first_b <= b) lo_b = mid_b; else hi_b = mid_b; }
-  }
-  ka = lo_a;
-  kb = lo_b;
-}
 
 /// Prefetches into L2 the first round of loads of unit `unit` of layer A of a work-queue pass
 /// (fold_group's first fold_packed round, for each of its filters), if A is packed.
