@@ -72,7 +72,8 @@ log "torch done"
 # 132, an H100's or H200's, if it cannot), to set beside the kernels_queue rows.
 sms=$(python3 -c 'import torch; print(torch.cuda.get_device_properties(0).multi_processor_count)' 2>/dev/null)
 python3 bench/schedule.py --sms "${sms:-132}" 2>&1 | tee -a "$out/summary.txt"
-# The kernels' other shape (8 vectors in flight per thread, the lean kernel at 2 blocks per SM):
+# The kernels' other shape (8 vectors in flight per thread, the lean kernel at 2 blocks per SM, the
+# staged kernel with 8 rounds of 1 vector):
 # its tests first, then the kernel rows of the benchmark, beside the default shape's above.
 if [ -x build-gpu/tests/fevo_test_cuda_deep ] && [ -x build-gpu/bench/fevo_bench_cuda_deep ]; then
   ./build-gpu/tests/fevo_test_cuda_deep >"$out/test-deep.log" 2>&1
@@ -80,22 +81,22 @@ if [ -x build-gpu/tests/fevo_test_cuda_deep ] && [ -x build-gpu/bench/fevo_bench
   log "deep-shape tests: exit $rc, $(grep -E '^(All tests passed|test cases:)' "$out/test-deep.log" | tail -1)"
   if [ $rc = 0 ]; then
     ./build-gpu/bench/fevo_bench_cuda_deep --benchmark_min_time=0.2 \
-      --benchmark_filter='BM_(fused_kernels|kernels_(lean|queue)|compare_(kernels|lean|queue)|cub_reduce|memcpy_d2d)/' \
+      --benchmark_filter='BM_(fused_kernels|kernels_(lean|queue|staged)|compare_(kernels|lean|queue|staged)|cub_reduce|memcpy_d2d)/' \
       >"$out/bench-deep.txt" 2>&1
-    log "deep-shape benchmark (8 vectors per thread; lean kernel at 2 blocks per SM):"
+    log "deep-shape benchmark (8 vectors per thread; lean kernel at 2 blocks per SM; staged: 8 rounds of 1 vector):"
     sed -n '/^f32 variants/,$p' "$out/bench-deep.txt" | grep -vE ' 0\.0 +0\.00$' | tee -a "$out/summary.txt"
   fi
 else
   log "deep-shape targets were not built (build.log)"
 fi
-# Nsight Compute on the first two calls of the fused pass (two launches each), and of its lean
-# and work-queue variants, on VGG-16 and ResNet-50: duration, DRAM throughput, occupancy and its
+# Nsight Compute on the first two calls of the fused pass (two launches each), and of its
+# work-queue and staged variants, on VGG-16 and ResNet-50: duration, DRAM throughput, occupancy and its
 # limits, and where warps stall. Counting launches from the first: a ResNet-50 benchmark may run
 # a single iteration under the profiler.
 # FEVO_GPU_QUICK=1 skips the profiler and compute-sanitizer (a rerun that only times).
 quick=${FEVO_GPU_QUICK:-0}
 if [ "$quick" != 1 ] && command -v ncu >/dev/null; then
-  for mb in vgg16/fused vgg16/fused_lean vgg16/fused_queue resnet50/fused resnet50/fused_queue; do
+  for mb in vgg16/fused vgg16/fused_queue vgg16/fused_staged resnet50/fused resnet50/fused_staged; do
     m=${mb%/*} b=${mb#*/}
     timeout 40 ncu --clock-control none --kernel-name regex:'fold_filters|reduce_layers' --launch-count 4 \
       --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \

@@ -113,6 +113,14 @@ inline std::vector<model_shape> warp_mode_shapes() {
   return shapes;
 }
 
+/// Layers the staged kernel can serve: warp mode and packed in every dtype (filters of a multiple
+/// of 8 weights, 16-byte aligned): 1x1, 2x2, 3x3 and 7x7, from 72 weights to the largest a warp's
+/// bitset holds.
+inline std::vector<model_shape> packed_warp_mode_shapes() {
+  return {{8, 8, 3, 3, false},  {37, 24, 3, 3, false}, {16, 64, 1, 1, false}, {5, 512, 3, 3, false},
+          {3, 16, 7, 7, false}, {2, 3640, 3, 3, false}, {37, 64, 2, 2, false}, {11, 96, 1, 1, false}};
+}
+
 /// Float layers of the given OIHW shapes, named l0, l1, ...: prev uniform in [-0.5, 0.5), next
 /// equal to prev at every `keep`-th weight and moved by less than 5e-3 elsewhere; on the Env's
 /// device (`device`) and on the host (`host`, for fevo::seq).
@@ -155,15 +163,23 @@ inline void check_like(const std::vector<fevo::layer_metrics>& got, const std::v
   }
 }
 
+/// Warp-mode layers of check_same_bits: strided, packed 1x1 and 3x3, up to 32760 weights.
+inline std::vector<std::array<std::size_t, 4>> same_bits_shapes() {
+  return {{8, 3, 3, 3}, {37, 19, 3, 3}, {16, 64, 1, 1}, {5, 512, 3, 3}, {11, 96, 1, 1}, {2, 3640, 3, 3}};
+}
+/// The same with packed layers only (float: a multiple of 4 weights a filter): 1x1, 3x3 and 7x7.
+inline std::vector<std::array<std::size_t, 4>> packed_bits_shapes() {
+  return {{8, 4, 3, 3}, {37, 20, 3, 3}, {16, 64, 1, 1}, {5, 512, 3, 3}, {11, 96, 1, 1}, {3, 4, 7, 7}, {2, 3640, 3, 3}};
+}
+
 /// Two policies that differ only in how the kernels run (`a` and `b`) give the same bits on a
-/// float model of warp-mode layers (strided, packed 1x1 and 3x3, up to 32760 weights): the whole
-/// model in one call, and each layer alone with every filter's results and R_ic. Returns the
-/// calls made with each policy.
+/// float model of warp-mode layers of the given shapes: the whole model in one call, and each
+/// layer alone with every filter's results and R_ic. Returns the calls made with each policy.
 template <class Env, class Policy>
-std::size_t check_same_bits(const Policy& a, const Policy& b) {
+std::size_t check_same_bits(const Policy& a, const Policy& b,
+                            const std::vector<std::array<std::size_t, 4>>& shapes = same_bits_shapes()) {
   rng g = rng_for("same bits");
-  const float_model<Env> model(
-      g, {{8, 3, 3, 3}, {37, 19, 3, 3}, {16, 64, 1, 1}, {5, 512, 3, 3}, {11, 96, 1, 1}, {2, 3640, 3, 3}}, 3);
+  const float_model<Env> model(g, shapes, 3);
   const auto same = [](const fevo::layer_metrics& x, const fevo::layer_metrics& y) {
     CHECK(std::memcmp(&x.totals, &y.totals, sizeof(fevo::partial)) == 0);
     CHECK(x.D == y.D);

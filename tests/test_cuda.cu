@@ -85,6 +85,12 @@ struct cuda_queue_backend : device_upload {
   static constexpr const char* name = "fevo::cuda::par.work_queue() (warp per filter)";
   static auto policy() { return fevo::cuda::par.block_per_filter_from(SIZE_MAX).work_queue(); }
 };
+/// The staged kernel (par.staged_copies()), a warp per filter: the calls whose layers are all
+/// packed take it, the others the default kernel.
+struct cuda_staged_backend : device_upload {
+  static constexpr const char* name = "fevo::cuda::par.staged_copies() (warp per filter)";
+  static auto policy() { return fevo::cuda::par.block_per_filter_from(SIZE_MAX).staged_copies(); }
+};
 struct thrust_cuda_backend : device_upload {
   static constexpr const char* name = "fevo::thrust::par (cuda)";
   static auto policy() { return fevo::thrust::par; }
@@ -92,7 +98,7 @@ struct thrust_cuda_backend : device_upload {
 
 using cuda_backends =
     std::tuple<cuda_backend, cuda_warp_backend, cuda_block_backend, cuda_one_launch_backend, cuda_shared_warp_backend,
-               cuda_lean_backend, cuda_queue_backend, thrust_cuda_backend>;
+               cuda_lean_backend, cuda_queue_backend, cuda_staged_backend, thrust_cuda_backend>;
 
 }  // namespace fevo_test
 
@@ -176,20 +182,59 @@ TEST_CASE("cuda: compare_and_advance_layers on a mixed model, every mode and dty
   }
 }
 
-TEST_CASE("cuda: the lean and work-queue kernels on warp-mode layers of every dtype, with the default kernel's bits",
+TEST_CASE("cuda: the lean, work-queue and staged kernels on warp-mode layers of every dtype, with the default "
+          "kernel's bits",
           "[cuda]") {
-  for (const bool queue : {false, true}) {
+  for (const int kind : {0, 1, 2}) {
     for (const bool shared : {false, true}) {
-      INFO((queue ? "work queue" : "lean kernel") << ", shared warps " << shared);
+      const char* name = kind == 0 ? "lean kernel" : kind == 1 ? "work queue" : "staged copies";
+      INFO(name << ", shared warps " << shared);
       const auto warps = fevo::cuda::par.block_per_filter_from(SIZE_MAX).warp_sharing(shared);
-      const auto pol = queue ? warps.work_queue() : warps.lean_kernel();
-      fevo_test::check_advance_model_every_dtype<gpu_env>(pol, fevo_test::warp_mode_shapes());
-      fevo_test::check_same_bits<gpu_env>(pol, warps);
+      const auto pol = kind == 0 ? warps.lean_kernel() : kind == 1 ? warps.work_queue() : warps.staged_copies();
+      // The staged kernel serves passes of packed layers only.
+      fevo_test::check_advance_model_every_dtype<gpu_env>(
+          pol, kind == 2 ? fevo_test::packed_warp_mode_shapes() : fevo_test::warp_mode_shapes());
+      fevo_test::check_same_bits<gpu_env>(pol, warps,
+                                          kind == 2 ? fevo_test::packed_bits_shapes() : fevo_test::same_bits_shapes());
     }
   }
   // The merge launch sets the queue back to zero for the next call on the same table.
   fevo_test::check_repeated_calls<gpu_env>(
       [](bool one_launch) { return fevo::cuda::par.work_queue().single_launch(one_launch); });
+}
+
+TEST_CASE("cuda: the staged kernel runs where the device has the shared memory it asks for", "[cuda]") {
+  using fevo::cuda::detail::kernel_kind;
+  int device = 0, optin = 0, sms = 0;
+  REQUIRE(cudaGetDevice(&device) == cudaSuccess);
+  REQUIRE(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) == cudaSuccess);
+  REQUIRE(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) == cudaSuccess);
+  const std::size_t staged = fevo::cuda::detail::resident_blocks<float, false, false, kernel_kind::staged>();
+  const std::size_t queued = fevo::cuda::detail::resident_blocks<float, false, false, kernel_kind::queued>();
+  INFO("opt-in shared memory per block " << optin << " bytes, " << sms << " SMs");
+  // A block takes 96 KiB: 64 KiB of rings, 32 KiB of bitsets. Two blocks per SM on an H100 or
+  // H200 (227 KiB a block at most), one on an A100 (163 KiB) or sm_86 (99 KiB), none on sm_75
+  // (64 KiB), where the work queue's kernel serves its passes.
+  const std::size_t need = fevo::cuda::detail::staged_shared_bytes + 32 * 1024;
+  if (optin >= 200 * 1024) CHECK(staged >= 2 * std::size_t(sms));
+  else if (std::size_t(optin) >= need) CHECK(staged >= std::size_t(sms));
+  else CHECK(staged == 0);
+  CHECK(queued >= std::size_t(sms));
+  // Repeated calls on packed layers (the staged kernel's, where it runs): the same bits, the
+  // queue set back to zero by each merge.
+  fevo_test::rng g = fevo_test::rng_for("staged repeated");
+  const fevo_test::float_model<gpu_env> model(g, {{64, 64, 3, 3}, {256, 64, 1, 1}, {32, 16, 7, 7}}, 3);
+  const auto pol = fevo::cuda::par.staged_copies();
+  const auto first = fevo::compute_layers(pol, model.device, 1e-3);
+  fevo_test::check_like(first, fevo::compute_layers(fevo::seq, model.host, 1e-3));
+  const auto plain = fevo::compute_layers(fevo::cuda::par.lean_kernel(), model.device, 1e-3);
+  for (int rep = 0; rep < 3; ++rep) {
+    const auto got = fevo::compute_layers(pol, model.device, 1e-3);
+    for (std::size_t k = 0; k < got.size(); ++k) {
+      CHECK(std::memcmp(&got[k].totals, &first[k].totals, sizeof(fevo::partial)) == 0);
+      CHECK(std::memcmp(&got[k].totals, &plain[k].totals, sizeof(fevo::partial)) == 0);
+    }
+  }
 }
 
 TEST_CASE("cuda: the merge launched as a programmatic dependent launch gives a plain launch's bits", "[cuda]") {
@@ -201,8 +246,9 @@ TEST_CASE("cuda: the merge launched as a programmatic dependent launch gives a p
   const fevo_test::float_model<gpu_env> model(g, {{64, 64, 3, 3}, {256, 64, 1, 1}, {8, 3, 3, 3}, {128, 256, 3, 3}}, 3);
   const auto ref = fevo::compute_layers(fevo::seq, model.host, 1e-3);
   bool& dependent = fevo::cuda::detail::dependent_launches();
-  for (const auto pol : {fevo::cuda::par, fevo::cuda::par.warp_sharing(), fevo::cuda::par.work_queue()}) {
-    INFO("shared warps " << int(pol.share_warps) << ", work queue " << pol.queue);
+  for (const auto pol : {fevo::cuda::par, fevo::cuda::par.warp_sharing(), fevo::cuda::par.work_queue(),
+                         fevo::cuda::par.staged_copies()}) {
+    INFO("shared warps " << int(pol.share_warps) << ", work queue " << pol.queue << ", staged " << pol.staged);
     dependent = false;
     const auto plain = fevo::compute_layers(pol, model.device, 1e-3);
     dependent = true;

@@ -29,7 +29,12 @@ struct emulated_policy {
   fevo::cuda::detail::sharing share_warps = fevo::cuda::detail::sharing::automatic;
   bool lean = false;   ///< as fevo::cuda::policy::lean_kernel()
   bool queue = false;  ///< as fevo::cuda::policy::work_queue()
-  fevo::cuda::detail::pass_options options() const { return {block_from, one_launch, share_warps, lean, queue}; }
+  bool staged = false;  ///< as fevo::cuda::policy::staged_copies()
+  /// false: the device has too little shared memory for the staged kernel (max_blocks says 0)
+  bool staged_fits = true;
+  fevo::cuda::detail::pass_options options() const {
+    return {block_from, one_launch, share_warps, lean, queue, staged};
+  }
 };
 
 /// The device memory of one host thread's emulated calls: the scratch stays from call to call
@@ -42,7 +47,8 @@ struct emulated_memory {
   std::size_t uploads = 0;  ///< descriptor uploads so far
   std::size_t shared_launches = 0;  ///< launches of the shared-warp kernel so far
   std::size_t lean_launches = 0;    ///< launches of the lean kernel so far
-  std::size_t queue_launches = 0;   ///< of which with a work queue
+  std::size_t queue_launches = 0;   ///< of which with a work queue (the queued or staged kernel)
+  std::size_t staged_launches = 0;  ///< of which the staged kernel
   static emulated_memory& for_this_thread() {
     static thread_local emulated_memory m;
     return m;
@@ -55,6 +61,7 @@ struct emulated_memory {
 /// past the last, AddressSanitizer's red zone.
 struct emulated_device {
   unsigned blocks;
+  bool staged_fits = true;
   std::size_t launches = 0;
   std::unique_ptr<char, void (*)(void*)> staging_mem{nullptr, std::free};
 
@@ -85,7 +92,7 @@ struct emulated_device {
   char* staging(std::size_t bytes) { return exact(staging_mem, bytes); }
   template <class T, bool Advance, bool Shared, fevo::cuda::detail::kernel_kind Kind>
   std::size_t max_blocks() {
-    return blocks;
+    return Kind == fevo::cuda::detail::kernel_kind::staged && !staged_fits ? 0 : blocks;
   }
   void upload(void* dst, const void* src, std::size_t bytes) {
     std::memcpy(dst, src, bytes);
@@ -97,11 +104,15 @@ struct emulated_device {
     using namespace fevo::cuda::detail;
     if (Shared) ++emulated_memory::for_this_thread().shared_launches;
     if (Kind != kernel_kind::full) ++emulated_memory::for_this_thread().lean_launches;
-    if (Kind == kernel_kind::queued) ++emulated_memory::for_this_thread().queue_launches;
-    simt::launch(a.grid, block_threads, [&] {
-      fold_filters<T, Advance, Shared, Kind>(a.layers, a.n_layers, a.n_items, a.n_filters, a.filters, a.r, a.totals,
-                                             a.done, a.queue);
-    });
+    if (Kind == kernel_kind::queued || Kind == kernel_kind::staged) ++emulated_memory::for_this_thread().queue_launches;
+    if (Kind == kernel_kind::staged) ++emulated_memory::for_this_thread().staged_launches;
+    simt::launch(
+        a.grid, block_threads,
+        [&] {
+          fold_filters<T, Advance, Shared, Kind>(a.layers, a.n_layers, a.n_items, a.n_filters, a.filters, a.r,
+                                                 a.totals, a.done, a.queue);
+        },
+        dynamic_shared_bytes(Kind));
     ++launches;
     if (a.done) return;
     simt::launch(unsigned(a.n_layers), block_threads,
@@ -114,7 +125,7 @@ struct emulated_device {
 /// fevo::compute & co. reach this by argument-dependent lookup on emulated_policy.
 template <class T>
 void evaluate(const emulated_policy& pol, fevo::layer_task<T, fevo::device_space>* tasks, std::size_t n) {
-  emulated_device dev{pol.blocks};
+  emulated_device dev{pol.blocks, pol.staged_fits};
   fevo::cuda::detail::run_pass<T, false>(dev, pol.options(), tasks, n, nullptr);
 }
 
@@ -205,7 +216,7 @@ struct emulated_env {
                                                   const std::vector<fevo::cuda::advance_pair<T>>& pairs,
                                                   double tau, std::vector<fevo::filter_results>* per,
                                                   std::size_t& launches) {
-    emulated_device dev{pol.blocks};
+    emulated_device dev{pol.blocks, pol.staged_fits};
     auto m = fevo::cuda::detail::advance_layers(dev, pol.options(), pairs, tau, per);
     launches = dev.launches;
     return m;
@@ -358,45 +369,56 @@ namespace {
 using fevo::cuda::detail::sharing;
 using fevo_test::emulated_policy;
 
-/// A warp per filter on `blocks` blocks, with the lean kernel (`queue` false) or the work queue.
-emulated_policy lean_policy(bool queue, unsigned blocks, sharing s, bool one_launch = false) {
+/// The kernels a pass of warp-mode filters may take besides the default one.
+enum class lean_kind { lean, queue, staged };
+const char* name_of(lean_kind k) {
+  return k == lean_kind::lean ? "lean kernel" : k == lean_kind::queue ? "work queue" : "staged copies";
+}
+
+/// A warp per filter on `blocks` blocks, with the lean kernel, the work queue or staged copies.
+emulated_policy lean_policy(lean_kind k, unsigned blocks, sharing s, bool one_launch = false) {
   emulated_policy p{SIZE_MAX, blocks, one_launch, s};
-  (queue ? p.queue : p.lean) = true;
+  (k == lean_kind::lean ? p.lean : k == lean_kind::queue ? p.queue : p.staged) = true;
   return p;
 }
 
-/// The lean kernel (`queue` false) or the work-queue kernel serves passes of warp-mode filters:
-/// every dtype through compare-and-advance against fevo::seq, one launch of it per call; the
-/// default kernel's exact bits; passes it cannot serve take the default kernel.
-void check_lean_kind(bool queue) {
+/// The lean kernel, the work-queue kernel or the staged kernel serves passes of warp-mode filters
+/// (packed ones only, for the staged kernel): every dtype through compare-and-advance against
+/// fevo::seq, one launch of it per call; the default kernel's exact bits; passes it cannot serve
+/// take the default kernel.
+void check_lean_kind(lean_kind kind) {
   fevo_test::emulated_memory& mem = fevo_test::emulated_memory::for_this_thread();
-  const std::size_t& launched = queue ? mem.queue_launches : mem.lean_launches;
+  const std::size_t& launched = kind == lean_kind::lean    ? mem.lean_launches
+                                : kind == lean_kind::queue ? mem.queue_launches
+                                                           : mem.staged_launches;
+  const bool staged = kind == lean_kind::staged;
+  const auto shapes = staged ? fevo_test::packed_warp_mode_shapes() : fevo_test::warp_mode_shapes();
   for (const sharing s : {sharing::automatic, sharing::always, sharing::never}) {
-    INFO("sharing " << int(s) << " (0 automatic, 1 always, 2 never)");
+    INFO(name_of(kind) << ", sharing " << int(s) << " (0 automatic, 1 always, 2 never)");
     const std::size_t before = launched;
-    fevo_test::check_advance_model_every_dtype<fevo_test::emulated_env>(lean_policy(queue, 3, s),
-                                                                        fevo_test::warp_mode_shapes());
+    fevo_test::check_advance_model_every_dtype<fevo_test::emulated_env>(lean_policy(kind, 3, s), shapes);
     CHECK(launched - before == 4);
   }
   for (const sharing s : {sharing::always, sharing::never}) {
     for (const unsigned blocks : {1u, 3u, 7u}) {
-      INFO("sharing " << int(s) << ", " << blocks << " blocks");
+      INFO(name_of(kind) << ", sharing " << int(s) << ", " << blocks << " blocks");
       const std::size_t before = launched;
       const std::size_t calls = fevo_test::check_same_bits<fevo_test::emulated_env>(
-          lean_policy(queue, blocks, s), emulated_policy{SIZE_MAX, blocks, false, s});
+          lean_policy(kind, blocks, s), emulated_policy{SIZE_MAX, blocks, false, s},
+          staged ? fevo_test::packed_bits_shapes() : fevo_test::same_bits_shapes());
       CHECK(launched - before == calls);
     }
   }
   // Passes it cannot serve: a filter in block mode, a filter larger than a warp's bitset, or one
   // launch.
-  fevo_test::rng g = fevo_test::rng_for(queue ? "work queue fallback" : "lean kernel");
+  fevo_test::rng g = fevo_test::rng_for(std::string(name_of(kind)) + " fallback");
   const fevo_test::float_model<fevo_test::emulated_env> big(g, {{4, 16, 3, 3}, {2, 4000, 3, 3}}, 3);
   const auto big_ref = fevo::compute_layers(fevo::seq, big.host, 1e-3);
-  emulated_policy block = lean_policy(queue, 3, sharing::automatic);
+  emulated_policy block = lean_policy(kind, 3, sharing::automatic);
   block.block_from = 64;
   for (const emulated_policy& pol :
-       {block, lean_policy(queue, 3, sharing::automatic), lean_policy(queue, 3, sharing::automatic, true)}) {
-    INFO("block_from " << pol.block_from << ", one launch " << pol.one_launch);
+       {block, lean_policy(kind, 3, sharing::automatic), lean_policy(kind, 3, sharing::automatic, true)}) {
+    INFO(name_of(kind) << ", block_from " << pol.block_from << ", one launch " << pol.one_launch);
     const std::size_t lean = mem.lean_launches, queued = mem.queue_launches;
     fevo_test::check_like(fevo::compute_layers(pol, big.device, 1e-3), big_ref);
     CHECK(mem.lean_launches == lean);
@@ -435,20 +457,20 @@ struct prefetch_log {
 
 TEST_CASE("cuda emulated: the lean kernel serves passes of warp-mode filters, with the default kernel's bits",
           "[cuda]") {
-  check_lean_kind(false);
+  check_lean_kind(lean_kind::lean);
 }
 
 TEST_CASE("cuda emulated: a work queue serves the lean kernel's passes, largest units first, with the default "
           "kernel's bits",
           "[cuda]") {
-  check_lean_kind(true);
+  check_lean_kind(lean_kind::queue);
   // The table's layers in the order of their units.
   for (const sharing s : {sharing::always, sharing::never}) {
     INFO("sharing " << int(s));
     fevo_test::rng g = fevo_test::rng_for("work queue order");
     const fevo_test::float_model<fevo_test::emulated_env> model(
         g, {{3, 2, 1, 1}, {4, 16, 3, 3}, {6, 8, 1, 1}, {2, 100, 3, 3}, {5, 16, 3, 3}}, 3);
-    fevo_test::check_like(fevo::compute_layers(lean_policy(true, 3, s), model.device, 1e-3),
+    fevo_test::check_like(fevo::compute_layers(lean_policy(lean_kind::queue, 3, s), model.device, 1e-3),
                           fevo::compute_layers(fevo::seq, model.host, 1e-3));
     const std::vector<std::size_t> units = table_units(5);
     CHECK(std::is_sorted(units.rbegin(), units.rend()));
@@ -456,7 +478,93 @@ TEST_CASE("cuda emulated: a work queue serves the lean kernel's passes, largest 
   }
   // A repeated call finds its table (and the queue set back to zero by the merge launch).
   fevo_test::check_repeated_calls<fevo_test::emulated_env>(
-      [](bool one_launch) { return lean_policy(true, 3, sharing::automatic, one_launch); });
+      [](bool one_launch) { return lean_policy(lean_kind::queue, 3, sharing::automatic, one_launch); });
+}
+
+TEST_CASE("cuda emulated: staged copies serve the work queue's passes of packed filters, with the default "
+          "kernel's bits",
+          "[cuda]") {
+  check_lean_kind(lean_kind::staged);
+  fevo_test::emulated_memory& mem = fevo_test::emulated_memory::for_this_thread();
+  fevo_test::rng g = fevo_test::rng_for("staged copies");
+  // A device without the shared memory it needs: the work queue's kernel serves the pass.
+  const fevo_test::float_model<fevo_test::emulated_env> packed(g, {{9, 16, 3, 3}, {40, 64, 1, 1}, {3, 8, 7, 7}}, 3);
+  const auto packed_ref = fevo::compute_layers(fevo::seq, packed.host, 1e-3);
+  emulated_policy small = lean_policy(lean_kind::staged, 3, sharing::automatic);
+  small.staged_fits = false;
+  std::size_t staged = mem.staged_launches, queued = mem.queue_launches;
+  fevo_test::check_like(fevo::compute_layers(small, packed.device, 1e-3), packed_ref);
+  CHECK(mem.staged_launches == staged);
+  CHECK(mem.queue_launches == queued + 1);
+  // A layer that is not packed (3x3x3 floats: 27 weights, not whole vectors): the default kernel.
+  const fevo_test::float_model<fevo_test::emulated_env> mixed(g, {{9, 16, 3, 3}, {5, 3, 3, 3}}, 3);
+  staged = mem.staged_launches;
+  queued = mem.queue_launches;
+  const std::size_t lean = mem.lean_launches;
+  fevo_test::check_like(fevo::compute_layers(lean_policy(lean_kind::staged, 3, sharing::automatic), mixed.device, 1e-3),
+                        fevo::compute_layers(fevo::seq, mixed.host, 1e-3));
+  CHECK(mem.staged_launches == staged);
+  CHECK(mem.queue_launches == queued);
+  CHECK(mem.lean_launches == lean);
+  // Repeated calls find their table on the device, with the queue the merge launch set back to
+  // zero, and give the same bits.
+  const emulated_policy pol = lean_policy(lean_kind::staged, 2, sharing::automatic);
+  fevo_test::emulated_env::forget_table();
+  staged = mem.staged_launches;
+  const std::size_t uploads = fevo_test::emulated_env::uploads();
+  const auto first = fevo::compute_layers(pol, packed.device, 1e-3);
+  fevo_test::check_like(first, packed_ref);
+  for (int rep = 0; rep < 3; ++rep) {
+    const auto again = fevo::compute_layers(pol, packed.device, 1e-3);
+    for (std::size_t k = 0; k < first.size(); ++k) {
+      CHECK(std::memcmp(&again[k].totals, &first[k].totals, sizeof(fevo::partial)) == 0);
+      CHECK(again[k].D == first[k].D);
+    }
+  }
+  CHECK(fevo_test::emulated_env::uploads() == uploads + 1);
+  CHECK(mem.staged_launches == staged + 4);
+}
+
+TEST_CASE("simt: asynchronous copies land when their thread waits for their group", "[simt]") {
+  std::vector<int> src(64);
+  for (int k = 0; k < 64; ++k) src[std::size_t(k)] = k + 1;
+  std::vector<int> seen(64 * 3, -1);
+  simt::launch(
+      1, 64,
+      [&] {
+        const unsigned t = threadIdx.x;
+        int* mine = reinterpret_cast<int*>(simt_dynamic_shared()) + 4 * t;
+        simt_copy_async(mine, &src[t], sizeof(int));
+        simt_commit_copies();
+        simt_copy_async(mine + 1, &src[63 - t], sizeof(int));
+        simt_commit_copies();
+        seen[3 * t] = mine[0];  // not waited for: what was there before
+        simt_wait_copies(1);    // the first group lands
+        seen[3 * t + 1] = mine[0];
+        seen[3 * t + 2] = mine[1];  // still pending
+        simt_wait_copies(0);
+        CHECK(mine[1] == 64 - int(t));
+      },
+      64 * 4 * sizeof(int));
+  int stale = 0;
+  std::memset(&stale, 0xA5, sizeof stale);
+  for (int t = 0; t < 64; ++t) {
+    CHECK(seen[std::size_t(3 * t)] == stale);
+    CHECK(seen[std::size_t(3 * t + 1)] == t + 1);
+    CHECK(seen[std::size_t(3 * t + 2)] == stale);
+  }
+  // A thread that exits with copies it never waited for is reported.
+  REQUIRE_THROWS_WITH(simt::launch(
+                          1, 32,
+                          [&] {
+                            simt_copy_async(simt_dynamic_shared() + 4 * threadIdx.x, &src[0], sizeof(int));
+                            simt_commit_copies();
+                          },
+                          128),
+                      Catch::Contains("never waited for"));
+  // Dynamic shared memory the launch did not ask for.
+  REQUIRE_THROWS_WITH(simt::launch(1, 32, [&] { (void)simt_dynamic_shared(); }),
+                      Catch::Contains("did not ask for"));
 }
 
 TEST_CASE("cuda emulated: in a work-queue pass, the first round of loads of every unit past the grid's warps is "
@@ -472,7 +580,7 @@ TEST_CASE("cuda emulated: in a work-queue pass, the first round of loads of ever
           g, {{40, 16, 3, 3}, {24, 64, 1, 1}, {9, 8, 1, 1}, {3, 512, 3, 3}, {19, 3, 3, 3}}, 3);
       prefetch_log log;
       const std::size_t queued = fevo_test::emulated_memory::for_this_thread().queue_launches;
-      fevo_test::check_like(fevo::compute_layers(lean_policy(true, blocks, s), model.device, 1e-3),
+      fevo_test::check_like(fevo::compute_layers(lean_policy(lean_kind::queue, blocks, s), model.device, 1e-3),
                             fevo::compute_layers(fevo::seq, model.host, 1e-3));
       REQUIRE(fevo_test::emulated_memory::for_this_thread().queue_launches == queued + 1);
       const std::set<const void*> hinted(log.hinted.begin(), log.hinted.end());

@@ -17,7 +17,9 @@
 // lane writes without a barrier sees a stale value in one order or the other. Blocks run one
 // after another, so `__shared__` is `static` storage. Threads that meet at different barriers
 // (divergent code) are reported (simt::error), and so is a barrier some threads never reach (a
-// deadlock), instead of a hang.
+// deadlock), instead of a hang. Asynchronous copies into shared memory (cp.async) land only when
+// their thread waits for their group, so a kernel that reads a stage too early reads stale bytes;
+// a thread that exits with copies it never waited for is reported.
 //
 // What it does not model: timing, concurrent blocks, the GPU memory model (it is sequentially
 // consistent) and masks other than the full warp (kernels here always use 0xffffffff).
@@ -140,12 +142,21 @@ struct barrier {
   site where;  // where the threads of this round called it
 };
 
+/// One asynchronous copy (cp.async) a thread issued and has not waited for yet.
+struct pending_copy {
+  void* dst;
+  const void* src;
+  std::size_t bytes;
+};
+
 struct fiber {
   context ctx;
   std::unique_ptr<char[]> stack;
   dim3 idx;
   unsigned linear = 0;
   bool done = false;
+  std::vector<pending_copy> open;                 // issued, not yet committed
+  std::vector<std::vector<pending_copy>> groups;  // committed, oldest first, not yet waited for
 };
 
 struct machine {
@@ -158,6 +169,7 @@ struct machine {
   barrier block;
   std::vector<barrier> warps;
   std::vector<unsigned long long> lanes;  // one exchange slot per thread
+  std::unique_ptr<unsigned char[]> dynamic_shared;  // the block's, exactly as large as the launch asked
   unsigned long long progress = 0;        // barrier arrivals and exits, for deadlock detection
   const std::function<void()>* body = nullptr;
   std::exception_ptr failure;
@@ -194,6 +206,12 @@ inline void entry() {
 #endif
   try {
     (*M.body)();
+    const fiber& f = *M.current;
+    bool pending = !f.open.empty();
+    for (const auto& g : f.groups) pending = pending || !g.empty();
+    if (pending)
+      throw error("simt: thread " + std::to_string(f.linear) + " of block " + std::to_string(M.block_idx.x) +
+                  " exits with asynchronous copies it never waited for");
   } catch (...) {
     if (!M.failure) M.failure = std::current_exception();
   }
@@ -313,9 +331,11 @@ struct at {
 
 }  // namespace detail
 
-/// Runs `kernel` (a callable; every thread calls it) on grid x block threads, one block at a time.
-/// Rethrows the first exception a thread threw; simt::error on a deadlock.
-inline void launch(dim3 grid, dim3 block, const std::function<void()>& kernel) {
+/// Runs `kernel` (a callable; every thread calls it) on grid x block threads, one block at a time,
+/// each block with `dynamic_shared` bytes of dynamic shared memory (filled with 0xA5 at each
+/// block's start, as a GPU leaves it undefined). Rethrows the first exception a thread threw;
+/// simt::error on a deadlock.
+inline void launch(dim3 grid, dim3 block, const std::function<void()>& kernel, std::size_t dynamic_shared = 0) {
   detail::machine& M = detail::m();
   if (M.running) throw error("simt: launches do not nest");
   const unsigned n = block.x * block.y * block.z;
@@ -328,6 +348,7 @@ inline void launch(dim3 grid, dim3 block, const std::function<void()>& kernel) {
   if (M.fibers.size() < n) M.fibers.resize(n);
   M.warps.assign(n / 32, detail::barrier{});
   M.lanes.assign(n, 0);
+  M.dynamic_shared.reset(dynamic_shared ? new unsigned char[dynamic_shared] : nullptr);
   struct reset {
     detail::machine& M;
     ~reset() { M.running = false; }
@@ -338,6 +359,7 @@ inline void launch(dim3 grid, dim3 block, const std::function<void()>& kernel) {
         M.block_idx = {bx, by, bz};
         M.block = {};
         for (auto& w : M.warps) w = {};
+        if (dynamic_shared) std::memset(M.dynamic_shared.get(), 0xA5, dynamic_shared);
         M.live = n;
         for (unsigned t = 0; t < n; ++t) {
           detail::fiber& f = M.fibers[t];
@@ -345,6 +367,8 @@ inline void launch(dim3 grid, dim3 block, const std::function<void()>& kernel) {
           f.linear = t;
           f.idx = {t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
           f.done = false;
+          f.open.clear();
+          f.groups.clear();
 #if defined(SIMT_ASAN)
           // A finished thread leaves its last frames' redzones poisoned on the stack it used.
           __asan_unpoison_memory_region(f.stack.get(), detail::machine::stack_bytes);
@@ -379,8 +403,9 @@ inline void launch(dim3 grid, dim3 block, const std::function<void()>& kernel) {
       }
 }
 
-inline void launch(unsigned grid, unsigned block, const std::function<void()>& kernel) {
-  launch(dim3{grid, 1, 1}, dim3{block, 1, 1}, kernel);
+inline void launch(unsigned grid, unsigned block, const std::function<void()>& kernel,
+                   std::size_t dynamic_shared = 0) {
+  launch(dim3{grid, 1, 1}, dim3{block, 1, 1}, kernel, dynamic_shared);
 }
 
 /// Fibers a launch keeps for the next one (their stacks): freed here.
@@ -429,4 +454,30 @@ inline std::vector<const void*>* simt_prefetched = nullptr;
 inline void simt_prefetch_l2(const void* p) {
   (void)*static_cast<const volatile unsigned char*>(p);
   if (simt_prefetched) simt_prefetched->push_back(p);
+}
+/// The block's dynamic shared memory (extern __shared__), as large as the launch asked.
+inline unsigned char* simt_dynamic_shared() {
+  unsigned char* p = ::simt::detail::m().dynamic_shared.get();
+  if (!p) throw ::simt::error("simt: the kernel reads dynamic shared memory its launch did not ask for");
+  return p;
+}
+/// cp.async: the copy is only recorded. It lands when the thread waits for its group, so a read
+/// of the destination before that finds what was there before (an early read is caught).
+inline void simt_copy_async(void* dst, const void* src, std::size_t bytes) {
+  ::simt::detail::m().current->open.push_back({dst, src, bytes});
+}
+/// cp.async.commit_group: the copies issued since the last commit form a group (maybe empty).
+inline void simt_commit_copies() {
+  auto& f = *::simt::detail::m().current;
+  f.groups.push_back(std::move(f.open));
+  f.open.clear();
+}
+/// cp.async.wait_group n: the thread's oldest groups land until at most n are pending; the
+/// sources are read now (they must still be valid: ASan checks every byte).
+inline void simt_wait_copies(int n) {
+  auto& f = *::simt::detail::m().current;
+  while (f.groups.size() > std::size_t(n)) {
+    for (const auto& c : f.groups.front()) std::memcpy(c.dst, c.src, c.bytes);
+    f.groups.erase(f.groups.begin());
+  }
 }

@@ -23,7 +23,9 @@
 // launch a kernel with the other paths compiled out (fewer registers, more blocks per SM); it
 // gives the same bits as the default kernel. par.work_queue(), a fourth, also off by default:
 // the lean kernel's warps take their filters from a queue, the largest first, instead of a
-// static share each; the same bits again.
+// static share each; the same bits again. par.staged_copies(), a fifth, off by default: the work
+// queue's kernel with its loads staged through shared memory by asynchronous copies, several
+// rounds ahead; the same bits again.
 // Host views do not compile with this backend; device pointers that turn out to be host memory,
 // and every CUDA error, are reported as fevo::error. Each pointer is checked with
 // cudaPointerGetAttributes the first time a host thread hands it to fevo::cuda, and trusted on
@@ -65,6 +67,9 @@ struct policy {
   bool lean = false;
   /// Passes the lean kernel can serve launch it with a work queue (work_queue()).
   bool queue = false;
+  /// Passes the lean kernel can serve whose layers are all packed launch the staged kernel
+  /// (staged_copies()).
+  bool staged = false;
   /// A copy of this policy whose work is ordered on `s`.
   constexpr policy on(cudaStream_t s) const {
     policy p = *this;
@@ -121,7 +126,20 @@ struct policy {
     p.queue = on;
     return p;
   }
-  detail::pass_options options() const { return {block_from, one_launch, share_warps, lean, queue}; }
+  /// A copy of this policy whose passes (where the lean kernel can serve them and every layer is
+  /// packed: contiguous, 16-byte aligned filters) launch the staged kernel (`true`): the work
+  /// queue's kernel, whose warps load through shared memory by asynchronous copies (cp.async,
+  /// compute capability 8.0 and newer), several rounds ahead of what they fold, so that more
+  /// bytes are in flight than registers can hold. It needs 96 KiB of shared memory a block: on
+  /// devices that cannot give that (compute capability 7.5), the work queue's kernel serves the
+  /// pass. Results are the same bits; bench/bench_cuda.cu times it (kernels_staged,
+  /// compare_staged) against the default.
+  constexpr policy staged_copies(bool on = true) const {
+    policy p = *this;
+    p.staged = on;
+    return p;
+  }
+  detail::pass_options options() const { return {block_from, one_launch, share_warps, lean, queue, staged}; }
 };
 inline constexpr policy par{};
 
@@ -253,7 +271,8 @@ inline std::size_t& upload_count() {
   return n;
 }
 
-/// Blocks of fold_filters that fit on the current device at once (the grid of one pass).
+/// Blocks of fold_filters that fit on the current device at once (the grid of one pass); 0 for the
+/// staged kernel on a device that cannot give a block its shared memory.
 template <class T, bool Advance, bool Shared, kernel_kind Kind>
 std::size_t resident_blocks() {
   static thread_local int cached_device = -1;
@@ -261,15 +280,31 @@ std::size_t resident_blocks() {
   int device = 0, sms = 0, per_sm = 0;
   check(cudaGetDevice(&device), "cudaGetDevice");
   if (device == cached_device) return cached;
+  const auto kernel = fold_filters<T, Advance, Shared, Kind>;
+  constexpr std::size_t dynamic = dynamic_shared_bytes(Kind);
+  if (dynamic > 0) {
+    // More than 48 KiB a block is opt-in, up to what the device allows.
+    int optin = 0;
+    cudaFuncAttributes attr{};
+    check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), "cudaDeviceGetAttribute");
+    check(cudaFuncGetAttributes(&attr, kernel), "cudaFuncGetAttributes");
+    if (attr.sharedSizeBytes + dynamic > std::size_t(optin)) {
+      cached = 0;
+      cached_device = device;
+      return cached;
+    }
+    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(dynamic)),
+          "cudaFuncSetAttribute");
+  }
   check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
   // Ask for the largest shared-memory carveout: each block holds 32 KiB of bitsets.
-  check(cudaFuncSetAttribute(fold_filters<T, Advance, Shared, Kind>, cudaFuncAttributePreferredSharedMemoryCarveout,
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
                              int(cudaSharedmemCarveoutMaxShared)),
         "cudaFuncSetAttribute");
-  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fold_filters<T, Advance, Shared, Kind>,
-                                                      block_threads, 0),
+  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, block_threads, dynamic),
         "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
-  cached = std::size_t(sms) * std::size_t(per_sm > 0 ? per_sm : 1);
+  // (The staged kernel may not fit at all: a device with less shared memory per SM than it asks.)
+  cached = std::size_t(sms) * std::size_t(per_sm > 0 ? per_sm : dynamic > 0 ? 0 : 1);
   cached_device = device;
   return cached;
 }
@@ -347,7 +382,7 @@ struct runtime_device {
   void fold(const pass_args<T>& a) {
     kernel_timer& timer = kernel_timer::for_this_thread();
     if (timer.on) timer.start(stream);
-    fold_filters<T, Advance, Shared, Kind><<<a.grid, block_threads, 0, stream>>>(
+    fold_filters<T, Advance, Shared, Kind><<<a.grid, block_threads, dynamic_shared_bytes(Kind), stream>>>(
         a.layers, a.n_layers, a.n_items, a.n_filters, a.filters, a.r, a.totals, a.done, a.queue);
     check(cudaGetLastError(), "launching fold_filters");
     ++launch_count();

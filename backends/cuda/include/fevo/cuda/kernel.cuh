@@ -1,9 +1,12 @@
-// The fused CUDA kernels of fevo::cuda. Needs nvcc; nothing here needs more than sm_60.
+// The fused CUDA kernels of fevo::cuda. Needs nvcc; nothing here needs more than sm_60 (the
+// staged kernel's asynchronous copies, sm_80, are plain loads and stores below that).
 //
 // fold_filters: one launch for every layer of a call. A table of per-layer descriptors
 // (layer_desc) lives in device memory. The work is cut into items, and each block takes items
 // in a grid-stride loop (or, in a work-queue pass of the lean kernel, each warp takes its next
-// unit from a queue: fold_queued), finding an item's layer by binary search in the table:
+// unit from a queue: fold_queued; or the staged kernel's, fold_staged, whose loads are
+// asynchronous copies through shared memory, sm_80 and newer), finding an item's layer by
+// binary search in the table:
 //   - warp mode (small filters): an item is warps_per_block consecutive filters, one per warp;
 //   - block mode (filters of at least policy::block_from weights): an item is one filter, read by
 //     the whole block, so a few hundred large filters still spread over every SM;
@@ -74,12 +77,34 @@ inline constexpr int min_blocks_per_sm = 2;
 inline constexpr int lean_blocks_per_sm = FEVO_CUDA_LEAN_BLOCKS_PER_SM;
 static_assert(lean_blocks_per_sm >= 1 && lean_blocks_per_sm <= 8, "FEVO_CUDA_LEAN_BLOCKS_PER_SM: 1 to 8");
 inline constexpr std::size_t no_r = static_cast<std::size_t>(-1);
+/// The staged kernel (kernel_kind::staged, fold_staged): each warp keeps `stages` rounds of its
+/// loads in a ring in shared memory, each round `stage_vectors` 16-byte vectors of each snapshot
+/// per lane, stages - 1 rounds in flight while it folds one. By default 4 rounds of 2 vectors:
+/// 8 KiB a warp, 64 KiB a block of dynamic shared memory besides the 32 KiB of bitsets, two
+/// blocks per SM on an H100 or H200 (228 KiB), one on an A100; devices that cannot give a block
+/// what it needs take the queued kernel. FEVO_CUDA_STAGES and FEVO_CUDA_STAGE_VECTORS are for
+/// timing other shapes (fevo_bench_cuda_deep: 8 rounds of 1 vector, the same bytes in finer
+/// rounds); results do not depend on them.
+#ifndef FEVO_CUDA_STAGES
+#define FEVO_CUDA_STAGES 4
+#endif
+#ifndef FEVO_CUDA_STAGE_VECTORS
+#define FEVO_CUDA_STAGE_VECTORS 2
+#endif
+inline constexpr int stages = FEVO_CUDA_STAGES;
+inline constexpr int stage_vectors = FEVO_CUDA_STAGE_VECTORS;
+static_assert(stages >= 2 && stages <= 8, "FEVO_CUDA_STAGES: a ring of 2 to 8 rounds");
+static_assert(stage_vectors == 1 || stage_vectors == 2 || stage_vectors == 4,
+              "FEVO_CUDA_STAGE_VECTORS: 1, 2 or 4 vectors a lane a round");
+inline constexpr std::size_t stage_bytes = std::size_t(32) * stage_vectors * 2 * 16;  // one round of a warp
+inline constexpr std::size_t staged_shared_bytes = stage_bytes * stages * warps_per_block;
 
 /// The instantiations of fold_filters: every path (full), or the lean kernel, which serves passes
 /// of warp-mode filters only (lean_allowed), each block taking items in a grid-stride loop (lean)
-/// or each warp taking units from a work queue (queued). One kernel each: a kernel holding both
-/// loops would spill more in both.
-enum class kernel_kind { full, lean, queued };
+/// or each warp taking units from a work queue (queued), or the staged kernel, a work queue whose
+/// loads go through shared memory by asynchronous copies (staged_allowed: packed layers only;
+/// fold_staged). One kernel each: a kernel holding two loops would spill more in both.
+enum class kernel_kind { full, lean, queued, staged };
 
 template <class T>
 struct layer_desc {
@@ -96,6 +121,11 @@ struct layer_desc {
   int block;                 ///< 1: block mode, an item per filter; 0: warp mode
   int group;                 ///< warp mode: lanes per filter, 32 or (packed only) 16 or 8
 };
+
+/// Dynamic shared memory of a launch of fold_filters<..., Kind>: the staged kernel's rings.
+constexpr std::size_t dynamic_shared_bytes(kernel_kind kind) {
+  return kind == kernel_kind::staged ? staged_shared_bytes : 0;
+}
 
 /// Items of a layer in each mode (`group`: lanes per filter in warp mode); with `units`, the
 /// items of a work-queue pass: a warp's share, 32 / group filters (fold_queued).
@@ -176,6 +206,47 @@ __device__ inline void prefetch_l2(const void* p) {
 }
 #else
 inline void prefetch_l2(const void* p) { ::simt_prefetch_l2(p); }
+#endif
+
+/// Asynchronous copies of 16 bytes from global into shared memory (cp.async.cg, sm_80 and newer:
+/// through L2, no register holds the bytes in flight), committed in groups, each thread waiting
+/// until at most N of its own groups are still pending. A thread may read what it copied once the
+/// group is complete, and nothing else (no thread reads another's copies, so no barrier is
+/// needed). Below sm_80 the copy is a plain load and store, and the waits are no-ops; on the
+/// emulator, copies land only when waited for, so a read too early finds stale bytes.
+/// The staged kernel's dynamic shared memory: staged_shared_bytes, 16-byte aligned.
+#ifdef __CUDACC__
+__device__ inline void copy_async16(void* dst, const void* src) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(src) : "memory");
+#else
+  *static_cast<uint4*>(dst) = *static_cast<const uint4*>(src);
+#endif
+}
+__device__ inline void commit_copies() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+template <int N>
+__device__ inline void wait_copies() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+#endif
+}
+__device__ inline unsigned char* dynamic_shared() {
+  extern __shared__ uint4 fevo_dynamic_shared[];
+  return reinterpret_cast<unsigned char*>(fevo_dynamic_shared);
+}
+#else
+inline void copy_async16(void* dst, const void* src) { ::simt_copy_async(dst, src, 16); }
+inline void commit_copies() { ::simt_commit_copies(); }
+template <int N>
+inline void wait_copies() {
+  ::simt_wait_copies(N);
+}
+inline unsigned char* dynamic_shared() { return ::simt_dynamic_shared(); }
 #endif
 
 /// 16 bytes of a packed filter: the unit of its vector loads.
@@ -340,6 +411,21 @@ struct plain_rounds {
   __device__ void last_round() const {}
 };
 
+/// Stores the changed flags `m` of vector v (bit k: its weight k) in the bitset `bits`, if `in`
+/// (v is one of the filter's vectors that this lane read). Vector v holds bits [v*V, v*V + V):
+/// word v / G, shift (v % G) * V, where G = 32 / V lanes, consecutive, hold a word's vectors
+/// (v % G == t % G); they assemble it with shuffles and the first of them writes it. Every lane
+/// of the warp calls it.
+template <int V>
+__device__ inline void store_flags(std::uint32_t* bits, std::uint32_t m, std::uint32_t v, int t, bool in) {
+  constexpr int G = 32 / V;
+  static_assert(32 % V == 0, "the vector width must tile bitset words");
+  std::uint32_t w = m << ((t % G) * V);
+#pragma unroll
+  for (int o = 1; o < G; o <<= 1) w |= __shfl_xor_sync(0xffffffffu, w, o);
+  if (t % G == 0 && in) bits[v / G] = w;
+}
+
 /// Folds a packed filter of `size` weights (a multiple of the vector width) with p threads
 /// (thread t), 16-byte loads, `unroll` vectors in flight per thread, flags into `bits`.
 /// Every bitset word that covers [0, size) is written (bits past size as 0). All 32 lanes of
@@ -361,8 +447,6 @@ __device__ inline void fold_packed(T* pp, const T* pn, std::uint32_t size, int t
                                    const T* after_p = nullptr, const T* after_n = nullptr,
                                    const Rounds& rounds = Rounds{}) {
   constexpr int V = 16 / sizeof(T);  // elements per vector
-  constexpr int G = 32 / V;          // threads per bitset word
-  static_assert(32 % V == 0, "the vector width must tile bitset words");
   using vec = vector16<T>;
   const vec* vp = reinterpret_cast<const vec*>(pp);
   const vec* vn = reinterpret_cast<const vec*>(pn);
@@ -391,13 +475,7 @@ __device__ inline void fold_packed(T* pp, const T* pn, std::uint32_t size, int t
         m = acc.add_vector(a[u].v, b[u].v, tau);
         if (Advance) reinterpret_cast<vec*>(pp)[v] = b[u];
       }
-      if (bits) {
-        // Vector v holds bits [v*V, v*V + V): word v / G, shift (v % G) * V, and v % G == t % G.
-        std::uint32_t w = m << ((t % G) * V);
-#pragma unroll
-        for (int o = 1; o < G; o <<= 1) w |= __shfl_xor_sync(0xffffffffu, w, o);
-        if (t % G == 0 && v < own) bits[v / G] = w;
-      }
+      if (bits) store_flags<V>(bits, m, v, t, v < own);
     }
   }
 }
@@ -438,6 +516,32 @@ __device__ inline unsigned int channel_zeros(const std::uint32_t* bits, std::uin
   return zeros;
 }
 
+/// The end of a warp-mode filter's fold (fold_group, fold_staged): filter i of layer L (past the
+/// layer's last filter: nothing), folded by the p lanes of its group (lane t of them) into `acc`,
+/// its flags in the group's bitset `own` (none in a packed 1x1 layer without R_ic: each weight is a
+/// channel, so its zero channels are its unchanged weights, C - changed). Counts the zero
+/// channels (and R_ic, if the layer wants them) and stores the filter's totals. Every lane of the
+/// warp calls it.
+/// (`valid`: i < L.ext[0]; `flat`: no flags kept; C, HW: the layer's channels and kernel size,
+/// passed as the caller has them, which saves fold_filters registers.)
+template <class T>
+__device__ inline void store_group_totals(const layer_desc<T>& L, std::size_t i, int t, int p, bool valid, bool flat,
+                                          std::size_t C, std::size_t HW, const lane_totals<T>& acc,
+                                          const std::uint32_t* own, partial* out, std::uint32_t* r) {
+  __syncwarp();
+  std::uint32_t* r_filter = valid && L.r_offset != no_r ? r + L.r_offset + i * C : nullptr;
+  const unsigned zeros = valid && !flat ? channel_zeros(own, std::uint32_t(C), std::uint32_t(HW), t, p, r_filter) : 0;
+  const filter_counts n = group_counts(acc.changed, acc.nonfinite, zeros, p);
+  partial f;
+  f.sum_sq = group_sum(acc.sum_sq, p);
+  f.changed = n.changed;
+  f.nonfinite = n.nonfinite;
+  f.zero_channels = flat ? C - n.changed : n.zeros;
+  f.weights = C * HW;
+  f.channels = C;
+  if (t == 0 && valid) out[L.first_filter + i] = f;
+}
+
 /// Warp mode, filters of at most warp_bits weights: filters i0, i0 + 1, ... of layer L, p lanes
 /// each (fewer than 32: a shared warp, packed layers only), each group with its share of the
 /// warp's bitset; groups past the layer's last filter idle along. `ahead`: how many filters on
@@ -463,18 +567,7 @@ __device__ inline void fold_group(const layer_desc<T>& L, std::size_t i0, int p,
   } else {
     fold_strided<T, Advance, 32>(L, i, std::uint32_t(size), lane, acc, own);
   }
-  __syncwarp();
-  std::uint32_t* r_filter = valid && L.r_offset != no_r ? r + L.r_offset + i * C : nullptr;
-  const unsigned zeros = valid && !flat ? channel_zeros(own, std::uint32_t(C), std::uint32_t(HW), t, p, r_filter) : 0;
-  const filter_counts n = group_counts(acc.changed, acc.nonfinite, zeros, p);
-  partial f;
-  f.sum_sq = group_sum(acc.sum_sq, p);
-  f.changed = n.changed;
-  f.nonfinite = n.nonfinite;
-  f.zero_channels = flat ? C - n.changed : n.zeros;
-  f.weights = size;
-  f.channels = C;
-  if (t == 0 && valid) out[L.first_filter + i] = f;
+  store_group_totals(L, i, t, p, valid, flat, C, HW, acc, own, out, r);
 }
 
 /// Warp mode, filters larger than a warp's bitset: filter i of layer L by one warp, channel by
@@ -620,17 +713,165 @@ __device__ inline void fold_queued(const layer_desc<T>* layers, int n_layers, st
   }
 }
 
+/// A work-queue unit as one lane of a warp sees it (fold_staged): layer k, the group of p lanes
+/// the lane is lane t of, its filter i and the filter's vectors in each snapshot, the vectors its
+/// group reads (0 past the layer's last filter) and the unit's rounds of stage_vectors vectors
+/// per lane.
+template <class T>
+struct staged_unit {
+  int k, p, t;
+  std::size_t i;
+  vector16<T>* prev;  // mutable only for compare-and-advance
+  const vector16<T>* next;
+  std::uint32_t own, rounds;
+};
+template <class T, bool Shared>
+__device__ inline staged_unit<T> unit_at(const layer_desc<T>* layers, int k, std::size_t unit) {
+  const layer_desc<T>& L = layers[k];
+  staged_unit<T> u;
+  const int lane = int(threadIdx.x & 31);
+  u.k = k;
+  u.p = Shared ? L.group : 32;
+  u.t = lane % u.p;
+  u.i = (unit - L.first_item) * std::size_t(32 / u.p) + std::size_t(lane / u.p);
+  const std::uint32_t nv = std::uint32_t(L.ext[1] * L.ext[2] * L.ext[3] / (16 / sizeof(T)));
+  u.own = u.i < L.ext[0] ? nv : 0;
+  const std::size_t f = u.own ? u.i : 0;
+  u.prev = reinterpret_cast<vector16<T>*>(L.prev + f * L.sp[0]);
+  u.next = reinterpret_cast<const vector16<T>*>(L.next + f * L.sn[0]);
+  const std::uint32_t per_round = std::uint32_t(u.p) * stage_vectors;
+  u.rounds = (nv + per_round - 1) / per_round;
+  return u;
+}
+
+/// The staged kernel's loop (kernel_kind::staged): a work-queue pass (fold_queued's units, in the
+/// same order, with the same bits) whose loads are asynchronous copies into a ring of `stages`
+/// rounds in shared memory (`ring`, the warp's stage_bytes * stages), so that stages - 1 rounds of
+/// a warp's loads are in flight while it folds one, across its units, and no register holds them.
+/// A producer (the copies) runs stages - 1 rounds ahead of a consumer (the folds) in the same
+/// warp; a unit's rounds are fold_packed's, with stage_vectors vectors a lane. When the producer
+/// starts a unit it draws the warp's next one from the queue, so the draw's latency hides behind
+/// the copies in flight, and it hands the consumer the units it starts through a ring of unit
+/// numbers in registers, lane j holding the j-th mod `stages`. Each lane reads only the slots it
+/// copied into, once their group is complete (no barrier). Every layer is packed, with filters of
+/// at most warp_bits weights (staged_allowed).
+template <class T, bool Advance, bool Shared>
+__device__ inline void fold_staged(const layer_desc<T>* layers, int n_layers, std::size_t n_units, partial* out,
+                                   std::uint32_t* r, unsigned long long* queue, std::uint32_t* bits,
+                                   unsigned char* ring) {
+  constexpr int V = 16 / sizeof(T);
+  constexpr int U = stage_vectors;
+  using vec = vector16<T>;
+  const int lane = int(threadIdx.x & 31);
+  // Slot of (stage s, vector u, snapshot 0: prev, 1: next) of this lane: a stage's 16-byte slots
+  // of one (u, snapshot) are the 32 lanes' side by side, so that a warp's accesses to them are
+  // free of bank conflicts.
+  vec* const slots = reinterpret_cast<vec*>(ring);
+  const auto slot = [&](std::uint32_t s, int u, int snapshot) {
+    return slots + ((s * U + std::uint32_t(u)) * 2 + std::uint32_t(snapshot)) * 32 + std::uint32_t(lane);
+  };
+  unsigned long long drawn = lane == 0 ? atomicAdd(queue, 1ull) : 0;  // lane 0: the producer's next unit
+  std::size_t ring_unit = 0;  // lane j: the unit the producer started j-th (mod stages), and its layer
+  int ring_layer = 0;
+  std::uint32_t started = 0, taken = 0;      // units the producer started, the consumer took
+  std::uint32_t produced = 0, consumed = 0;  // rounds
+  staged_unit<T> pu{}, cu{};                 // the producer's unit and the consumer's
+  std::uint32_t pr = 0, cr = 0;              // the round of it each does next
+  bool producing = true;
+  lane_totals<T> acc;
+
+  // Copies the producer's next round into stage `produced % stages` (none once the queue is
+  // empty), and commits a group of copies, empty or not: round n is group n.
+  const auto produce = [&] {
+    if (producing && pr == pu.rounds) {
+      const std::size_t unit = __shfl_sync(0xffffffffu, drawn, 0);
+      producing = unit < n_units;
+      if (producing) {
+        if (lane == 0) drawn = atomicAdd(queue, 1ull);
+        const int k = find_layer(layers, n_layers, unit);
+        pu = unit_at<T, Shared>(layers, k, unit);
+        if (std::uint32_t(lane) == started % stages) {
+          ring_unit = unit;
+          ring_layer = k;
+        }
+        ++started;
+        pr = 0;
+      }
+    }
+    if (producing) {
+      const std::uint32_t s = produced % stages, base = pr * std::uint32_t(pu.p * U);
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const std::uint32_t v = base + std::uint32_t(u * pu.p + pu.t);
+        if (v < pu.own) {
+          copy_async16(slot(s, u, 0), pu.prev + v);
+          copy_async16(slot(s, u, 1), pu.next + v);
+        }
+      }
+      ++pr;
+      ++produced;
+    }
+    commit_copies();
+  };
+  // Folds the consumer's next round, from stage `consumed % stages`; after a unit's last round,
+  // stores its filters' totals.
+  const auto consume = [&] {
+    if (cr == 0) {
+      const int j = int(taken % stages);
+      const std::size_t unit = __shfl_sync(0xffffffffu, ring_unit, j);
+      cu = unit_at<T, Shared>(layers, __shfl_sync(0xffffffffu, ring_layer, j), unit);
+      ++taken;
+      acc = lane_totals<T>{};
+    }
+    const layer_desc<T>& L = layers[cu.k];
+    const std::size_t C = L.ext[1], HW = L.ext[2] * L.ext[3];
+    const bool flat = HW == 1 && L.r_offset == no_r;  // no flags (fold_group)
+    std::uint32_t* own_bits = bits + std::size_t(lane / cu.p) * (warp_bits / 32 / std::size_t(32 / cu.p));
+    const std::uint32_t s = consumed % stages, base = cr * std::uint32_t(cu.p * U);
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const std::uint32_t v = base + std::uint32_t(u * cu.p + cu.t);
+      std::uint32_t m = 0;
+      if (v < cu.own) {
+        const vec a = *slot(s, u, 0), b = *slot(s, u, 1);
+        m = acc.add_vector(a.v, b.v, L.tau);
+        if (Advance) cu.prev[v] = b;
+      }
+      if (!flat) store_flags<V>(own_bits, m, v, cu.t, v < cu.own);
+    }
+    ++consumed;
+    if (++cr == cu.rounds) {
+      store_group_totals(L, cu.i, cu.t, cu.p, cu.own != 0, flat, C, HW, acc, own_bits, out, r);
+      cr = 0;
+      __syncwarp();  // every lane is done with the bitset before the next unit's flags go in
+    }
+  };
+
+  for (int k = 0; k < stages - 1; ++k) produce();
+  // Groups committed at the top: stages - 1 + consumed; at most stages - 2 pending leaves group
+  // (round) `consumed` complete. The round produced here goes to the stage consumed last.
+  while (consumed < produced) {
+    wait_copies<stages - 2>();
+    produce();
+    consume();
+  }
+}
+
 /// With `done` (one counter per layer, zero at the launch), each layer's totals are merged into
 /// `totals` by the block that finishes its last item; without, reduce_layers does it. Shared:
 /// warp-mode layers have layer_desc::group lanes per filter; otherwise 32, a compile-time
 /// constant (the loops of a run-time group size take more registers). The lean kinds (lean,
 /// queued): a pass in which every layer is in warp mode with filters of at most warp_bits
 /// weights, and `done` is null (lean_allowed); the paths they cannot take are compiled out, for
-/// fewer registers and more blocks per SM (lean_blocks_per_sm). `queue` (queued only; else null):
-/// the items are units, which the warps take from it (fold_queued). A pass gives the same bits
-/// with any Kind.
+/// fewer registers and more blocks per SM (lean_blocks_per_sm). `queue` (queued and staged; else
+/// null): the items are units, which the warps take from it (fold_queued, fold_staged). The
+/// staged kind also needs every layer packed (staged_allowed) and is launched with
+/// staged_shared_bytes of dynamic shared memory; its blocks per SM are bounded by that (2 on an
+/// H100). A pass gives the same bits with any Kind.
 template <class T, bool Advance, bool Shared = false, kernel_kind Kind = kernel_kind::full>
-__global__ void __launch_bounds__(block_threads, Kind != kernel_kind::full ? lean_blocks_per_sm : min_blocks_per_sm)
+__global__ void __launch_bounds__(block_threads, Kind == kernel_kind::lean || Kind == kernel_kind::queued
+                                                     ? lean_blocks_per_sm
+                                                     : min_blocks_per_sm)
 fold_filters(const layer_desc<T>* __restrict__ layers, int n_layers, std::size_t n_items, std::size_t n_filters,
              partial* __restrict__ out, std::uint32_t* __restrict__ r, partial* __restrict__ totals,
              unsigned long long* __restrict__ done, unsigned long long* __restrict__ queue) {
@@ -645,6 +886,12 @@ fold_filters(const layer_desc<T>* __restrict__ layers, int n_layers, std::size_t
   if constexpr (Kind == kernel_kind::queued) {
     fold_queued<T, Advance, Shared>(layers, n_layers, n_items, out, r, queue,
                                     bits + std::size_t(warp) * (warp_bits / 32));
+    return;
+  }
+  if constexpr (Kind == kernel_kind::staged) {
+    fold_staged<T, Advance, Shared>(layers, n_layers, n_items, out, r, queue,
+                                    bits + std::size_t(warp) * (warp_bits / 32),
+                                    dynamic_shared() + std::size_t(warp) * stage_bytes * stages);
     return;
   }
   constexpr bool Lean = Kind != kernel_kind::full;  // (the code below is dead in the queued kernel)

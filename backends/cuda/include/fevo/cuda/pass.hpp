@@ -9,7 +9,8 @@
 //   char* staging(std::size_t bytes);   host memory the device copies to and from
 //   template <class T, bool Advance, bool Shared, kernel_kind Kind> std::size_t max_blocks();
 //                                       blocks of fold_filters<T, Advance, Shared, Kind> that fit
-//                                       at once
+//                                       at once (0: the kernel cannot run there; only for staged,
+//                                       whose shared memory not every device has)
 //   template <class T, bool Advance, bool Shared, kernel_kind Kind> void fold(const pass_args<T>&);
 //                                       the fused pass's launch(es)
 //   uploaded_table& table();            what the scratch's start holds (see uploaded_table)
@@ -69,6 +70,7 @@ struct pass_options {
   sharing share = sharing::automatic;   ///< small packed filters 2 or 4 to a warp
   bool lean = false;                    ///< the lean kernel where a pass allows it (lean_allowed)
   bool queue = false;                   ///< the lean kernel with a work queue where a pass allows it
+  bool staged = false;                  ///< the staged kernel where a pass allows it (staged_allowed)
 };
 
 /// Whether a pass may launch a lean kernel (kernel_kind lean or queued): every layer in warp mode, with
@@ -78,6 +80,16 @@ bool lean_allowed(const std::vector<layer_desc<T>>& descs, bool one_launch) {
   if (one_launch) return false;
   for (const layer_desc<T>& d : descs)
     if (d.block || d.ext[1] * d.ext[2] * d.ext[3] > warp_bits) return false;
+  return true;
+}
+
+/// Whether a pass may launch the staged kernel (fold_staged): a lean kernel may serve it, and every
+/// layer is packed (its loads are all 16-byte vectors).
+template <class T>
+bool staged_allowed(const std::vector<layer_desc<T>>& descs, bool one_launch) {
+  if (!lean_allowed(descs, one_launch)) return false;
+  for (const layer_desc<T>& d : descs)
+    if (!d.packed) return false;
   return true;
 }
 
@@ -135,10 +147,14 @@ struct pass_args {
 };
 
 /// Launches fold_filters<T, Advance, Shared, Kind> (and the merge) on `dev` with as many blocks
-/// as fit at once, at most one per item.
+/// as fit at once, at most one per item. Where the staged kernel cannot run (too little shared
+/// memory), the queued kernel serves its pass: the same units in the same table, the same bits.
 template <class T, bool Advance, bool Shared, kernel_kind Kind, class Device>
 void launch_pass(Device& dev, pass_args<T>& a) {
   const std::size_t max_blocks = dev.template max_blocks<T, Advance, Shared, Kind>();
+  if constexpr (Kind == kernel_kind::staged) {
+    if (max_blocks == 0) return launch_pass<T, Advance, Shared, kernel_kind::queued>(dev, a);
+  }
   a.grid = static_cast<unsigned>(a.n_items < max_blocks ? a.n_items : max_blocks);
   dev.template fold<T, Advance, Shared, Kind>(a);
 }
@@ -148,6 +164,7 @@ void launch_pass(Device& dev, pass_args<T>& a, kernel_kind kind) {
     case kernel_kind::full: return launch_pass<T, Advance, Shared, kernel_kind::full>(dev, a);
     case kernel_kind::lean: return launch_pass<T, Advance, Shared, kernel_kind::lean>(dev, a);
     case kernel_kind::queued: return launch_pass<T, Advance, Shared, kernel_kind::queued>(dev, a);
+    case kernel_kind::staged: return launch_pass<T, Advance, Shared, kernel_kind::staged>(dev, a);
   }
 }
 
@@ -179,9 +196,11 @@ void run_pass(Device& dev, const pass_options& opt, layer_task<T, device_space>*
   const bool shared = use_shared_warps(opt.share, shared_weights, weights);
   if (!shared)
     for (desc& d : descs) d.group = 32;
-  // A lean kernel, with a work queue or not, where one is asked for and can serve the pass.
-  const bool lean = (opt.queue || opt.lean) && lean_allowed(descs, opt.one_launch);
-  const bool queued = lean && opt.queue;
+  // A lean kernel, with a work queue or not, where one is asked for and can serve the pass; the
+  // staged kernel takes units from a work queue too.
+  const bool staged = opt.staged && staged_allowed(descs, opt.one_launch);
+  const bool lean = staged || ((opt.queue || opt.lean) && lean_allowed(descs, opt.one_launch));
+  const bool queued = staged || (lean && opt.queue);
   // The table's order: the tasks' or, for a work queue, the layers with the largest units first,
   // so that the last units the warps take are the smallest (ties: the tasks' order).
   // descs[k] is then tasks[order[k]]'s layer, and totals[k] its total.
@@ -238,7 +257,10 @@ void run_pass(Device& dev, const pass_options& opt, layer_task<T, device_space>*
   a.queue = queued ? reinterpret_cast<unsigned long long*>(base + o_queue) : nullptr;
   // The shared-warp kernel and the lean ones are other instantiations (a run-time group size
   // takes more registers; the lean kernels compile out what they cannot meet).
-  const kernel_kind kind = queued ? kernel_kind::queued : lean ? kernel_kind::lean : kernel_kind::full;
+  const kernel_kind kind = staged   ? kernel_kind::staged
+                          : queued ? kernel_kind::queued
+                          : lean   ? kernel_kind::lean
+                                   : kernel_kind::full;
   if (shared)
     launch_pass<T, Advance, true>(dev, a, kind);
   else
