@@ -777,6 +777,12 @@ __device__ inline void fold_staged(const layer_desc<T>* layers, int n_layers, st
   std::uint32_t produced = 0, consumed = 0;  // rounds
   staged_unit<T> pu{}, cu{};                 // the producer's unit and the consumer's
   std::uint32_t pr = 0, cr = 0;              // the round of it each does next
+  // What the consumer's rounds read of its unit's layer, set once per unit: the threshold,
+  // whether it keeps flags (fold_group) and its group's share of the bitset. (The blocks per SM
+  // are bounded by the shared memory, not by registers: keeping these costs no occupancy.)
+  compute_t<T> tau{};
+  bool flat = false;
+  std::uint32_t* own_bits = bits;
   bool producing = true;
   lane_totals<T> acc;
 
@@ -822,11 +828,11 @@ __device__ inline void fold_staged(const layer_desc<T>* layers, int n_layers, st
       cu = unit_at<T, Shared>(layers, __shfl_sync(0xffffffffu, ring_layer, j), unit);
       ++taken;
       acc = lane_totals<T>{};
+      const layer_desc<T>& L = layers[cu.k];
+      tau = L.tau;
+      flat = L.ext[2] * L.ext[3] == 1 && L.r_offset == no_r;  // no flags (fold_group)
+      own_bits = bits + std::size_t(lane / cu.p) * (warp_bits / 32 / std::size_t(32 / cu.p));
     }
-    const layer_desc<T>& L = layers[cu.k];
-    const std::size_t C = L.ext[1], HW = L.ext[2] * L.ext[3];
-    const bool flat = HW == 1 && L.r_offset == no_r;  // no flags (fold_group)
-    std::uint32_t* own_bits = bits + std::size_t(lane / cu.p) * (warp_bits / 32 / std::size_t(32 / cu.p));
     const std::uint32_t s = consumed % stages, base = cr * std::uint32_t(cu.p * U);
 #pragma unroll
     for (int u = 0; u < U; ++u) {
@@ -834,13 +840,15 @@ __device__ inline void fold_staged(const layer_desc<T>* layers, int n_layers, st
       std::uint32_t m = 0;
       if (v < cu.own) {
         const vec a = *slot(s, u, 0), b = *slot(s, u, 1);
-        m = acc.add_vector(a.v, b.v, L.tau);
+        m = acc.add_vector(a.v, b.v, tau);
         if (Advance) cu.prev[v] = b;
       }
       if (!flat) store_flags<V>(own_bits, m, v, cu.t, v < cu.own);
     }
     ++consumed;
     if (++cr == cu.rounds) {
+      const layer_desc<T>& L = layers[cu.k];
+      const std::size_t C = L.ext[1], HW = L.ext[2] * L.ext[3];
       store_group_totals(L, cu.i, cu.t, cu.p, cu.own != 0, flat, C, HW, acc, own_bits, out, r);
       cr = 0;
       __syncwarp();  // every lane is done with the bitset before the next unit's flags go in
