@@ -206,11 +206,14 @@ std::size_t check_same_bits(const Policy& a, const Policy& b,
 
 /// Repeated compute_layers calls on the same layers find their descriptor table on the device
 /// (no upload) and give the same bits, in both launch modes (the one-launch kernel must leave its
-/// layer counters at zero); another table is uploaded. `policy_for(one_launch)` makes the policy.
+/// layer counters at zero); another table is uploaded. `policy_for(one_launch)` makes the policy;
+/// `shapes`: the model's layers (at least two; by default a 7x7 one is not packed).
 template <class Env, class PolicyFor>
-void check_repeated_calls(PolicyFor policy_for) {
+void check_repeated_calls(PolicyFor policy_for, const std::vector<std::array<std::size_t, 4>>& shapes = {
+                                                    {8, 16, 3, 3}, {40, 64, 1, 1}, {3, 5, 7, 7}}) {
+  REQUIRE(shapes.size() >= 2);
   rng g = rng_for("repeated calls");
-  const float_model<Env> model(g, {{8, 16, 3, 3}, {40, 64, 1, 1}, {3, 5, 7, 7}}, 4);
+  const float_model<Env> model(g, shapes, 4);
   const auto& layers = model.device;
   const auto& host_layers = model.host;
   const auto same = [](const std::vector<fevo::layer_metrics>& x, const std::vector<fevo::layer_metrics>& y) {

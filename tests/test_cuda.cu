@@ -222,19 +222,9 @@ TEST_CASE("cuda: the staged kernel runs where the device has the shared memory i
   CHECK(queued >= std::size_t(sms));
   // Repeated calls on packed layers (the staged kernel's, where it runs): the same bits, the
   // queue set back to zero by each merge.
-  fevo_test::rng g = fevo_test::rng_for("staged repeated");
-  const fevo_test::float_model<gpu_env> model(g, {{64, 64, 3, 3}, {256, 64, 1, 1}, {32, 16, 7, 7}}, 3);
-  const auto pol = fevo::cuda::par.staged_copies();
-  const auto first = fevo::compute_layers(pol, model.device, 1e-3);
-  fevo_test::check_like(first, fevo::compute_layers(fevo::seq, model.host, 1e-3));
-  const auto plain = fevo::compute_layers(fevo::cuda::par.lean_kernel(), model.device, 1e-3);
-  for (int rep = 0; rep < 3; ++rep) {
-    const auto got = fevo::compute_layers(pol, model.device, 1e-3);
-    for (std::size_t k = 0; k < got.size(); ++k) {
-      CHECK(std::memcmp(&got[k].totals, &first[k].totals, sizeof(fevo::partial)) == 0);
-      CHECK(std::memcmp(&got[k].totals, &plain[k].totals, sizeof(fevo::partial)) == 0);
-    }
-  }
+  fevo_test::check_repeated_calls<gpu_env>(
+      [](bool one_launch) { return fevo::cuda::par.staged_copies().single_launch(one_launch); },
+      {{64, 64, 3, 3}, {256, 64, 1, 1}, {32, 16, 7, 7}});
 }
 
 TEST_CASE("cuda: the merge launched as a programmatic dependent launch gives a plain launch's bits", "[cuda]") {

@@ -507,22 +507,12 @@ TEST_CASE("cuda emulated: staged copies serve the work queue's passes of packed 
   CHECK(mem.queue_launches == queued);
   CHECK(mem.lean_launches == lean);
   // Repeated calls find their table on the device, with the queue the merge launch set back to
-  // zero, and give the same bits.
-  const emulated_policy pol = lean_policy(lean_kind::staged, 2, sharing::automatic);
-  fevo_test::emulated_env::forget_table();
+  // zero, and give the same bits; the six calls of two launches are the staged kernel's.
   staged = mem.staged_launches;
-  const std::size_t uploads = fevo_test::emulated_env::uploads();
-  const auto first = fevo::compute_layers(pol, packed.device, 1e-3);
-  fevo_test::check_like(first, packed_ref);
-  for (int rep = 0; rep < 3; ++rep) {
-    const auto again = fevo::compute_layers(pol, packed.device, 1e-3);
-    for (std::size_t k = 0; k < first.size(); ++k) {
-      CHECK(std::memcmp(&again[k].totals, &first[k].totals, sizeof(fevo::partial)) == 0);
-      CHECK(again[k].D == first[k].D);
-    }
-  }
-  CHECK(fevo_test::emulated_env::uploads() == uploads + 1);
-  CHECK(mem.staged_launches == staged + 4);
+  fevo_test::check_repeated_calls<fevo_test::emulated_env>(
+      [](bool one_launch) { return lean_policy(lean_kind::staged, 2, sharing::automatic, one_launch); },
+      {{9, 16, 3, 3}, {40, 64, 1, 1}, {3, 8, 7, 7}});
+  CHECK(mem.staged_launches == staged + 6);
 }
 
 TEST_CASE("simt: asynchronous copies land when their thread waits for their group", "[simt]") {
