@@ -39,7 +39,9 @@
 //   thrust             fevo::thrust::par (CUDA device system) on the whole model
 // Bytes/s count the bytes each one must move. After the run a table prints GB/s and the ratios
 // against the targets; bench/torch_gpu.py measures PyTorch eager on the same shapes.
-// `--quick` uses shrunken models (for a smoke run).
+// `--quick` uses shrunken models (for a smoke run); `--skip=REGEX` leaves out the benchmarks whose
+// names REGEX matches anywhere (ECMAScript syntax; bench/gpu_check.sh leaves out a variant whose
+// kernel did not finish in time, and runs the rest again).
 #include <benchmark/benchmark.h>
 
 #include <cub/device/device_reduce.cuh>
@@ -53,6 +55,7 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -68,6 +71,8 @@ void cuda_ok(cudaError_t e, const char* what) {
 }
 
 long long g_shrink = 1;
+/// --skip=REGEX: names of benchmarks not to register (none when unset).
+std::unique_ptr<std::regex> g_skip;
 constexpr double tau = 2e-4;
 
 /// A model's two snapshots in one device buffer: [prev | next], each layer contiguous OIHW.
@@ -262,6 +267,10 @@ class collector : public benchmark::ConsoleReporter {
   std::map<std::string, double> launches;
   void ReportRuns(const std::vector<Run>& runs) override {
     ConsoleReporter::ReportRuns(runs);
+    // Each line out as soon as it is known: if a later kernel never finishes, bench/gpu_check.sh
+    // stops the process and reads from these lines which benchmark it was in.
+    GetOutputStream().flush();
+    std::fflush(stdout);
     for (const auto& r : runs) {
       // "BM_fused/vgg16/f32/manual_time" -> "BM_fused/vgg16/f32"
       std::string key = r.benchmark_name();
@@ -313,7 +322,9 @@ void register_all() {
   for (const char* model : {"vgg16", "resnet50"}) {
     const std::string m = model;
     const auto reg = [&](const std::string& name, const char* tag, auto&& fn) {
-      benchmark::RegisterBenchmark((name + "/" + m + "/" + tag).c_str(), fn)
+      const std::string full = name + "/" + m + "/" + tag;
+      if (g_skip && std::regex_search(full, *g_skip)) return;
+      benchmark::RegisterBenchmark(full.c_str(), fn)
           ->UseManualTime()
           ->Unit(benchmark::kMicrosecond);
     };
@@ -351,7 +362,18 @@ void register_all() {
 int main(int argc, char** argv) {
   std::vector<char*> args;
   for (int k = 0; k < argc; ++k) {
-    if (std::strcmp(argv[k], "--quick") == 0) g_shrink = 16; else args.push_back(argv[k]);
+    if (std::strcmp(argv[k], "--quick") == 0) {
+      g_shrink = 16;
+    } else if (std::strncmp(argv[k], "--skip=", 7) == 0) {
+      try {
+        g_skip = std::make_unique<std::regex>(argv[k] + 7);
+      } catch (const std::regex_error& e) {
+        std::fprintf(stderr, "fevo_bench_cuda: --skip: not a regular expression: %s (%s)\n", argv[k] + 7, e.what());
+        return 2;
+      }
+    } else {
+      args.push_back(argv[k]);
+    }
   }
   int devices = 0;
   if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {

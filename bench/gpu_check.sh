@@ -26,7 +26,7 @@ command -v ninja >/dev/null && gen="-G Ninja"
 
 cmake -S . -B build-gpu $gen -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER="$nvcc" \
   -DCMAKE_CUDA_ARCHITECTURES="$cap" -DFEVO_BUILD_TESTS=ON -DFEVO_BUILD_BENCH=ON \
-  -DFEVO_BENCH_TORCH=OFF -DFEVO_BUILD_EXAMPLES=OFF $prefix >"$out/configure.log" 2>&1 ||
+  -DFEVO_BENCH_TORCH=OFF -DFEVO_BUILD_EXAMPLES=OFF -DFEVO_CUDA_TEST_TIMEOUT=180 $prefix >"$out/configure.log" 2>&1 ||
   { log "configure failed (configure.log)"; tail -30 "$out/configure.log"; exit 1; }
 # One parallel build, going on past failures: the device recorder and the fevo command's CUDA path
 # need more packages (.gpu-deps); their failure is reported, and the rest goes on.
@@ -40,15 +40,46 @@ for t in tests/fevo_test_cuda bench/fevo_bench_cuda; do
 done
 log "built"
 
+# Every step that runs kernels has a time limit, so that a kernel that never finishes costs this run
+# minutes, not the rest of the device's time: ctest stops a CUDA test after 180 s
+# (FEVO_CUDA_TEST_TIMEOUT above), and the benchmarks run under run_bench.
+# run_bench FILE SECONDS BINARY ARGS...: runs the benchmark with its output in FILE. If it is still
+# running after SECONDS, the benchmark it was in (the first of its list that has not reported) is
+# named, left out with --skip (a variant of the kernels, such as kernels_staged, in all its forms:
+# fused_staged, kernels_staged, compare_staged), and the rest run again, at most twice more. The
+# tables at the end of FILE then have no figures (0.0) for what was left out.
+run_bench() {
+  local file=$1 secs=$2 bin=$3 skip="" attempt rc hung fam
+  shift 3
+  for attempt in 1 2 3; do
+    local args=("$@")
+    [ -n "$skip" ] && args+=("--skip=^BM_($skip)/")
+    timeout -k 10 "$secs" "$bin" "${args[@]}" >"$file" 2>&1
+    rc=$?
+    [ $rc = 124 ] || [ $rc = 137 ] || return $rc
+    hung=$("$bin" "${args[@]}" --benchmark_list_tests=true 2>/dev/null | grep -E '^BM_' |
+      while read -r b; do grep -q "^$b " "$file" || { echo "$b"; break; }; done)
+    fam=${hung%%/*}
+    fam=${fam#BM_}
+    [[ "$fam" =~ ^(fused|kernels|compare)_(1launch|shared|unshared|lean|queue|staged|serial)$ ]] &&
+      fam="(fused|kernels|compare)_${BASH_REMATCH[2]}"
+    log "$(basename "$bin"): still running after ${secs}s, in ${hung:-(unknown)}: left out: ${fam:-nothing}"
+    [ -n "$fam" ] || return $rc
+    skip=${skip:+$skip|}$fam
+    cp "$file" "$file.stopped-$attempt"
+  done
+  return $rc
+}
+
 (cd build-gpu && ctest -L cuda --output-on-failure) >"$out/ctest.log" 2>&1
 log "cuda tests: $(grep -E 'tests passed|tests failed' "$out/ctest.log" | tail -1)"
 grep -E '^ *[0-9]+/[0-9]+ Test' "$out/ctest.log" | tee -a "$out/summary.txt"
 
-./build-gpu/bench/fevo_bench_cuda --benchmark_min_time=0.2 >"$out/bench.txt" 2>&1
+run_bench "$out/bench.txt" 180 ./build-gpu/bench/fevo_bench_cuda --benchmark_min_time=0.2
 log "benchmark:"
 sed -n '/^model /,$p' "$out/bench.txt" | tee -a "$out/summary.txt"
 
-python3 bench/torch_gpu.py --json "$out/torch.json" >/tmp/fevo_torch.txt 2>&1
+timeout -k 10 120 python3 bench/torch_gpu.py --json "$out/torch.json" >/tmp/fevo_torch.txt 2>&1
 tee -a "$out/summary.txt" </tmp/fevo_torch.txt
 python3 - "$out" <<'PY' | tee -a "$out/summary.txt"
 import json, re, sys
@@ -76,13 +107,12 @@ python3 bench/schedule.py --sms "${sms:-132}" 2>&1 | tee -a "$out/summary.txt"
 # staged kernel with 8 rounds of 1 vector):
 # its tests first, then the kernel rows of the benchmark, beside the default shape's above.
 if [ -x build-gpu/tests/fevo_test_cuda_deep ] && [ -x build-gpu/bench/fevo_bench_cuda_deep ]; then
-  ./build-gpu/tests/fevo_test_cuda_deep >"$out/test-deep.log" 2>&1
+  timeout -k 10 180 ./build-gpu/tests/fevo_test_cuda_deep >"$out/test-deep.log" 2>&1
   rc=$?
   log "deep-shape tests: exit $rc, $(grep -E '^(All tests passed|test cases:)' "$out/test-deep.log" | tail -1)"
   if [ $rc = 0 ]; then
-    ./build-gpu/bench/fevo_bench_cuda_deep --benchmark_min_time=0.2 \
-      --benchmark_filter='BM_(fused_kernels|kernels_(lean|queue|staged)|compare_(kernels|lean|queue|staged)|cub_reduce|memcpy_d2d)/' \
-      >"$out/bench-deep.txt" 2>&1
+    run_bench "$out/bench-deep.txt" 120 ./build-gpu/bench/fevo_bench_cuda_deep --benchmark_min_time=0.2 \
+      --benchmark_filter='BM_(fused_kernels|kernels_(lean|queue|staged)|compare_(kernels|lean|queue|staged)|cub_reduce|memcpy_d2d)/'
     log "deep-shape benchmark (8 vectors per thread; lean kernel at 2 blocks per SM; staged: 8 rounds of 1 vector):"
     sed -n '/^f32 variants/,$p' "$out/bench-deep.txt" | grep -vE ' 0\.0 +0\.00$' | tee -a "$out/summary.txt"
   fi
