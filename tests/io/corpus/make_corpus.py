@@ -12,7 +12,9 @@ here = os.path.dirname(os.path.abspath(__file__))
 st = os.path.join(here, "safetensors")
 npy = os.path.join(here, "npy")
 os.makedirs(st, exist_ok=True)
+npz = os.path.join(here, "npz")
 os.makedirs(npy, exist_ok=True)
+os.makedirs(npz, exist_ok=True)
 rng = np.random.default_rng(1)
 
 
@@ -56,3 +58,12 @@ for v in [(2, 0), (3, 0)]:
         np.lib.format.write_array(f, rng.standard_normal((2, 1, 1, 2)).astype(np.float32), version=v)
 with open(os.path.join(npy, "truncated.npy"), "wb") as f:
     f.write(open(os.path.join(npy, "f32_4d.npy"), "rb").read()[:-1])
+
+# .npz from NumPy: stored and deflated members, an empty archive, and a truncated one
+np.savez(os.path.join(npz, "stored.npz"), conv=rng.standard_normal((2, 2, 1, 3)).astype(np.float32),
+         fc=rng.standard_normal((3, 2)).astype(np.float16))
+np.savez_compressed(os.path.join(npz, "deflated.npz"), w=rng.standard_normal((2, 1, 1, 2)).astype(np.float32),
+                    b=np.asfortranarray(rng.standard_normal((2, 3))))
+np.savez(os.path.join(npz, "empty.npz"))
+with open(os.path.join(npz, "truncated.npz"), "wb") as f:
+    f.write(open(os.path.join(npz, "stored.npz"), "rb").read()[:-30])
