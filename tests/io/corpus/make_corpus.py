@@ -11,10 +11,9 @@ from safetensors.numpy import save_file
 here = os.path.dirname(os.path.abspath(__file__))
 st = os.path.join(here, "safetensors")
 npy = os.path.join(here, "npy")
-os.makedirs(st, exist_ok=True)
 npz = os.path.join(here, "npz")
-os.makedirs(npy, exist_ok=True)
-os.makedirs(npz, exist_ok=True)
+for d in (st, npy, npz):
+    os.makedirs(d, exist_ok=True)
 rng = np.random.default_rng(1)
 
 
