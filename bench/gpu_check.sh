@@ -71,9 +71,18 @@ run_bench() {
   return $rc
 }
 
-(cd build-gpu && ctest -L cuda --output-on-failure) >"$out/ctest.log" 2>&1
+# -V: every test's output, with the time of each Catch2 case as it ends (--durations, flushed), so
+# that the log of a test ctest stopped names the last case that finished.
+(cd build-gpu && ctest -L cuda -V) >"$out/ctest.log" 2>&1
 log "cuda tests: $(grep -E 'tests passed|tests failed' "$out/ctest.log" | tail -1)"
 grep -E '^ *[0-9]+/[0-9]+ Test' "$out/ctest.log" | tee -a "$out/summary.txt"
+case_times() { grep -E "^$1: [0-9.]+ s: " "$out/ctest.log" | sed -E "s/^$1: //"; }
+for n in $(sed -nE 's/^ *[0-9]+\/[0-9]+ Test +#([0-9]+): .*\*\*\*Timeout.*/\1/p' "$out/ctest.log"); do
+  log "test #$n stopped at its time limit; the last case it finished: $(case_times "$n" | tail -1)"
+done
+log "slowest CUDA test cases (s):"
+for n in $(sed -nE 's/^ *[0-9]+\/[0-9]+ Test +#([0-9]+): .*/\1/p' "$out/ctest.log"); do case_times "$n"; done |
+  sort -rn | head -5 | tee -a "$out/summary.txt"
 
 run_bench "$out/bench.txt" 180 ./build-gpu/bench/fevo_bench_cuda --benchmark_min_time=0.2
 log "benchmark:"
@@ -107,9 +116,11 @@ python3 bench/schedule.py --sms "${sms:-132}" 2>&1 | tee -a "$out/summary.txt"
 # staged kernel with 8 rounds of 1 vector):
 # its tests first, then the kernel rows of the benchmark, beside the default shape's above.
 if [ -x build-gpu/tests/fevo_test_cuda_deep ] && [ -x build-gpu/bench/fevo_bench_cuda_deep ]; then
-  timeout -k 10 180 ./build-gpu/tests/fevo_test_cuda_deep >"$out/test-deep.log" 2>&1
+  timeout -k 10 180 ./build-gpu/tests/fevo_test_cuda_deep --durations yes >"$out/test-deep.log" 2>&1
   rc=$?
   log "deep-shape tests: exit $rc, $(grep -E '^(All tests passed|test cases:)' "$out/test-deep.log" | tail -1)"
+  [ $rc = 124 ] || [ $rc = 137 ] &&
+    log "deep-shape tests stopped at their time limit; the last case they finished: $(grep -E '^[0-9.]+ s: ' "$out/test-deep.log" | tail -1)"
   if [ $rc = 0 ]; then
     run_bench "$out/bench-deep.txt" 120 ./build-gpu/bench/fevo_bench_cuda_deep --benchmark_min_time=0.2 \
       --benchmark_filter='BM_(fused_kernels|kernels_(lean|queue|staged)|compare_(kernels|lean|queue|staged)|cub_reduce|memcpy_d2d)/'
