@@ -6,13 +6,35 @@
 # Then compute-sanitizer (memcheck, racecheck) runs the CUDA-only test cases; FEVO_GPU_QUICK=1 skips
 # those and the profiler.
 # Catch2 and Google Benchmark come from the system or from .gpu-deps/ (bench/gpu_prepare.sh).
-# Sized to finish in a few minutes on an H100 (a 16-core build, short benchmark runs).
+# Sized to finish in a few minutes on an H100 (a 16-core build, short benchmark runs), and held to
+# a time budget: FEVO_GPU_BUDGET seconds in all (default 330, under 6 minutes). The build, the
+# CUDA tests, the benchmark and PyTorch eager always run (the benchmark gets at least 60 s); the
+# deep shape, the profiler and compute-sanitizer each run only within what is left of the budget,
+# in that order, and the summary says which were cut short or left out for lack of time.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: bench/gpu_check.sh OUTDIR}
 mkdir -p "$out"
 t0=$(date +%s)
+budget=${FEVO_GPU_BUDGET:-330}
+[[ "$budget" =~ ^[0-9]+$ ]] || { echo "gpu_check: FEVO_GPU_BUDGET must be a number of seconds, not '$budget'" >&2; exit 2; }
 log() { echo "[gpu_check $(( $(date +%s) - t0 ))s] $*" | tee -a "$out/summary.txt"; }
+# within WANT [FLOOR]: the seconds a step may take, WANT or what is left of the budget if less,
+# but at least FLOOR (default 0).
+within() {
+  local left=$(( budget - ($(date +%s) - t0) )) floor=${2:-0}
+  (( left > $1 )) && left=$1
+  (( left < floor )) && left=$floor
+  echo "$left"
+}
+# afford STEP SECONDS: true when at least SECONDS of the budget are left for STEP; else says so.
+afford() {
+  local left=$(( budget - ($(date +%s) - t0) ))
+  (( left >= $2 )) && return 0
+  (( left < 0 )) && left=0
+  log "left out for lack of time: $1 (${left}s of the ${budget}s budget left; FEVO_GPU_BUDGET sets it)"
+  return 1
+}
 
 cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
 name=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
@@ -44,17 +66,19 @@ log "built"
 # minutes, not the rest of the device's time: ctest stops a CUDA test after 180 s
 # (FEVO_CUDA_TEST_TIMEOUT above), and the benchmarks run under run_bench.
 # run_bench FILE SECONDS BINARY ARGS...: runs the benchmark with its output in FILE. If it is still
-# running after SECONDS, the benchmark it was in (the first of its list that has not reported) is
+# running after SECONDS (or what is left of the budget, if less, but at least RUN_BENCH_FLOOR
+# seconds), the benchmark it was in (the first of its list that has not reported) is
 # named, left out with --skip (a variant of the kernels, such as kernels_staged, in all its forms:
 # fused_staged, kernels_staged, compare_staged), and the rest run again, at most twice more. The
 # tables at the end of FILE then have no figures (0.0) for what was left out.
 run_bench() {
-  local file=$1 secs=$2 bin=$3 skip="" attempt rc hung fam
+  local file=$1 secs=$2 bin=$3 skip="" attempt rc hung fam lim
   shift 3
   for attempt in 1 2 3; do
     local args=("$@")
     [ -n "$skip" ] && args+=("--skip=^BM_($skip)/")
-    timeout -k 10 "$secs" "$bin" "${args[@]}" >"$file" 2>&1
+    lim=$(within "$secs" "${RUN_BENCH_FLOOR:-0}")
+    timeout -k 10 "$lim" "$bin" "${args[@]}" >"$file" 2>&1
     rc=$?
     [ $rc = 124 ] || [ $rc = 137 ] || return $rc
     hung=$("$bin" "${args[@]}" --benchmark_list_tests=true 2>/dev/null | grep -E '^BM_' |
@@ -63,7 +87,7 @@ run_bench() {
     fam=${fam#BM_}
     [[ "$fam" =~ ^(fused|kernels|compare)_(1launch|shared|unshared|lean|queue|staged|serial)$ ]] &&
       fam="(fused|kernels|compare)_${BASH_REMATCH[2]}"
-    log "$(basename "$bin"): still running after ${secs}s, in ${hung:-(unknown)}: left out: ${fam:-nothing}"
+    log "$(basename "$bin"): still running after ${lim}s, in ${hung:-(unknown)}: left out: ${fam:-nothing}"
     [ -n "$fam" ] || return $rc
     skip=${skip:+$skip|}$fam
     cp "$file" "$file.stopped-$attempt"
@@ -84,11 +108,11 @@ log "slowest CUDA test cases (s):"
 for n in $(sed -nE 's/^ *[0-9]+\/[0-9]+ Test +#([0-9]+): .*/\1/p' "$out/ctest.log"); do case_times "$n"; done |
   sort -rn | head -5 | tee -a "$out/summary.txt"
 
-run_bench "$out/bench.txt" 180 ./build-gpu/bench/fevo_bench_cuda --benchmark_min_time=0.2
+RUN_BENCH_FLOOR=60 run_bench "$out/bench.txt" 180 ./build-gpu/bench/fevo_bench_cuda --benchmark_min_time=0.2
 log "benchmark:"
 sed -n '/^model /,$p' "$out/bench.txt" | tee -a "$out/summary.txt"
 
-timeout -k 10 120 python3 bench/torch_gpu.py --json "$out/torch.json" >/tmp/fevo_torch.txt 2>&1
+timeout -k 10 "$(within 120 30)" python3 bench/torch_gpu.py --json "$out/torch.json" >/tmp/fevo_torch.txt 2>&1
 tee -a "$out/summary.txt" </tmp/fevo_torch.txt
 python3 - "$out" <<'PY' | tee -a "$out/summary.txt"
 import json, re, sys
@@ -115,31 +139,32 @@ python3 bench/schedule.py --sms "${sms:-132}" 2>&1 | tee -a "$out/summary.txt"
 # The kernels' other shape (8 vectors in flight per thread, the lean kernel at 2 blocks per SM, the
 # staged kernel with 8 rounds of 1 vector):
 # its tests first, then the kernel rows of the benchmark, beside the default shape's above.
-if [ -x build-gpu/tests/fevo_test_cuda_deep ] && [ -x build-gpu/bench/fevo_bench_cuda_deep ]; then
-  timeout -k 10 180 ./build-gpu/tests/fevo_test_cuda_deep --durations yes >"$out/test-deep.log" 2>&1
+if ! [ -x build-gpu/tests/fevo_test_cuda_deep ] || ! [ -x build-gpu/bench/fevo_bench_cuda_deep ]; then
+  log "deep-shape targets were not built (build.log)"
+elif afford "the deep-shape tests and benchmark" 60; then
+  timeout -k 10 "$(within 180)" ./build-gpu/tests/fevo_test_cuda_deep --durations yes >"$out/test-deep.log" 2>&1
   rc=$?
   log "deep-shape tests: exit $rc, $(grep -E '^(All tests passed|test cases:)' "$out/test-deep.log" | tail -1)"
   [ $rc = 124 ] || [ $rc = 137 ] &&
     log "deep-shape tests stopped at their time limit; the last case they finished: $(grep -E '^[0-9.]+ s: ' "$out/test-deep.log" | tail -1)"
-  if [ $rc = 0 ]; then
+  if [ $rc = 0 ] && afford "the deep-shape benchmark" 30; then
     run_bench "$out/bench-deep.txt" 120 ./build-gpu/bench/fevo_bench_cuda_deep --benchmark_min_time=0.2 \
       --benchmark_filter='BM_(fused_kernels|kernels_(lean|queue|staged)|compare_(kernels|lean|queue|staged)|cub_reduce|memcpy_d2d)/'
     log "deep-shape benchmark (8 vectors per thread; lean kernel at 2 blocks per SM; staged: 8 rounds of 1 vector):"
     sed -n '/^f32 variants/,$p' "$out/bench-deep.txt" | grep -vE ' 0\.0 +0\.00$' | tee -a "$out/summary.txt"
   fi
-else
-  log "deep-shape targets were not built (build.log)"
 fi
 # Nsight Compute on the first two calls of the fused pass (two launches each), and of its
-# work-queue and staged variants, on VGG-16 and ResNet-50: duration, DRAM throughput, occupancy and its
+# staged and work-queue variants, on VGG-16 and ResNet-50 (in that order, as far as the budget goes): duration, DRAM throughput, occupancy and its
 # limits, and where warps stall. Counting launches from the first: a ResNet-50 benchmark may run
 # a single iteration under the profiler.
 # FEVO_GPU_QUICK=1 skips the profiler and compute-sanitizer (a rerun that only times).
 quick=${FEVO_GPU_QUICK:-0}
 if [ "$quick" != 1 ] && command -v ncu >/dev/null; then
-  for mb in vgg16/fused vgg16/fused_queue vgg16/fused_staged resnet50/fused resnet50/fused_staged; do
+  for mb in vgg16/fused resnet50/fused vgg16/fused_staged vgg16/fused_queue resnet50/fused_staged; do
     m=${mb%/*} b=${mb#*/}
-    timeout 40 ncu --clock-control none --kernel-name regex:'fold_filters|reduce_layers' --launch-count 4 \
+    afford "ncu $m $b" 20 || break
+    timeout "$(within 40)" ncu --clock-control none --kernel-name regex:'fold_filters|reduce_layers' --launch-count 4 \
       --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
       --metrics dram__bytes_read.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active \
       ./build-gpu/bench/fevo_bench_cuda --benchmark_filter="^BM_$b/$m/f32" --benchmark_min_time=0.001 \
@@ -149,16 +174,17 @@ if [ "$quick" != 1 ] && command -v ncu >/dev/null; then
       "$out/ncu-$m-$b.txt" | cut -c1-200 | tee -a "$out/summary.txt"
   done
 fi
-# The CUDA-only cases (mixed models, every mode and dtype) under compute-sanitizer, the staged
-# kernel's small case first (its shared memory is what racecheck looks at), in case the whole set
-# runs past its time.
+# The CUDA-only cases (mixed models, every mode and dtype) under compute-sanitizer: the staged
+# kernel's small case first under both tools (its shared memory is what racecheck looks at), then
+# the whole set, as far as the budget goes (exit 124: stopped at its time limit).
 if [ "$quick" != 1 ] && command -v compute-sanitizer >/dev/null; then
-  for tool in memcheck racecheck; do
-    for cases in "cuda: the staged kernel runs*" "[cuda]"; do
-      timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 ./build-gpu/tests/fevo_test_cuda "$cases" \
+  for cases in "cuda: the staged kernel runs*" "[cuda]"; do
+    for tool in memcheck racecheck; do
+      afford "compute-sanitizer $tool on '$cases'" 20 || break 2
+      timeout "$(within 150)" compute-sanitizer --tool $tool --error-exitcode 9 ./build-gpu/tests/fevo_test_cuda "$cases" \
         >>"$out/sanitizer.log" 2>&1
       log "compute-sanitizer $tool on '$cases': exit $? ($(grep -c 'ERROR SUMMARY: 0 errors' "$out/sanitizer.log") clean summaries so far)"
     done
   done
 fi
-log "done"
+log "done ($(( $(date +%s) - t0 ))s of the ${budget}s budget)"
