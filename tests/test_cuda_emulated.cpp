@@ -193,9 +193,23 @@ struct emulated_queue_backend : emulated_upload {
   }
 };
 
+/// The staged kernel (policy::staged_copies()), a warp per filter: calls whose layers are all
+/// packed take it (its asynchronous copies land only when waited for), the others the default
+/// kernel, as on a GPU.
+struct emulated_staged_backend : emulated_upload {
+  static constexpr const char* name = "fevo::cuda kernels (emulated, staged copies, warp per filter, 3 blocks)";
+  static auto policy() {
+    emulated_policy p;
+    p.block_from = SIZE_MAX;
+    p.staged = true;
+    return p;
+  }
+};
+
 using emulated_backends = std::tuple<emulated_backend, emulated_one_launch_backend, emulated_warp_backend,
-                                     emulated_block_backend, emulated_shared_warp_backend, emulated_queue_backend>;
-static_assert(std::tuple_size_v<emulated_backends> == 6,
+                                     emulated_block_backend, emulated_shared_warp_backend, emulated_queue_backend,
+                                     emulated_staged_backend>;
+static_assert(std::tuple_size_v<emulated_backends> == 7,
               "tests/CMakeLists.txt runs the emulated backends in ctest parts by index: update it");
 
 /// The environment of cuda_cases.hpp on the emulator.
