@@ -181,16 +181,19 @@ struct emulated_shared_warp_backend : emulated_upload {
   static auto policy() { return emulated_policy{16384, 3, true, fevo::cuda::detail::sharing::always}; }
 };
 
+/// A warp per filter on 3 blocks, with one switch of the policy on (queue, staged).
+inline emulated_policy warp_per_filter_with(bool emulated_policy::*kind) {
+  emulated_policy p;
+  p.block_from = SIZE_MAX;
+  p.*kind = true;
+  return p;
+}
+
 /// A warp per filter, the lean kernel with a work queue: the emulator runs blocks one after
 /// another, so the first block's warps take every unit and the others find the queue empty.
 struct emulated_queue_backend : emulated_upload {
   static constexpr const char* name = "fevo::cuda kernels (emulated, work queue, warp per filter, 3 blocks)";
-  static auto policy() {
-    emulated_policy p;
-    p.block_from = SIZE_MAX;
-    p.queue = true;
-    return p;
-  }
+  static auto policy() { return warp_per_filter_with(&emulated_policy::queue); }
 };
 
 /// The staged kernel (policy::staged_copies()), a warp per filter: calls whose layers are all
@@ -198,12 +201,7 @@ struct emulated_queue_backend : emulated_upload {
 /// kernel, as on a GPU.
 struct emulated_staged_backend : emulated_upload {
   static constexpr const char* name = "fevo::cuda kernels (emulated, staged copies, warp per filter, 3 blocks)";
-  static auto policy() {
-    emulated_policy p;
-    p.block_from = SIZE_MAX;
-    p.staged = true;
-    return p;
-  }
+  static auto policy() { return warp_per_filter_with(&emulated_policy::staged); }
 };
 
 using emulated_backends = std::tuple<emulated_backend, emulated_one_launch_backend, emulated_warp_backend,
