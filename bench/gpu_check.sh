@@ -19,10 +19,12 @@ t0=$(date +%s)
 budget=${FEVO_GPU_BUDGET:-330}
 [[ "$budget" =~ ^[0-9]+$ ]] || { echo "gpu_check: FEVO_GPU_BUDGET must be a number of seconds, not '$budget'" >&2; exit 2; }
 log() { echo "[gpu_check $(( $(date +%s) - t0 ))s] $*" | tee -a "$out/summary.txt"; }
+budget_left() { echo $(( budget - ($(date +%s) - t0) )); }
 # within WANT [FLOOR]: the seconds a step may take, WANT or what is left of the budget if less,
 # but at least FLOOR (default 1: `timeout 0` would mean no limit at all).
 within() {
-  local left=$(( budget - ($(date +%s) - t0) )) floor=${2:-1}
+  local left floor=${2:-1}
+  left=$(budget_left)
   (( left > $1 )) && left=$1
   (( left < floor )) && left=$floor
   (( left < 1 )) && left=1
@@ -30,7 +32,8 @@ within() {
 }
 # afford STEP SECONDS: true when at least SECONDS of the budget are left for STEP; else says so.
 afford() {
-  local left=$(( budget - ($(date +%s) - t0) ))
+  local left
+  left=$(budget_left)
   (( left >= $2 )) && return 0
   (( left < 0 )) && left=0
   log "left out for lack of time: $1 (${left}s of the ${budget}s budget left; FEVO_GPU_BUDGET sets it)"
@@ -159,9 +162,9 @@ elif afford "the deep-shape tests and benchmark" 60; then
     sed -n '/^f32 variants/,$p' "$out/bench-deep.txt" | grep -vE ' 0\.0 +0\.00$' | tee -a "$out/summary.txt"
   fi
 fi
-# Nsight Compute on the first two calls of the fused pass (two launches each), and of its
-# staged and work-queue variants, on VGG-16 and ResNet-50 (in that order, as far as the budget goes): duration, DRAM throughput, occupancy and its
-# limits, and where warps stall. Counting launches from the first: a ResNet-50 benchmark may run
+# Nsight Compute on the first two calls of the fused pass (two launches each), and of its staged
+# and work-queue variants, on VGG-16 and ResNet-50 (in that order, as far as the budget goes):
+# duration, DRAM throughput, occupancy and its limits, and where warps stall. Counting launches from the first: a ResNet-50 benchmark may run
 # a single iteration under the profiler.
 # FEVO_GPU_QUICK=1 skips the profiler and compute-sanitizer (a rerun that only times).
 quick=${FEVO_GPU_QUICK:-0}

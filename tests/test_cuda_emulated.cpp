@@ -181,11 +181,15 @@ struct emulated_shared_warp_backend : emulated_upload {
   static auto policy() { return emulated_policy{16384, 3, true, fevo::cuda::detail::sharing::always}; }
 };
 
-/// A warp per filter on 3 blocks, with one switch of the policy on (queue, staged).
-inline emulated_policy warp_per_filter_with(bool emulated_policy::*kind) {
-  emulated_policy p;
-  p.block_from = SIZE_MAX;
-  p.*kind = true;
+/// The kernels a pass of warp-mode filters may take besides the default one.
+enum class lean_kind { lean, queue, staged };
+
+/// A warp per filter on `blocks` blocks, with the lean kernel, the work queue or staged copies.
+inline emulated_policy lean_policy(lean_kind k, unsigned blocks = 3,
+                                   fevo::cuda::detail::sharing s = fevo::cuda::detail::sharing::automatic,
+                                   bool one_launch = false) {
+  emulated_policy p{SIZE_MAX, blocks, one_launch, s};
+  (k == lean_kind::lean ? p.lean : k == lean_kind::queue ? p.queue : p.staged) = true;
   return p;
 }
 
@@ -193,7 +197,7 @@ inline emulated_policy warp_per_filter_with(bool emulated_policy::*kind) {
 /// another, so the first block's warps take every unit and the others find the queue empty.
 struct emulated_queue_backend : emulated_upload {
   static constexpr const char* name = "fevo::cuda kernels (emulated, work queue, warp per filter, 3 blocks)";
-  static auto policy() { return warp_per_filter_with(&emulated_policy::queue); }
+  static auto policy() { return lean_policy(lean_kind::queue); }
 };
 
 /// The staged kernel (policy::staged_copies()), a warp per filter: calls whose layers are all
@@ -201,7 +205,7 @@ struct emulated_queue_backend : emulated_upload {
 /// kernel, as on a GPU.
 struct emulated_staged_backend : emulated_upload {
   static constexpr const char* name = "fevo::cuda kernels (emulated, staged copies, warp per filter, 3 blocks)";
-  static auto policy() { return warp_per_filter_with(&emulated_policy::staged); }
+  static auto policy() { return lean_policy(lean_kind::staged); }
 };
 
 using emulated_backends = std::tuple<emulated_backend, emulated_one_launch_backend, emulated_warp_backend,
@@ -380,18 +384,11 @@ namespace {
 
 using fevo::cuda::detail::sharing;
 using fevo_test::emulated_policy;
+using fevo_test::lean_kind;
+using fevo_test::lean_policy;
 
-/// The kernels a pass of warp-mode filters may take besides the default one.
-enum class lean_kind { lean, queue, staged };
 const char* name_of(lean_kind k) {
   return k == lean_kind::lean ? "lean kernel" : k == lean_kind::queue ? "work queue" : "staged copies";
-}
-
-/// A warp per filter on `blocks` blocks, with the lean kernel, the work queue or staged copies.
-emulated_policy lean_policy(lean_kind k, unsigned blocks, sharing s, bool one_launch = false) {
-  emulated_policy p{SIZE_MAX, blocks, one_launch, s};
-  (k == lean_kind::lean ? p.lean : k == lean_kind::queue ? p.queue : p.staged) = true;
-  return p;
 }
 
 /// The lean kernel, the work-queue kernel or the staged kernel serves passes of warp-mode filters
