@@ -200,8 +200,10 @@ void write_table4(const std::string& dir, const std::vector<table4_row>& rows) {
     md += "| " + r.layer + " | " + std::to_string(r.filters) + " | " + std::to_string(r.zeroed) + " | " + r.criterion +
           " | " + std::to_string(r.draws) + " | " + pct(r.baseline) + " | " + pct(r.acc_mean) + " | " + pct(r.acc_std) +
           " | " + pct(r.drop_mean) + " | " + pct(r.drop_std) + " |\n";
-  for (const auto& [name, text] : {std::pair<std::string, std::string>{"table4.csv", csv}, {"table4.md", md}}) {
-    const std::string path = dir + "/" + name;
+  // (Not a structured binding: C++17 does not let the lambda below capture one.)
+  for (const auto& file : {std::pair<std::string, std::string>{"table4.csv", csv}, {"table4.md", md}}) {
+    const std::string path = dir + "/" + file.first;
+    const std::string& text = file.second;
     fevo::io::atomic_write(path, [&](std::FILE* f) { fevo::io::write_bytes(f, text.data(), text.size(), path); });
   }
 }
