@@ -169,20 +169,29 @@ struct model_data {
 
 // ---- read baseline: every byte of both snapshots once, vectorised, 2 threads ----------------------
 
+/// Each of kThreads threads sums its contiguous share with an `omp simd` loop. (Not `parallel for
+/// simd`: clang 14 does not vectorise that loop's float reduction, which read 17 GB/s against this
+/// loop's 69 on the 2-core development VM; with GCC both read the same.)
+template <class Acc, class T, class Value>
+Acc read_sum_of(const T* a, const T* b, std::size_t n, Value value) {
+  Acc total = 0;
+#pragma omp parallel num_threads(kThreads) reduction(+ : total)
+  {
+    const std::size_t t = std::size_t(omp_get_thread_num()), nt = std::size_t(omp_get_num_threads());
+    const std::size_t from = n / nt * t + std::min(t, n % nt), to = from + n / nt + (t < n % nt);
+    Acc s = 0;
+#pragma omp simd reduction(+ : s)
+    for (std::size_t i = from; i < to; ++i) s += value(a[i]) + value(b[i]);
+    total += s;
+  }
+  return total;
+}
 float read_sum(const float* a, const float* b, std::size_t n) {
-  float s = 0;
-  const long long len = static_cast<long long>(n);
-#pragma omp parallel for simd reduction(+ : s) num_threads(kThreads) schedule(static)
-  for (long long i = 0; i < len; ++i) s += a[i] + b[i];
-  return s;
+  return read_sum_of<float>(a, b, n, [](float x) { return x; });
 }
 /// Sums the raw 16-bit patterns (wrapping), which reads every byte once like the fp32 version.
 std::uint32_t read_sum(const fevo::bfloat16* a, const fevo::bfloat16* b, std::size_t n) {
-  std::uint32_t s = 0;
-  const long long len = static_cast<long long>(n);
-#pragma omp parallel for simd reduction(+ : s) num_threads(kThreads) schedule(static)
-  for (long long i = 0; i < len; ++i) s += std::uint32_t(a[i].bits) + std::uint32_t(b[i].bits);
-  return s;
+  return read_sum_of<std::uint32_t>(a, b, n, [](fevo::bfloat16 x) { return std::uint32_t(x.bits); });
 }
 
 // ---- Eigen: D, S and Z as three separate expressions (three passes over each layer) ---------------
