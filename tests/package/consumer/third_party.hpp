@@ -1,0 +1,12 @@
+// The third-party headers fevo's components include, included here first as system headers, so
+// that all_components' warnings-as-errors apply to fevo's own headers only (which, unlike in a
+// usual imported target, are not on a system include path in that build).
+#pragma once
+#pragma GCC system_header
+
+#include <nlohmann/json.hpp>
+#include <unsupported/Eigen/CXX11/Tensor>
+#include <xtensor/xarray.hpp>
+#include <xtensor/xexpression.hpp>
+#include <xtensor/xutils.hpp>
+#include <zip.h>
