@@ -1,6 +1,6 @@
 // Every host component of fevo from one translation unit, as a user's project would include them:
-// the core and fevo::seq, fevo::cpu, the io readers and writers, the recorder and the Eigen and
-// xtensor adapters. Each is called once and its result checked; exit status 0 when all agree.
+// the core and fevo::seq, fevo::cpu, fevo::thrust (on Thrust's OpenMP device system), the io
+// readers and writers, the recorder and the Eigen and xtensor adapters. Each is called once and its result checked; exit status 0 when all agree.
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -16,6 +16,7 @@
 #include <fevo/io/npz.hpp>
 #include <fevo/io/safetensors.hpp>
 #include <fevo/record/recorder.hpp>
+#include <fevo/thrust.hpp>
 #include <fevo/xtensor.hpp>
 
 namespace {
@@ -45,6 +46,7 @@ int main(int argc, char** argv) {
     const auto expected = [](const fevo::layer_metrics& m) { return m.D == 1.125 && m.S == 0.5 && m.Z == 0.5; };
     check(expected(fevo::compute(fevo::seq, pa, pb, 0.5)), "fevo::seq");
     check(expected(fevo::compute(fevo::cpu::par, pa, pb, 0.5)), "fevo::cpu::par");
+    check(expected(fevo::compute(fevo::thrust::par, pa, pb, 0.5)), "fevo::thrust::par (OpenMP device system)");
 
     Eigen::Tensor<float, 4, Eigen::RowMajor> ea(2, 1, 1, 2), eb(2, 1, 1, 2);
     std::copy(a.begin(), a.end(), ea.data());
