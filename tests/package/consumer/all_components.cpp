@@ -1,13 +1,14 @@
 // Every host component of fevo from one translation unit, as a user's project would include them:
 // the core and fevo::seq, fevo::cpu, fevo::thrust (on Thrust's OpenMP device system), the io
-// readers and writers, the recorder and the Eigen and xtensor adapters. Each is called once and its result checked; exit status 0 when all agree.
+// readers and writers, the recorder and the Eigen and xtensor adapters. Each is called once and
+// its result checked; exit status 0 when all agree.
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <vector>
 
-#include "third_party.hpp"  // first: Eigen, xtensor, nlohmann_json and libzip as system headers
+#include "third_party.hpp"  // first: the dependencies' headers, as system headers
 
 #include <fevo/cpu.hpp>
 #include <fevo/eigen.hpp>
