@@ -63,6 +63,29 @@ ensure_packages() {
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
+# ensure_cuobjdump: sets cuobjdump_args to pass a cuobjdump to CMake (FEVO_CUOBJDUMP), for the
+# SASS check of the fused CUDA kernels (test cuda.sass_loads). The CUDA toolkit here has neither
+# cuobjdump nor the nvdisasm it runs; PyPI's nvidia-cuda-cuobjdump and nvidia-cuda-nvdisasm put both
+# in one directory. Where they cannot be had, CMake looks on PATH and in the toolkit, and without
+# them the test is reported skipped.
+cuobjdump_args=()
+find_pip_cuobjdump() {  # the pip-installed cuobjdump, if nvdisasm is beside it
+  python3 -c 'import glob, nvidia, os; print(next(iter(sorted(f for p in nvidia.__path__ for f in glob.glob(p + "/cu*/bin/cuobjdump") if os.path.exists(os.path.dirname(f) + "/nvdisasm"))), ""))' \
+    2>/dev/null || true
+}
+ensure_cuobjdump() {
+  local bin
+  bin=$(find_pip_cuobjdump)
+  if [ -z "$bin" ]; then
+    say "installing cuobjdump and nvdisasm (PyPI: nvidia-cuda-cuobjdump, nvidia-cuda-nvdisasm)"
+    python3 -m pip install -q --disable-pip-version-check 'nvidia-cuda-cuobjdump==13.*' 'nvidia-cuda-nvdisasm==13.*' ||
+      say "could not install them: cuda.sass_loads will be reported skipped"
+    bin=$(find_pip_cuobjdump)
+  fi
+  [ -n "$bin" ] && cuobjdump_args=("-DFEVO_CUOBJDUMP=$bin")
+  return 0
+}
+
 configure_build() {  # dir, cmake args...
   local dir=$1; shift
   cmake -S "$root" -B "$dir" -DCMAKE_BUILD_TYPE=Release "$@" >"$dir.configure.log" 2>&1 ||
@@ -99,6 +122,7 @@ case "$cmd" in
   test)
     ensure_packages "${base_pkgs[@]}" "${test_pkgs[@]}"
     ensure_python_packages "${py_test_pkgs[@]}"
+    ensure_cuobjdump
     say "release build and tests (build/)"
     mkdir -p build
     # CUDA code for the GPU nvidia-smi finds; without one (CI), for sm_75 and sm_90, which between
@@ -106,7 +130,8 @@ case "$cmd" in
     # copies and dependent launches), in two thirds of the default list's time.
     cuda_arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .' || true)
     [[ "$cuda_arch" =~ ^[0-9]+$ ]] || cuda_arch=""
-    configure_build build -DFEVO_BUILD_TESTS=ON -DFEVO_BUILD_BENCH=ON "-DCMAKE_CUDA_ARCHITECTURES=${cuda_arch:-75-real;90}"
+    configure_build build -DFEVO_BUILD_TESTS=ON -DFEVO_BUILD_BENCH=ON "-DCMAKE_CUDA_ARCHITECTURES=${cuda_arch:-75-real;90}" \
+      "${cuobjdump_args[@]}"
     # Passive OpenMP waiting: tests run side by side, and spinning threads would starve each other.
     (cd build && OMP_WAIT_POLICY=passive ctest --output-on-failure -j"$jobs")
     say "sanitizer build (ASan + UBSan) and tests (build-asan/)"

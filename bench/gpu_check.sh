@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The one-call GPU check: configures fevo with CUDA for the GPU it finds, builds the CUDA tests and
 # the GPU benchmark, runs both and PyTorch eager on the same shapes, and writes a summary.
-#   bench/gpu_check.sh OUTDIR        (OUTDIR gets summary.txt, ctest.log, bench.txt, torch.json,
-#                                     test-deep.log, bench-deep.txt, ncu-*.txt, sanitizer.log)
+#   bench/gpu_check.sh OUTDIR        (OUTDIR gets summary.txt, sass.txt, ctest.log, bench.txt,
+#                                     torch.json, test-deep.log, bench-deep.txt, ncu-*.txt,
+#                                     sanitizer.log)
 # Then compute-sanitizer (memcheck, racecheck) runs the CUDA-only test cases; FEVO_GPU_QUICK=1 skips
 # those and the profiler.
 # Catch2 and Google Benchmark come from the system or from .gpu-deps/ (bench/gpu_prepare.sh).
@@ -65,6 +66,11 @@ for t in tests/fevo_test_cuda bench/fevo_bench_cuda; do
   [ -x build-gpu/$t ] || { log "$t was not built"; tail -40 "$out/build.log"; exit 1; }
 done
 log "built"
+# How nvcc compiled the fused kernels for this GPU: registers, spills, and whether each round's
+# 16-byte loads are all issued before the first is used (tools/sass_report.py; cuda.sass_loads
+# checks the same in the tests' kernels).
+python3 tools/sass_report.py build-gpu/bench/fevo_bench_cuda >"$out/sass.txt" 2>&1
+log "SASS of the fused kernels (sass.txt): $(tail -1 "$out/sass.txt")"
 
 # Every step that runs kernels has a time limit, so that a kernel that never finishes costs this run
 # minutes, not the rest of the device's time: ctest stops a CUDA test after 180 s

@@ -40,6 +40,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include <fevo/accumulator.hpp>
 #include <fevo/element.hpp>
@@ -255,6 +256,26 @@ struct alignas(16) vector16 {
   T v[16 / sizeof(T)];
 };
 
+/// The same 16 bytes as four 32-bit words: what the packed path's loads and stores hold. Loaded
+/// into vector16's elements under fold_packed's `v < own` condition, a vector of 16-bit elements
+/// (f16, bf16) was split into a register per element as soon as its load arrived, and in the
+/// default kernel's SASS (nvcc 13, sm_90 and sm_75) that split came before the rest of the
+/// round's loads were issued: the warp waited for the first snapshot's vectors before asking for
+/// the second's, two memory latencies a round instead of one, and it spilled 16 to 94 bytes. As
+/// words, every load of a round is issued before the first is used, for every element type, with
+/// no spills in the default kernel (tools/sass_report.py checks both); the elements are taken
+/// apart only to be folded.
+struct alignas(16) words16 {
+  std::uint32_t w[4];
+};
+template <class T>
+__device__ inline vector16<T> as_vector(const words16& x) {
+  static_assert(sizeof(vector16<T>) == sizeof(words16), "16 bytes either way");
+  vector16<T> v;
+  std::memcpy(&v, &x, sizeof v);
+  return v;
+}
+
 /// Programmatic dependent launch (compute capability 9.0 and newer; nothing on older GPUs, where
 /// the host launches reduce_layers plainly, and on the emulator): fold_filters lets the launch of
 /// the reduce_layers after it begin as soon as all its blocks are running, so that launch
@@ -453,13 +474,13 @@ __device__ inline void fold_packed(T* pp, const T* pn, std::uint32_t size, int t
   const std::uint32_t nv = size / V;  // 32-bit: a filter on this path has at most block_bits weights
   const std::uint32_t own = valid ? nv : 0;  // vectors this thread's group reads
   for (std::uint32_t base = 0; base < nv; base += std::uint32_t(p) * unroll) {
-    vec a[unroll], b[unroll];
+    words16 a[unroll], b[unroll];
 #pragma unroll
     for (int u = 0; u < unroll; ++u) {
       const std::uint32_t v = base + std::uint32_t(u * p + t);
       if (v < own) {
-        a[u] = vp[v];
-        b[u] = vn[v];
+        a[u] = reinterpret_cast<const words16*>(pp)[v];
+        b[u] = reinterpret_cast<const words16*>(pn)[v];
       }
     }
     const std::uint32_t round = std::uint32_t(p) * unroll;
@@ -472,8 +493,8 @@ __device__ inline void fold_packed(T* pp, const T* pn, std::uint32_t size, int t
       const std::uint32_t v = base + std::uint32_t(u * p + t);
       std::uint32_t m = 0;
       if (v < own) {
-        m = acc.add_vector(a[u].v, b[u].v, tau);
-        if (Advance) reinterpret_cast<vec*>(pp)[v] = b[u];
+        m = acc.add_vector(as_vector<T>(a[u]).v, as_vector<T>(b[u]).v, tau);
+        if (Advance) reinterpret_cast<words16*>(pp)[v] = b[u];
       }
       if (bits) store_flags<V>(bits, m, v, t, v < own);
     }
