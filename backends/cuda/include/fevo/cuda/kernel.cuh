@@ -276,6 +276,22 @@ __device__ inline vector16<T> as_vector(const words16& x) {
   return v;
 }
 
+/// The snapshots' pointers come from the descriptor table, so nvcc cannot tell that they point to
+/// global memory, and the packed path's 16-byte loads and stores were generic ones (LD.E.128,
+/// ST.E.128 in the SASS of nvcc 13), which first resolve which memory an address is in. Told, it
+/// emits the global loads and stores cub::DeviceReduce's are (LDG.E.128, STG.E.128), with the same
+/// registers and spills (tools/sass_report.py). Every pointer handed to these kernels is device
+/// global memory (fevo::cuda checks each with cudaPointerGetAttributes). Not in the strided paths:
+/// there it made the work-queue kernels spill 50-60 bytes more.
+template <class U>
+__device__ inline void assume_global(const U* p) {
+#if defined(__CUDA_ARCH__)
+  __builtin_assume(__isGlobal(p));
+#else
+  (void)p;
+#endif
+}
+
 /// Programmatic dependent launch (compute capability 9.0 and newer; nothing on older GPUs, where
 /// the host launches reduce_layers plainly, and on the emulator): fold_filters lets the launch of
 /// the reduce_layers after it begin as soon as all its blocks are running, so that launch
@@ -469,6 +485,8 @@ __device__ inline void fold_packed(T* pp, const T* pn, std::uint32_t size, int t
                                    const Rounds& rounds = Rounds{}) {
   constexpr int V = 16 / sizeof(T);  // elements per vector
   using vec = vector16<T>;
+  assume_global(pp);
+  assume_global(pn);
   const vec* vp = reinterpret_cast<const vec*>(pp);
   const vec* vn = reinterpret_cast<const vec*>(pn);
   const std::uint32_t nv = size / V;  // 32-bit: a filter on this path has at most block_bits weights
@@ -862,7 +880,10 @@ __device__ inline void fold_staged(const layer_desc<T>* layers, int n_layers, st
       if (v < cu.own) {
         const vec a = *slot(s, u, 0), b = *slot(s, u, 1);
         m = acc.add_vector(a.v, b.v, tau);
-        if (Advance) cu.prev[v] = b;
+        if (Advance) {
+          assume_global(cu.prev);
+          cu.prev[v] = b;
+        }
       }
       if (!flat) store_flags<V>(own_bits, m, v, cu.t, v < cu.own);
     }
