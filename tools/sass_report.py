@@ -106,14 +106,18 @@ def load_groups(instrs):
         for k in range(g[0], g[-1] + 1):
             op, regs = opcode_and_regs(instrs[k])
             if LOAD128.match(op):
-                if any(r in pending for r in regs[1:]):  # an address from a pending load
-                    waits += 1
-                pending |= set(range(regs[0], regs[0] + 4))
-                continue
-            sources = regs if op.startswith(("ST", "BRA", "RED", "ATOM")) else regs[1:]
-            if any(r in pending for r in sources):
+                written = set(range(regs[0], regs[0] + 4))
+            elif op.startswith(("ST", "BRA", "RED", "ATOM")) or "SETP" in op:
+                written = set()  # (a SETP writes predicates: its registers are all read)
+            else:
+                written = set(regs[:1])
+            read = set(regs) - written if LOAD128.match(op) else set(regs[1 if written else 0:])
+            # Reading a register a pending load writes, or writing it, waits for that load.
+            if pending & (read | written):
                 waits += 1
-                pending = set()  # the wait lets every earlier load arrive
+                pending = set()  # the wait lets the earlier loads arrive
+            if LOAD128.match(op):
+                pending |= written
         out.append((g[0], g[-1], len(g), waits))
     return out
 
