@@ -9,7 +9,8 @@ generic LD.E.128) and, for each group of them (a round of the packed path: one l
 each snapshot), whether any instruction inside the group uses a register that an earlier load of
 the group writes. Such a use makes the warp wait for that load before it issues the rest, so the
 round's loads are no longer all in flight together (a "wait" below). --check exits with status 1
-if any group has one, except in the staged kernel below sm_80, which is never launched there (its
+if any group has one, or any 16-byte load is generic (the kernels are told their snapshots are in
+global memory), except in the staged kernel below sm_80, which is never launched there (its
 asynchronous copies are plain loads and stores, each waited for).
 
 Needs cuobjdump and the nvdisasm it runs (CUDA toolkit; or the PyPI wheels nvidia-cuda-cuobjdump
@@ -165,16 +166,18 @@ def main():
         groups = load_groups(instrs)
         waits = sum(g[3] for g in groups)
         never_launched = "kernel_kind)3>" in name and int(re.sub(r"\D", "", arch or "sm_90")) < 80
-        bad += waits > 0 and not never_launched
+        generic = count(lambda o: o.startswith("LD.E.128"))
+        bad += (waits > 0 or generic > 0) and not never_launched
         short = re.sub(r"\(fevo::cuda::detail::layer_desc<.*$", "", name).replace("fevo::cuda::detail::", "")
         print(f"{arch} {short}")
         print(f"    registers {reg}, stack {stack} bytes, spills: {count(lambda o: o.startswith('STL'))} STL"
               f" {count(lambda o: o.startswith('LDL'))} LDL; 16-byte loads: {count(lambda o: o.startswith('LDG.E.128'))}"
-              f" global, {count(lambda o: o.startswith('LD.E.128'))} generic; load groups: "
+              f" global, {generic} generic; load groups: "
               + (", ".join(f"{n} loads/{w} waits" for _, _, n, w in groups) or "none"))
     if shown == 0:
         sys.exit(f"sass_report: no kernel matching '{a.kernel}' in {a.binary}")
-    print(f"{shown} kernels; {bad} with a load group that waits (the staged kernel below sm_80 left out)")
+    print(f"{shown} kernels; {bad} with a load group that waits or a generic 16-byte load"
+          " (the staged kernel below sm_80 left out)")
     return 1 if a.check and bad else 0
 
 

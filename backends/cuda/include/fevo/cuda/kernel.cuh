@@ -280,9 +280,10 @@ __device__ inline vector16<T> as_vector(const words16& x) {
 /// global memory, and the packed path's 16-byte loads and stores were generic ones (LD.E.128,
 /// ST.E.128 in the SASS of nvcc 13), which first resolve which memory an address is in. Told, it
 /// emits the global loads and stores cub::DeviceReduce's are (LDG.E.128, STG.E.128), with the same
-/// registers and spills (tools/sass_report.py). Every pointer handed to these kernels is device
-/// global memory (fevo::cuda checks each with cudaPointerGetAttributes). Not in the strided paths:
-/// there it made the work-queue kernels spill 50-60 bytes more.
+/// registers and spills (tools/sass_report.py; the cuda.sass_loads test holds the loads to it).
+/// Every pointer handed to these kernels is device global memory (fevo::cuda checks each with
+/// cudaPointerGetAttributes). Not in the strided paths: there it made the work-queue kernels
+/// spill 50-60 bytes more.
 template <class U>
 __device__ inline void assume_global(const U* p) {
 #if defined(__CUDA_ARCH__)
