@@ -263,9 +263,11 @@ struct alignas(16) vector16 {
 /// round's loads were issued: the warp waited for the first snapshot's vectors before asking for
 /// the second's, two memory latencies a round instead of one, and it spilled 16 to 94 bytes. As
 /// words, every load of a round is issued before the first is used, for every element type, with
-/// no spills in the default kernel (tools/sass_report.py checks both); the elements are taken
-/// apart only to be folded.
-struct alignas(16) words16 {
+/// no spills in the default kernel (tools/sass_report.py; cuda.sass_loads holds the first); the
+/// elements are taken apart only to be folded. may_alias: the words are read from and written
+/// over the snapshots' elements (float, half, ...), which a compiler may otherwise assume they
+/// never alias.
+struct alignas(16) [[gnu::may_alias]] words16 {
   std::uint32_t w[4];
 };
 template <class T>
