@@ -129,7 +129,8 @@ def main():
     ap.add_argument("binary")
     ap.add_argument("--arch", help="e.g. sm_90 (default: every architecture in the binary)")
     ap.add_argument("--kernel", default="fold_filters", help="regex on the demangled name")
-    ap.add_argument("--check", action="store_true", help="exit 1 if a load group has a wait")
+    ap.add_argument("--check", action="store_true",
+                    help="exit 1 if a kernel's load group waits, or its 16-byte loads are generic or absent")
     ap.add_argument("--cuobjdump", help="the cuobjdump to run")
     a = ap.parse_args()
     if not os.path.isfile(a.binary):
@@ -137,12 +138,11 @@ def main():
     tool = find_tool("cuobjdump", a.cuobjdump)
     disasm = find_tool("nvdisasm", beside=os.path.dirname(tool))
     env = dict(os.environ, NVDISASM_PATH=os.path.dirname(disasm))
-    cmd = [tool, "-sass"] + (["-arch", a.arch] if a.arch else []) + [a.binary]
-    funcs = split_functions(run(cmd, env))
+    which = (["-arch", a.arch] if a.arch else []) + [a.binary]
+    funcs = split_functions(run([tool, "-sass"] + which, env))
     usage = {}
-    res_cmd = [tool, "--dump-resource-usage"] + (["-arch", a.arch] if a.arch else []) + [a.binary]
     arch = None
-    for line in run(res_cmd).splitlines():
+    for line in run([tool, "--dump-resource-usage"] + which, env).splitlines():
         m = ARCH.search(line)
         if m:
             arch = m.group(1)
