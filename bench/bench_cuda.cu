@@ -25,6 +25,10 @@
 //                      the same with par.staged_copies(): the work queue's kernel with its loads
 //                      staged through shared memory by asynchronous copies (cp.async), several
 //                      rounds ahead
+//   fused_tuned, kernels_tuned, compare_tuned
+//                      the same with par.autotune(): each kernel that can serve the model timed in
+//                      the first calls (the warm-up), the fastest launched from then on; the
+//                      summary names the kernel it chose
 //   kernels_serial, compare_serial
 //                      fused_kernels and compare_kernels with the merge launched plainly after the
 //                      fused kernel, not as a programmatic dependent launch (sm_90 and newer:
@@ -116,13 +120,27 @@ device_model<T>& model(const std::string& name) {
   return *p;
 }
 
+/// Calls f() once, or, under par.autotune(), until the kernel is chosen (the tuning calls).
+template <class F>
+void warm_up(F&& f) {
+  for (int k = 0; k < 64; ++k) {
+    f();
+    if (!fevo::cuda::last_pass().tuning) return;
+  }
+}
+
+/// Under par.autotune(), the kernel the warm-up chose, as a counter (kernel_kind's value).
+void count_kernel(benchmark::State& st, const fevo::cuda::policy& pol) {
+  if (pol.tune) st.counters["kernel"] = double(int(fevo::cuda::last_pass().kernel));
+}
+
 /// Times f() on the default stream with CUDA events.
 template <class F>
 void timed(benchmark::State& st, F&& f) {
   cudaEvent_t a, b;
   cudaEventCreate(&a);
   cudaEventCreate(&b);
-  f();  // warm-up
+  warm_up(f);
   for (auto _ : st) {
     cudaEventRecord(a);
     f();
@@ -148,6 +166,7 @@ void BM_fused_with(benchmark::State& st, std::string name, fevo::cuda::policy po
     launches = fevo::cuda::detail::launch_count() - before;
   });
   st.counters["launches"] = double(launches);
+  count_kernel(st, pol);
   st.SetBytesProcessed(st.iterations() * int64_t(2 * m.n * sizeof(T)));
 }
 
@@ -176,7 +195,7 @@ void kernels_only(benchmark::State& st, bool serial, F&& f) {
   auto& timer = fevo::cuda::detail::kernel_timer::for_this_thread();
   timer.on = true;
   fevo::cuda::detail::dependent_launches() = !serial;
-  f();  // warm-up
+  warm_up(f);
   for (auto _ : st) {
     f();
     st.SetIterationTime(timer.last_ms / 1e3);
@@ -189,6 +208,7 @@ template <class T>
 void BM_fused_kernels_with(benchmark::State& st, std::string name, fevo::cuda::policy pol, bool serial) {
   auto& m = model<T>(name);
   kernels_only<T>(st, serial, [&] { benchmark::DoNotOptimize(fevo::compute_layers(pol, m.layers, tau)); });
+  count_kernel(st, pol);
   st.SetBytesProcessed(st.iterations() * int64_t(2 * m.n * sizeof(T)));
 }
 
@@ -199,6 +219,7 @@ void BM_compare_kernels_with(benchmark::State& st, std::string name, fevo::cuda:
   const auto& pairs = a.pairs;
   kernels_only<T>(st, serial,
                   [&] { benchmark::DoNotOptimize(fevo::cuda::compare_and_advance_layers(pol, pairs, tau)); });
+  count_kernel(st, pol);
   st.SetBytesProcessed(st.iterations() * int64_t(3 * m.n * sizeof(T)));
 }
 
@@ -265,6 +286,7 @@ class collector : public benchmark::ConsoleReporter {
  public:
   std::map<std::string, double> rate;
   std::map<std::string, double> launches;
+  std::map<std::string, int> kernel;  ///< under par.autotune(): the kernel_kind chosen
   void ReportRuns(const std::vector<Run>& runs) override {
     ConsoleReporter::ReportRuns(runs);
     // Each line out as soon as it is known: if a later kernel never finishes, bench/gpu_check.sh
@@ -281,6 +303,8 @@ class collector : public benchmark::ConsoleReporter {
       if (it != r.counters.end()) rate[key] = it->second;
       auto l = r.counters.find("launches");
       if (l != r.counters.end()) launches[key] = l->second;
+      auto c = r.counters.find("kernel");
+      if (c != r.counters.end()) kernel[key] = int(c->second);
     }
   }
 };
@@ -300,6 +324,7 @@ void register_all() {
                            {"BM_fused_lean", par.lean_kernel()},
                            {"BM_fused_queue", par.work_queue()},
                            {"BM_fused_staged", par.staged_copies()},
+                           {"BM_fused_tuned", par.autotune()},
                            {"BM_fused_warp", par.block_per_filter_from(SIZE_MAX)},
                            {"BM_fused_block1k", par.block_per_filter_from(1024)},
                            {"BM_fused_block16k", par.block_per_filter_from(16384)}};
@@ -310,6 +335,7 @@ void register_all() {
                              {"BM_kernels_lean", par.lean_kernel()},
                              {"BM_kernels_queue", par.work_queue()},
                              {"BM_kernels_staged", par.staged_copies()},
+                             {"BM_kernels_tuned", par.autotune()},
                              {"BM_kernels_serial", par, true}};
   const variant compares[] = {{"BM_compare_kernels", par},
                               {"BM_compare_1launch", par.single_launch()},
@@ -318,6 +344,7 @@ void register_all() {
                               {"BM_compare_lean", par.lean_kernel()},
                               {"BM_compare_queue", par.work_queue()},
                               {"BM_compare_staged", par.staged_copies()},
+                              {"BM_compare_tuned", par.autotune()},
                               {"BM_compare_serial", par, true}};
   for (const char* model : {"vgg16", "resnet50"}) {
     const std::string m = model;
@@ -390,6 +417,13 @@ int main(int argc, char** argv) {
   benchmark::RunSpecifiedBenchmarks(&rep);
 
   auto get = [&](const std::string& k) { return rep.rate.count(k) ? rep.rate[k] : 0.0; };
+  // " (tuned: KERNEL)" after a par.autotune() row: the kernel its warm-up chose.
+  auto chosen = [&](const std::string& k) {
+    const auto it = rep.kernel.find(k);
+    return it == rep.kernel.end()
+               ? std::string()
+               : std::string(" (tuned: ") + fevo::cuda::kernel_name(fevo::cuda::kernel_kind(it->second)) + ")";
+  };
   std::printf("\n%-10s %-5s %10s %10s %10s %10s %10s | %-22s %-22s\n", "model", "type", "fused",
               "cub", "memcpy", "cmp+adv", "thrust", "fused/cub (>=0.9)", "cmp+adv/memcpy (>=0.9)");
   // The device's part alone (events around the kernels of a call): the fused kernel against the
@@ -434,13 +468,14 @@ int main(int argc, char** argv) {
     for (const char* v : {"fused", "fused_first", "fused_kernels", "fused_warp", "fused_block1k",
                           "fused_block16k", "fused_1launch", "kernels_1launch", "fused_shared",
                           "kernels_shared", "kernels_unshared", "fused_lean", "kernels_lean", "fused_queue",
-                          "kernels_queue", "fused_staged", "kernels_staged", "kernels_serial", "compare_kernels",
-                          "compare_1launch", "compare_shared", "compare_unshared", "compare_lean", "compare_queue",
-                          "compare_staged", "compare_serial"}) {
-      const double g = get(std::string("BM_") + v + "/" + m + "/f32");
+                          "kernels_queue", "fused_staged", "kernels_staged", "fused_tuned", "kernels_tuned",
+                          "kernels_serial", "compare_kernels", "compare_1launch", "compare_shared", "compare_unshared",
+                          "compare_lean", "compare_queue", "compare_staged", "compare_tuned", "compare_serial"}) {
+      const std::string key = std::string("BM_") + v + "/" + m + "/f32";
+      const double g = get(key);
       const bool copy_ref = std::string(v).rfind("compare", 0) == 0;
       const double ref = copy_ref ? get("BM_memcpy_d2d/" + m + "/f32") : cub;
-      std::printf("%-10s %-15s %8.1f  %5.2f\n", model, v, g / 1e9, ref > 0 ? g / ref : 0.0);
+      std::printf("%-10s %-15s %8.1f  %5.2f%s\n", model, v, g / 1e9, ref > 0 ? g / ref : 0.0, chosen(key).c_str());
     }
   }
   std::printf("bf16 kernels (GB/s, ratio to cub):\n");
@@ -449,9 +484,10 @@ int main(int argc, char** argv) {
     const double cub = get("BM_cub_reduce/" + m + "/bf16");
     for (const char* v :
          {"fused_kernels", "kernels_1launch", "kernels_shared", "kernels_unshared", "kernels_lean", "kernels_queue",
-          "kernels_staged", "kernels_serial"}) {
-      const double g = get(std::string("BM_") + v + "/" + m + "/bf16");
-      std::printf("%-10s %-15s %8.1f  %5.2f\n", model, v, g / 1e9, cub > 0 ? g / cub : 0.0);
+          "kernels_staged", "kernels_tuned", "kernels_serial"}) {
+      const std::string key = std::string("BM_") + v + "/" + m + "/bf16";
+      const double g = get(key);
+      std::printf("%-10s %-15s %8.1f  %5.2f%s\n", model, v, g / 1e9, cub > 0 ? g / cub : 0.0, chosen(key).c_str());
     }
   }
   // The fastest way to run the kernels, of those that give the default's results (the same
@@ -465,7 +501,7 @@ int main(int argc, char** argv) {
         const double ref = get(std::string(compare ? "BM_memcpy_d2d/" : "BM_cub_reduce/") + m + "/" + t);
         std::string best;
         double top = 0;
-        for (const char* v : {"1launch", "shared", "unshared", "lean", "queue", "staged", "serial", ""}) {
+        for (const char* v : {"1launch", "shared", "unshared", "lean", "queue", "staged", "tuned", "serial", ""}) {
           // (""): the default, fused_kernels or compare_kernels
           const std::string name = *v ? std::string(compare ? "compare_" : "kernels_") + v
                                       : std::string(compare ? "compare_kernels" : "fused_kernels");
@@ -476,8 +512,8 @@ int main(int argc, char** argv) {
           }
         }
         const double r = ref > 0 ? top / ref : 0;
-        std::printf("%-10s %-5s %-16s %8.1f  %5.2f %s\n", model, ty, best.c_str(), top / 1e9, r,
-                    r >= 0.9 ? "PASS" : "MISS");
+        std::printf("%-10s %-5s %-16s %8.1f  %5.2f %s%s\n", model, ty, best.c_str(), top / 1e9, r,
+                    r >= 0.9 ? "PASS" : "MISS", chosen("BM_" + best + "/" + m + "/" + t).c_str());
       }
     }
   }

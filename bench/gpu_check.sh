@@ -99,7 +99,7 @@ run_bench() {
       while read -r b; do grep -q "^$b " "$file" || { echo "$b"; break; }; done)
     fam=${hung%%/*}
     fam=${fam#BM_}
-    [[ "$fam" =~ ^(fused|kernels|compare)_(1launch|shared|unshared|lean|queue|staged|serial)$ ]] &&
+    [[ "$fam" =~ ^(fused|kernels|compare)_(1launch|shared|unshared|lean|queue|staged|tuned|serial)$ ]] &&
       fam="(fused|kernels|compare)_${BASH_REMATCH[2]}"
     log "$(basename "$bin"): still running after ${lim}s, in ${hung:-(unknown)}: left out: ${fam:-nothing}"
     [ -n "$fam" ] || return $rc

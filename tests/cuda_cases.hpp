@@ -244,4 +244,122 @@ void check_repeated_calls(PolicyFor policy_for, const std::vector<std::array<std
   }
 }
 
+/// policy::autotune() on a float model of packed warp-mode layers (every kernel can serve it):
+/// the first calls of a shape launch the candidates in turn (the default kernel first, then the
+/// lean, work-queue and, where the device has its shared memory, staged kernels), tuning_samples
+/// times each, the last of them making the choice, and later calls launch the chosen one; every
+/// call gives the default kernel's bits, in compute_layers and in compare-and-advance (whose
+/// tuning calls each advance prev, as any call does). Each layer alone is another shape, tuned
+/// apart. `tuned`: the policy with autotune(); `plain`: without; `default_only`: with autotune()
+/// and single_launch(), a pass only the default kernel serves. Returns the kernel chosen for the
+/// whole model's compute_layers.
+template <class Env, class Policy>
+fevo::cuda::detail::kernel_kind check_autotune(const Policy& tuned, const Policy& plain, const Policy& default_only) {
+  using fevo::cuda::detail::kernel_kind;
+  using fevo::cuda::detail::last_pass_report;
+  using fevo::cuda::detail::tuning_samples;
+  rng g = rng_for("autotune");
+  const float_model<Env> model(g, packed_bits_shapes(), 3);
+  const auto same = [](const std::vector<fevo::layer_metrics>& x, const std::vector<fevo::layer_metrics>& y) {
+    REQUIRE(x.size() == y.size());
+    for (std::size_t k = 0; k < x.size(); ++k) {
+      INFO("layer " << k);
+      CHECK(std::memcmp(&x[k].totals, &y[k].totals, sizeof(fevo::partial)) == 0);
+      CHECK(x[k].D == y[k].D);
+    }
+  };
+  // Calls of one shape through `call`, which returns a call's results: the candidates in turn,
+  // then the chosen one, each with `want`'s bits. Returns the chosen kernel.
+  const auto tune = [&](const char* what, auto&& call, const auto& want) {
+    INFO(what);
+    std::vector<kernel_kind> kinds;
+    unsigned n = 0;
+    for (unsigned c = 0;; ++c) {
+      INFO("tuning call " << c);
+      same(call(c), want(c));
+      const fevo::cuda::detail::pass_report r = last_pass_report();
+      if (c == 0) n = r.candidates;
+      REQUIRE((n == 3 || n == 4));  // the staged kernel where the device has its shared memory
+      CHECK(r.candidates == n);
+      kinds.push_back(r.kernel);
+      if (c + 1 == n * tuning_samples) {
+        CHECK_FALSE(r.tuning);  // this call chose
+        break;
+      }
+      CHECK(r.tuning);
+    }
+    for (std::size_t c = 0; c < kinds.size(); ++c) CHECK(kinds[c] == kernel_kind(c % n));
+    const unsigned first = unsigned(kinds.size());
+    same(call(first), want(first));
+    const kernel_kind chosen = last_pass_report().kernel;
+    CHECK(unsigned(chosen) < n);
+    for (unsigned c = first + 1; c < first + 3; ++c) {
+      same(call(c), want(c));
+      CHECK(last_pass_report().kernel == chosen);
+      CHECK_FALSE(last_pass_report().tuning);
+      CHECK(last_pass_report().candidates == n);
+    }
+    return chosen;
+  };
+
+  const auto want = fevo::compute_layers(plain, model.device, 1e-3);
+  CHECK(last_pass_report().candidates == 1);  // not tuned
+  CHECK(last_pass_report().kernel == kernel_kind::full);
+  check_like(want, fevo::compute_layers(fevo::seq, model.host, 1e-3));
+  const kernel_kind chosen = tune(
+      "compute_layers", [&](unsigned) { return fevo::compute_layers(tuned, model.device, 1e-3); },
+      [&](unsigned) { return want; });
+
+  // A layer alone is another shape: tuned from the start, with the default kernel's bits.
+  const auto& l = model.device[3];
+  const std::vector<fevo::layer_metrics> one{fevo::compute(plain, l.prev, l.next, 1e-3)};
+  tune(
+      "one layer",
+      [&](unsigned) { return std::vector<fevo::layer_metrics>{fevo::compute(tuned, l.prev, l.next, 1e-3)}; },
+      [&](unsigned) { return one; });
+
+  // One launch: only the default kernel serves it; nothing is timed.
+  check_like(fevo::compute_layers(default_only, model.device, 1e-3), want);
+  CHECK(last_pass_report().candidates == 1);
+  CHECK(last_pass_report().kernel == kernel_kind::full);
+  CHECK_FALSE(last_pass_report().tuning);
+
+  // compare-and-advance, prev := next and back again in turn, against the default kernel's passes.
+  const std::size_t n_layers = model.prev.size();
+  using buffers = std::vector<std::unique_ptr<typename Env::template buffer<float>>>;
+  const auto pairs_of = [&](buffers& kept, bool forth) {
+    std::vector<fevo::cuda::advance_pair<float>> pairs;
+    for (std::size_t k = 0; k < n_layers; ++k) {
+      const auto& v = model.device[k].prev;
+      const std::size_t o = v.filters(), i = v.channels(), h = v.rows(), w = v.cols();
+      const float* to = forth ? model.dnext[k]->p : model.dprev[k]->p;
+      pairs.push_back({"l" + std::to_string(k), fevo::oihw<fevo::device_space>(kept[k]->p, o, i, h, w),
+                       fevo::oihw<fevo::device_space>(to, o, i, h, w)});
+    }
+    return pairs;
+  };
+  const auto fresh = [&] {
+    buffers kept;
+    for (std::size_t k = 0; k < n_layers; ++k)
+      kept.push_back(std::make_unique<typename Env::template buffer<float>>(model.prev[k]));
+    return kept;
+  };
+  std::size_t launches = 0;
+  auto ref_kept = fresh();
+  const auto ref_forth = Env::advance(plain, pairs_of(ref_kept, true), 1e-3, nullptr, launches);
+  const auto ref_back = Env::advance(plain, pairs_of(ref_kept, false), 1e-3, nullptr, launches);
+  auto kept = fresh();
+  tune(
+      "compare_and_advance_layers",
+      [&](unsigned c) {
+        const auto got = Env::advance(tuned, pairs_of(kept, c % 2 == 0), 1e-3, nullptr, launches);
+        CHECK(launches == 2);
+        for (std::size_t k = 0; k < n_layers; ++k)
+          CHECK(kept[k]->get(model.prev[k].size()) == (c % 2 == 0 ? model.next[k] : model.prev[k]));
+        return got;
+      },
+      [&](unsigned c) { return c % 2 == 0 ? ref_forth : ref_back; });
+  return chosen;
+}
+
 }  // namespace fevo_test

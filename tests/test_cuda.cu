@@ -203,6 +203,15 @@ TEST_CASE("cuda: the lean, work-queue and staged kernels on warp-mode layers of 
       [](bool one_launch) { return fevo::cuda::par.work_queue().single_launch(one_launch); });
 }
 
+TEST_CASE("cuda: autotune times each kernel that can serve a shape, then launches the fastest, with the default "
+          "kernel's bits",
+          "[cuda]") {
+  const auto warps = fevo::cuda::par.block_per_filter_from(SIZE_MAX);
+  const fevo::cuda::detail::kernel_kind chosen =
+      fevo_test::check_autotune<gpu_env>(warps.autotune(), warps, warps.autotune().single_launch());
+  std::printf("autotune chose the %s kernel for the float test model\n", fevo::cuda::kernel_name(chosen));
+}
+
 TEST_CASE("cuda: the staged kernel runs where the device has the shared memory it asks for", "[cuda]") {
   using fevo::cuda::detail::kernel_kind;
   int device = 0, optin = 0, sms = 0;

@@ -7,6 +7,7 @@
 #include <fevo/cuda/pass.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -32,8 +33,9 @@ struct emulated_policy {
   bool staged = false;  ///< as fevo::cuda::policy::staged_copies()
   /// false: the device has too little shared memory for the staged kernel (max_blocks says 0)
   bool staged_fits = true;
+  bool autotune = false;  ///< as fevo::cuda::policy::autotune()
   fevo::cuda::detail::pass_options options() const {
-    return {block_from, one_launch, share_warps, lean, queue, staged};
+    return {block_from, one_launch, share_warps, lean, queue, staged, autotune};
   }
 };
 
@@ -49,6 +51,15 @@ struct emulated_memory {
   std::size_t lean_launches = 0;    ///< launches of the lean kernel so far
   std::size_t queue_launches = 0;   ///< of which with a work queue (the queued or staged kernel)
   std::size_t staged_launches = 0;  ///< of which the staged kernel
+  /// autotune()'s measurements, and the device times the emulator reports for each kernel kind
+  /// (milliseconds; first_extra[k] more for kind k's first timed pass, as a GPU's first launch of
+  /// a kernel, which loads its module, takes longer); `timed`: the timed passes so far, of each kind.
+  fevo::cuda::detail::tuning_table tuning;
+  std::array<float, 4> kernel_ms{1, 1, 1, 1};
+  std::array<float, 4> first_extra{};
+  std::array<std::size_t, 4> timed{};
+  fevo::cuda::detail::kernel_kind last_kind = fevo::cuda::detail::kernel_kind::full;
+  bool timing = false;  ///< between time_start and time_stop
   static emulated_memory& for_this_thread() {
     static thread_local emulated_memory m;
     return m;
@@ -106,6 +117,7 @@ struct emulated_device {
     if (Kind != kernel_kind::full) ++emulated_memory::for_this_thread().lean_launches;
     if (Kind == kernel_kind::queued || Kind == kernel_kind::staged) ++emulated_memory::for_this_thread().queue_launches;
     if (Kind == kernel_kind::staged) ++emulated_memory::for_this_thread().staged_launches;
+    emulated_memory::for_this_thread().last_kind = Kind;
     simt::launch(
         a.grid, block_threads,
         [&] {
@@ -120,6 +132,25 @@ struct emulated_device {
     ++launches;
   }
   void finish() {}
+  fevo::cuda::detail::tuning_table& tuning() { return emulated_memory::for_this_thread().tuning; }
+  void time_start() {
+    emulated_memory& mem = emulated_memory::for_this_thread();
+    REQUIRE_FALSE(mem.timing);
+    mem.timing = true;
+  }
+  void time_stop() {
+    emulated_memory& mem = emulated_memory::for_this_thread();
+    REQUIRE(mem.timing);
+    mem.timing = false;
+  }
+  /// The emulator's time of the pass's kernel: kernel_ms of its kind (plus first_extra the first
+  /// time it is timed).
+  float time_read() {
+    emulated_memory& mem = emulated_memory::for_this_thread();
+    REQUIRE_FALSE(mem.timing);
+    const std::size_t k = std::size_t(mem.last_kind);
+    return mem.kernel_ms[k] + (mem.timed[k]++ == 0 ? mem.first_extra[k] : 0.f);
+  }
 };
 
 /// fevo::compute & co. reach this by argument-dependent lookup on emulated_policy.
@@ -522,6 +553,84 @@ TEST_CASE("cuda emulated: staged copies serve the work queue's passes of packed 
       [](bool one_launch) { return lean_policy(lean_kind::staged, 2, sharing::automatic, one_launch); },
       {{9, 16, 3, 3}, {40, 64, 1, 1}, {3, 8, 7, 7}});
   CHECK(mem.staged_launches == staged + 6);
+}
+
+TEST_CASE("cuda emulated: autotune times each kernel that can serve a shape, then launches the fastest, with the "
+          "default kernel's bits",
+          "[cuda]") {
+  using fevo::cuda::detail::kernel_kind;
+  using fevo::cuda::detail::last_pass_report;
+  fevo_test::emulated_memory& mem = fevo_test::emulated_memory::for_this_thread();
+  const auto start = [&](std::array<float, 4> ms, std::array<float, 4> first) {
+    mem.tuning.clear();
+    mem.timed = {};
+    mem.kernel_ms = ms;
+    mem.first_extra = first;
+  };
+  emulated_policy tuned{SIZE_MAX, 3};
+  tuned.autotune = true;
+  emulated_policy default_only = tuned;
+  default_only.one_launch = true;
+  const emulated_policy plain{SIZE_MAX, 3};
+  {
+    INFO("the work queue fastest; its first pass slow: the fastest of each kernel's passes decides");
+    start({3, 2, 1, 4}, {0, 0, 100, 0});
+    CHECK(fevo_test::check_autotune<fevo_test::emulated_env>(tuned, plain, default_only) == kernel_kind::queued);
+    CHECK(mem.timed == std::array<std::size_t, 4>{9, 9, 9, 9});  // 3 shapes, 3 passes each
+  }
+  {
+    INFO("no shared memory for the staged kernel: three candidates");
+    start({3, 1, 2, 0.5f}, {});
+    emulated_policy small = tuned;
+    small.staged_fits = false;
+    emulated_policy small_default_only = default_only;
+    small_default_only.staged_fits = false;
+    CHECK(fevo_test::check_autotune<fevo_test::emulated_env>(small, plain, small_default_only) == kernel_kind::lean);
+    CHECK(mem.timed[std::size_t(kernel_kind::staged)] == 0);
+  }
+  {
+    INFO("ties: the default kernel");
+    start({1, 1, 1, 1}, {});
+    CHECK(fevo_test::check_autotune<fevo_test::emulated_env>(tuned, plain, default_only) == kernel_kind::full);
+  }
+  fevo_test::rng g = fevo_test::rng_for("autotune");
+  const fevo_test::float_model<fevo_test::emulated_env> model(g, fevo_test::packed_bits_shapes(), 3);
+  const auto ref = fevo::compute_layers(fevo::seq, model.host, 1e-3);
+  {
+    INFO("a kernel asked for is launched, not timed");
+    start({3, 2, 1, 4}, {});
+    for (lean_kind k : {lean_kind::lean, lean_kind::queue, lean_kind::staged}) {
+      emulated_policy pol = lean_policy(k);
+      pol.autotune = true;
+      fevo_test::check_like(fevo::compute_layers(pol, model.device, 1e-3), ref);
+      CHECK(last_pass_report().kernel == (k == lean_kind::lean    ? kernel_kind::lean
+                                          : k == lean_kind::queue ? kernel_kind::queued
+                                                                  : kernel_kind::staged));
+      CHECK(last_pass_report().candidates == 1);
+      CHECK_FALSE(last_pass_report().tuning);
+    }
+    CHECK(mem.timed == std::array<std::size_t, 4>{});
+    CHECK(mem.tuning.empty());
+  }
+  {
+    INFO("a pass with a filter in block mode: only the default kernel, not timed");
+    emulated_policy block = tuned;
+    block.block_from = 64;
+    fevo_test::check_like(fevo::compute_layers(block, model.device, 1e-3), ref);
+    CHECK(last_pass_report().kernel == kernel_kind::full);
+    CHECK(last_pass_report().candidates == 1);
+    CHECK(mem.timed == std::array<std::size_t, 4>{});
+  }
+  {
+    INFO("a full table is forgotten, and the new shape tuned");
+    start({3, 2, 1, 4}, {});
+    for (std::size_t k = 0; k < fevo::cuda::detail::tuning_table_limit; ++k) mem.tuning["shape " + std::to_string(k)];
+    fevo_test::check_like(fevo::compute_layers(tuned, model.device, 1e-3), ref);
+    CHECK(mem.tuning.size() == 1);
+    CHECK(last_pass_report().tuning);
+    CHECK(last_pass_report().kernel == kernel_kind::full);
+  }
+  start({1, 1, 1, 1}, {});
 }
 
 TEST_CASE("simt: asynchronous copies land when their thread waits for their group", "[simt]") {

@@ -25,7 +25,9 @@
 // the lean kernel's warps take their filters from a queue, the largest first, instead of a
 // static share each; the same bits again. par.staged_copies(), a fifth, off by default: the work
 // queue's kernel with its loads staged through shared memory by asynchronous copies, several
-// rounds ahead; the same bits again.
+// rounds ahead; the same bits again. par.autotune(), off by default, chooses among those kernels
+// by timing: the first calls on each model shape launch each in turn, timed, and later calls the
+// fastest (fevo::cuda::last_pass() says which ran); the same bits whichever runs.
 // Host views do not compile with this backend; device pointers that turn out to be host memory,
 // and every CUDA error, are reported as fevo::error. Each pointer is checked with
 // cudaPointerGetAttributes the first time a host thread hands it to fevo::cuda, and trusted on
@@ -70,6 +72,9 @@ struct policy {
   /// Passes the lean kernel can serve whose layers are all packed launch the staged kernel
   /// (staged_copies()).
   bool staged = false;
+  /// Passes that more than one kernel can serve time each of them, then launch the fastest
+  /// (autotune()).
+  bool tune = false;
   /// A copy of this policy whose work is ordered on `s`.
   constexpr policy on(cudaStream_t s) const {
     policy p = *this;
@@ -139,7 +144,23 @@ struct policy {
     p.staged = on;
     return p;
   }
-  detail::pass_options options() const { return {block_from, one_launch, share_warps, lean, queue, staged}; }
+  /// A copy of this policy that chooses its kernel by timing (`true`), as cuDNN's benchmark mode
+  /// does: the first passes of each model shape (element type, compare-and-advance or not, and
+  /// every layer's shape and layout: not its pointers) launch in turn each kernel that can serve
+  /// them (the default, lean, work-queue and, where the device has the shared memory, staged
+  /// kernels), each timed by CUDA events around its launches, detail::tuning_samples times, and
+  /// every later pass of that shape launches the fastest. Each of those calls is a real pass that
+  /// returns its results: tuning costs no extra work, and results are the same bits whichever
+  /// kernel runs. Passes only the default kernel can serve (a filter in block mode or above 32768
+  /// weights, single_launch()) are not timed; lean_kernel(), work_queue() and staged_copies()
+  /// choose a kernel instead. The measurements are kept per host thread and device.
+  /// fevo::cuda::last_pass() says what a call launched.
+  constexpr policy autotune(bool on = true) const {
+    policy p = *this;
+    p.tune = on;
+    return p;
+  }
+  detail::pass_options options() const { return {block_from, one_launch, share_warps, lean, queue, staged, tune}; }
 };
 inline constexpr policy par{};
 
@@ -239,26 +260,53 @@ class pinned {
   std::size_t size_ = 0;
 };
 
+/// Two CUDA events around work on a stream, made at first use (and left to the driver at exit).
+class event_span {
+ public:
+  void start(cudaStream_t s) {
+    if (!a_) {
+      check(cudaEventCreate(&a_), "cudaEventCreate");
+      check(cudaEventCreate(&b_), "cudaEventCreate");
+    }
+    check(cudaEventRecord(a_, s), "cudaEventRecord");
+  }
+  void stop(cudaStream_t s) { check(cudaEventRecord(b_, s), "cudaEventRecord"); }
+  /// Milliseconds between the two, once the stream has passed the second.
+  float read() const {
+    float ms = 0;
+    check(cudaEventElapsedTime(&ms, a_, b_), "cudaEventElapsedTime");
+    return ms;
+  }
+
+ private:
+  cudaEvent_t a_ = nullptr, b_ = nullptr;
+};
+
 /// For benchmarks: when `on`, each call records CUDA events around its two kernels, and `last_ms`
 /// holds their time on the device (the fused pass without the host's part of the call).
 struct kernel_timer {
   bool on = false;
   float last_ms = 0;
-  cudaEvent_t a = nullptr, b = nullptr;
-  void start(cudaStream_t s) {
-    if (!a) {
-      check(cudaEventCreate(&a), "cudaEventCreate");
-      check(cudaEventCreate(&b), "cudaEventCreate");
-    }
-    check(cudaEventRecord(a, s), "cudaEventRecord");
-  }
-  void stop(cudaStream_t s) { check(cudaEventRecord(b, s), "cudaEventRecord"); }
-  void read() { check(cudaEventElapsedTime(&last_ms, a, b), "cudaEventElapsedTime"); }
+  event_span events;
   static kernel_timer& for_this_thread() {
     static thread_local kernel_timer t;
     return t;
   }
 };
+
+/// policy::autotune()'s measurements (fevo/cuda/pass.hpp) on the current device, for this host
+/// thread, and the events its timed passes record.
+inline tuning_table& tuning_for_this_thread() {
+  static thread_local std::vector<tuning_table> per_device;
+  int device = 0;
+  check(cudaGetDevice(&device), "cudaGetDevice");
+  if (per_device.size() <= std::size_t(device)) per_device.resize(std::size_t(device) + 1);
+  return per_device[std::size_t(device)];
+}
+inline event_span& tuning_events() {
+  static thread_local event_span e;
+  return e;
+}
 
 /// Kernel launches made by this backend (for benchmarks that report launches per call).
 inline std::size_t& launch_count() {
@@ -381,7 +429,7 @@ struct runtime_device {
   template <class T, bool Advance, bool Shared, kernel_kind Kind>
   void fold(const pass_args<T>& a) {
     kernel_timer& timer = kernel_timer::for_this_thread();
-    if (timer.on) timer.start(stream);
+    if (timer.on) timer.events.start(stream);
     fold_filters<T, Advance, Shared, Kind><<<a.grid, block_threads, dynamic_shared_bytes(Kind), stream>>>(
         a.layers, a.n_layers, a.n_items, a.n_filters, a.filters, a.r, a.totals, a.done, a.queue);
     check(cudaGetLastError(), "launching fold_filters");
@@ -390,7 +438,7 @@ struct runtime_device {
       launch_reduce_layers(a, stream);
       ++launch_count();
     }
-    if (timer.on) timer.stop(stream);
+    if (timer.on) timer.events.stop(stream);
   }
   void download(void* dst, const void* src, std::size_t bytes) {
     check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream), "copying the results");
@@ -398,14 +446,26 @@ struct runtime_device {
   void finish() {
     check(cudaStreamSynchronize(stream), "the fused pass");
     kernel_timer& timer = kernel_timer::for_this_thread();
-    if (timer.on) timer.read();
+    if (timer.on) timer.last_ms = timer.events.read();
   }
+  tuning_table& tuning() { return tuning_for_this_thread(); }
+  void time_start() { tuning_events().start(stream); }
+  void time_stop() { tuning_events().stop(stream); }
+  float time_read() { return tuning_events().read(); }
 };
 
 template <class T>
 inline constexpr bool always_false = false;
 
 }  // namespace detail
+
+/// What the last call of this host thread on fevo::cuda::par launched: its kernel (kernel_name:
+/// "full", "lean", "queued" or "staged"), whether it was the shared-warp instantiation, how many
+/// kernels could have served it, and, under autotune(), whether the kernel was still being timed.
+using detail::pass_report;
+using detail::kernel_kind;
+using detail::kernel_name;
+inline pass_report last_pass() { return detail::last_pass_report(); }
 
 template <class T>
 void evaluate(const policy& pol, layer_task<T, device_space>* tasks, std::size_t n_tasks) {

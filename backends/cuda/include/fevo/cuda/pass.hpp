@@ -17,14 +17,20 @@
 //   void upload(void* dst, const void* src, std::size_t bytes);        host -> device, ordered
 //   void download(void* dst, const void* src, std::size_t bytes);      device -> host, ordered
 //   void finish();                      waits for everything above
+//   tuning_table& tuning();             autotune()'s measurements so far (see kernel_tuning)
+//   void time_start(); void time_stop(); marks the start and end of a pass's launches
+//   float time_read();                  after finish(): the device's milliseconds between them
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <type_traits>
+#include <unordered_map>
 #include <vector>
 
 #include <fevo/fevo.hpp>
@@ -71,7 +77,91 @@ struct pass_options {
   bool lean = false;                    ///< the lean kernel where a pass allows it (lean_allowed)
   bool queue = false;                   ///< the lean kernel with a work queue where a pass allows it
   bool staged = false;                  ///< the staged kernel where a pass allows it (staged_allowed)
+  bool autotune = false;                ///< time the kernels that give the same bits, then keep the fastest
 };
+
+/// What autotune() has measured of the passes of one shape (tuning_key): the fastest time seen of
+/// each kernel kind, in milliseconds, and, once every candidate has been timed tuning_samples
+/// times, the kind chosen. Passes of that shape launch the candidates in turn until then (each
+/// call is a real pass: the tuning costs no extra work), and the chosen one from then on.
+struct kernel_tuning {
+  std::array<float, 4> best_ms{std::numeric_limits<float>::infinity(), std::numeric_limits<float>::infinity(),
+                               std::numeric_limits<float>::infinity(), std::numeric_limits<float>::infinity()};
+  unsigned calls = 0;  ///< tuning calls completed
+  bool chosen = false;
+  kernel_kind kind = kernel_kind::full;  ///< once chosen
+};
+/// Timed calls of each candidate before the choice: the fastest of them counts, so that one slow
+/// call (the first launch of a kernel loads its module) does not decide.
+inline constexpr unsigned tuning_samples = 3;
+/// Shapes a tuning_table holds at most (forgotten all at once when it is full, and tuned again).
+inline constexpr std::size_t tuning_table_limit = 256;
+/// autotune()'s state of one device for one host thread, by tuning_key.
+using tuning_table = std::unordered_map<std::string, kernel_tuning>;
+
+/// What the last pass of this host thread launched (fevo::cuda::last_pass()).
+struct pass_report {
+  kernel_kind kernel = kernel_kind::full;
+  bool shared = false;      ///< the shared-warp instantiation (policy::warp_sharing)
+  unsigned candidates = 1;  ///< kernels that give the pass the same bits (autotune()'s choices)
+  bool tuning = false;      ///< an autotune() call that timed its kernel; the choice is still open
+};
+inline pass_report& last_pass_report() {
+  static thread_local pass_report r;
+  return r;
+}
+
+inline const char* kernel_name(kernel_kind k) {
+  switch (k) {
+    case kernel_kind::full: return "full";
+    case kernel_kind::lean: return "lean";
+    case kernel_kind::queued: return "queued";
+    case kernel_kind::staged: return "staged";
+  }
+  return "?";
+}
+
+/// A distinct address for each element type, so that f16 and bf16 passes of the same shapes are
+/// tuned apart (no RTTI needed).
+template <class T>
+inline constexpr char type_tag = 0;
+
+/// The key of a pass's shape in a tuning_table: element type, compare-and-advance, shared warps,
+/// and each layer's extents, vector path, mode, lanes per filter and whether it keeps R_ic, in the
+/// tasks' order. Pointers and thresholds are left out: a training loop's passes on other buffers
+/// of the same model, or `fevo analyze` on pair after pair, share their tuning.
+template <class T>
+std::string tuning_key(const std::vector<layer_desc<T>>& descs, bool advance, bool shared) {
+  std::string key;
+  const auto put = [&](std::size_t v) { key.append(reinterpret_cast<const char*>(&v), sizeof v); };
+  put(reinterpret_cast<std::uintptr_t>(&type_tag<T>));
+  put((advance ? 1u : 0u) | (shared ? 2u : 0u));
+  for (const layer_desc<T>& d : descs) {
+    for (std::size_t e : d.ext) put(e);
+    put(std::size_t(d.packed) | std::size_t(d.block) << 1 | std::size_t(d.r_offset != no_r) << 2 |
+        std::size_t(d.group) << 3);
+  }
+  return key;
+}
+
+/// The kernel an autotune() pass launches: the chosen one, or the next candidate to time
+/// (`timing` set). `candidates`: the kinds that give the pass the same bits, the default first.
+inline kernel_kind tuned_kind(const kernel_tuning& t, const std::vector<kernel_kind>& candidates, bool& timing) {
+  timing = !t.chosen;
+  return t.chosen ? t.kind : candidates[t.calls % candidates.size()];
+}
+
+/// Records the time of a tuning call's kernel `k`, and chooses once every candidate has had
+/// tuning_samples calls: the fastest (ties: the earlier candidate, the default first).
+inline void record_tuning(kernel_tuning& t, const std::vector<kernel_kind>& candidates, kernel_kind k, float ms) {
+  float& best = t.best_ms[std::size_t(k)];
+  if (ms >= 0 && ms < best) best = ms;
+  if (++t.calls < tuning_samples * candidates.size()) return;
+  t.kind = candidates.front();
+  for (kernel_kind c : candidates)
+    if (t.best_ms[std::size_t(c)] < t.best_ms[std::size_t(t.kind)]) t.kind = c;
+  t.chosen = true;
+}
 
 /// Whether a pass may launch a lean kernel (kernel_kind lean or queued): every layer in warp mode, with
 /// filters of at most warp_bits weights, and a second launch to merge the layers' totals.
@@ -196,11 +286,36 @@ void run_pass(Device& dev, const pass_options& opt, layer_task<T, device_space>*
   const bool shared = use_shared_warps(opt.share, shared_weights, weights);
   if (!shared)
     for (desc& d : descs) d.group = 32;
-  // A lean kernel, with a work queue or not, where one is asked for and can serve the pass; the
-  // staged kernel takes units from a work queue too.
-  const bool staged = opt.staged && staged_allowed(descs, opt.one_launch);
-  const bool lean = staged || ((opt.queue || opt.lean) && lean_allowed(descs, opt.one_launch));
-  const bool queued = staged || (lean && opt.queue);
+  // The kernel: a lean one (with a work queue or not, or the staged kernel, which takes units from
+  // a work queue too) where one is asked for and can serve the pass; with autotune() and none
+  // asked for, each kernel that can serve it in turn, timed, until the fastest is known. Every
+  // kind gives the same bits.
+  const bool can_lean = lean_allowed(descs, opt.one_launch);
+  const bool can_stage = staged_allowed(descs, opt.one_launch);
+  const auto stage_fits = [&] {
+    return (shared ? dev.template max_blocks<T, Advance, true, kernel_kind::staged>()
+                   : dev.template max_blocks<T, Advance, false, kernel_kind::staged>()) > 0;
+  };
+  kernel_kind kind = kernel_kind::full;
+  std::vector<kernel_kind> candidates{kernel_kind::full};
+  kernel_tuning* tuning = nullptr;
+  bool timing = false;
+  if (opt.staged && can_stage) {
+    kind = stage_fits() ? kernel_kind::staged : kernel_kind::queued;  // the same units, the same bits
+  } else if (opt.queue && can_lean) {
+    kind = kernel_kind::queued;
+  } else if (opt.lean && can_lean) {
+    kind = kernel_kind::lean;
+  } else if (opt.autotune && !opt.staged && !opt.queue && !opt.lean && can_lean) {
+    candidates.insert(candidates.end(), {kernel_kind::lean, kernel_kind::queued});
+    if (can_stage && stage_fits()) candidates.push_back(kernel_kind::staged);
+    tuning_table& table = dev.tuning();
+    std::string key = tuning_key(descs, Advance, shared);
+    if (table.size() >= tuning_table_limit && table.count(key) == 0) table.clear();
+    tuning = &table[std::move(key)];
+    kind = tuned_kind(*tuning, candidates, timing);
+  }
+  const bool queued = kind == kernel_kind::queued || kind == kernel_kind::staged;
   // The table's order: the tasks' or, for a work queue, the layers with the largest units first,
   // so that the last units the warps take are the smallest (ties: the tasks' order).
   // descs[k] is then tasks[order[k]]'s layer, and totals[k] its total.
@@ -257,18 +372,18 @@ void run_pass(Device& dev, const pass_options& opt, layer_task<T, device_space>*
   a.queue = queued ? reinterpret_cast<unsigned long long*>(base + o_queue) : nullptr;
   // The shared-warp kernel and the lean ones are other instantiations (a run-time group size
   // takes more registers; the lean kernels compile out what they cannot meet).
-  const kernel_kind kind = staged   ? kernel_kind::staged
-                          : queued ? kernel_kind::queued
-                          : lean   ? kernel_kind::lean
-                                   : kernel_kind::full;
+  if (timing) dev.time_start();
   if (shared)
     launch_pass<T, Advance, true>(dev, a, kind);
   else
     launch_pass<T, Advance, false>(dev, a, kind);
+  if (timing) dev.time_stop();
 
   dev.download(host + o_totals, base + o_totals, back_end - o_totals);
   dev.finish();
   table.remember(base, host, o_totals);
+  if (timing) record_tuning(*tuning, candidates, kind, dev.time_read());
+  last_pass_report() = {kind, shared, unsigned(candidates.size()), timing && !tuning->chosen};
 
   const partial* totals = reinterpret_cast<const partial*>(host + o_totals);
   const partial* per = reinterpret_cast<const partial*>(host + o_filters);
