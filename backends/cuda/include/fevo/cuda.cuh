@@ -294,18 +294,20 @@ struct kernel_timer {
   }
 };
 
-/// policy::autotune()'s measurements (fevo/cuda/pass.hpp) on the current device, for this host
-/// thread, and the events its timed passes record.
-inline tuning_table& tuning_for_this_thread() {
-  static thread_local std::vector<tuning_table> per_device;
+/// policy::autotune()'s measurements (fevo/cuda/pass.hpp) on one device for one host thread, and
+/// the events its timed passes record there (an event is recorded only on its own device's
+/// streams).
+struct device_tuning {
+  tuning_table table;
+  event_span events;
+};
+/// This host thread's device_tuning of the current device.
+inline device_tuning& tuning_for_this_thread() {
+  static thread_local std::vector<device_tuning> per_device;
   int device = 0;
   check(cudaGetDevice(&device), "cudaGetDevice");
   if (per_device.size() <= std::size_t(device)) per_device.resize(std::size_t(device) + 1);
   return per_device[std::size_t(device)];
-}
-inline event_span& tuning_events() {
-  static thread_local event_span e;
-  return e;
 }
 
 /// Kernel launches made by this backend (for benchmarks that report launches per call).
@@ -448,10 +450,10 @@ struct runtime_device {
     kernel_timer& timer = kernel_timer::for_this_thread();
     if (timer.on) timer.last_ms = timer.events.read();
   }
-  tuning_table& tuning() { return tuning_for_this_thread(); }
-  void time_start() { tuning_events().start(stream); }
-  void time_stop() { tuning_events().stop(stream); }
-  float time_read() { return tuning_events().read(); }
+  tuning_table& tuning() { return tuning_for_this_thread().table; }
+  void time_start() { tuning_for_this_thread().events.start(stream); }
+  void time_stop() { tuning_for_this_thread().events.stop(stream); }
+  float time_read() { return tuning_for_this_thread().events.read(); }
 };
 
 template <class T>
