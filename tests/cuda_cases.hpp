@@ -172,6 +172,16 @@ inline std::vector<std::array<std::size_t, 4>> packed_bits_shapes() {
   return {{8, 4, 3, 3}, {37, 20, 3, 3}, {16, 64, 1, 1}, {5, 512, 3, 3}, {11, 96, 1, 1}, {3, 4, 7, 7}, {2, 3640, 3, 3}};
 }
 
+/// Each layer's totals and D the same bits in `x` as in `y`.
+inline void same_bits(const std::vector<fevo::layer_metrics>& x, const std::vector<fevo::layer_metrics>& y) {
+  REQUIRE(x.size() == y.size());
+  for (std::size_t k = 0; k < x.size(); ++k) {
+    INFO("layer " << k);
+    CHECK(std::memcmp(&x[k].totals, &y[k].totals, sizeof(fevo::partial)) == 0);
+    CHECK(x[k].D == y[k].D);
+  }
+}
+
 /// Two policies that differ only in how the kernels run (`a` and `b`) give the same bits on a
 /// float model of warp-mode layers of the given shapes: the whole model in one call, and each
 /// layer alone with every filter's results and R_ic. Returns the calls made with each policy.
@@ -216,13 +226,6 @@ void check_repeated_calls(PolicyFor policy_for, const std::vector<std::array<std
   const float_model<Env> model(g, shapes, 4);
   const auto& layers = model.device;
   const auto& host_layers = model.host;
-  const auto same = [](const std::vector<fevo::layer_metrics>& x, const std::vector<fevo::layer_metrics>& y) {
-    REQUIRE(x.size() == y.size());
-    for (std::size_t k = 0; k < x.size(); ++k) {
-      CHECK(std::memcmp(&x[k].totals, &y[k].totals, sizeof(fevo::partial)) == 0);
-      CHECK(x[k].D == y[k].D);
-    }
-  };
   const auto ref = fevo::compute_layers(fevo::seq, host_layers, 1e-3);
   for (const bool one_launch : {false, true}) {
     INFO("one launch " << one_launch);
@@ -233,13 +236,13 @@ void check_repeated_calls(PolicyFor policy_for, const std::vector<std::array<std
     CHECK(Env::uploads() == before + 1);
     check_like(first, ref);
     // The same table: no upload, the same bits.
-    for (int rep = 0; rep < 3; ++rep) same(fevo::compute_layers(pol, layers, 1e-3), first);
+    for (int rep = 0; rep < 3; ++rep) same_bits(fevo::compute_layers(pol, layers, 1e-3), first);
     CHECK(Env::uploads() == before + 1);
     // Another tau is another table; and back again.
     const auto other = fevo::compute_layers(pol, layers, 1e-2);
     CHECK(Env::uploads() == before + 2);
     CHECK(other[1].totals.changed < first[1].totals.changed);
-    same(fevo::compute_layers(pol, layers, 1e-3), first);
+    same_bits(fevo::compute_layers(pol, layers, 1e-3), first);
     CHECK(Env::uploads() == before + 3);
   }
 }
@@ -260,14 +263,6 @@ fevo::cuda::detail::kernel_kind check_autotune(const Policy& tuned, const Policy
   using fevo::cuda::detail::tuning_samples;
   rng g = rng_for("autotune");
   const float_model<Env> model(g, packed_bits_shapes(), 3);
-  const auto same = [](const std::vector<fevo::layer_metrics>& x, const std::vector<fevo::layer_metrics>& y) {
-    REQUIRE(x.size() == y.size());
-    for (std::size_t k = 0; k < x.size(); ++k) {
-      INFO("layer " << k);
-      CHECK(std::memcmp(&x[k].totals, &y[k].totals, sizeof(fevo::partial)) == 0);
-      CHECK(x[k].D == y[k].D);
-    }
-  };
   // Calls of one shape through `call`, which returns a call's results: the candidates in turn,
   // then the chosen one, each with `want`'s bits. Returns the chosen kernel.
   const auto tune = [&](const char* what, auto&& call, const auto& want) {
@@ -276,7 +271,7 @@ fevo::cuda::detail::kernel_kind check_autotune(const Policy& tuned, const Policy
     unsigned n = 0;
     for (unsigned c = 0;; ++c) {
       INFO("tuning call " << c);
-      same(call(c), want(c));
+      same_bits(call(c), want(c));
       const fevo::cuda::detail::pass_report r = last_pass_report();
       if (c == 0) n = r.candidates;
       REQUIRE((n == 3 || n == 4));  // the staged kernel where the device has its shared memory
@@ -290,11 +285,11 @@ fevo::cuda::detail::kernel_kind check_autotune(const Policy& tuned, const Policy
     }
     for (std::size_t c = 0; c < kinds.size(); ++c) CHECK(kinds[c] == kernel_kind(c % n));
     const unsigned first = unsigned(kinds.size());
-    same(call(first), want(first));
+    same_bits(call(first), want(first));
     const kernel_kind chosen = last_pass_report().kernel;
     CHECK(unsigned(chosen) < n);
     for (unsigned c = first + 1; c < first + 3; ++c) {
-      same(call(c), want(c));
+      same_bits(call(c), want(c));
       CHECK(last_pass_report().kernel == chosen);
       CHECK_FALSE(last_pass_report().tuning);
       CHECK(last_pass_report().candidates == n);

@@ -237,14 +237,11 @@ struct pass_args {
 };
 
 /// Launches fold_filters<T, Advance, Shared, Kind> (and the merge) on `dev` with as many blocks
-/// as fit at once, at most one per item. Where the staged kernel cannot run (too little shared
-/// memory), the queued kernel serves its pass: the same units in the same table, the same bits.
+/// as fit at once, at most one per item. (run_pass launches the staged kernel only where it
+/// fits: its max_blocks is not 0.)
 template <class T, bool Advance, bool Shared, kernel_kind Kind, class Device>
 void launch_pass(Device& dev, pass_args<T>& a) {
   const std::size_t max_blocks = dev.template max_blocks<T, Advance, Shared, Kind>();
-  if constexpr (Kind == kernel_kind::staged) {
-    if (max_blocks == 0) return launch_pass<T, Advance, Shared, kernel_kind::queued>(dev, a);
-  }
   a.grid = static_cast<unsigned>(a.n_items < max_blocks ? a.n_items : max_blocks);
   dev.template fold<T, Advance, Shared, Kind>(a);
 }
