@@ -313,6 +313,22 @@ fevo::cuda::detail::kernel_kind check_autotune(const Policy& tuned, const Policy
       [&](unsigned) { return std::vector<fevo::layer_metrics>{fevo::compute(tuned, l.prev, l.next, 1e-3)}; },
       [&](unsigned) { return one; });
 
+  // The same extents in two other layouts, read with element loads: each layout is a shape of its
+  // own, tuned from the start.
+  const std::size_t o = l.prev.filters(), i = l.prev.channels(), h = l.prev.rows(), w = l.prev.cols();
+  for (const bool hwio : {false, true}) {
+    const auto view = [&](const float* p) {
+      return hwio ? fevo::hwio<fevo::device_space>(p, h, w, i, o) : fevo::ohwi<fevo::device_space>(p, o, h, w, i);
+    };
+    const auto pv = view(l.prev.data_handle()), nv = view(l.next.data_handle());
+    REQUIRE(pv.stride(1) != l.prev.stride(1));
+    const std::vector<fevo::layer_metrics> relaid{fevo::compute(plain, pv, nv, 1e-3)};
+    tune(
+        hwio ? "one layer, HWIO" : "one layer, OHWI",
+        [&](unsigned) { return std::vector<fevo::layer_metrics>{fevo::compute(tuned, pv, nv, 1e-3)}; },
+        [&](unsigned) { return relaid; });
+  }
+
   // One launch: only the default kernel serves it; nothing is timed.
   check_like(fevo::compute_layers(default_only, model.device, 1e-3), want);
   CHECK(last_pass_report().candidates == 1);

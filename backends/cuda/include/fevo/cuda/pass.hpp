@@ -127,9 +127,12 @@ template <class T>
 inline constexpr char type_tag = 0;
 
 /// The key of a pass's shape in a tuning_table: element type, compare-and-advance, shared warps,
-/// and each layer's extents, vector path, mode, lanes per filter and whether it keeps R_ic, in the
-/// tasks' order. Pointers and thresholds are left out: a training loop's passes on other buffers
-/// of the same model, or `fevo analyze` on pair after pair, share their tuning.
+/// and each layer's extents, layout, vector path, mode, lanes per filter and whether it keeps R_ic,
+/// in the tasks' order. The layout is both snapshots' strides: of a packed layer only the filter
+/// stride (the rest follow from its extents), of any other every stride, since how well its element
+/// loads coalesce, and so which kernel is fastest, depends on them. Pointers and thresholds are
+/// left out: a training loop's passes on other buffers of the same model, or `fevo analyze` on
+/// pair after pair, share their tuning.
 template <class T>
 std::string tuning_key(const std::vector<layer_desc<T>>& descs, bool advance, bool shared) {
   std::string key;
@@ -138,6 +141,10 @@ std::string tuning_key(const std::vector<layer_desc<T>>& descs, bool advance, bo
   put((advance ? 1u : 0u) | (shared ? 2u : 0u));
   for (const layer_desc<T>& d : descs) {
     for (std::size_t e : d.ext) put(e);
+    for (std::size_t i = 0; i < (d.packed ? 1u : 4u); ++i) {
+      put(d.sp[i]);
+      put(d.sn[i]);
+    }
     put(std::size_t(d.packed) | std::size_t(d.block) << 1 | std::size_t(d.r_offset != no_r) << 2 |
         std::size_t(d.group) << 3);
   }
