@@ -1,6 +1,6 @@
 // The shared backend body on fevo::thrust::par, built by the host compiler with Thrust's device
-// system set by the build (THRUST_DEVICE_SYSTEM_OMP in fevo's own build): the same Thrust code
-// that nvcc builds for the GPU, tested on a machine without one.
+// system set by the build (fevo's own build makes two: THRUST_DEVICE_SYSTEM_OMP and _CPP): the
+// same Thrust code that nvcc builds for the GPU, tested on a machine without one.
 #include <fevo/thrust.hpp>
 
 #include <cstdio>
