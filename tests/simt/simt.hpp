@@ -155,6 +155,12 @@ struct fiber {
   dim3 idx;
   unsigned linear = 0;
   bool done = false;
+#if defined(SIMT_ASAN)
+  // Where on its stack the thread's last run may have left poisoned shadow (its live frames'
+  // redzones): from the stack pointer of its last switch on a clean exit; the whole stack when
+  // it threw or was abandoned (the start of the stack).
+  const char* dirty_from = nullptr;
+#endif
   std::vector<pending_copy> open;                 // issued, not yet committed
   std::vector<std::vector<pending_copy>> groups;  // committed, oldest first, not yet waited for
 };
@@ -164,6 +170,11 @@ struct machine {
   context scheduler;
   std::vector<fiber> fibers;
   fiber* current = nullptr;
+  // The round in progress: its threads run in order (or in reverse order), each until it waits
+  // or exits, and hand over to the next one directly; the last hands back to the scheduler.
+  unsigned round_size = 0;
+  unsigned round_pos = 0;
+  bool round_reverse = false;
   dim3 block_idx, block_dim, grid_dim;
   unsigned live = 0;
   barrier block;
@@ -180,30 +191,77 @@ struct machine {
 #endif
 };
 
-inline machine& m() {
-  static machine instance;
-  return instance;
+/// The one emulated device (launches run on one host thread at a time). A namespace-scope
+/// variable, not a function's static: no guard is checked at each of the many calls.
+inline machine the_machine;
+inline machine& m() { return the_machine; }
+
+/// The next thread of the round that has not exited (null: the round is over); moves past it.
+inline fiber* next_in_round() {
+  machine& M = m();
+  while (M.round_pos < M.round_size) {
+    const unsigned k = M.round_pos++;
+    fiber& f = M.fibers[M.round_reverse ? M.round_size - 1 - k : k];
+    if (!f.done) return &f;
+  }
+  return nullptr;
 }
 
-/// Back to the scheduler; returns when the scheduler resumes this thread.
-inline void yield() {
+/// Switches from `from` (the scheduler's context or the current thread's) to the next thread of
+/// the round, or to the scheduler when the round is over. One switch per hand-over: a thread
+/// that waits resumes the next one itself, not through the scheduler. `exiting`: `from` is a
+/// thread that has exited and is never resumed.
+inline void hand_over(context& from, bool exiting = false) {
   machine& M = m();
-  fiber* f = M.current;
+  fiber* next = next_in_round();
+  const bool to_scheduler = next == nullptr;
+  if (to_scheduler && &from == &M.scheduler) return;  // nothing to run
+  if (!to_scheduler) M.current = next;
 #if defined(SIMT_ASAN)
   void* fake = nullptr;
-  __sanitizer_start_switch_fiber(&fake, M.main_stack, M.main_stack_size);
+  if (to_scheduler)
+    __sanitizer_start_switch_fiber(exiting ? nullptr : &fake, M.main_stack, M.main_stack_size);
+  else
+    __sanitizer_start_switch_fiber(exiting ? nullptr : &fake, next->stack.get(), machine::stack_bytes);
+#else
+  (void)exiting;
 #endif
-  switch_context(f->ctx, M.scheduler);
+  switch_context(from, to_scheduler ? M.scheduler : next->ctx);
 #if defined(SIMT_ASAN)
   __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
 #endif
 }
 
+/// Hands over to the next thread; returns when this thread's turn comes again (a later round).
+inline void yield() { hand_over(m().current->ctx); }
+
+#if defined(SIMT_ASAN)
+/// The stack pointer of the calling thread.
+inline const char* stack_pointer() {
+#if defined(__x86_64__)
+  const char* sp;
+  asm volatile("movq %%rsp, %0" : "=r"(sp));
+  return sp;
+#else
+  return nullptr;  // unknown: the whole stack is unpoisoned
+#endif
+}
+#endif
+
 inline void entry() {
   machine& M = m();
 #if defined(SIMT_ASAN)
-  __sanitizer_finish_switch_fiber(nullptr, &M.main_stack, &M.main_stack_size);
+  // The first thread a launch starts comes from the scheduler: the stack it switched from is the
+  // launching thread's own.
+  const void* from_stack = nullptr;
+  std::size_t from_size = 0;
+  __sanitizer_finish_switch_fiber(nullptr, &from_stack, &from_size);
+  if (!M.main_stack) {
+    M.main_stack = from_stack;
+    M.main_stack_size = from_size;
+  }
 #endif
+  bool threw = false;
   try {
     (*M.body)();
     const fiber& f = *M.current;
@@ -213,8 +271,22 @@ inline void entry() {
       throw error("simt: thread " + std::to_string(f.linear) + " of block " + std::to_string(M.block_idx.x) +
                   " exits with asynchronous copies it never waited for");
   } catch (...) {
+    threw = true;
     if (!M.failure) M.failure = std::current_exception();
   }
+#if defined(SIMT_ASAN)
+  // Every frame below this one has returned (clearing its redzones' shadow), but for the
+  // hand-over below, which never returns (4 KiB are left for it), unless the kernel threw: then
+  // the whole stack is unpoisoned before its next use.
+  {
+    constexpr std::ptrdiff_t hand_over_frame = 4096;
+    const char* sp = stack_pointer();
+    const char* lo = M.current->stack.get();
+    M.current->dirty_from = threw || !sp || sp - lo < hand_over_frame ? lo : sp - hand_over_frame;
+  }
+#else
+  (void)threw;
+#endif
   M.current->done = true;
   --M.live;
   ++M.progress;
@@ -223,11 +295,19 @@ inline void entry() {
     M.block.arrived = 0;
     ++M.block.generation;
   }
-#if defined(SIMT_ASAN)
-  __sanitizer_start_switch_fiber(nullptr, M.main_stack, M.main_stack_size);
-#endif
   context dead;  // this fiber is never resumed
-  switch_context(dead, M.scheduler);
+  hand_over(dead, true);
+}
+
+/// Threads of the block at `b` (met at b.where) and at `at`: divergent code. Out of line, so
+/// that the message's strings do not widen the frame of every barrier (which AddressSanitizer
+/// poisons and clears at each call).
+[[noreturn]] __attribute__((noinline, cold)) inline void divergent(const barrier& b, const site& at) {
+  const machine& M = m();
+  throw error("simt: threads of block (" + std::to_string(M.block_idx.x) + "," + std::to_string(M.block_idx.y) +
+              "," + std::to_string(M.block_idx.z) + ") meet at different barriers, " + b.where.file + ":" +
+              std::to_string(b.where.line) + " and " + at.file + ":" + std::to_string(at.line) +
+              " (__syncthreads, __syncwarp or a warp exchange in divergent code)");
 }
 
 /// Waits until `expected` threads have arrived at `b`. Every thread of a round must call it from
@@ -236,11 +316,7 @@ inline void arrive_and_wait(barrier& b, unsigned expected, const site& at) {
   machine& M = m();
   ++M.progress;
   if (b.arrived == 0) b.where = at;
-  else if (b.where != at)
-    throw error("simt: threads of block (" + std::to_string(M.block_idx.x) + "," + std::to_string(M.block_idx.y) +
-                "," + std::to_string(M.block_idx.z) + ") meet at different barriers, " + b.where.file + ":" +
-                std::to_string(b.where.line) + " and " + at.file + ":" + std::to_string(at.line) +
-                " (__syncthreads, __syncwarp or a warp exchange in divergent code)");
+  else if (b.where != at) divergent(b, at);
   const unsigned long long gen = b.generation;
   if (++b.arrived >= expected) {
     b.arrived = 0;
@@ -349,6 +425,9 @@ inline void launch(dim3 grid, dim3 block, const std::function<void()>& kernel, s
   M.warps.assign(n / 32, detail::barrier{});
   M.lanes.assign(n, 0);
   M.dynamic_shared.reset(dynamic_shared ? new unsigned char[dynamic_shared] : nullptr);
+#if defined(SIMT_ASAN)
+  M.main_stack = nullptr;  // learnt by the first thread started (entry)
+#endif
   struct reset {
     detail::machine& M;
     ~reset() { M.running = false; }
@@ -370,28 +449,24 @@ inline void launch(dim3 grid, dim3 block, const std::function<void()>& kernel, s
           f.open.clear();
           f.groups.clear();
 #if defined(SIMT_ASAN)
-          // A finished thread leaves its last frames' redzones poisoned on the stack it used.
-          __asan_unpoison_memory_region(f.stack.get(), detail::machine::stack_bytes);
+          // A finished thread leaves its last frames' redzones poisoned on the stack it used (an
+          // abandoned one, all its frames'). A new stack has none.
+          if (f.dirty_from) {
+            const char* end = f.stack.get() + detail::machine::stack_bytes;
+            __asan_unpoison_memory_region(f.dirty_from, std::size_t(end - f.dirty_from));
+          }
+          f.dirty_from = f.stack.get();  // until it exits cleanly
 #endif
           // Stack tops staggered by 320 bytes a thread: equally aligned tops would share cache sets.
           detail::make_context(f.ctx, f.stack.get(), detail::machine::stack_bytes - (t % 64) * 320,
                                &detail::entry);
         }
+        M.round_size = n;
         for (unsigned round = 0; M.live > 0; ++round) {
           const unsigned long long before = M.progress;
-          for (unsigned k = 0; k < n; ++k) {
-            detail::fiber& f = M.fibers[round % 2 ? n - 1 - k : k];
-            if (f.done) continue;
-            M.current = &f;
-#if defined(SIMT_ASAN)
-            void* fake = nullptr;
-            __sanitizer_start_switch_fiber(&fake, f.stack.get(), detail::machine::stack_bytes);
-#endif
-            detail::switch_context(M.scheduler, f.ctx);
-#if defined(SIMT_ASAN)
-            __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
-#endif
-          }
+          M.round_pos = 0;
+          M.round_reverse = round % 2 != 0;
+          detail::hand_over(M.scheduler);  // back when the round's last thread waits or exits
           if (M.failure) std::rethrow_exception(M.failure);
           if (M.live > 0 && M.progress == before) {
             // Every live thread waits at a barrier that can never open: abandon the block.
