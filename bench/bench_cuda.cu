@@ -5,47 +5,23 @@
 //   fused_first        the same, with the pointer checks of a first call in every iteration
 //   fused_kernels      the same call, timed by events around its two kernels only (the device's
 //                      part; the difference to `fused` is the host's part of a call)
-//   compare_kernels    likewise for compare_advance
-//   fused_1launch, kernels_1launch, compare_1launch
-//                      fused, fused_kernels and compare_kernels with par.single_launch(): each
-//                      layer's totals merged in the fused launch instead of a second one
-//   fused_shared, kernels_shared, compare_shared
-//                      fused, fused_kernels and compare_kernels with par.warp_sharing(): small
-//                      packed filters two or four to a warp (by default: only where they hold an
-//                      eighth of the weights, ResNet-50 yes, VGG-16 no)
-//   kernels_unshared, compare_unshared
-//                      fused_kernels and compare_kernels with par.warp_sharing(false)
-//   fused_lean, kernels_lean, compare_lean
-//                      fused, fused_kernels and compare_kernels with par.lean_kernel(): the kernel
-//                      with block mode and the in-launch merge compiled out, 3 blocks per SM
-//   fused_queue, kernels_queue, compare_queue
-//                      the same with par.work_queue(): the lean kernel, whose warps take their
-//                      filters from a queue, largest first, instead of a grid-stride share
-//   fused_staged, kernels_staged, compare_staged
-//                      the same with par.staged_copies(): the work queue's kernel with its loads
-//                      staged through shared memory by asynchronous copies (cp.async), several
-//                      rounds ahead
-//   fused_tuned, kernels_tuned, compare_tuned
-//                      the same with par.autotune(): each kernel that can serve the model timed in
-//                      the first calls (the warm-up), the fastest launched from then on; the
-//                      summary names the kernel it chose
-//   kernels_serial, compare_serial
-//                      fused_kernels and compare_kernels with the merge launched plainly after the
-//                      fused kernel, not as a programmatic dependent launch (sm_90 and newer:
-//                      elsewhere the same as fused_kernels)
-//   fused_warp, fused_block1k, fused_block16k
-//                      the same with other warp/block switches (par.block_per_filter_from):
-//                      a warp per filter always, a block from 1024 and from 16384 weights
+//   compare_kernels    likewise for compare_and_advance_layers
 //   compare_advance    fevo::cuda::compare_and_advance_layers on the whole model (reads prev and
-//                      next, writes prev)
+//                      next, writes prev), the whole call
+//   kernels_<V>, compare_<V>, fused_<V>
+//                      fused_kernels, compare_kernels (f32) and fused (f32) with another tuning V,
+//                      side by side with the default: shared / unshared (the default kernel with
+//                      small filters always / never sharing a warp), and each tuning of
+//                      fevo::cuda::experimental (lean, work_queue, staged, global_words,
+//                      overlapped_merge, deep)
 //   cub_reduce         cub::DeviceReduce::Sum over the same 2N elements: the bandwidth reference
 //   memcpy_d2d         cudaMemcpyAsync device-to-device of one snapshot (N read + N written)
 //   thrust             fevo::thrust::par (CUDA device system) on the whole model
 // Bytes/s count the bytes each one must move. After the run a table prints GB/s and the ratios
-// against the targets; bench/torch_gpu.py measures PyTorch eager on the same shapes.
-// `--quick` uses shrunken models (for a smoke run); `--skip=REGEX` leaves out the benchmarks whose
-// names REGEX matches anywhere (ECMAScript syntax; bench/gpu_check.sh leaves out a variant whose
-// kernel did not finish in time, and runs the rest again).
+// against the targets, and each variant against the default; bench/torch_gpu.py measures PyTorch
+// eager on the same shapes. `--quick` uses shrunken models (for a smoke run); `--skip=REGEX` leaves
+// out the benchmarks whose names REGEX matches anywhere (ECMAScript syntax; bench/gpu_check.sh
+// leaves out a variant whose kernel did not finish in time, and runs the rest again).
 #include <benchmark/benchmark.h>
 
 #include <cub/device/device_reduce.cuh>
@@ -120,27 +96,13 @@ device_model<T>& model(const std::string& name) {
   return *p;
 }
 
-/// Calls f() once, or, under par.autotune(), until the kernel is chosen (the tuning calls).
-template <class F>
-void warm_up(F&& f) {
-  for (int k = 0; k < 64; ++k) {
-    f();
-    if (!fevo::cuda::last_pass().tuning) return;
-  }
-}
-
-/// Under par.autotune(), the kernel the warm-up chose, as a counter (kernel_kind's value).
-void count_kernel(benchmark::State& st, const fevo::cuda::policy& pol) {
-  if (pol.tune) st.counters["kernel"] = double(int(fevo::cuda::last_pass().kernel));
-}
-
 /// Times f() on the default stream with CUDA events.
 template <class F>
 void timed(benchmark::State& st, F&& f) {
   cudaEvent_t a, b;
   cudaEventCreate(&a);
   cudaEventCreate(&b);
-  warm_up(f);
+  f();  // warm-up: pointer checks, module load
   for (auto _ : st) {
     cudaEventRecord(a);
     f();
@@ -154,19 +116,18 @@ void timed(benchmark::State& st, F&& f) {
   cudaEventDestroy(b);
 }
 
-template <class T>
-void BM_fused_with(benchmark::State& st, std::string name, fevo::cuda::policy pol, bool first_call) {
+template <class T, class Tuning>
+void BM_fused_with(benchmark::State& st, std::string name, fevo::cuda::policy<Tuning> pol, bool first_call) {
   auto& m = model<T>(name);
   std::size_t launches = 0;
   timed(st, [&] {
-    if (first_call) fevo::cuda::detail::forget_checked_pointers();
-    const std::size_t before = fevo::cuda::detail::launch_count();
+    if (first_call) fevo::cuda::detail::checked_pointers().clear();
+    const std::size_t before = fevo::cuda::stats().launches;
     auto r = fevo::compute_layers(pol, m.layers, tau);
     benchmark::DoNotOptimize(r);
-    launches = fevo::cuda::detail::launch_count() - before;
+    launches = fevo::cuda::stats().launches - before;
   });
   st.counters["launches"] = double(launches);
-  count_kernel(st, pol);
   st.SetBytesProcessed(st.iterations() * int64_t(2 * m.n * sizeof(T)));
 }
 
@@ -188,38 +149,32 @@ struct advance_model {
   ~advance_model() { cudaFree(kept); }
 };
 
-/// Times only the kernels of each call (fevo::cuda::detail::kernel_timer); `serial`: the merge
-/// launched plainly after the fused kernel (fevo::cuda::detail::dependent_launches).
-template <class T, class F>
-void kernels_only(benchmark::State& st, bool serial, F&& f) {
-  auto& timer = fevo::cuda::detail::kernel_timer::for_this_thread();
-  timer.on = true;
-  fevo::cuda::detail::dependent_launches() = !serial;
-  warm_up(f);
+/// Times only the kernels of each call (fevo::cuda::stats().time_kernels).
+template <class F>
+void kernels_only(benchmark::State& st, F&& f) {
+  fevo::cuda::thread_stats& stats = fevo::cuda::stats();
+  stats.time_kernels = true;
+  f();  // warm-up
   for (auto _ : st) {
     f();
-    st.SetIterationTime(timer.last_ms / 1e3);
+    st.SetIterationTime(stats.kernel_ms / 1e3);
   }
-  fevo::cuda::detail::dependent_launches() = true;
-  timer.on = false;
+  stats.time_kernels = false;
 }
 
-template <class T>
-void BM_fused_kernels_with(benchmark::State& st, std::string name, fevo::cuda::policy pol, bool serial) {
+template <class T, class Tuning>
+void BM_fused_kernels_with(benchmark::State& st, std::string name, fevo::cuda::policy<Tuning> pol) {
   auto& m = model<T>(name);
-  kernels_only<T>(st, serial, [&] { benchmark::DoNotOptimize(fevo::compute_layers(pol, m.layers, tau)); });
-  count_kernel(st, pol);
+  kernels_only(st, [&] { benchmark::DoNotOptimize(fevo::compute_layers(pol, m.layers, tau)); });
   st.SetBytesProcessed(st.iterations() * int64_t(2 * m.n * sizeof(T)));
 }
 
-template <class T>
-void BM_compare_kernels_with(benchmark::State& st, std::string name, fevo::cuda::policy pol, bool serial) {
+template <class T, class Tuning>
+void BM_compare_kernels_with(benchmark::State& st, std::string name, fevo::cuda::policy<Tuning> pol) {
   auto& m = model<T>(name);
   const advance_model<T> a(m);
   const auto& pairs = a.pairs;
-  kernels_only<T>(st, serial,
-                  [&] { benchmark::DoNotOptimize(fevo::cuda::compare_and_advance_layers(pol, pairs, tau)); });
-  count_kernel(st, pol);
+  kernels_only(st, [&] { benchmark::DoNotOptimize(fevo::cuda::compare_and_advance_layers(pol, pairs, tau)); });
   st.SetBytesProcessed(st.iterations() * int64_t(3 * m.n * sizeof(T)));
 }
 
@@ -237,9 +192,9 @@ void BM_compare_advance(benchmark::State& st, std::string name) {
   const auto& pairs = a.pairs;
   std::size_t launches = 0;
   timed(st, [&] {
-    const std::size_t before = fevo::cuda::detail::launch_count();
+    const std::size_t before = fevo::cuda::stats().launches;
     benchmark::DoNotOptimize(fevo::cuda::compare_and_advance_layers(fevo::cuda::par, pairs, tau));
-    launches = fevo::cuda::detail::launch_count() - before;
+    launches = fevo::cuda::stats().launches - before;
   });
   st.counters["launches"] = double(launches);
   st.SetBytesProcessed(st.iterations() * int64_t(3 * m.n * sizeof(T)));
@@ -286,7 +241,6 @@ class collector : public benchmark::ConsoleReporter {
  public:
   std::map<std::string, double> rate;
   std::map<std::string, double> launches;
-  std::map<std::string, int> kernel;  ///< under par.autotune(): the kernel_kind chosen
   void ReportRuns(const std::vector<Run>& runs) override {
     ConsoleReporter::ReportRuns(runs);
     // Each line out as soon as it is known: if a later kernel never finishes, bench/gpu_check.sh
@@ -303,84 +257,66 @@ class collector : public benchmark::ConsoleReporter {
       if (it != r.counters.end()) rate[key] = it->second;
       auto l = r.counters.find("launches");
       if (l != r.counters.end()) launches[key] = l->second;
-      auto c = r.counters.find("kernel");
-      if (c != r.counters.end()) kernel[key] = int(c->second);
     }
   }
 };
 
-/// A policy timed under a benchmark name (the variants at the top of this file); `serial`: the
-/// merge launched plainly (kernels_only).
-struct variant {
-  const char* name;
-  fevo::cuda::policy pol;
-  bool serial = false;
+/// The default kernel with small filters always / never sharing a warp.
+struct shared_tuning : fevo::cuda::default_tuning {
+  static constexpr double share_from = 0;
 };
+struct unshared_tuning : fevo::cuda::default_tuning {
+  static constexpr double share_from = 2;
+};
+
+/// The variants timed beside the default (kernels_<name>, compare_<name>, fused_<name>).
+const char* const variant_names[] = {"shared", "unshared", "lean", "work_queue", "staged",
+                                     "global_words", "overlapped_merge", "deep"};
+
+/// Registers `name` for model `m` unless --skip says otherwise.
+template <class F>
+void reg(const std::string& name, const std::string& m, const char* tag, F&& fn) {
+  const std::string full = name + "/" + m + "/" + tag;
+  if (g_skip && std::regex_search(full, *g_skip)) return;
+  benchmark::RegisterBenchmark(full.c_str(), std::forward<F>(fn))->UseManualTime()->Unit(benchmark::kMicrosecond);
+}
+
+/// kernels_<v> (f32, bf16), compare_<v> and fused_<v> (f32) with tuning Tuning.
+template <class Tuning>
+void register_variant(const std::string& v, const std::string& m) {
+  const fevo::cuda::policy<Tuning> pol{};
+  reg("BM_kernels_" + v, m, "f32", [m, pol](benchmark::State& st) { BM_fused_kernels_with<float>(st, m, pol); });
+  reg("BM_kernels_" + v, m, "bf16",
+      [m, pol](benchmark::State& st) { BM_fused_kernels_with<fevo::bfloat16>(st, m, pol); });
+  reg("BM_compare_" + v, m, "f32", [m, pol](benchmark::State& st) { BM_compare_kernels_with<float>(st, m, pol); });
+  reg("BM_fused_" + v, m, "f32", [m, pol](benchmark::State& st) { BM_fused_with<float>(st, m, pol, false); });
+}
 
 void register_all() {
   using fevo::cuda::par;
-  const variant calls[] = {{"BM_fused_1launch", par.single_launch()},
-                           {"BM_fused_shared", par.warp_sharing()},
-                           {"BM_fused_lean", par.lean_kernel()},
-                           {"BM_fused_queue", par.work_queue()},
-                           {"BM_fused_staged", par.staged_copies()},
-                           {"BM_fused_tuned", par.autotune()},
-                           {"BM_fused_warp", par.block_per_filter_from(SIZE_MAX)},
-                           {"BM_fused_block1k", par.block_per_filter_from(1024)},
-                           {"BM_fused_block16k", par.block_per_filter_from(16384)}};
-  const variant kernels[] = {{"BM_fused_kernels", par},
-                             {"BM_kernels_1launch", par.single_launch()},
-                             {"BM_kernels_shared", par.warp_sharing()},
-                             {"BM_kernels_unshared", par.warp_sharing(false)},
-                             {"BM_kernels_lean", par.lean_kernel()},
-                             {"BM_kernels_queue", par.work_queue()},
-                             {"BM_kernels_staged", par.staged_copies()},
-                             {"BM_kernels_tuned", par.autotune()},
-                             {"BM_kernels_serial", par, true}};
-  const variant compares[] = {{"BM_compare_kernels", par},
-                              {"BM_compare_1launch", par.single_launch()},
-                              {"BM_compare_shared", par.warp_sharing()},
-                              {"BM_compare_unshared", par.warp_sharing(false)},
-                              {"BM_compare_lean", par.lean_kernel()},
-                              {"BM_compare_queue", par.work_queue()},
-                              {"BM_compare_staged", par.staged_copies()},
-                              {"BM_compare_tuned", par.autotune()},
-                              {"BM_compare_serial", par, true}};
+  namespace ex = fevo::cuda::experimental;
   for (const char* model : {"vgg16", "resnet50"}) {
     const std::string m = model;
-    const auto reg = [&](const std::string& name, const char* tag, auto&& fn) {
-      const std::string full = name + "/" + m + "/" + tag;
-      if (g_skip && std::regex_search(full, *g_skip)) return;
-      benchmark::RegisterBenchmark(full.c_str(), fn)
-          ->UseManualTime()
-          ->Unit(benchmark::kMicrosecond);
-    };
-    reg("BM_fused", "f32", [m](benchmark::State& st) { BM_fused_with<float>(st, m, par, false); });
-    reg("BM_fused", "bf16", [m](benchmark::State& st) { BM_fused_with<fevo::bfloat16>(st, m, par, false); });
-    reg("BM_fused_first", "f32", [m](benchmark::State& st) { BM_fused_with<float>(st, m, par, true); });
-    for (const variant& v : kernels) {
-      const fevo::cuda::policy pol = v.pol;
-      const bool serial = v.serial;
-      reg(v.name, "f32", [m, pol, serial](benchmark::State& st) { BM_fused_kernels_with<float>(st, m, pol, serial); });
-      reg(v.name, "bf16",
-          [m, pol, serial](benchmark::State& st) { BM_fused_kernels_with<fevo::bfloat16>(st, m, pol, serial); });
-    }
-    for (const variant& v : compares) {
-      const fevo::cuda::policy pol = v.pol;
-      const bool serial = v.serial;
-      reg(v.name, "f32",
-          [m, pol, serial](benchmark::State& st) { BM_compare_kernels_with<float>(st, m, pol, serial); });
-    }
-    for (const variant& v : calls) {
-      const fevo::cuda::policy pol = v.pol;
-      reg(v.name, "f32", [m, pol](benchmark::State& st) { BM_fused_with<float>(st, m, pol, false); });
-    }
-    reg("BM_compare_advance", "f32", [m](benchmark::State& st) { BM_compare_advance<float>(st, m); });
-    reg("BM_compare_advance", "bf16", [m](benchmark::State& st) { BM_compare_advance<fevo::bfloat16>(st, m); });
-    reg("BM_cub_reduce", "f32", [m](benchmark::State& st) { BM_cub_reduce<float>(st, m); });
-    reg("BM_cub_reduce", "bf16", [m](benchmark::State& st) { BM_cub_reduce<fevo::bfloat16>(st, m); });
-    reg("BM_memcpy_d2d", "f32", [m](benchmark::State& st) { BM_memcpy_d2d<float>(st, m); });
-    reg("BM_thrust", "f32", [m](benchmark::State& st) { BM_thrust<float>(st, m); });
+    reg("BM_fused", m, "f32", [m](benchmark::State& st) { BM_fused_with<float>(st, m, par, false); });
+    reg("BM_fused", m, "bf16", [m](benchmark::State& st) { BM_fused_with<fevo::bfloat16>(st, m, par, false); });
+    reg("BM_fused_first", m, "f32", [m](benchmark::State& st) { BM_fused_with<float>(st, m, par, true); });
+    reg("BM_fused_kernels", m, "f32", [m](benchmark::State& st) { BM_fused_kernels_with<float>(st, m, par); });
+    reg("BM_fused_kernels", m, "bf16", [m](benchmark::State& st) { BM_fused_kernels_with<fevo::bfloat16>(st, m, par); });
+    reg("BM_compare_kernels", m, "f32", [m](benchmark::State& st) { BM_compare_kernels_with<float>(st, m, par); });
+    register_variant<shared_tuning>("shared", m);
+    register_variant<unshared_tuning>("unshared", m);
+    register_variant<ex::lean>("lean", m);
+    register_variant<ex::work_queue>("work_queue", m);
+    register_variant<ex::staged>("staged", m);
+    register_variant<ex::global_words>("global_words", m);
+    register_variant<ex::overlapped_merge>("overlapped_merge", m);
+    register_variant<ex::deep>("deep", m);
+    reg("BM_compare_advance", m, "f32", [m](benchmark::State& st) { BM_compare_advance<float>(st, m); });
+    reg("BM_compare_advance", m, "bf16", [m](benchmark::State& st) { BM_compare_advance<fevo::bfloat16>(st, m); });
+    reg("BM_cub_reduce", m, "f32", [m](benchmark::State& st) { BM_cub_reduce<float>(st, m); });
+    reg("BM_cub_reduce", m, "bf16", [m](benchmark::State& st) { BM_cub_reduce<fevo::bfloat16>(st, m); });
+    reg("BM_memcpy_d2d", m, "f32", [m](benchmark::State& st) { BM_memcpy_d2d<float>(st, m); });
+    reg("BM_thrust", m, "f32", [m](benchmark::State& st) { BM_thrust<float>(st, m); });
   }
 }
 
@@ -417,13 +353,6 @@ int main(int argc, char** argv) {
   benchmark::RunSpecifiedBenchmarks(&rep);
 
   auto get = [&](const std::string& k) { return rep.rate.count(k) ? rep.rate[k] : 0.0; };
-  // " (tuned: KERNEL)" after a par.autotune() row: the kernel its warm-up chose.
-  auto chosen = [&](const std::string& k) {
-    const auto it = rep.kernel.find(k);
-    return it == rep.kernel.end()
-               ? std::string()
-               : std::string(" (tuned: ") + fevo::cuda::kernel_name(fevo::cuda::kernel_kind(it->second)) + ")";
-  };
   std::printf("\n%-10s %-5s %10s %10s %10s %10s %10s | %-22s %-22s\n", "model", "type", "fused",
               "cub", "memcpy", "cmp+adv", "thrust", "fused/cub (>=0.9)", "cmp+adv/memcpy (>=0.9)");
   // The device's part alone (events around the kernels of a call): the fused kernel against the
@@ -461,60 +390,33 @@ int main(int argc, char** argv) {
     }
   }
   kernel_rows();
-  std::printf("\nf32 variants (GB/s, ratio to cub; compare_*: ratio to memcpy):\n");
-  for (const char* model : {"vgg16", "resnet50"}) {
-    const std::string m = model;
-    const double cub = get("BM_cub_reduce/" + m + "/f32");
-    for (const char* v : {"fused", "fused_first", "fused_kernels", "fused_warp", "fused_block1k",
-                          "fused_block16k", "fused_1launch", "kernels_1launch", "fused_shared",
-                          "kernels_shared", "kernels_unshared", "fused_lean", "kernels_lean", "fused_queue",
-                          "kernels_queue", "fused_staged", "kernels_staged", "fused_tuned", "kernels_tuned",
-                          "kernels_serial", "compare_kernels", "compare_1launch", "compare_shared", "compare_unshared",
-                          "compare_lean", "compare_queue", "compare_staged", "compare_tuned", "compare_serial"}) {
-      const std::string key = std::string("BM_") + v + "/" + m + "/f32";
-      const double g = get(key);
-      const bool copy_ref = std::string(v).rfind("compare", 0) == 0;
-      const double ref = copy_ref ? get("BM_memcpy_d2d/" + m + "/f32") : cub;
-      std::printf("%-10s %-15s %8.1f  %5.2f%s\n", model, v, g / 1e9, ref > 0 ? g / ref : 0.0, chosen(key).c_str());
-    }
-  }
-  std::printf("bf16 kernels (GB/s, ratio to cub):\n");
-  for (const char* model : {"vgg16", "resnet50"}) {
-    const std::string m = model;
-    const double cub = get("BM_cub_reduce/" + m + "/bf16");
-    for (const char* v :
-         {"fused_kernels", "kernels_1launch", "kernels_shared", "kernels_unshared", "kernels_lean", "kernels_queue",
-          "kernels_staged", "kernels_tuned", "kernels_serial"}) {
-      const std::string key = std::string("BM_") + v + "/" + m + "/bf16";
-      const double g = get(key);
-      std::printf("%-10s %-15s %8.1f  %5.2f%s\n", model, v, g / 1e9, cub > 0 ? g / cub : 0.0, chosen(key).c_str());
-    }
-  }
-  // The fastest way to run the kernels, of those that give the default's results (the same
-  // bits, or D's last bits for the warp-sharing switch), against the targets.
-  std::printf("fastest kernels (ratio to cub; compare: to memcpy):\n");
+  // Each variant beside the default: GB/s and the ratio to the default kernel's (kernels_,
+  // compare_: the kernels alone; fused_: the whole call), the fastest of them against the targets.
+  std::printf("\nvariants beside the default (GB/s, ratio to the default; > 1: faster):\n");
+  std::printf("%-10s %-5s %-18s %9s %6s %9s %6s %9s %6s\n", "model", "type", "variant", "kernels", "ratio",
+              "compare", "ratio", "call", "ratio");
   for (const char* model : {"vgg16", "resnet50"}) {
     for (const char* ty : {"f32", "bf16"}) {
       const std::string m = model, t = ty;
-      for (const bool compare : {false, true}) {
-        if (compare && t != "f32") continue;
-        const double ref = get(std::string(compare ? "BM_memcpy_d2d/" : "BM_cub_reduce/") + m + "/" + t);
-        std::string best;
-        double top = 0;
-        for (const char* v : {"1launch", "shared", "unshared", "lean", "queue", "staged", "tuned", "serial", ""}) {
-          // (""): the default, fused_kernels or compare_kernels
-          const std::string name = *v ? std::string(compare ? "compare_" : "kernels_") + v
-                                      : std::string(compare ? "compare_kernels" : "fused_kernels");
-          const double g = get("BM_" + name + "/" + m + "/" + t);
-          if (g > top) {
-            top = g;
-            best = name;
-          }
+      const double k0 = get("BM_fused_kernels/" + m + "/" + t), c0 = get("BM_compare_kernels/" + m + "/" + t),
+                   f0 = get("BM_fused/" + m + "/" + t);
+      const auto ratio = [](double g, double ref) { return ref > 0 && g > 0 ? g / ref : 0.0; };
+      std::string best = "default";
+      double top = k0;
+      for (const char* v : variant_names) {
+        const std::string n = v;
+        const double k = get("BM_kernels_" + n + "/" + m + "/" + t), c = get("BM_compare_" + n + "/" + m + "/" + t),
+                     f = get("BM_fused_" + n + "/" + m + "/" + t);
+        std::printf("%-10s %-5s %-18s %9.1f %6.2f %9.1f %6.2f %9.1f %6.2f\n", model, ty, v, k / 1e9, ratio(k, k0),
+                    c / 1e9, ratio(c, c0), f / 1e9, ratio(f, f0));
+        if (k > top) {
+          top = k;
+          best = n;
         }
-        const double r = ref > 0 ? top / ref : 0;
-        std::printf("%-10s %-5s %-16s %8.1f  %5.2f %s%s\n", model, ty, best.c_str(), top / 1e9, r,
-                    r >= 0.9 ? "PASS" : "MISS", chosen("BM_" + best + "/" + m + "/" + t).c_str());
       }
+      const double cub = get("BM_cub_reduce/" + m + "/" + t);
+      std::printf("%-10s %-5s fastest kernels: %s, %.1f GB/s, %.2f of cub (target 0.9) %s\n", model, ty,
+                  best.c_str(), top / 1e9, ratio(top, cub), ratio(top, cub) >= 0.9 ? "PASS" : "MISS");
     }
   }
   std::printf("(GB/s; bytes each must move: fused/cub/thrust 2N, memcpy 2N, compare-and-advance 3N)\n");

@@ -2,16 +2,18 @@
 # The one-call GPU check: configures fevo with CUDA for the GPU it finds, builds the CUDA tests and
 # the GPU benchmark, runs both and PyTorch eager on the same shapes, and writes a summary.
 #   bench/gpu_check.sh OUTDIR        (OUTDIR gets summary.txt, sass.txt, ctest.log, bench.txt,
-#                                     torch.json, test-deep.log, bench-deep.txt, ncu-*.txt,
-#                                     sanitizer.log)
+#                                     torch.json, ncu-*.txt, sanitizer.log)
+# The benchmark times the default tuning and each tuning of fevo::cuda::experimental side by side
+# (its last table: each variant's ratio to the default, and the fastest), so that one run can
+# settle which deserves to be the default.
 # Then compute-sanitizer (memcheck, racecheck) runs the CUDA-only test cases; FEVO_GPU_QUICK=1 skips
 # those and the profiler.
 # Catch2 and Google Benchmark come from the system or from .gpu-deps/ (bench/gpu_prepare.sh).
 # Sized to finish in a few minutes on an H100 (a 16-core build, short benchmark runs), and held to
 # a time budget: FEVO_GPU_BUDGET seconds in all (default 330, under 6 minutes). The build, the
 # CUDA tests, the benchmark and PyTorch eager always run (the benchmark gets at least 60 s); the
-# deep shape, the profiler and compute-sanitizer each run only within what is left of the budget,
-# in that order, and the summary says which were cut short or left out for lack of time.
+# profiler and compute-sanitizer each run only within what is left of the budget, in that order,
+# and the summary says which were cut short or left out for lack of time.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: bench/gpu_check.sh OUTDIR}
@@ -60,7 +62,6 @@ cmake -S . -B build-gpu $gen -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER="$
 keep="-k"
 [ -n "$gen" ] && keep="-k 0"
 cmake --build build-gpu -j"$(nproc)" --target fevo_test_cuda fevo_bench_cuda fevo_test_record_cuda fevo_cli \
-  fevo_test_cuda_deep fevo_bench_cuda_deep \
   -- $keep >"$out/build.log" 2>&1 || log "build had errors (build.log): $(grep -m3 -E 'error' "$out/build.log" | tr '\n' ' ')"
 for t in tests/fevo_test_cuda bench/fevo_bench_cuda; do
   [ -x build-gpu/$t ] || { log "$t was not built"; tail -40 "$out/build.log"; exit 1; }
@@ -78,8 +79,8 @@ log "SASS of the fused kernels (sass.txt): $(tail -1 "$out/sass.txt")"
 # run_bench FILE SECONDS BINARY ARGS...: runs the benchmark with its output in FILE. If it is still
 # running after SECONDS (or what is left of the budget, if less, but at least RUN_BENCH_FLOOR
 # seconds), the benchmark it was in (the first of its list that has not reported) is
-# named, left out with --skip (a variant of the kernels, such as kernels_staged, in all its forms:
-# fused_staged, kernels_staged, compare_staged), and the rest run again, at most twice more. The
+# named, left out with --skip (a variant, such as kernels_staged, in all its forms: fused_staged,
+# kernels_staged, compare_staged), and the rest run again, at most twice more. The
 # tables at the end of FILE then have no figures (0.0) for what was left out.
 run_bench() {
   local file=$1 secs=$2 bin=$3 skip="" attempt rc hung fam lim
@@ -99,7 +100,7 @@ run_bench() {
       while read -r b; do grep -q "^$b " "$file" || { echo "$b"; break; }; done)
     fam=${hung%%/*}
     fam=${fam#BM_}
-    [[ "$fam" =~ ^(fused|kernels|compare)_(1launch|shared|unshared|lean|queue|staged|tuned|serial)$ ]] &&
+    [[ "$fam" =~ ^(fused|kernels|compare)_(shared|unshared|lean|work_queue|staged|global_words|overlapped_merge|deep)$ ]] &&
       fam="(fused|kernels|compare)_${BASH_REMATCH[2]}"
     log "$(basename "$bin"): still running after ${lim}s, in ${hung:-(unknown)}: left out: ${fam:-nothing}"
     [ -n "$fam" ] || return $rc
@@ -146,28 +147,10 @@ for (model, ty), fused in rows.items():
         print(f"{model} {ty}: fused {fused:.1f} GB/s vs torch eager {t:.1f} GB/s = {r:.1f}x (target >= 5) {'PASS' if r >= 5 else 'MISS'}")
 PY
 log "torch done"
-# The work-assignment model behind par.work_queue(), for this GPU's SMs (PyTorch says how many;
-# 132, an H100's or H200's, if it cannot), to set beside the kernels_queue rows.
+# The work-assignment model behind experimental::work_queue, for this GPU's SMs (PyTorch says how
+# many; 132, an H100's or H200's, if it cannot), to set beside the kernels_work_queue rows.
 sms=$(python3 -c 'import torch; print(torch.cuda.get_device_properties(0).multi_processor_count)' 2>/dev/null)
 python3 bench/schedule.py --sms "${sms:-132}" 2>&1 | tee -a "$out/summary.txt"
-# The kernels' other shape (8 vectors in flight per thread, the lean kernel at 2 blocks per SM, the
-# staged kernel with 8 rounds of 1 vector):
-# its tests first, then the kernel rows of the benchmark, beside the default shape's above.
-if ! [ -x build-gpu/tests/fevo_test_cuda_deep ] || ! [ -x build-gpu/bench/fevo_bench_cuda_deep ]; then
-  log "deep-shape targets were not built (build.log)"
-elif afford "the deep-shape tests and benchmark" 60; then
-  timeout -k 10 "$(within 180)" ./build-gpu/tests/fevo_test_cuda_deep --durations yes >"$out/test-deep.log" 2>&1
-  rc=$?
-  log "deep-shape tests: exit $rc, $(grep -E '^(All tests passed|test cases:)' "$out/test-deep.log" | tail -1)"
-  [ $rc = 124 ] || [ $rc = 137 ] &&
-    log "deep-shape tests stopped at their time limit; the last case they finished: $(grep -E '^[0-9.]+ s: ' "$out/test-deep.log" | tail -1)"
-  if [ $rc = 0 ] && afford "the deep-shape benchmark" 30; then
-    run_bench "$out/bench-deep.txt" 120 ./build-gpu/bench/fevo_bench_cuda_deep --benchmark_min_time=0.2 \
-      --benchmark_filter='BM_(fused_kernels|kernels_(lean|queue|staged)|compare_(kernels|lean|queue|staged)|cub_reduce|memcpy_d2d)/'
-    log "deep-shape benchmark (8 vectors per thread; lean kernel at 2 blocks per SM; staged: 8 rounds of 1 vector):"
-    sed -n '/^f32 variants/,$p' "$out/bench-deep.txt" | grep -vE ' 0\.0 +0\.00$' | tee -a "$out/summary.txt"
-  fi
-fi
 # Nsight Compute on the first two calls of the fused pass (two launches each), and of its staged
 # and work-queue variants, on VGG-16 and ResNet-50 (in that order, as far as the budget goes):
 # duration, DRAM throughput, occupancy and its limits, and where warps stall. Counting launches from the first: a ResNet-50 benchmark may run
@@ -175,7 +158,7 @@ fi
 # FEVO_GPU_QUICK=1 skips the profiler and compute-sanitizer (a rerun that only times).
 quick=${FEVO_GPU_QUICK:-0}
 if [ "$quick" != 1 ] && command -v ncu >/dev/null; then
-  for mb in vgg16/fused resnet50/fused vgg16/fused_staged vgg16/fused_queue resnet50/fused_staged; do
+  for mb in vgg16/fused resnet50/fused vgg16/fused_staged vgg16/fused_work_queue resnet50/fused_staged; do
     m=${mb%/*} b=${mb#*/}
     afford "ncu $m $b" 20 || break
     timeout "$(within 40)" ncu --clock-control none --kernel-name regex:'fold_filters|reduce_layers' --launch-count 4 \
@@ -192,7 +175,7 @@ fi
 # kernel's small case first under both tools (its shared memory is what racecheck looks at), then
 # the whole set, as far as the budget goes (exit 124: stopped at its time limit).
 if [ "$quick" != 1 ] && command -v compute-sanitizer >/dev/null; then
-  for cases in "cuda: the staged kernel runs*" "[cuda]"; do
+  for cases in "cuda: the staged tuning runs*" "[cuda]"; do
     for tool in memcheck racecheck; do
       afford "compute-sanitizer $tool on '$cases'" 20 || break 2
       timeout "$(within 150)" compute-sanitizer --tool $tool --error-exitcode 9 ./build-gpu/tests/fevo_test_cuda "$cases" \

@@ -1,16 +1,16 @@
 #!/usr/bin/env python3
 """How evenly fevo::cuda's fused pass spreads VGG-16's and ResNet-50's conv weights over a GPU's warps.
 
-The model behind par.work_queue(): the fused kernels' warps fold filters, each warp one at a time
+The model behind fevo::cuda::experimental::work_queue: the fused kernels' warps fold filters, each warp one at a time
 (or 2-4 small packed filters at once, sharing the warp), and are bound by their own loads in flight
 more than by the memory system, so a pass lasts as long as its busiest warp. This script computes,
 from the work assignment alone (no GPU), the busiest warp's bytes over the average warp's:
-  static  the grid-stride loop of the default and lean kernels: block b of G takes items b, b + G,
-          ..., an item being 8 warps' shares of a layer (kernel.cuh, items_of);
-  queue   the work-queue kernel: the warps take units (one warp's share) in the order of the
+  static  the grid-stride loop of the default and lean tunings: block b of G takes items b, b + G,
+          ..., an item being 8 warps' shares of a layer (kernels.cuh, descriptor.hpp's items_of);
+  queue   the work queue (schedule::work_queue): the warps take units (one warp's share) in the order of the
           table, the layers with the largest units first, each warp its next unit as soon as it
           is done with the last (list scheduling).
-Mirrors kernel.cuh / pass.hpp: group_for, the automatic shared-warp choice (an eighth of the
+Mirrors backends/cuda/include/fevo/cuda (descriptor.hpp, dispatch.hpp): group_for, the automatic shared-warp choice (an eighth of the
 weights), items_of; every layer is packed and in warp mode (filters below block_from = 16384).
 
   python3 bench/schedule.py [--sms 132] [--unroll 4]
@@ -40,7 +40,7 @@ def resnet50():
 
 
 def group_for(size, elem, unroll):
-    """Lanes per filter of a packed layer in a shared warp (kernel.cuh)."""
+    """Lanes per filter of a packed layer in a shared warp (descriptor.hpp)."""
     v = 16 // elem
     g = max(32 // v, 8)
     while g < 32 and size > g * v * unroll * 2:
@@ -96,7 +96,7 @@ def queue_busiest(layers, elem, blocks):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sms", type=int, default=132, help="SMs of the GPU (H100 SXM, H200: 132)")
-    ap.add_argument("--unroll", type=int, default=4, help="FEVO_CUDA_UNROLL")
+    ap.add_argument("--unroll", type=int, default=4, help="the tuning's vectors_per_thread")
     args = ap.parse_args()
     print(f"busiest warp / average warp ({args.sms} SMs; 1.00 = even)")
     print(f"{'model':<10} {'type':<5} {'blocks/SM':>9} {'static':>7} {'queue':>7}")

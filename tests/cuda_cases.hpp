@@ -17,7 +17,7 @@
 #include <type_traits>
 #include <vector>
 
-#include <fevo/cuda/pass.hpp>
+#include <fevo/cuda/dispatch.hpp>
 
 #include "support.hpp"
 
@@ -74,7 +74,7 @@ void check_advance_model(const Config& cfg, const std::vector<model_shape>& shap
   std::vector<fevo::filter_results> per;
   std::size_t launches = 0;
   const auto got = Env::advance(cfg, pairs, 1e-3, &per, launches);
-  CHECK(launches == fevo::cuda::detail::launches_per_pass(cfg.one_launch));
+  CHECK(launches == 2);  // the fused pass and the merge
   REQUIRE(got.size() == shapes.size());
   for (std::size_t k = 0; k < shapes.size(); ++k) {
     INFO("layer " << k);
@@ -103,7 +103,7 @@ void check_advance_model_every_dtype(const Config& cfg, const std::vector<model_
   check_advance_model<Env, fevo::bfloat16>(cfg, shapes);
 }
 
-/// Layers the lean kernel can serve when no filter gets a block (block_per_filter_from(SIZE_MAX)):
+/// Layers a warp_only tuning (fevo::cuda::experimental::lean and the work queues) can serve:
 /// mixed_shapes() with its filter larger than a block's bitset replaced by the largest packed
 /// filter a warp's bitset holds (32760 weights).
 inline std::vector<model_shape> warp_mode_shapes() {
@@ -182,11 +182,11 @@ inline void same_bits(const std::vector<fevo::layer_metrics>& x, const std::vect
   }
 }
 
-/// Two policies that differ only in how the kernels run (`a` and `b`) give the same bits on a
+/// Two policies whose tunings differ only in how the kernels run (`a` and `b`) give the same bits on a
 /// float model of warp-mode layers of the given shapes: the whole model in one call, and each
 /// layer alone with every filter's results and R_ic. Returns the calls made with each policy.
-template <class Env, class Policy>
-std::size_t check_same_bits(const Policy& a, const Policy& b,
+template <class Env, class PolicyA, class PolicyB>
+std::size_t check_same_bits(const PolicyA& a, const PolicyB& b,
                             const std::vector<std::array<std::size_t, 4>>& shapes = same_bits_shapes()) {
   rng g = rng_for("same bits");
   const float_model<Env> model(g, shapes, 3);
@@ -214,163 +214,32 @@ std::size_t check_same_bits(const Policy& a, const Policy& b,
   return 1 + got.size();
 }
 
-/// Repeated compute_layers calls on the same layers find their descriptor table on the device
-/// (no upload) and give the same bits, in both launch modes (the one-launch kernel must leave its
-/// layer counters at zero); another table is uploaded. `policy_for(one_launch)` makes the policy;
-/// `shapes`: the model's layers (at least two; by default a 7x7 one is not packed).
-template <class Env, class PolicyFor>
-void check_repeated_calls(PolicyFor policy_for, const std::vector<std::array<std::size_t, 4>>& shapes = {
-                                                    {8, 16, 3, 3}, {40, 64, 1, 1}, {3, 5, 7, 7}}) {
+/// Repeated compute_layers calls with `pol` on the same layers find their descriptor table on
+/// the device (no upload) and give the same bits (a work-queue pass must leave its counter at zero
+/// again); another table is uploaded. `shapes`: the model's layers (at least two; by default a 7x7
+/// one is not packed).
+template <class Env, class Policy>
+void check_repeated_calls(const Policy& pol, const std::vector<std::array<std::size_t, 4>>& shapes = {
+                                                 {8, 16, 3, 3}, {40, 64, 1, 1}, {3, 5, 7, 7}}) {
   REQUIRE(shapes.size() >= 2);
   rng g = rng_for("repeated calls");
   const float_model<Env> model(g, shapes, 4);
   const auto& layers = model.device;
-  const auto& host_layers = model.host;
-  const auto ref = fevo::compute_layers(fevo::seq, host_layers, 1e-3);
-  for (const bool one_launch : {false, true}) {
-    INFO("one launch " << one_launch);
-    const auto pol = policy_for(one_launch);
-    Env::forget_table();
-    const std::size_t before = Env::uploads();
-    const auto first = fevo::compute_layers(pol, layers, 1e-3);
-    CHECK(Env::uploads() == before + 1);
-    check_like(first, ref);
-    // The same table: no upload, the same bits.
-    for (int rep = 0; rep < 3; ++rep) same_bits(fevo::compute_layers(pol, layers, 1e-3), first);
-    CHECK(Env::uploads() == before + 1);
-    // Another tau is another table; and back again.
-    const auto other = fevo::compute_layers(pol, layers, 1e-2);
-    CHECK(Env::uploads() == before + 2);
-    CHECK(other[1].totals.changed < first[1].totals.changed);
-    same_bits(fevo::compute_layers(pol, layers, 1e-3), first);
-    CHECK(Env::uploads() == before + 3);
-  }
-}
-
-/// policy::autotune() on a float model of packed warp-mode layers (every kernel can serve it):
-/// the first calls of a shape launch the candidates in turn (the default kernel first, then the
-/// lean, work-queue and, where the device has its shared memory, staged kernels), tuning_samples
-/// times each, the last of them making the choice, and later calls launch the chosen one; every
-/// call gives the default kernel's bits, in compute_layers and in compare-and-advance (whose
-/// tuning calls each advance prev, as any call does). Each layer alone is another shape, tuned
-/// apart. `tuned`: the policy with autotune(); `plain`: without; `default_only`: with autotune()
-/// and single_launch(), a pass only the default kernel serves. Returns the kernel chosen for the
-/// whole model's compute_layers.
-template <class Env, class Policy>
-fevo::cuda::detail::kernel_kind check_autotune(const Policy& tuned, const Policy& plain, const Policy& default_only) {
-  using fevo::cuda::detail::kernel_kind;
-  using fevo::cuda::detail::last_pass_report;
-  using fevo::cuda::detail::tuning_samples;
-  rng g = rng_for("autotune");
-  const float_model<Env> model(g, packed_bits_shapes(), 3);
-  // Calls of one shape through `call`, which returns a call's results: the candidates in turn,
-  // then the chosen one, each with `want`'s bits. Returns the chosen kernel.
-  const auto tune = [&](const char* what, auto&& call, const auto& want) {
-    INFO(what);
-    std::vector<kernel_kind> kinds;
-    unsigned n = 0;
-    for (unsigned c = 0;; ++c) {
-      INFO("tuning call " << c);
-      same_bits(call(c), want(c));
-      const fevo::cuda::detail::pass_report r = last_pass_report();
-      if (c == 0) n = r.candidates;
-      REQUIRE((n == 3 || n == 4));  // the staged kernel where the device has its shared memory
-      CHECK(r.candidates == n);
-      kinds.push_back(r.kernel);
-      if (c + 1 == n * tuning_samples) {
-        CHECK_FALSE(r.tuning);  // this call chose
-        break;
-      }
-      CHECK(r.tuning);
-    }
-    for (std::size_t c = 0; c < kinds.size(); ++c) CHECK(kinds[c] == kernel_kind(c % n));
-    const unsigned first = unsigned(kinds.size());
-    same_bits(call(first), want(first));
-    const kernel_kind chosen = last_pass_report().kernel;
-    CHECK(unsigned(chosen) < n);
-    for (unsigned c = first + 1; c < first + 3; ++c) {
-      same_bits(call(c), want(c));
-      CHECK(last_pass_report().kernel == chosen);
-      CHECK_FALSE(last_pass_report().tuning);
-      CHECK(last_pass_report().candidates == n);
-    }
-    return chosen;
-  };
-
-  const auto want = fevo::compute_layers(plain, model.device, 1e-3);
-  CHECK(last_pass_report().candidates == 1);  // not tuned
-  CHECK(last_pass_report().kernel == kernel_kind::full);
-  check_like(want, fevo::compute_layers(fevo::seq, model.host, 1e-3));
-  const kernel_kind chosen = tune(
-      "compute_layers", [&](unsigned) { return fevo::compute_layers(tuned, model.device, 1e-3); },
-      [&](unsigned) { return want; });
-
-  // A layer alone is another shape: tuned from the start, with the default kernel's bits.
-  const auto& l = model.device[3];
-  const std::vector<fevo::layer_metrics> one{fevo::compute(plain, l.prev, l.next, 1e-3)};
-  tune(
-      "one layer",
-      [&](unsigned) { return std::vector<fevo::layer_metrics>{fevo::compute(tuned, l.prev, l.next, 1e-3)}; },
-      [&](unsigned) { return one; });
-
-  // The same extents in two other layouts, read with element loads: each layout is a shape of its
-  // own, tuned from the start.
-  const std::size_t o = l.prev.filters(), i = l.prev.channels(), h = l.prev.rows(), w = l.prev.cols();
-  for (const bool hwio : {false, true}) {
-    const auto view = [&](const float* p) {
-      return hwio ? fevo::hwio<fevo::device_space>(p, h, w, i, o) : fevo::ohwi<fevo::device_space>(p, o, h, w, i);
-    };
-    const auto pv = view(l.prev.data_handle()), nv = view(l.next.data_handle());
-    REQUIRE(pv.stride(1) != l.prev.stride(1));
-    const std::vector<fevo::layer_metrics> relaid{fevo::compute(plain, pv, nv, 1e-3)};
-    tune(
-        hwio ? "one layer, HWIO" : "one layer, OHWI",
-        [&](unsigned) { return std::vector<fevo::layer_metrics>{fevo::compute(tuned, pv, nv, 1e-3)}; },
-        [&](unsigned) { return relaid; });
-  }
-
-  // One launch: only the default kernel serves it; nothing is timed.
-  check_like(fevo::compute_layers(default_only, model.device, 1e-3), want);
-  CHECK(last_pass_report().candidates == 1);
-  CHECK(last_pass_report().kernel == kernel_kind::full);
-  CHECK_FALSE(last_pass_report().tuning);
-
-  // compare-and-advance, prev := next and back again in turn, against the default kernel's passes.
-  const std::size_t n_layers = model.prev.size();
-  using buffers = std::vector<std::unique_ptr<typename Env::template buffer<float>>>;
-  const auto pairs_of = [&](buffers& kept, bool forth) {
-    std::vector<fevo::cuda::advance_pair<float>> pairs;
-    for (std::size_t k = 0; k < n_layers; ++k) {
-      const auto& v = model.device[k].prev;
-      const std::size_t o = v.filters(), i = v.channels(), h = v.rows(), w = v.cols();
-      const float* to = forth ? model.dnext[k]->p : model.dprev[k]->p;
-      pairs.push_back({"l" + std::to_string(k), fevo::oihw<fevo::device_space>(kept[k]->p, o, i, h, w),
-                       fevo::oihw<fevo::device_space>(to, o, i, h, w)});
-    }
-    return pairs;
-  };
-  const auto fresh = [&] {
-    buffers kept;
-    for (std::size_t k = 0; k < n_layers; ++k)
-      kept.push_back(std::make_unique<typename Env::template buffer<float>>(model.prev[k]));
-    return kept;
-  };
-  std::size_t launches = 0;
-  auto ref_kept = fresh();
-  const auto ref_forth = Env::advance(plain, pairs_of(ref_kept, true), 1e-3, nullptr, launches);
-  const auto ref_back = Env::advance(plain, pairs_of(ref_kept, false), 1e-3, nullptr, launches);
-  auto kept = fresh();
-  tune(
-      "compare_and_advance_layers",
-      [&](unsigned c) {
-        const auto got = Env::advance(tuned, pairs_of(kept, c % 2 == 0), 1e-3, nullptr, launches);
-        CHECK(launches == 2);
-        for (std::size_t k = 0; k < n_layers; ++k)
-          CHECK(kept[k]->get(model.prev[k].size()) == (c % 2 == 0 ? model.next[k] : model.prev[k]));
-        return got;
-      },
-      [&](unsigned c) { return c % 2 == 0 ? ref_forth : ref_back; });
-  return chosen;
+  const auto ref = fevo::compute_layers(fevo::seq, model.host, 1e-3);
+  Env::forget_table();
+  const std::size_t before = Env::uploads();
+  const auto first = fevo::compute_layers(pol, layers, 1e-3);
+  CHECK(Env::uploads() == before + 1);
+  check_like(first, ref);
+  // The same table: no upload, the same bits.
+  for (int rep = 0; rep < 3; ++rep) same_bits(fevo::compute_layers(pol, layers, 1e-3), first);
+  CHECK(Env::uploads() == before + 1);
+  // Another tau is another table; and back again.
+  const auto other = fevo::compute_layers(pol, layers, 1e-2);
+  CHECK(Env::uploads() == before + 2);
+  CHECK(other[1].totals.changed < first[1].totals.changed);
+  same_bits(fevo::compute_layers(pol, layers, 1e-3), first);
+  CHECK(Env::uploads() == before + 3);
 }
 
 }  // namespace fevo_test

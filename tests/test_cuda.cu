@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <typeinfo>
 #include <random>
 #include <vector>
 
@@ -50,46 +51,57 @@ struct device_upload {
   }
 };
 
-struct cuda_backend : device_upload {
+/// The shared body on fevo::cuda::policy<Tuning>.
+template <class Tuning>
+struct cuda_with : device_upload {
+  static auto policy() { return fevo::cuda::policy<Tuning>{}; }
+};
+/// Tunings that force one path of the default kernel: a warp for every filter (never shared), a
+/// block for every filter, small packed filters always sharing a warp.
+struct warp_tuning : fevo::cuda::default_tuning {
+  static constexpr std::size_t block_from = SIZE_MAX;
+  static constexpr double share_from = 2;
+};
+struct block_tuning : fevo::cuda::default_tuning {
+  static constexpr std::size_t block_from = 1;
+};
+struct shared_tuning : fevo::cuda::default_tuning {
+  static constexpr double share_from = 0;
+};
+/// A warp for every filter, sharing as the default does: what the warp_only tunings compute.
+struct warp_auto_tuning : fevo::cuda::default_tuning {
+  static constexpr std::size_t block_from = SIZE_MAX;
+};
+struct cuda_backend : cuda_with<fevo::cuda::default_tuning> {
   static constexpr const char* name = "fevo::cuda::par";
-  static auto policy() { return fevo::cuda::par; }
 };
-/// The same kernel with every filter read by one warp (never shared), and with every filter
-/// read by a block.
-struct cuda_warp_backend : device_upload {
-  static constexpr const char* name = "fevo::cuda::par (warp per filter)";
-  static auto policy() { return fevo::cuda::par.block_per_filter_from(SIZE_MAX).warp_sharing(false); }
+struct cuda_warp_backend : cuda_with<warp_tuning> {
+  static constexpr const char* name = "fevo::cuda (warp per filter)";
 };
-struct cuda_block_backend : device_upload {
-  static constexpr const char* name = "fevo::cuda::par (block per filter)";
-  static auto policy() { return fevo::cuda::par.block_per_filter_from(1); }
+struct cuda_block_backend : cuda_with<block_tuning> {
+  static constexpr const char* name = "fevo::cuda (block per filter)";
 };
-/// Each layer's totals merged in the fused launch (par.single_launch()).
-struct cuda_one_launch_backend : device_upload {
-  static constexpr const char* name = "fevo::cuda::par.single_launch()";
-  static auto policy() { return fevo::cuda::par.single_launch(); }
+struct cuda_shared_warp_backend : cuda_with<shared_tuning> {
+  static constexpr const char* name = "fevo::cuda (shared warps)";
 };
-/// Small packed filters two or four to a warp (par.warp_sharing()).
-struct cuda_shared_warp_backend : device_upload {
-  static constexpr const char* name = "fevo::cuda::par.warp_sharing()";
-  static auto policy() { return fevo::cuda::par.warp_sharing(); }
+struct cuda_lean_backend : cuda_with<fevo::cuda::experimental::lean> {
+  static constexpr const char* name = "fevo::cuda::experimental::lean";
 };
-/// The lean kernel (par.lean_kernel()) on every layer a warp reads: all of them, but those of
-/// more than 32768 weights, with a warp per filter.
-struct cuda_lean_backend : device_upload {
-  static constexpr const char* name = "fevo::cuda::par.lean_kernel() (warp per filter)";
-  static auto policy() { return fevo::cuda::par.block_per_filter_from(SIZE_MAX).lean_kernel(); }
+struct cuda_queue_backend : cuda_with<fevo::cuda::experimental::work_queue> {
+  static constexpr const char* name = "fevo::cuda::experimental::work_queue";
 };
-/// The lean kernel with a work queue (par.work_queue()), a warp per filter.
-struct cuda_queue_backend : device_upload {
-  static constexpr const char* name = "fevo::cuda::par.work_queue() (warp per filter)";
-  static auto policy() { return fevo::cuda::par.block_per_filter_from(SIZE_MAX).work_queue(); }
+/// The calls whose layers are all packed take it, the others the default kernel.
+struct cuda_staged_backend : cuda_with<fevo::cuda::experimental::staged> {
+  static constexpr const char* name = "fevo::cuda::experimental::staged";
 };
-/// The staged kernel (par.staged_copies()), a warp per filter: the calls whose layers are all
-/// packed take it, the others the default kernel.
-struct cuda_staged_backend : device_upload {
-  static constexpr const char* name = "fevo::cuda::par.staged_copies() (warp per filter)";
-  static auto policy() { return fevo::cuda::par.block_per_filter_from(SIZE_MAX).staged_copies(); }
+struct cuda_words_backend : cuda_with<fevo::cuda::experimental::global_words> {
+  static constexpr const char* name = "fevo::cuda::experimental::global_words";
+};
+struct cuda_overlapped_backend : cuda_with<fevo::cuda::experimental::overlapped_merge> {
+  static constexpr const char* name = "fevo::cuda::experimental::overlapped_merge";
+};
+struct cuda_deep_backend : cuda_with<fevo::cuda::experimental::deep> {
+  static constexpr const char* name = "fevo::cuda::experimental::deep";
 };
 struct thrust_cuda_backend : device_upload {
   static constexpr const char* name = "fevo::thrust::par (cuda)";
@@ -97,8 +109,9 @@ struct thrust_cuda_backend : device_upload {
 };
 
 using cuda_backends =
-    std::tuple<cuda_backend, cuda_warp_backend, cuda_block_backend, cuda_one_launch_backend, cuda_shared_warp_backend,
-               cuda_lean_backend, cuda_queue_backend, cuda_staged_backend, thrust_cuda_backend>;
+    std::tuple<cuda_backend, cuda_warp_backend, cuda_block_backend, cuda_shared_warp_backend, cuda_lean_backend,
+               cuda_queue_backend, cuda_staged_backend, cuda_words_backend, cuda_overlapped_backend,
+               cuda_deep_backend, thrust_cuda_backend>;
 
 }  // namespace fevo_test
 
@@ -138,7 +151,7 @@ namespace {
 
 /// The environment of cuda_cases.hpp on the GPU.
 struct gpu_env {
-  static std::size_t uploads() { return fevo::cuda::detail::upload_count(); }
+  static std::size_t uploads() { return fevo::cuda::stats().uploads; }
   static void forget_table() { fevo::cuda::detail::scratch::for_this_thread().table.forget(); }
   template <class T>
   struct buffer {
@@ -154,14 +167,14 @@ struct gpu_env {
       return h;
     }
   };
-  template <class T>
-  static std::vector<fevo::layer_metrics> advance(const fevo::cuda::policy& pol,
+  template <class Tuning, class T>
+  static std::vector<fevo::layer_metrics> advance(const fevo::cuda::policy<Tuning>& pol,
                                                   const std::vector<fevo::cuda::advance_pair<T>>& pairs,
                                                   double tau, std::vector<fevo::filter_results>* per,
                                                   std::size_t& launches) {
-    const std::size_t before = fevo::cuda::detail::launch_count();
+    const std::size_t before = fevo::cuda::stats().launches;
     auto m = fevo::cuda::compare_and_advance_layers(pol, pairs, tau, per);
-    launches = fevo::cuda::detail::launch_count() - before;
+    launches = fevo::cuda::stats().launches - before;
     return m;
   }
 };
@@ -170,70 +183,64 @@ using device_buffer = gpu_env::buffer<T>;
 
 }  // namespace
 
-TEST_CASE("cuda: compare_and_advance_layers on a mixed model, every mode and dtype", "[cuda]") {
-  for (auto pol : {fevo::cuda::par, fevo::cuda::par.block_per_filter_from(1),
-                   fevo::cuda::par.block_per_filter_from(SIZE_MAX), fevo::cuda::par.single_launch(),
-                   fevo::cuda::par.block_per_filter_from(1).single_launch(), fevo::cuda::par.warp_sharing(),
-                   fevo::cuda::par.warp_sharing().single_launch().block_per_filter_from(SIZE_MAX),
-                   fevo::cuda::par.warp_sharing(false)}) {
-    INFO("block_from " << pol.block_from << ", one launch " << pol.one_launch << ", shared warps "
-                       << int(pol.share_warps) << " (0 automatic, 1 always, 2 never)");
+namespace {
+namespace experimental = fevo::cuda::experimental;
+/// Calls f(policy) for the policy of each tuning.
+template <class... Tunings, class F>
+void for_each_tuning(F&& f) {
+  (f(fevo::cuda::policy<Tunings>{}), ...);
+}
+}  // namespace
+
+TEST_CASE("cuda: compare_and_advance_layers on a mixed model, every tuning and dtype", "[cuda]") {
+  for_each_tuning<fevo::cuda::default_tuning, fevo_test::warp_tuning, fevo_test::block_tuning, fevo_test::shared_tuning,
+                  experimental::global_words, experimental::overlapped_merge, experimental::deep>([](auto pol) {
+    using tuning = typename decltype(pol)::tuning;
+    INFO("block_from " << tuning::block_from << ", share_from " << tuning::share_from << ", vectors "
+                       << tuning::vectors_per_thread);
     fevo_test::check_advance_model_every_dtype<gpu_env>(pol);
-  }
+  });
 }
 
-TEST_CASE("cuda: the lean, work-queue and staged kernels on warp-mode layers of every dtype, with the default "
+TEST_CASE("cuda: the lean, work-queue and staged tunings on warp-mode layers of every dtype, with the default "
           "kernel's bits",
           "[cuda]") {
-  for (const int kind : {0, 1, 2}) {
-    for (const bool shared : {false, true}) {
-      const char* name = kind == 0 ? "lean kernel" : kind == 1 ? "work queue" : "staged copies";
-      INFO(name << ", shared warps " << shared);
-      const auto warps = fevo::cuda::par.block_per_filter_from(SIZE_MAX).warp_sharing(shared);
-      const auto pol = kind == 0 ? warps.lean_kernel() : kind == 1 ? warps.work_queue() : warps.staged_copies();
-      // The staged kernel serves passes of packed layers only.
-      fevo_test::check_advance_model_every_dtype<gpu_env>(
-          pol, kind == 2 ? fevo_test::packed_warp_mode_shapes() : fevo_test::warp_mode_shapes());
-      fevo_test::check_same_bits<gpu_env>(pol, warps,
-                                          kind == 2 ? fevo_test::packed_bits_shapes() : fevo_test::same_bits_shapes());
-    }
-  }
+  // (The emulated tests run each with small filters always and never sharing a warp.)
+  const auto check = [](auto pol, bool staged) {
+    INFO(typeid(typename decltype(pol)::tuning).name());
+    // The staged kernel serves passes of packed layers only.
+    fevo_test::check_advance_model_every_dtype<gpu_env>(
+        pol, staged ? fevo_test::packed_warp_mode_shapes() : fevo_test::warp_mode_shapes());
+    fevo_test::check_same_bits<gpu_env>(pol, fevo::cuda::policy<fevo_test::warp_auto_tuning>{},
+                                        staged ? fevo_test::packed_bits_shapes() : fevo_test::same_bits_shapes());
+  };
+  check(fevo::cuda::policy<experimental::lean>{}, false);
+  check(fevo::cuda::policy<experimental::work_queue>{}, false);
+  check(fevo::cuda::policy<experimental::staged>{}, true);
   // The merge launch sets the queue back to zero for the next call on the same table.
-  fevo_test::check_repeated_calls<gpu_env>(
-      [](bool one_launch) { return fevo::cuda::par.work_queue().single_launch(one_launch); });
+  fevo_test::check_repeated_calls<gpu_env>(fevo::cuda::policy<experimental::work_queue>{});
 }
 
-TEST_CASE("cuda: autotune times each kernel that can serve a shape, then launches the fastest, with the default "
-          "kernel's bits",
-          "[cuda]") {
-  const auto warps = fevo::cuda::par.block_per_filter_from(SIZE_MAX);
-  const fevo::cuda::detail::kernel_kind chosen =
-      fevo_test::check_autotune<gpu_env>(warps.autotune(), warps, warps.autotune().single_launch());
-  std::printf("autotune chose the %s kernel for the float test model\n", fevo::cuda::kernel_name(chosen));
-}
-
-TEST_CASE("cuda: the staged kernel runs where the device has the shared memory it asks for", "[cuda]") {
-  using fevo::cuda::detail::kernel_kind;
+TEST_CASE("cuda: the staged tuning runs where the device has the shared memory it asks for", "[cuda]") {
   int device = 0, optin = 0, sms = 0;
   REQUIRE(cudaGetDevice(&device) == cudaSuccess);
   REQUIRE(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) == cudaSuccess);
   REQUIRE(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) == cudaSuccess);
-  const std::size_t staged = fevo::cuda::detail::resident_blocks<float, false, false, kernel_kind::staged>();
-  const std::size_t queued = fevo::cuda::detail::resident_blocks<float, false, false, kernel_kind::queued>();
+  const std::size_t staged = fevo::cuda::detail::resident_blocks<experimental::staged, float, false, false>();
+  const std::size_t queued = fevo::cuda::detail::resident_blocks<experimental::work_queue, float, false, false>();
   INFO("opt-in shared memory per block " << optin << " bytes, " << sms << " SMs");
   // A block takes 96 KiB: 64 KiB of rings, 32 KiB of bitsets. Two blocks per SM on an H100 or
   // H200 (227 KiB a block at most), one on an A100 (163 KiB) or sm_86 (99 KiB), none on sm_75
-  // (64 KiB), where the work queue's kernel serves its passes.
-  const std::size_t need = fevo::cuda::detail::staged_shared_bytes + 32 * 1024;
+  // (64 KiB), where its passes run with the default tuning.
+  const std::size_t need = fevo::cuda::detail::dynamic_shared_bytes<experimental::staged>() + 32 * 1024;
   if (optin >= 200 * 1024) CHECK(staged >= 2 * std::size_t(sms));
   else if (std::size_t(optin) >= need) CHECK(staged >= std::size_t(sms));
   else CHECK(staged == 0);
   CHECK(queued >= std::size_t(sms));
   // Repeated calls on packed layers (the staged kernel's, where it runs): the same bits, the
   // queue set back to zero by each merge.
-  fevo_test::check_repeated_calls<gpu_env>(
-      [](bool one_launch) { return fevo::cuda::par.staged_copies().single_launch(one_launch); },
-      {{64, 64, 3, 3}, {256, 64, 1, 1}, {32, 16, 7, 7}});
+  fevo_test::check_repeated_calls<gpu_env>(fevo::cuda::policy<experimental::staged>{},
+                                           {{64, 64, 3, 3}, {256, 64, 1, 1}, {32, 16, 7, 7}});
 }
 
 TEST_CASE("cuda: the merge launched as a programmatic dependent launch gives a plain launch's bits", "[cuda]") {
@@ -243,29 +250,18 @@ TEST_CASE("cuda: the merge launched as a programmatic dependent launch gives a p
   CHECK(fevo::cuda::detail::device_takes_dependent_launch() == (major >= 9));
   fevo_test::rng g = fevo_test::rng_for("dependent launch");
   const fevo_test::float_model<gpu_env> model(g, {{64, 64, 3, 3}, {256, 64, 1, 1}, {8, 3, 3, 3}, {128, 256, 3, 3}}, 3);
-  const auto ref = fevo::compute_layers(fevo::seq, model.host, 1e-3);
-  bool& dependent = fevo::cuda::detail::dependent_launches();
-  for (const auto pol : {fevo::cuda::par, fevo::cuda::par.warp_sharing(), fevo::cuda::par.work_queue(),
-                         fevo::cuda::par.staged_copies()}) {
-    INFO("shared warps " << int(pol.share_warps) << ", work queue " << pol.queue << ", staged " << pol.staged);
-    dependent = false;
-    const auto plain = fevo::compute_layers(pol, model.device, 1e-3);
-    dependent = true;
-    fevo_test::check_like(plain, ref);
-    // The merge must not read a filter's totals before the pass has written them. This model
-    // leaves most SMs free during the pass, where the merge's blocks start at once: a merge that
-    // did not wait would read totals not yet written.
-    for (int rep = 0; rep < 10; ++rep) {
-      const auto got = fevo::compute_layers(pol, model.device, 1e-3);
-      REQUIRE(got.size() == plain.size());
-      for (std::size_t k = 0; k < got.size(); ++k)
-        REQUIRE(std::memcmp(&got[k].totals, &plain[k].totals, sizeof(fevo::partial)) == 0);
-    }
-  }
+  const auto plain = fevo::compute_layers(fevo::cuda::par, model.device, 1e-3);
+  fevo_test::check_like(plain, fevo::compute_layers(fevo::seq, model.host, 1e-3));
+  // The merge must not read a filter's totals before the pass has written them. This model
+  // leaves most SMs free during the pass, where the merge's blocks start at once: a merge that
+  // did not wait would read totals not yet written.
+  for (int rep = 0; rep < 10; ++rep)
+    fevo_test::same_bits(fevo::compute_layers(fevo::cuda::policy<experimental::overlapped_merge>{}, model.device, 1e-3),
+                         plain);
 }
 
 TEST_CASE("cuda: a repeated call finds its descriptors on the device and gives the same results", "[cuda]") {
-  fevo_test::check_repeated_calls<gpu_env>([](bool one_launch) { return fevo::cuda::par.single_launch(one_launch); });
+  fevo_test::check_repeated_calls<gpu_env>(fevo::cuda::par);
 }
 
 TEST_CASE("cuda: compare_and_advance_layers refuses overlapping prev and next", "[cuda]") {

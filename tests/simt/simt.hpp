@@ -3,11 +3,13 @@
 // with or without a GPU, and under AddressSanitizer, which sees any read or write outside the
 // buffers the test allocated.
 //
-// Include it before the kernel header, in a file compiled by a host compiler (never nvcc):
+// Include it, and simt/device_ops.hpp (fevo's device operations on the emulator), before the
+// kernel header, in a file compiled by a host compiler (never nvcc):
 //
 //   #include "simt/simt.hpp"
-//   #include <fevo/cuda/kernel.cuh>
-//   simt::launch(grid, block, [&] { fevo::cuda::detail::fold_filters<float, false>(...); });
+//   #include "simt/device_ops.hpp"
+//   #include <fevo/cuda/kernels.cuh>
+//   simt::launch(grid, block, [&] { fevo::cuda::detail::fold_filters<Tuning, float, false, false>(...); });
 //
 // Every CUDA thread is a fiber on the calling OS thread (a few instructions of context switch on
 // x86-64, ucontext elsewhere): a block's threads run until

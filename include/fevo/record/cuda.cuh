@@ -1,7 +1,7 @@
 // The recorder for layers in CUDA device memory (nvcc; link fevo::cuda):
 //
 //   #include <fevo/record/cuda.cuh>
-//   fevo::record::recorder<float, fevo::cuda::policy> rec(options, fevo::cuda::par.on(stream));
+//   fevo::record::cuda_recorder<float> rec(options, fevo::cuda::par.on(stream));
 //   rec.add_layer("conv1.weight", fevo::oihw<fevo::device_space>(d_w1, 64, 3, 7, 7));
 //   rec.start(step);  ...  rec.record(step);  ...  rec.close();
 //
@@ -30,16 +30,17 @@
 
 namespace fevo::record {
 
-template <class T>
-class recorder<T, ::fevo::cuda::policy> : public detail::recorder_base {
+/// The device recorder, with any fevo::cuda tuning (fevo/cuda/tuning.hpp).
+template <class T, class Tuning>
+class recorder<T, ::fevo::cuda::policy<Tuning>> : public detail::recorder_base {
   static_assert(is_element<T>::value && !std::is_const_v<T>,
                 "fevo::record::recorder<T>: T is float, double, fevo::half or fevo::bfloat16");
 
  public:
   using value_type = T;
-  using policy_type = ::fevo::cuda::policy;
+  using policy_type = ::fevo::cuda::policy<Tuning>;
 
-  explicit recorder(recorder_options options, ::fevo::cuda::policy policy = ::fevo::cuda::par)
+  explicit recorder(recorder_options options, policy_type policy = policy_type{})
       : recorder_base(std::move(options), compute_t<T>{}), policy_(policy) {}
 
   ~recorder() {
@@ -111,12 +112,12 @@ class recorder<T, ::fevo::cuda::policy> : public detail::recorder_base {
     if (m) *m = std::move(r);
   }
 
-  ::fevo::cuda::policy policy_;
+  policy_type policy_;
   std::vector<layer> layers_;
 };
 
-/// The device recorder by its own name.
-template <class T>
-using cuda_recorder = recorder<T, ::fevo::cuda::policy>;
+/// The device recorder by its own name (fevo::cuda::par's tuning unless another is given).
+template <class T, class Tuning = ::fevo::cuda::default_tuning>
+using cuda_recorder = recorder<T, ::fevo::cuda::policy<Tuning>>;
 
 }  // namespace fevo::record

@@ -19,7 +19,7 @@
 // layer between that copy and the live weights in one compute_layers call, writes the record
 // (see run_writer.hpp for the files and their crash safety) and then copies the live weights
 // over the kept copy. Not thread-safe: call it from the thread that owns the weights, between
-// optimiser steps. Layers in CUDA device memory: recorder<T, fevo::cuda::policy> from
+// optimiser steps. Layers in CUDA device memory: fevo::record::cuda_recorder<T> from
 // <fevo/record/cuda.cuh> keeps the copy on the device.
 //
 // Steps. record(step) needs step > the step of the kept snapshot (else fevo::error: a caller
