@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # fevo's two commands:
-#   ./run.sh demo   the main job (builds and runs the demo)
-#   ./run.sh test   the whole test suite: release build + tests, then an ASan/UBSan build + tests
+#   ./run.sh demo          the main job (builds and runs the demo)
+#   ./run.sh test          the whole test suite: release build + tests, then an ASan/UBSan build + tests
+#   ./run.sh test --fast   while editing: the same release build, then only its tests labelled
+#                          "fast" (ctest -L fast; see docs/development.md); no sanitizer build
 # Each installs the Debian packages it needs (only those missing), configures and builds.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -93,7 +95,20 @@ configure_build() {  # dir, cmake args...
   cmake --build "$dir" -j"$jobs"
 }
 
+usage() {
+  [ $# -gt 0 ] && echo "run.sh: $*" >&2
+  echo "usage: ./run.sh demo | ./run.sh test [--fast]" >&2
+  exit 2
+}
 cmd=${1:-}
+case "$cmd" in demo | test) shift ;; "") usage ;; *) usage "unknown command '$cmd'" ;; esac
+fast=0
+for arg in "$@"; do
+  case "$cmd $arg" in
+    "test --fast") fast=1 ;;
+    *) usage "unknown option '$arg' for '$cmd'" ;;
+  esac
+done
 case "$cmd" in
   demo)
     ensure_packages "${base_pkgs[@]}"
@@ -133,6 +148,11 @@ case "$cmd" in
     configure_build build -DFEVO_BUILD_TESTS=ON -DFEVO_BUILD_BENCH=ON "-DCMAKE_CUDA_ARCHITECTURES=${cuda_arch:-75-real;90}" \
       "${cuobjdump_args[@]}"
     # Passive OpenMP waiting: tests run side by side, and spinning threads would starve each other.
+    if [ "$fast" = 1 ]; then
+      (cd build && OMP_WAIT_POLICY=passive ctest --output-on-failure -j"$jobs" -L fast --no-tests=error)
+      say "the fast tests passed; ./run.sh test runs the whole suite and the sanitizer build"
+      exit 0
+    fi
     (cd build && OMP_WAIT_POLICY=passive ctest --output-on-failure -j"$jobs")
     say "sanitizer build (ASan + UBSan) and tests (build-asan/)"
     mkdir -p build-asan
@@ -144,7 +164,6 @@ case "$cmd" in
       ctest --output-on-failure -j"$jobs" -LE package)
     ;;
   *)
-    echo "usage: ./run.sh demo|test" >&2
-    exit 2
+    usage
     ;;
 esac
