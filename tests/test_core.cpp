@@ -423,6 +423,21 @@ TEST_CASE("views: extents, strides and offsets of every layout", "[view]") {
   }
 }
 
+TEST_CASE("layer_info: a layer's name and extents, from a view", "[view]") {
+  std::vector<float> mem(5 * 3 * 2 * 4);
+  const fevo::layer_info a = fevo::layer_info_of("conv1.weight", fevo::oihw(mem.data(), 5, 3, 2, 4));
+  CHECK(a.name == "conv1.weight");
+  CHECK(a.extents == std::array<std::size_t, 4>{5, 3, 2, 4});
+  CHECK(a.filters() == 5);
+  CHECK(a.channels() == 3);
+  CHECK(a.filter_size() == 3 * 2 * 4);
+  // The extents are the view's (filter, channel, row, col) whatever its layout.
+  const fevo::layer_info h = fevo::layer_info_of("k", fevo::hwio(mem.data(), 2, 4, 3, 5));
+  CHECK(h.extents == std::array<std::size_t, 4>{5, 3, 2, 4});
+  const fevo::layer_info b{"fc", {10, 16, 1, 1}};
+  CHECK(b.filter_size() == 16);
+}
+
 TEST_CASE("views: bad extents, strides and slices throw fevo::error", "[view][error]") {
   float x[16] = {};
   const long long big = 1LL << 40;

@@ -411,19 +411,14 @@ int analyze(const analyze_options& o) {
   FEVO_EXPECTS(!layers.empty(), base->path(), ": no tensor to analyse (4-D", o.sel.include_2d ? " or 2-D" : "",
                ", f16/bf16/f32/f64", o.sel.patterns.empty() ? "" : ", matching --layers", ")");
 
-  std::vector<fevo::record::layer_desc> descs;
-  for (const auto& l : layers) {
-    fevo::record::layer_desc d;
-    d.name = l.name;
+  std::vector<fevo::layer_info> descs;
+  for (const auto& l : layers)
     io::visit_element(l.type, [&](auto* tag) {
       using T = std::remove_pointer_t<decltype(tag)>;
       std::vector<T> scratch;
-      const auto v = base->view<T>(l.name, o.sel.lay, scratch, o.sel.include_2d);
-      d.extents = {v.extent(0), v.extent(1), v.extent(2), v.extent(3)};
+      descs.push_back(fevo::layer_info_of(l.name, base->view<T>(l.name, o.sel.lay, scratch, o.sel.include_2d)));
       return 0;
     });
-    descs.push_back(d);
-  }
 
   fevo::record::recorder_options ro;
   ro.out_dir = o.out;

@@ -188,7 +188,7 @@ class recorder_base {
   }
 
   recorder_options opts_;
-  std::vector<layer_desc> desc_;
+  std::vector<layer_info> desc_;
   std::unordered_set<std::string> names_;
   std::vector<filter_results> per_;
   std::unique_ptr<run_writer> writer_;

@@ -94,6 +94,7 @@
 
 #include "../accumulator.hpp"
 #include "../error.hpp"
+#include "../layer_info.hpp"
 #include "../results.hpp"
 #include "detail/crc32c.hpp"
 #include "detail/csv.hpp"
@@ -113,12 +114,9 @@ struct recorder_options {
   std::uint64_t journal_compact_bytes = std::uint64_t{64} << 20;  ///< see run_writer.hpp
 };
 
-/// A layer as the files describe it: its name and extents (filters, channels, rows, cols).
-struct layer_desc {
-  std::string name;
-  std::array<std::size_t, 4> extents{};
-  std::size_t filters() const { return extents[0]; }
-};
+/// A layer as the files describe it (name and extents). The core's fevo::layer_info, under the
+/// name fevo::record has always used.
+using layer_desc = ::fevo::layer_info;
 
 inline constexpr const char* csv_header = "step_prev,step,layer,D,S,Z,n_filters,nonfinite";
 inline constexpr const char* summary_header =
@@ -145,7 +143,7 @@ struct filter_acc {
 };
 
 /// The file name stem of each layer's series files (see the header comment).
-inline std::vector<std::string> series_stems(const std::vector<layer_desc>& layers) {
+inline std::vector<std::string> series_stems(const std::vector<layer_info>& layers) {
   std::vector<std::string> out;
   std::unordered_set<std::string> used;
   for (std::size_t k = 0; k < layers.size(); ++k) {
@@ -176,7 +174,7 @@ inline double wall_clock() {
 class run_writer {
  public:
   /// Describes the run; touches no file (open() does).
-  run_writer(recorder_options opts, std::vector<layer_desc> layers, std::string dtype)
+  run_writer(recorder_options opts, std::vector<layer_info> layers, std::string dtype)
       : opts_(std::move(opts)), layers_(std::move(layers)), dtype_(std::move(dtype)) {
     FEVO_EXPECTS(!opts_.out_dir.empty(), "recorder: out_dir is empty");
     FEVO_EXPECTS(opts_.tau == opts_.tau && opts_.tau >= 0 &&
@@ -201,7 +199,7 @@ class run_writer {
   ~run_writer() = default;
 
   const recorder_options& options() const { return opts_; }
-  const std::vector<layer_desc>& layers() const { return layers_; }
+  const std::vector<layer_info>& layers() const { return layers_; }
   bool is_open() const { return open_; }
   /// The step of the last record in the files; empty for a run without records.
   std::optional<std::int64_t> last_step() const { return last_step_; }
@@ -504,7 +502,7 @@ class run_writer {
   void replay_block(const unsigned char* p) {
     const unsigned char* q = p + 24 + 32 * layers_.size();
     for (std::size_t k = 0; k < layers_.size(); ++k) {
-      const std::uint64_t C = layers_[k].extents[1];
+      const std::uint64_t C = layers_[k].channels();
       for (std::size_t i = 0; i < layers_[k].filters(); ++i, q += 24)
         acc_[first_filter_[k] + i].add(detail::get_f64(q), detail::get_u64(q + 8) == 0,
                                        detail::get_u64(q + 16) == C);
@@ -758,7 +756,7 @@ class run_writer {
         tail_or_fail(line_end, "does not parse as a row of 8 fields");
         break;
       }
-      const layer_desc& want = layers_[in_group];
+      const layer_info& want = layers_[in_group];
       const bool fits = fields[2] == want.name && nf == want.filters() && sp < s &&
                         (in_group == 0 ? (records.empty() || s > records.back().first)
                                        : (sp == cur.step_prev && s == cur.step));
@@ -969,8 +967,8 @@ class run_writer {
     std::vector<double> d, s, z;
     for (std::size_t k = 0; k < layers_.size(); ++k) {
       const std::uint64_t N = layers_[k].filters();
-      const double chw = double(layers_[k].extents[1] * layers_[k].extents[2] * layers_[k].extents[3]);
-      const double C = double(layers_[k].extents[1]);
+      const double chw = double(layers_[k].filter_size());
+      const double C = double(layers_[k].channels());
       const std::string base = detail::join_path(dir, stems[k]);
       detail::npy_writer wd(base + ".D.npy", "<f8", {R, N}), ws(base + ".S.npy", "<f8", {R, N}),
           wz(base + ".Z.npy", "<f8", {R, N});
@@ -1002,7 +1000,7 @@ class run_writer {
   }
 
   recorder_options opts_;
-  std::vector<layer_desc> layers_;
+  std::vector<layer_info> layers_;
   std::string dtype_;
   std::vector<std::size_t> first_filter_;
   std::size_t total_filters_ = 0;
