@@ -565,6 +565,24 @@ TEST_CASE("bad calls throw fevo::error naming the problem", "[error]") {
 
 // ---- the accumulator ------------------------------------------------------------------------------
 
+TEST_CASE("check_tau: the one check of tau, with the caller's prefix", "[error]") {
+  using fevo::detail::check_tau;
+  const double nan = std::nan(""), inf = std::numeric_limits<double>::infinity();
+  CHECK(check_tau(0.25, "") == 0.25);
+  CHECK(check_tau<float>(0.1, "") == 0.1f);
+  CHECK(check_tau(1e300, "") == 1e300);  // finite in double
+  for (double bad : {-0.5, -1e-300, nan, inf, -inf}) {
+    INFO("tau " << bad);
+    CHECK_THROWS_WITH(check_tau(bad, "recorder: "),
+                      Contains("fevo: recorder: tau must be finite and non-negative, got "));
+    CHECK_THROWS_AS(check_tau<float>(bad, "--"), fevo::error);
+  }
+  CHECK_THROWS_WITH(check_tau(-1.0, "--"), Contains("fevo: --tau must be finite and non-negative, got -1"));
+  CHECK_THROWS_WITH(check_tau<float>(1e300, "recorder: "),
+                    Contains("recorder: tau 1e+300 is not finite in the compute type (32-bit float)"));
+  CHECK(check_tau<float>(double(std::numeric_limits<float>::max()), "") == std::numeric_limits<float>::max());
+}
+
 TEST_CASE("merge adds partials; finalize divides by the layer's filters", "[accumulator]") {
   fevo::partial a;
   a.sum_sq = 1.5;

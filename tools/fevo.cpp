@@ -387,8 +387,7 @@ int analyze(const analyze_options& o) {
   }
   else FEVO_EXPECTS(o.backend_name == "cpu", "--backend must be seq, cpu, thrust or cuda, got '", o.backend_name, "'");
 
-  FEVO_EXPECTS(o.tau == o.tau && o.tau >= 0 && o.tau <= 1.7976931348623157e308,
-               "--tau must be finite and non-negative, got ", o.tau);
+  fevo::detail::check_tau(o.tau, "--");
   FEVO_EXPECTS(!std::filesystem::exists(std::filesystem::path(o.out) / "fevo-state"), "--out ", o.out,
                ": the directory already holds a run; choose another directory");
   const std::vector<series_item> series = make_series(o.inputs);

@@ -93,6 +93,7 @@
 #include <vector>
 
 #include "../accumulator.hpp"
+#include "../detail/tau.hpp"
 #include "../error.hpp"
 #include "../layer_info.hpp"
 #include "../results.hpp"
@@ -177,9 +178,7 @@ class run_writer {
   run_writer(recorder_options opts, std::vector<layer_info> layers, std::string dtype)
       : opts_(std::move(opts)), layers_(std::move(layers)), dtype_(std::move(dtype)) {
     FEVO_EXPECTS(!opts_.out_dir.empty(), "recorder: out_dir is empty");
-    FEVO_EXPECTS(opts_.tau == opts_.tau && opts_.tau >= 0 &&
-                     opts_.tau <= std::numeric_limits<double>::max(),
-                 "recorder: tau must be finite and non-negative, got ", opts_.tau);
+    ::fevo::detail::check_tau(opts_.tau, "recorder: ");
     FEVO_EXPECTS(!layers_.empty(), "recorder: no layer to record (add_layer before start)");
     std::size_t total = 0;
     for (const auto& l : layers_) {
