@@ -97,13 +97,37 @@
 #include "../error.hpp"
 #include "../layer_info.hpp"
 #include "../results.hpp"
+#include "../detail/atomic_file.hpp"
+#include "../detail/little_endian.hpp"
+#include "../detail/npy_writer.hpp"
+#include "../detail/posix_file.hpp"
 #include "detail/crc32c.hpp"
 #include "detail/csv.hpp"
-#include "detail/io.hpp"
-#include "detail/npy.hpp"
 #include "detail/tfevents.hpp"
 
 namespace fevo::record {
+
+namespace detail {
+using ::fevo::detail::atomic_file;
+using ::fevo::detail::file;
+using ::fevo::detail::fsync_dir;
+using ::fevo::detail::get_f64;
+using ::fevo::detail::get_u32;
+using ::fevo::detail::get_u64;
+using ::fevo::detail::io_fail;
+using ::fevo::detail::join_path;
+using ::fevo::detail::list_dir;
+using ::fevo::detail::make_dirs;
+using ::fevo::detail::npy_writer;
+using ::fevo::detail::path_exists;
+using ::fevo::detail::put_f64;
+using ::fevo::detail::put_u32;
+using ::fevo::detail::put_u64;
+using ::fevo::detail::read_file;
+using ::fevo::detail::remove_file;
+using ::fevo::detail::temp_marker;
+using ::fevo::detail::write_file_atomic;
+}  // namespace detail
 
 struct recorder_options {
   std::string out_dir;            ///< created if missing
