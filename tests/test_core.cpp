@@ -423,6 +423,21 @@ TEST_CASE("views: extents, strides and offsets of every layout", "[view]") {
   }
 }
 
+TEST_CASE("layer_info: a layer's name and extents, from a view", "[view]") {
+  std::vector<float> mem(5 * 3 * 2 * 4);
+  const fevo::layer_info a = fevo::layer_info_of("conv1.weight", fevo::oihw(mem.data(), 5, 3, 2, 4));
+  CHECK(a.name == "conv1.weight");
+  CHECK(a.extents == std::array<std::size_t, 4>{5, 3, 2, 4});
+  CHECK(a.filters() == 5);
+  CHECK(a.channels() == 3);
+  CHECK(a.filter_size() == 3 * 2 * 4);
+  // The extents are the view's (filter, channel, row, col) whatever its layout.
+  const fevo::layer_info h = fevo::layer_info_of("k", fevo::hwio(mem.data(), 2, 4, 3, 5));
+  CHECK(h.extents == std::array<std::size_t, 4>{5, 3, 2, 4});
+  const fevo::layer_info b{"fc", {10, 16, 1, 1}};
+  CHECK(b.filter_size() == 16);
+}
+
 TEST_CASE("views: bad extents, strides and slices throw fevo::error", "[view][error]") {
   float x[16] = {};
   const long long big = 1LL << 40;
@@ -549,6 +564,24 @@ TEST_CASE("bad calls throw fevo::error naming the problem", "[error]") {
 }
 
 // ---- the accumulator ------------------------------------------------------------------------------
+
+TEST_CASE("check_tau: the one check of tau, with the caller's prefix", "[error]") {
+  using fevo::detail::check_tau;
+  const double nan = std::nan(""), inf = std::numeric_limits<double>::infinity();
+  CHECK(check_tau(0.25, "") == 0.25);
+  CHECK(check_tau<float>(0.1, "") == 0.1f);
+  CHECK(check_tau(1e300, "") == 1e300);  // finite in double
+  for (double bad : {-0.5, -1e-300, nan, inf, -inf}) {
+    INFO("tau " << bad);
+    CHECK_THROWS_WITH(check_tau(bad, "recorder: "),
+                      Contains("fevo: recorder: tau must be finite and non-negative, got "));
+    CHECK_THROWS_AS(check_tau<float>(bad, "--"), fevo::error);
+  }
+  CHECK_THROWS_WITH(check_tau(-1.0, "--"), Contains("fevo: --tau must be finite and non-negative, got -1"));
+  CHECK_THROWS_WITH(check_tau<float>(1e300, "recorder: "),
+                    Contains("recorder: tau 1e+300 is not finite in the compute type (32-bit float)"));
+  CHECK(check_tau<float>(double(std::numeric_limits<float>::max()), "") == std::numeric_limits<float>::max());
+}
 
 TEST_CASE("merge adds partials; finalize divides by the layer's filters", "[accumulator]") {
   fevo::partial a;

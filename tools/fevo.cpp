@@ -8,7 +8,6 @@
 // Exit status 0 on success; 2 on bad input or usage, with one line on stderr that names the file,
 // the tensor and the problem. See README.md ("The fevo command").
 #include <fnmatch.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -20,7 +19,6 @@
 #include <deque>
 #include <filesystem>
 #include <iostream>
-#include <map>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -30,9 +28,7 @@
 #include <fevo/cpu.hpp>
 #include <fevo/fevo.hpp>
 #include <fevo/io/format.hpp>
-#include <fevo/io/npy.hpp>
-#include <fevo/io/npz.hpp>
-#include <fevo/io/safetensors.hpp>
+#include <fevo/io/snapshot.hpp>
 #include <fevo/record/run_writer.hpp>
 #include <fevo/thrust.hpp>
 
@@ -45,165 +41,7 @@ namespace {
 using fevo::detail::fail;
 namespace io = fevo::io;
 
-// ---- snapshots ----------------------------------------------------------------------------------
-
-/// One snapshot file: a safetensors file (memory-mapped), a .npy (one tensor, named by the file's
-/// stem) or a .npz archive (one tensor per member).
-class snapshot {
- public:
-  struct entry {
-    std::string name;
-    io::dtype type;
-    std::vector<std::uint64_t> shape;
-    std::uint64_t nbytes;
-  };
-
-  explicit snapshot(const std::string& path) : path_(path), format_(io::detect_format(path)) {
-    switch (format_) {
-      case io::file_format::safetensors:
-        st_ = std::make_unique<io::safetensors_file>(path);
-        for (const auto& t : st_->tensors()) entries_.push_back({t.name, t.type, t.shape, t.nbytes});
-        break;
-      case io::file_format::npy: {
-        io::npy_array a = io::read_npy(path);
-        const std::string name = "array";  // a .npy holds one unnamed array
-        entries_.push_back({name, a.type, a.shape, std::uint64_t(a.bytes.size())});
-        arrays_.emplace(name, std::move(a));
-        break;
-      }
-      case io::file_format::npz:
-        arrays_ = io::read_npz(path);
-        for (const auto& [name, a] : arrays_) entries_.push_back({name, a.type, a.shape, std::uint64_t(a.bytes.size())});
-        break;
-    }
-  }
-
-  const std::string& path() const { return path_; }
-  io::file_format format() const { return format_; }
-  const std::vector<entry>& entries() const { return entries_; }
-  const entry* find(const std::string& name) const {
-    for (const auto& e : entries_)
-      if (e.name == name) return &e;
-    return nullptr;
-  }
-  /// Whether the tensors are memory-mapped (safetensors) rather than loaded (.npy, .npz).
-  bool mapped() const { return st_ != nullptr; }
-  /// Drops a mapped tensor's pages from memory (they are read again if touched); no-op otherwise.
-  void evict(const std::string& name) const {
-    if (st_)
-      if (const io::tensor_info* t = st_->find(name)) st_->evict(*t);
-  }
-  std::map<std::string, std::string> metadata() const {
-    return st_ ? st_->metadata() : std::map<std::string, std::string>{};
-  }
-
-  template <class T>
-  fevo::filter_view<const T> view(const std::string& name, io::layout lay, std::vector<T>& scratch,
-                                  bool allow_2d) const {
-    if (st_) {
-      const io::tensor_info* t = st_->find(name);
-      FEVO_EXPECTS(t, path_, ": tensor '", name, "' is missing");
-      return io::view_of<T>(*st_, *t, lay, scratch, allow_2d);
-    }
-    const auto it = arrays_.find(name);
-    FEVO_EXPECTS(it != arrays_.end(), path_, ": tensor '", name, "' is missing");
-    return io::view_of<T>(it->second, lay, scratch, allow_2d);
-  }
-
-  static std::string stem(const std::string& path) {
-    std::string base = path.substr(path.find_last_of('/') + 1);
-    const auto dot = base.rfind('.');
-    return dot == std::string::npos || dot == 0 ? base : base.substr(0, dot);
-  }
-
- private:
-  std::string path_;
-  io::file_format format_;
-  std::unique_ptr<io::safetensors_file> st_;
-  std::map<std::string, io::npy_array> arrays_;
-  std::vector<entry> entries_;
-};
-
-/// The last run of decimal digits in a file's name (without its directory), if any.
-std::optional<std::int64_t> step_from_name(const std::string& path) {
-  const std::string base = path.substr(path.find_last_of('/') + 1);
-  std::size_t end = std::string::npos;
-  for (std::size_t i = base.size(); i-- > 0;)
-    if (base[i] >= '0' && base[i] <= '9') {
-      end = i + 1;
-      break;
-    }
-  if (end == std::string::npos) return std::nullopt;
-  std::size_t begin = end;
-  while (begin > 0 && base[begin - 1] >= '0' && base[begin - 1] <= '9') --begin;
-  if (end - begin > 18) return std::nullopt;
-  return std::stoll(base.substr(begin, end - begin));
-}
-
-std::int64_t parse_step(const std::string& text, const std::string& what) {
-  std::size_t used = 0;
-  long long v = 0;
-  try {
-    v = std::stoll(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  FEVO_EXPECTS(used == text.size() && !text.empty(), what, ": step '", text, "' is not an integer");
-  return v;
-}
-
-bool is_snapshot_name(const std::string& name) {
-  for (const char* ext : {".safetensors", ".npy", ".npz", ".pt", ".pth", ".ckpt", ".bin"}) {
-    const std::size_t n = std::char_traits<char>::length(ext);
-    if (name.size() > n && name.compare(name.size() - n, n, ext) == 0) return true;
-  }
-  return false;
-}
-
-bool is_directory(const std::string& p) {
-  struct stat st {};
-  return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-/// Expands directories (their snapshot files) and gives every file its step:
-/// __metadata__ "step" of a safetensors file if present, else the last integer in its name.
-struct series_item {
-  std::string path;
-  std::int64_t step;
-};
-std::vector<series_item> make_series(const std::vector<std::string>& args) {
-  std::vector<std::string> files;
-  for (const auto& a : args) {
-    if (is_directory(a)) {
-      std::vector<std::string> found;
-      for (const auto& e : std::filesystem::directory_iterator(a))
-        if (e.is_regular_file() && is_snapshot_name(e.path().filename().string()))
-          found.push_back(e.path().string());
-      FEVO_EXPECTS(!found.empty(), a, ": the directory holds no snapshot file (.safetensors, .npy, .npz)");
-      std::sort(found.begin(), found.end());
-      files.insert(files.end(), found.begin(), found.end());
-    } else {
-      files.push_back(a);
-    }
-  }
-  std::vector<series_item> out;
-  for (const auto& f : files) {
-    std::optional<std::int64_t> step;
-    if (io::detect_format(f) == io::file_format::safetensors) {
-      const io::safetensors_file st(f);
-      const auto it = st.metadata().find("step");
-      if (it != st.metadata().end()) step = parse_step(it->second, f + ": __metadata__");
-    }
-    if (!step) step = step_from_name(f);
-    FEVO_EXPECTS(step, f, ": cannot tell its training step: no __metadata__ \"step\" and no number in its name");
-    out.push_back({f, *step});
-  }
-  std::stable_sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.step < b.step; });
-  for (std::size_t k = 1; k < out.size(); ++k)
-    FEVO_EXPECTS(out[k].step != out[k - 1].step, out[k].path, ": step ", out[k].step,
-                 " is also the step of ", out[k - 1].path);
-  return out;
-}
+using io::snapshot;
 
 // ---- layer selection ------------------------------------------------------------------------------
 
@@ -387,15 +225,14 @@ int analyze(const analyze_options& o) {
   }
   else FEVO_EXPECTS(o.backend_name == "cpu", "--backend must be seq, cpu, thrust or cuda, got '", o.backend_name, "'");
 
-  FEVO_EXPECTS(o.tau == o.tau && o.tau >= 0 && o.tau <= 1.7976931348623157e308,
-               "--tau must be finite and non-negative, got ", o.tau);
+  fevo::detail::check_tau(o.tau, "--");
   FEVO_EXPECTS(!std::filesystem::exists(std::filesystem::path(o.out) / "fevo-state"), "--out ", o.out,
                ": the directory already holds a run; choose another directory");
-  const std::vector<series_item> series = make_series(o.inputs);
+  const std::vector<io::series_item> series = io::make_series(o.inputs);
   FEVO_EXPECTS(series.size() >= 2, "need at least two snapshots, got ", series.size());
   std::optional<std::int64_t> ref_step;
   if (o.reference != "prev") {
-    ref_step = parse_step(o.reference, "--reference");
+    ref_step = io::parse_step(o.reference, "--reference");
     FEVO_EXPECTS(std::any_of(series.begin(), series.end(), [&](const auto& s) { return s.step == *ref_step; }),
                  "--reference ", *ref_step, ": no snapshot has that step");
   }
@@ -411,19 +248,14 @@ int analyze(const analyze_options& o) {
   FEVO_EXPECTS(!layers.empty(), base->path(), ": no tensor to analyse (4-D", o.sel.include_2d ? " or 2-D" : "",
                ", f16/bf16/f32/f64", o.sel.patterns.empty() ? "" : ", matching --layers", ")");
 
-  std::vector<fevo::record::layer_desc> descs;
-  for (const auto& l : layers) {
-    fevo::record::layer_desc d;
-    d.name = l.name;
+  std::vector<fevo::layer_info> descs;
+  for (const auto& l : layers)
     io::visit_element(l.type, [&](auto* tag) {
       using T = std::remove_pointer_t<decltype(tag)>;
       std::vector<T> scratch;
-      const auto v = base->view<T>(l.name, o.sel.lay, scratch, o.sel.include_2d);
-      d.extents = {v.extent(0), v.extent(1), v.extent(2), v.extent(3)};
+      descs.push_back(fevo::layer_info_of(l.name, base->view<T>(l.name, o.sel.lay, scratch, o.sel.include_2d)));
       return 0;
     });
-    descs.push_back(d);
-  }
 
   fevo::record::recorder_options ro;
   ro.out_dir = o.out;

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "accumulator.hpp"
+#include "detail/tau.hpp"
 #include "element.hpp"
 #include "error.hpp"
 #include "results.hpp"
@@ -83,11 +84,7 @@ compute_t<T> check_pair(const basic_filter_view<const T, Space>& prev,
     FEVO_EXPECTS(prev.extent(r) > 0, where, "extent(", r, ") is zero in extents ", shape_of(prev));
   FEVO_EXPECTS(prev.data_handle() != nullptr, where, "prev is a null pointer");
   FEVO_EXPECTS(next.data_handle() != nullptr, where, "next is a null pointer");
-  FEVO_EXPECTS(tau == tau && tau >= 0 && tau <= std::numeric_limits<double>::max(), where,
-               "tau must be finite and non-negative, got ", tau);
-  const CT t = static_cast<CT>(tau);
-  FEVO_EXPECTS(t <= std::numeric_limits<CT>::max(), where, "tau ", tau,
-               " is not finite in the compute type (", sizeof(CT) * 8, "-bit float)");
+  const CT t = check_tau<CT>(tau, where);
   if (want & want_R)
     FEVO_EXPECTS(prev.extent(2) * prev.extent(3) <= std::numeric_limits<std::uint32_t>::max(),
                  where, "rows*cols per channel exceed 2^32-1; channel counts cannot be stored");

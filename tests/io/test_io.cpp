@@ -827,7 +827,8 @@ namespace {
 std::vector<std::string> leftovers(const temp_dir& d) {
   std::vector<std::string> out;
   for (const auto& e : fs::recursive_directory_iterator(d.path))
-    if (e.path().filename().string().find(".tmp.") != std::string::npos) out.push_back(e.path().string());
+    if (e.path().filename().string().find(fevo::detail::temp_marker) != std::string::npos)
+      out.push_back(e.path().string());
   return out;
 }
 
@@ -929,8 +930,12 @@ TEST_CASE("writers: errors name the path and leave no file", "[io][writers]") {
   SECTION("atomic_write replaces a file and respects the umask") {
     const std::string p = dir / "summary.csv";
     write_raw(p, std::string("old"));
-    io::atomic_write(p, [&](std::FILE* f) { io::write_text(f, "layer,D\nconv1,0.5\n", p); });
+    io::atomic_write(p, [&](std::FILE* f) {
+      CHECK(leftovers(dir).size() == 1);  // the temporary file, named with the marker
+      io::write_text(f, "layer,D\nconv1,0.5\n", p);
+    });
     CHECK(read_raw(p) == to_bytes("layer,D\nconv1,0.5\n"));
+    CHECK(leftovers(dir).empty());
     const mode_t mask = ::umask(022);
     ::umask(mask);
     struct ::stat st;

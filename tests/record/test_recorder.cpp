@@ -484,6 +484,13 @@ TEST_CASE("recorder: a statically typed policy, and the fevo:: aliases", "[recor
   check_files(d.path(), m.names, results, false, false);
   fevo::recorder<float> other(options(d / "other"));  // the aliases compile
   CHECK(other.records() == 0);
+  // fevo::record::layer_desc is the core's layer_info, so code written with either name compiles.
+  STATIC_REQUIRE(std::is_same_v<fevo::record::layer_desc, fevo::layer_info>);
+  const std::vector<fevo::record::layer_desc> descs{{"a", {2, 2, 3, 3}}};
+  fevo::record::run_writer w(options(d / "writer"), descs, "f32");
+  CHECK(w.layers()[0].filters() == 2);
+  CHECK(w.layers()[0].channels() == 2);
+  CHECK(!w.is_open());
 }
 
 TEST_CASE("recorder: non-finite changes are counted and written as nan/inf", "[record]") {

@@ -45,6 +45,7 @@
 #include <utility>
 #include <vector>
 
+#include "../detail/npy_writer.hpp"
 #include "../error.hpp"
 #include "../view.hpp"
 #include "atomic_write.hpp"
@@ -450,26 +451,7 @@ inline npy_array read_npy(const std::string& path, const npy_options& opt = {}) 
 inline std::string npy_header_bytes(dtype type, const std::vector<std::uint64_t>& shape) {
   const char* descr = detail::npy_descr(type);
   if (!descr) ::fevo::detail::fail(".npy has no type code for dtype ", dtype_name(type));
-  std::string dict = std::string("{'descr': '") + descr + "', 'fortran_order': False, 'shape': (";
-  for (std::size_t i = 0; i < shape.size(); ++i) dict += (i ? ", " : "") + std::to_string(shape[i]);
-  if (shape.size() == 1) dict += ',';  // "(3,)": a 1-tuple
-  dict += "), }";
-  const auto build = [&](int major) {
-    const std::size_t pre = major == 1 ? 10 : 12;
-    std::string h = dict;
-    const std::size_t total = pre + h.size() + 1;
-    h.append((64 - total % 64) % 64, ' ');
-    h += '\n';
-    std::string out = "\x93NUMPY";
-    out += char(major);
-    out += char(0);
-    const std::uint64_t len = h.size();
-    for (std::size_t i = 0; i < pre - 8; ++i) out += char((len >> (8 * i)) & 0xff);
-    return out + h;
-  };
-  std::string v1 = build(1);
-  if (v1.size() - 10 <= 65535) return v1;
-  return build(2);
+  return ::fevo::detail::npy_header(descr, shape);
 }
 
 /// Writes a .npy file atomically (see atomic_write): `data` holds the product of `shape`
@@ -479,16 +461,15 @@ inline std::string npy_header_bytes(dtype type, const std::vector<std::uint64_t>
 inline void write_npy(const std::string& path, dtype type, const std::vector<std::uint64_t>& shape,
                       const void* data) {
   using ::fevo::detail::fail;
-  if (!detail::npy_descr(type)) fail(path, ": .npy has no type code for dtype ", dtype_name(type));
+  const char* descr = detail::npy_descr(type);
+  if (!descr) fail(path, ": .npy has no type code for dtype ", dtype_name(type));
   std::uint64_t elements = 0, nbytes = 0;
   if (!detail::shape_bytes(shape, type, elements, nbytes))
     fail(path, ": shape ", shape_string(shape), " overflows");
   if (nbytes > 0 && data == nullptr) fail(path, ": data is a null pointer");
-  const std::string header = npy_header_bytes(type, shape);
-  atomic_write(path, [&](std::FILE* f) {
-    write_bytes(f, header.data(), header.size(), path);
-    write_bytes(f, data, std::size_t(nbytes), path);
-  });
+  ::fevo::detail::npy_writer w(path, descr, shape);
+  w.write(data, std::size_t(nbytes));
+  w.commit();
 }
 
 /// Writes an npy_array (its bytes must be C order, as after a read).

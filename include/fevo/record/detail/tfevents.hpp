@@ -16,8 +16,17 @@
 #include <utility>
 #include <vector>
 
+#include "../../detail/little_endian.hpp"
+#include "../../detail/posix_file.hpp"
 #include "crc32c.hpp"
-#include "io.hpp"
+
+namespace fevo::record::detail {
+using ::fevo::detail::file;
+using ::fevo::detail::get_f64;
+using ::fevo::detail::get_u32;
+using ::fevo::detail::get_u64;
+using ::fevo::detail::put_u64;
+}  // namespace fevo::record::detail
 
 namespace fevo::record::detail::tb {
 
