@@ -818,6 +818,13 @@ TEMPLATE_LIST_TEST_CASE("backend: shards merged with fevo::merge equal the whole
           check_metrics(fevo::finalize(merged(fc, cc), s.N), ref);
         }
         {
+          INFO("split with empty shards (a rank without filters, or without channels)");
+          std::vector<std::size_t> fe = fc, ce = cc;
+          fe.insert(fe.begin() + 1, fe[1]);  // shard [cut, cut): no filters
+          ce.insert(ce.end() - 1, ce[ce.size() - 2]);
+          check_metrics(fevo::finalize(merged(fe, ce), s.N), ref);
+        }
+        {
           INFO("the per-filter partials (filter_results::filter_partial) merged");
           fevo::filter_results per;
           fevo::compute(policy, p, n, tau, per);

@@ -503,6 +503,32 @@ TEST_CASE("bad calls throw fevo::error naming the problem", "[error]") {
     CHECK_THROWS_WITH(fevo::S(policy, fevo::oihw(a.data(), 1, 1, 1, 0), fevo::oihw(b.data(), 1, 1, 1, 0), 0.1),
                       Contains("extent(3) is zero"));
   }
+  SECTION("an empty shard is merge's identity, not an error") {
+    float* none = nullptr;
+    const fevo::partial whole = fevo::compute_partial(policy, p, n, 0.1);
+    for (const auto& [ep, en] : {std::pair{p.filter_slice(2, 0), n.filter_slice(2, 0)},
+                                 std::pair{p.channel_slice(1, 0), n.channel_slice(1, 0)},
+                                 std::pair{fevo::oihw(none, 0, 3, 3, 3), fevo::oihw(none, 0, 3, 3, 3)}}) {
+      INFO("extents " << fevo::detail::shape_of(ep));
+      const fevo::partial e = fevo::compute_partial(policy, ep, en, 0.1);
+      CHECK(e.sum_sq == 0);
+      CHECK(e.changed == 0);
+      CHECK(e.weights == 0);
+      CHECK(e.zero_channels == 0);
+      CHECK(e.channels == 0);
+      CHECK(e.nonfinite == 0);
+      fevo::partial merged = whole;
+      fevo::merge(merged, e);
+      CHECK(std::memcmp(&merged, &whole, sizeof merged) == 0);
+      // its shapes must still agree, and tau still be valid
+      CHECK_THROWS_WITH(fevo::compute_partial(policy, ep, fevo::oihw(none, 0, 3, 3, 4), 0.1),
+                        Contains("shape mismatch"));
+      CHECK_THROWS_WITH(fevo::compute_partial(policy, ep, en, -1.0), Contains("tau must be finite"));
+    }
+    // compute (a whole layer) still refuses a zero extent: its metrics divide by N and C H W
+    CHECK_THROWS_WITH(fevo::compute(policy, p.filter_slice(2, 0), n.filter_slice(2, 0), 0.1),
+                      Contains("extent(0) is zero"));
+  }
   SECTION("null pointers") {
     const float* none = nullptr;
     CHECK_THROWS_WITH(fevo::compute(policy, fevo::oihw(none, 2, 3, 3, 3), n, 0.1), Contains("prev is a null pointer"));

@@ -206,11 +206,20 @@ layer_metrics compute(const Policy& policy, basic_filter_view<A, Space> prev,
 
 /// The mergeable totals of a shard (whole filters or whole channels of a layer). Merge the
 /// shards' partials with fevo::merge and call fevo::finalize(total, N) with the layer's N.
+/// An empty shard (a zero extent: no filters, or no channels, on this rank) is merge's identity,
+/// partial{}: its two views must still have the same extents and tau must be valid, but its
+/// pointers may be null and no backend is called.
 template <class Policy, class A, class B, class Space>
 partial compute_partial(const Policy& policy, basic_filter_view<A, Space> prev,
                         basic_filter_view<B, Space> next, double tau) {
   using T = detail::pair_value_t<A, B>;
   basic_filter_view<const T, Space> p = prev, n = next;
+  if (p.empty() || n.empty()) {
+    FEVO_EXPECTS(p.extents() == n.extents(), "shape mismatch: prev has extents ", detail::shape_of(p),
+                 " but next has ", detail::shape_of(n), " (filter, channel, row, col)");
+    detail::check_tau<compute_t<T>>(tau, detail::where_layer{});
+    return partial{};
+  }
   return detail::run_one(policy, p, n, tau, want_all, nullptr);
 }
 
