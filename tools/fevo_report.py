@@ -44,7 +44,7 @@ SETTING_KEYS = ("model", "width", "input_size", "dataset", "classes", "train_ima
                 "batch", "lr", "lr_halve_steps", "tau", "record_every", "seed", "device", "threads", "versions")
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
-       max-width: 1200px; padding: 0 1em; color: #222; line-height: 1.45; }
+       max-width: 1400px; padding: 0 1em; color: #222; line-height: 1.45; }
 h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
 table { border-collapse: collapse; margin: .8em 0; font-size: .9em; }
 th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: left; vertical-align: top; }

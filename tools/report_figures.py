@@ -94,7 +94,7 @@ def fig1(run, outdir, stem):
 # Laid out as the paper's Fig. 2: one column per run (VGG-16 and ResNet-50 side by side), one row
 # per quantity, each row on one y-range in every column: D and D per weight on one log range, S and
 # Z on [0, 1], their whole range, so that the layers' stratification compares at a glance.
-FIG2_LEFT, FIG2_TOP, FIG2_COL, FIG2_ROW, FIG2_LEGEND = 90, 60, 500, 200, 130
+FIG2_LEFT, FIG2_TOP, FIG2_COL, FIG2_ROW, FIG2_LEGEND = 90, 60, 500, 200, 100
 FIG2_PANEL = (410, 150)
 
 

@@ -179,6 +179,12 @@ def pval(p):
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def peq(p):
+    """"= 0.042" or "< 0.001", to follow "p"."""
+    s = pval(p)
+    return s if s.startswith("<") else "= " + s
+
+
 def pts(x):
     """An accuracy difference (in [0, 1]) in percentage points."""
     return "nan" if not math.isfinite(x) else f"{100 * x:.3f}"
@@ -283,7 +289,7 @@ class Trend:
     def numbers(self, stats_):
         word = quantity_label(self.key)
         return (f"mean {word}: {by_layer(stats_, self.values)}; Spearman rho(depth, mean {word}) = "
-                f"{r2(self.rho)}, exact one-sided p = {pval(self.p)}; rho in the early, middle, late third: "
+                f"{r2(self.rho)}, exact one-sided p {peq(self.p)}; rho in the early, middle, late third: "
                 + ", ".join(r2(r) for r in self.thirds))
 
     def why(self):
@@ -303,11 +309,11 @@ class Trend:
             swapped = ", ".join(f"{self.labels[i]} {'<' if self.direction == FALLS else '>'} {self.labels[i + 1]}"
                                 for i in step)
             return (f"mean {word} {want} with depth on the whole (rho = {r2(self.rho)}), but not steadily "
-                    f"({swapped}); five layers in such an order arise by chance with p = {pval(self.p)} "
+                    f"({swapped}); five layers in such an order arise by chance with p {peq(self.p)} "
                     f"> {P_LIMIT}.")
         bad = [f"the {THIRDS[t]} third (rho = {r2(r)})" for t, r in enumerate(self.thirds)
                if directed(r, self.direction) <= 0]
-        return (f"over the whole run mean {word} {want} with depth (rho = {r2(self.rho)}, p = {pval(self.p)}), "
+        return (f"over the whole run mean {word} {want} with depth (rho = {r2(self.rho)}, p {peq(self.p)}), "
                 f"but not in {' and '.join(bad)}: not \"through the entire training\".")
 
 
@@ -323,10 +329,10 @@ def fan_in_why(stats_):
     text = (f" D sums the squared change of a filter's C x H x W weights (here {by_layer(stats_, chw, str)}); "
             f"Spearman rho(C x H x W, mean D) = {r2(rho_chw)}.")
     if dw.significant and dw.through_training:
-        text += (f" Per weight (D / C x H x W) the change falls with depth (rho = {r2(dw.rho)}, p = {pval(dw.p)}): "
+        text += (f" Per weight (D / C x H x W) the change falls with depth (rho = {r2(dw.rho)}, p {peq(dw.p)}): "
                  "the paper's finding holds per weight, and mean D grows with the filters' size.")
     elif directed(dw.rho, FALLS) > 0:
-        text += (f" Per weight the change tends to fall with depth (rho = {r2(dw.rho)}, p = {pval(dw.p)}), "
+        text += (f" Per weight the change tends to fall with depth (rho = {r2(dw.rho)}, p {peq(dw.p)}), "
                  "short of the criterion.")
     else:
         text += f" Per weight it does not fall with depth either (rho = {r2(dw.rho)})."
@@ -487,13 +493,13 @@ def check_z_grows(ctx, finding):
         ok = np.isfinite(z)
         first, last = edge_means(z[ok])
         rho, p = spearman_records_p(s.steps[ok], z[ok], RISES)
-        parts.append(f"{s.label} {g(first, 2)} -> {g(last, 2)} (rho {r2(rho)}, p {pval(p)})")
+        parts.append(f"{s.label} {g(first, 2)} -> {g(last, 2)} (rho {r2(rho)}, p {peq(p)})")
         if not first <= Z_SMALL:
             bad.append(f"{s.label} starts at Z = {g(first, 2)} (> {Z_SMALL})")
         if math.isnan(rho):
             bad.append(f"{s.label}'s Z is constant ({g(float(z[ok][0]) if ok.any() else math.nan, 2)})")
         elif not (rho > 0 and p <= P_LIMIT):
-            bad.append(f"{s.label}'s Z does not rise over training (rho = {r2(rho)}, p = {pval(p)})")
+            bad.append(f"{s.label}'s Z does not rise over training (rho = {r2(rho)}, p {peq(p)})")
     nums = ("mean Z over the first tenth -> last tenth of the records (Spearman rho(step, Z), one-sided p): "
             + "; ".join(parts))
     if bad:
@@ -543,14 +549,14 @@ def check_complementary(ctx, finding):
             S, Z = s.series["S"], s.series["Z"]
             ok = np.isfinite(S) & np.isfinite(Z)
             rho, p = spearman_records_p(S[ok], Z[ok], FALLS)
-            parts.append(f"{s.label} {r2(rho)} (p {pval(p)})")
+            parts.append(f"{s.label} {r2(rho)} (p {peq(p)})")
             if math.isnan(rho):
                 flat = "Z" if ok.any() and np.all(Z[ok] == Z[ok][0]) else "S"
                 val = (Z if flat == "Z" else S)[ok]
                 bad.append(f"{s.label}'s {flat} is constant ({g(float(val[0]) if len(val) else math.nan, 2)}) "
                            "over its records: nothing moves against it")
             elif not (rho < 0 and p <= P_LIMIT):
-                bad.append(f"in {s.label} S and Z do not move against each other (rho = {r2(rho)}, p = {pval(p)})")
+                bad.append(f"in {s.label} S and Z do not move against each other (rho = {r2(rho)}, p {peq(p)})")
         across = spearman([s.mean["S"] for s in st], [s.mean["Z"] for s in st])
         nums = ("Spearman rho(S_t, Z_t) over the records, one-sided p: " + "; ".join(parts) +
                 f"; across the five layers' means rho(mean S, mean Z) = {r2(across)}")
@@ -592,7 +598,7 @@ def check_vgg_barely_top(ctx, finding):
     p = float(stats.fisher_exact([[b5, n5 - b5], [b14, n14 - b14]], alternative="greater").pvalue) \
         if n5 and n14 else math.nan
     nums = (f"{barely_numbers(st)}; share in conv5 {g(100 * share5)} %, in conv1-conv4 {g(100 * share14)} %; "
-            f"Fisher's exact one-sided p = {pval(p)}")
+            f"Fisher's exact one-sided p {peq(p)}")
     if share5 > share14 and p <= P_LIMIT:
         return [Row(finding, "VGG-16", "filters", HOLDS, nums)]
     if b5 + b14 == 0:
@@ -602,7 +608,7 @@ def check_vgg_barely_top(ctx, finding):
                f"conv1-conv4 together ({b14} of {n14}, {g(100 * share14)} %).")
     else:
         why = (f"conv5's share ({g(100 * share5)} %) is larger than conv1-conv4's ({g(100 * share14)} %), but "
-               f"with these counts such a difference arises by chance with p = {pval(p)} > {P_LIMIT}.")
+               f"with these counts such a difference arises by chance with p {peq(p)} > {P_LIMIT}.")
     return [Row(finding, "VGG-16", "filters", NOT_HOLD, nums, why)]
 
 
@@ -633,14 +639,14 @@ def check_narrow_range(ctx, finding):
         return [Row(finding, "both", "filter D_mean", CANNOT, "a layer has no filter with a finite D_mean.")]
     p = float(stats.mannwhitneyu(xr, xv, alternative="less", method="exact").pvalue)
     nums = (f"log10(P90/P10) of the filters' D_mean per layer: VGG-16 {by_layer(sv, xv, lambda x: g(x, 2))}; "
-            f"ResNet-50 {by_layer(sr, xr, lambda x: g(x, 2))}; Mann-Whitney U exact one-sided p = {pval(p)}")
+            f"ResNet-50 {by_layer(sr, xr, lambda x: g(x, 2))}; Mann-Whitney U exact one-sided p {peq(p)}")
     if p <= P_LIMIT:
         return [Row(finding, "both", "filter D_mean", HOLDS, nums)]
     mv, mr = float(np.median(xv)), float(np.median(xr))
     why = (f"ResNet-50's layers spread their filters' change no less than VGG-16's (median {g(mr, 2)} vs "
            f"{g(mv, 2)} decades)." if mr >= mv else
            f"ResNet-50's layers spread less (median {g(mr, 2)} vs {g(mv, 2)} decades), but five layers against "
-           f"five give p = {pval(p)} > {P_LIMIT}.")
+           f"five give p {peq(p)} > {P_LIMIT}.")
     return [Row(finding, "both", "filter D_mean", NOT_HOLD, nums, why)]
 
 
@@ -739,13 +745,13 @@ def check_random_costs_more(ctx, finding):
             continue
         sig = [p <= P_LIMIT for p in ps]
         nums = "drop in points, random (mean +- std over draws) vs " + crit + ", one-sided p: " + "; ".join(
-            f"conv{i} {pts(r['drop_mean'])} +- {pts(r['drop_std'])} vs {pts(s['drop_mean'])}, p {pval(p)}"
+            f"conv{i} {pts(r['drop_mean'])} +- {pts(r['drop_std'])} vs {pts(s['drop_mean'])}, p {peq(p)}"
             for i, (s, r, p) in enumerate(zip(sel, rnd, ps), 1))
         nums += f"; random significantly worse in {sum(sig)} of 5 layers"
         if sum(sig) >= T2_MIN_LAYERS:
             rows.append(Row(finding, "VGG-16", label, HOLDS, nums))
             continue
-        parts = [f"conv{i} {'random drops less' if r['drop_mean'] <= s['drop_mean'] else 'p = ' + pval(p)}"
+        parts = [f"conv{i} {'random drops less' if r['drop_mean'] <= s['drop_mean'] else 'p ' + peq(p)}"
                  for i, (s, r, p, ok) in enumerate(zip(sel, rnd, ps, sig), 1) if not ok]
         rows.append(Row(finding, "VGG-16", label, NOT_HOLD, nums,
                         f"random zeroing costs significantly more than {crit} in only {sum(sig)} of 5 layers "
@@ -764,7 +770,7 @@ def check_vgg_bottom_least(ctx, finding):
     rho = spearman(depth, drops)
     p = spearman_exact_p(depth, drops, RISES)
     nums = ("random drop mean in points: " + ", ".join(f"conv{i} {pts(d)}" for i, d in enumerate(drops, 1)) +
-            f"; Spearman rho(depth, drop) = {r2(rho)}, exact one-sided p = {pval(p)}")
+            f"; Spearman rho(depth, drop) = {r2(rho)}, exact one-sided p {peq(p)}")
     if rho > 0 and p <= P_LIMIT:
         return [Row(finding, "VGG-16", "random", HOLDS, nums)]
     least = int(np.argmin(drops)) + 1
@@ -775,7 +781,7 @@ def check_vgg_bottom_least(ctx, finding):
                f"conv{least}.")
     else:
         why = (f"the drop tends to grow with depth (rho = {r2(rho)}), but five layers in such an order arise by "
-               f"chance with p = {pval(p)} > {P_LIMIT}; the least hurt layer is conv{least}.")
+               f"chance with p {peq(p)} > {P_LIMIT}; the least hurt layer is conv{least}.")
     return [Row(finding, "VGG-16", "random", NOT_HOLD, nums, why)]
 
 
@@ -790,13 +796,13 @@ def check_resnet_conv1_most(ctx, finding):
     p = welch_greater(rnd[0], rnd[other])
     nums = ("random drop mean +- std in points: " + ", ".join(
         f"conv{i} {pts(r['drop_mean'])} +- {pts(r['drop_std'])}" for i, r in enumerate(rnd, 1)) +
-        f"; conv1 vs the most hurt other layer (conv{other + 1}), Welch one-sided p = {pval(p)}")
+        f"; conv1 vs the most hurt other layer (conv{other + 1}), Welch one-sided p {peq(p)}")
     if math.isnan(p):
         return [Row(finding, "ResNet-50", "random", CANNOT, nums + "; fewer than 2 random draws: no test.")]
     if drops[0] > drops[other] and p <= P_LIMIT:
         return [Row(finding, "ResNet-50", "random", HOLDS, nums)]
     why = (f"conv1 drops most ({pts(drops[0])} points), but not clearly more than conv{other + 1} "
-           f"({pts(drops[other])}; p = {pval(p)} > {P_LIMIT})." if drops[0] > drops[other] else
+           f"({pts(drops[other])}; p {peq(p)} > {P_LIMIT})." if drops[0] > drops[other] else
            f"conv{other + 1} drops {'as much as' if drops[other] == drops[0] else 'more than'} conv1 "
            f"({pts(drops[other])} vs {pts(drops[0])} points).")
     return [Row(finding, "ResNet-50", "random", NOT_HOLD, nums, why)]
@@ -813,7 +819,7 @@ def check_conv5_robust(ctx, finding):
     p = welch_greater(v, r)
     nums = (f"conv5 random drop mean +- std in points: VGG-16 {pts(v['drop_mean'])} +- {pts(v['drop_std'])} "
             f"({v['zeroed']}/{v['filters']} zeroed), ResNet-50 {pts(r['drop_mean'])} +- {pts(r['drop_std'])} "
-            f"({r['zeroed']}/{r['filters']}); Welch one-sided p = {pval(p)}")
+            f"({r['zeroed']}/{r['filters']}); Welch one-sided p {peq(p)}")
     if math.isnan(p):
         return [Row(finding, "both", "random", CANNOT, nums + "; fewer than 2 random draws: no test.")]
     if r["drop_mean"] < v["drop_mean"] and p <= P_LIMIT:
@@ -821,7 +827,7 @@ def check_conv5_robust(ctx, finding):
     why = (f"ResNet-50's conv5 drops {'as much or more' if r['drop_mean'] >= v['drop_mean'] else 'less'} "
            f"({pts(r['drop_mean'])} vs {pts(v['drop_mean'])} points)" +
            ("." if r["drop_mean"] >= v["drop_mean"] else
-            f", but within the draws' spread (p = {pval(p)} > {P_LIMIT})."))
+            f", but within the draws' spread (p {peq(p)} > {P_LIMIT})."))
     return [Row(finding, "both", "random", NOT_HOLD, nums, why)]
 
 
