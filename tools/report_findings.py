@@ -693,9 +693,11 @@ def check_almost_nothing(ctx, finding):
             continue
         over = [f"conv{i} ({pts(d)} points)" for i, d in enumerate(drops, 1) if d > DROP_ALMOST_NOTHING]
         if over:
+            shares = [r["zeroed"] / r["filters"] for r in t if r["filters"]]
             rows.append(Row(finding, "VGG-16", label, NOT_HOLD, nums,
                             f"zeroing the {crit} filters costs more than {pts(DROP_ALMOST_NOTHING)} points in "
-                            f"{', '.join(over)}."))
+                            f"{', '.join(over)}; the paper's ratios zero {g(100 * min(shares))} % to "
+                            f"{g(100 * max(shares))} % of a layer's filters here."))
         else:
             rows.append(Row(finding, "VGG-16", label, HOLDS, nums))
     return rows
@@ -751,7 +753,7 @@ def check_random_costs_more(ctx, finding):
         if sum(sig) >= T2_MIN_LAYERS:
             rows.append(Row(finding, "VGG-16", label, HOLDS, nums))
             continue
-        parts = [f"conv{i} {'random drops less' if r['drop_mean'] <= s['drop_mean'] else 'p ' + peq(p)}"
+        parts = [f"conv{i} ({'random drops less' if r['drop_mean'] <= s['drop_mean'] else 'p ' + peq(p)})"
                  for i, (s, r, p, ok) in enumerate(zip(sel, rnd, ps, sig), 1) if not ok]
         rows.append(Row(finding, "VGG-16", label, NOT_HOLD, nums,
                         f"random zeroing costs significantly more than {crit} in only {sum(sig)} of 5 layers "
