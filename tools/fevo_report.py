@@ -214,7 +214,7 @@ def why_html(rows):
     parts = ['<h2 id="why">Why these findings do not hold in this run</h2>']
     for r in failing:
         parts.append(f'<p class="why" id="why-{esc(r.id)}"><b>{esc(r.finding.key)}, {esc(r.model)}, '
-                     f'{esc(r.quantity)}.</b> {esc(r.why[0].upper() + r.why[1:])}</p>')
+                     f'{esc(r.quantity)}:</b> {esc(r.why)}</p>')
     return "\n".join(parts)
 
 
