@@ -448,13 +448,13 @@ def check_top_least(ctx, finding):
         least_share = float(np.mean(np.argmin(np.where(np.isfinite(stacked), stacked, np.inf), axis=0) == 4)) \
             if n else math.nan
         rank = 1 + sum(m < means[4] for m in means[:4])
-        nums = (f"mean {q}: {by_layer(st, means)}; conv5 is the {ordinal(rank)} smallest of five; conv5 is the "
+        nums = (f"mean {q}: {by_layer(st, means)}; conv5 is the {ordinal(rank)}smallest of five; conv5 is the "
                 f"least changed layer in {g(100 * least_share)} % of {n} records")
         holds = rank == 1 and least_share >= 0.5
         why = None
         if not holds:
             lo = st[int(np.argmin(means))]
-            why = (f"conv5's mean {q} ({g(means[4])}) is the {ordinal(rank)} smallest; the least changed layer "
+            why = (f"conv5's mean {q} ({g(means[4])}) is the {ordinal(rank)}smallest; the least changed layer "
                    f"is {lo.label} ({g(lo.mean[key])})" if rank != 1 else
                    f"conv5 has the smallest mean {q}, but is the least changed layer in only "
                    f"{g(100 * least_share)} % of the records")
@@ -469,7 +469,8 @@ def check_top_least(ctx, finding):
 
 
 def ordinal(n):
-    return {1: "1st", 2: "2nd", 3: "3rd"}.get(n, f"{n}th")
+    """'' for 1 (the smallest), else '2nd ', '3rd ', '4th ' (the 2nd smallest)."""
+    return "" if n == 1 else {2: "2nd ", 3: "3rd "}.get(n, f"{n}th ")
 
 
 # F4 ---------------------------------------------------------------------------------------------
