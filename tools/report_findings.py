@@ -15,7 +15,8 @@ Layer statistics (per driver run, per Table III layer conv1..conv5):
   thirds      the records split in three consecutive parts of (nearly) equal length: early, middle,
               late training.
 
-The statistics are SciPy's: Spearman's rho (scipy.stats.spearmanr; ranks, ties averaged) and,
+The statistics are SciPy's (1.8 or later; results read by position, which every such version supports:
+Debian 12's python3-scipy is 1.10): Spearman's rho (scipy.stats.spearmanr; ranks, ties averaged) and,
 for the five layers, its exact one-sided permutation p-value over all 5! = 120 orders
 (scipy.stats.permutation_test). For five layers p <= 0.05 means |rho| >= 0.9: a monotone order
 with at most one adjacent pair swapped. Over records, spearmanr's own p-value is used; it treats the
@@ -63,7 +64,7 @@ def spearman(x, y):
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if len(x) < 3 or np.all(x == x[0]) or np.all(y == y[0]):
         return math.nan
-    return float(stats.spearmanr(x, y).statistic)
+    return float(stats.spearmanr(x, y)[0])
 
 
 def spearman_exact_p(x, y, alternative):
@@ -82,7 +83,7 @@ def spearman_exact_p(x, y, alternative):
 @functools.lru_cache(maxsize=None)
 def _exact_p(rx, ry, alternative):
     x = np.asarray(rx)
-    res = stats.permutation_test((np.asarray(ry),), lambda v: stats.spearmanr(x, v).statistic, vectorized=False,
+    res = stats.permutation_test((np.asarray(ry),), lambda v: stats.spearmanr(x, v)[0], vectorized=False,
                                  permutation_type="pairings", alternative=alternative, n_resamples=np.inf)
     return float(res.pvalue)
 
@@ -92,7 +93,7 @@ def spearman_records_p(x, y, alternative):
     rho = spearman(x, y)
     if math.isnan(rho):
         return math.nan, math.nan
-    return rho, float(stats.spearmanr(x, y, alternative=alternative).pvalue)
+    return rho, float(stats.spearmanr(x, y, alternative=alternative)[1])
 
 
 def directed(rho, direction):
@@ -596,7 +597,7 @@ def check_vgg_barely_top(ctx, finding):
     b14, n14 = sum(s.barely for s in st[:4]), sum(s.summary_filters for s in st[:4])
     share5 = b5 / n5 if n5 else math.nan
     share14 = b14 / n14 if n14 else math.nan
-    p = float(stats.fisher_exact([[b5, n5 - b5], [b14, n14 - b14]], alternative="greater").pvalue) \
+    p = float(stats.fisher_exact([[b5, n5 - b5], [b14, n14 - b14]], alternative="greater")[1]) \
         if n5 and n14 else math.nan
     nums = (f"{barely_numbers(st)}; share in conv5 {g(100 * share5)} %, in conv1-conv4 {g(100 * share14)} %; "
             f"Fisher's exact one-sided p {peq(p)}")
