@@ -4,7 +4,8 @@
 //   fevo::io::safetensors_file f("step_100.safetensors");       // mmap + full validation
 //   for (const auto& t : f.tensors()) ...                         // name, dtype, shape, bytes
 //   std::vector<float> scratch;
-//   auto v = fevo::io::view_of<float>(f, *f.find("conv1.weight"), fevo::io::layout::oihw, scratch);
+//   auto v = fevo::io::view_of<float>(f, f.at("conv1.weight"), fevo::io::layout::oihw, scratch);
+//   // (at: fevo::error naming the file and its tensors when there is none; find: nullptr)
 //
 // Layout of a file: 8 bytes N (little-endian u64), N bytes of UTF-8 JSON (the header), then the
 // data buffer. The header is an object mapping each tensor name to
@@ -36,6 +37,8 @@
 // modified while open.
 #pragma once
 
+#include "../config.hpp"
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -58,6 +61,7 @@
 
 #include "../error.hpp"
 #include "../view.hpp"
+#include "pickle.hpp"
 #include "atomic_write.hpp"
 #include "dtype.hpp"
 
@@ -284,17 +288,28 @@ class safetensors_sax {
 inline safetensors_header parse_safetensors(const unsigned char* p, std::size_t n,
                                             const std::string& name) {
   using ::fevo::detail::fail;
-  if (n < 8)
+  if (n < 8) {
+    if (starts_like_pickle(p, n)) throw open_error_for_pickle(name);
     fail(name, ": file is ", n, " bytes, too short for a safetensors file (an 8-byte header "
          "length comes first)");
+  }
   std::uint64_t hlen = 0;
   for (int i = 7; i >= 0; --i) hlen = (hlen << 8) | p[i];
+  // Not a plausible safetensors file (its header length does not fit): say what else it is, where
+  // its first bytes tell. (A valid file's length may begin with the bytes of a pickle's opcode,
+  // 0x80 0x02: only an implausible one is taken for something else.)
+  const bool fits = hlen >= 2 && hlen <= safetensors_max_header_size && hlen <= n - 8;
+  if (!fits) {
+    if (starts_like_pickle(p, n)) throw open_error_for_pickle(name);
+    if (p[0] == 'P' && p[1] == 'K' && p[2] == 3 && p[3] == 4)
+      fail(name, ": is a zip archive (an .npz, or a PyTorch checkpoint), not a safetensors file");
+  }
   if (hlen > safetensors_max_header_size)
     fail(name, ": header length ", hlen, " exceeds the limit of ", safetensors_max_header_size,
          " bytes (not a safetensors file, or a corrupt one)");
   if (hlen > n - 8)
-    fail(name, ": header length ", hlen, " is larger than the ", n - 8,
-         " bytes that follow it in the file (truncated file?)");
+    fail(name, ": truncated: the header needs ", hlen, " bytes, the file holds ", n - 8,
+         " after its 8-byte length");
   if (hlen == 0) fail(name, ": header length is 0; the header must be a JSON object");
 
   const unsigned char* h = p + 8;
@@ -322,6 +337,17 @@ inline safetensors_header parse_safetensors(const unsigned char* p, std::size_t 
   out.header_size = hlen;
   out.data_start = 8 + hlen;
   out.data_size = n - 8 - hlen;
+  // A file cut short: its tensors reach past the end of the data buffer.
+  std::uint64_t needed = 0;
+  const std::string* last = nullptr;  // the tensor that ends last
+  for (const auto& r : sax.tensors)
+    if (r.offsets[1] >= needed) {
+      needed = r.offsets[1];
+      last = &r.name;
+    }
+  if (needed > out.data_size)
+    fail(name, ": truncated: the header needs ", needed, " bytes of data, the file holds ", out.data_size,
+         " (tensor '", *last, "' ends at byte ", needed, " of the data)");
   out.metadata = std::move(sax.metadata);
   out.tensors.reserve(sax.tensors.size());
   for (auto& r : sax.tensors) {
@@ -403,10 +429,11 @@ class safetensors_file {
       fail(path, ": not a regular file", S_ISDIR(st.st_mode) ? " (a directory)" : "");
     }
     const std::uint64_t size = std::uint64_t(st.st_size);
-    if (size < 8) {
+    if (size < 8) {  // too short to map usefully: parse_safetensors says what it is
+      unsigned char head[8] = {};
+      const ::ssize_t got = ::pread(fd, head, std::size_t(size), 0);
       ::close(fd);
-      fail(path, ": file is ", size, " bytes, too short for a safetensors file (an 8-byte "
-           "header length comes first)");
+      parse_safetensors(head, got > 0 ? std::size_t(got) : 0, path);
     }
     if (size > std::uint64_t(std::numeric_limits<std::size_t>::max())) {
       ::close(fd);
@@ -454,10 +481,23 @@ class safetensors_file {
   const std::vector<tensor_info>& tensors() const { return h_.tensors; }
   /// "__metadata__" (empty when the file has none).
   const std::map<std::string, std::string>& metadata() const { return h_.metadata; }
-  /// The tensor called `name`, or nullptr.
+  /// The tensor called `name`, or nullptr (see at()).
   const tensor_info* find(const std::string& name) const {
     const auto it = index_.find(name);
     return it == index_.end() ? nullptr : &h_.tensors[it->second];
+  }
+  /// The tensor called `name`; fevo::error naming the file and listing (up to 20 of) the tensors
+  /// it has when there is none.
+  const tensor_info& at(const std::string& name) const {
+    if (const tensor_info* t = find(name)) return *t;
+    std::string have;
+    const std::size_t shown = std::min<std::size_t>(h_.tensors.size(), 20);
+    for (std::size_t k = 0; k < shown; ++k) have += (k ? ", '" : "'") + h_.tensors[k].name + "'";
+    if (h_.tensors.size() > shown) have += ", ... (" + std::to_string(h_.tensors.size() - shown) + " more)";
+    ::fevo::detail::fail(path_, ": tensor '", name, "' is missing; ",
+                         h_.tensors.empty() ? std::string("the file holds no tensor")
+                                            : "it has " + std::to_string(h_.tensors.size()) + " tensor" +
+                                                  (h_.tensors.size() == 1 ? "" : "s") + ": " + have);
   }
   /// The first byte of a tensor's data; may be misaligned for its dtype (see view_of).
   const unsigned char* data(const tensor_info& t) const {

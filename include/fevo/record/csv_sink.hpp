@@ -13,6 +13,8 @@
 // left out; damage before the tail is an error (not a torn write).
 #pragma once
 
+#include "../config.hpp"
+
 #include <fcntl.h>
 
 #include <algorithm>

@@ -11,6 +11,8 @@
 // are written again from metrics.csv (at most the last csv_sink::keep_records).
 #pragma once
 
+#include "../config.hpp"
+
 #include <fcntl.h>
 #include <unistd.h>
 
