@@ -447,7 +447,9 @@ int analyze(const analyze_options& o) {
 
 int inspect(const std::string& path, const selection& sel) {
   const snapshot s(path);
-  std::printf("%s: %s, %zu tensors\n", path.c_str(), io::format_name(s.format()), s.entries().size());
+  const std::string shards = s.sharded() ? ", " + std::to_string(s.sources().size()) + " shards" : "";
+  std::printf("%s: %s%s, %zu tensors\n", path.c_str(), io::format_name(s.format()), shards.c_str(),
+              s.entries().size());
   for (const auto& [k, v] : s.metadata()) std::printf("  metadata %s = %s\n", k.c_str(), v.c_str());
   std::printf("%-40s %-8s %-24s %14s  %s\n", "tensor", "dtype", "shape", "bytes", "analysed");
   std::size_t n = 0;
@@ -492,7 +494,8 @@ Examples:
   fevo analyze run/ --tau 2e-4 --out metrics/ --per-filter-series --threads 2
 
 Snapshot steps: a safetensors file's __metadata__ "step", else the number that ends the last word
-of the file's name (step_400, checkpoint-400, epoch3-step400: 400). See docs/cli.md.
+of the file's name (step_400, checkpoint-400, epoch3-step400: 400); a checkpoint directory's
+trainer_state.json "global_step", else the number ending its name. See docs/cli.md.
 )";
 
 }  // namespace
@@ -508,7 +511,9 @@ int main(int argc, char** argv) {
   analyze_options ao;
   std::string layout = "oihw", patterns;
   auto* an = app.add_subcommand("analyze", "D, S and Z between consecutive snapshots (or against one step)");
-  an->add_option("snapshots", ao.inputs, "snapshot files or directories (.safetensors, .npy, .npz)")->required();
+  an->add_option("snapshots", ao.inputs,
+                 "snapshot files (.safetensors, .npy, .npz), checkpoint directories, or directories of either")
+      ->required();
   an->add_option("--tau", ao.tau, "threshold of S and Z (the paper: the initial learning rate)")->required();
   an->add_option("--out", ao.out, "output directory (one that holds a run needs --resume or --overwrite)")->required();
   an->add_option("--backend", ao.backend_name, "seq, cpu (default), thrust or cuda");
@@ -525,7 +530,7 @@ int main(int argc, char** argv) {
   std::string inspect_path;
   selection isel;
   auto* in = app.add_subcommand("inspect", "list a file's tensors and which would be analysed");
-  in->add_option("file", inspect_path, "a .safetensors, .npy or .npz file")->required();
+  in->add_option("file", inspect_path, "a .safetensors, .npy or .npz file, or a checkpoint directory")->required();
   in->add_option("--layers", patterns, "comma-separated name patterns (fnmatch)");
   in->add_option("--layout", layout, "oihw (default) or hwio");
   in->add_flag("--include-2d", isel.include_2d, "count 2-D [out, in] weights as layers");
