@@ -114,82 +114,8 @@ def main():
         check(f"{name}: exit 2, one line naming {os.path.relpath(target, d)}, nothing written", ok,
               f"rc={rc} stderr={err.strip()[:400]!r} out exists={os.path.exists(out_dir)}")
 
-    def index_path(d, step):
-        return os.path.join(d, f"checkpoint-{step}", "model.safetensors.index.json")
-
-    def edit_index(d, step, fn):
-        p = index_path(d, step)
-        with open(p) as f:
-            ix = json.load(f)
-        fn(ix)
-        with open(p, "w") as f:
-            json.dump(ix, f)
-        return p
-
-    def escaping(d):
-        return edit_index(d, 400, lambda ix: ix["weight_map"].update({"stem.weight": "../checkpoint-100/model-00001-of-00003.safetensors"}))
-    refused("escaping shard name (../)", escaping, ["not a plain file name", "stem.weight"])
-
-    def absolute(d):
-        return edit_index(d, 300, lambda ix: ix["weight_map"].update({"head.out.bias": "/etc/passwd"}))
-    refused("absolute shard name", absolute, ["not a plain file name"])
-
-    def link_out(d):
-        ck = os.path.join(d, "checkpoint-500")
-        shard = os.path.join(ck, "model-00002-of-00003.safetensors")
-        os.replace(shard, os.path.join(d, "elsewhere.safetensors"))
-        os.symlink(os.path.join(d, "elsewhere.safetensors"), shard)
-        return index_path(d, 500)
-    refused("link out of the checkpoint directory", link_out, ["link out of the checkpoint directory"])
-
-    def missing_tensor(d):
-        ck = os.path.join(d, "checkpoint-600")
-        w = {k: v for k, v in weights[5].items() if k in ss.SHARDS[2] and k != "head.out.weight"}
-        save_file(w, os.path.join(ck, "model-00003-of-00003.safetensors"))
-        edit_index(d, 600, lambda ix: ix["metadata"].update({"total_size": ix["metadata"]["total_size"] - weights[5]["head.out.weight"].nbytes}))
-        return os.path.join(ck, "model-00003-of-00003.safetensors")
-    refused("missing tensor (mapped to a shard that lacks it)", missing_tensor, ["tensor 'head.out.weight' is missing"])
-
-    def in_two_shards(d):
-        ck = os.path.join(d, "checkpoint-300")
-        w = {k: weights[2][k] for k in ss.SHARDS[1]}
-        w["stem.bias"] = weights[2]["stem.bias"]
-        save_file(w, os.path.join(ck, "model-00002-of-00003.safetensors"))
-        return os.path.join(ck, "model-00002-of-00003.safetensors")
-    refused("tensor in two shards", in_two_shards, ["holds tensor 'stem.bias'", "in no other"])
-
-    def shape_changed(d):
-        ck = os.path.join(d, "checkpoint-500")
-        shutil.rmtree(ck)
-        w = dict(weights[4])
-        w["blocks.0.conv.weight"] = w["blocks.0.conv.weight"][:, :4].copy()
-        ss.write_checkpoint(ck, w, ss.SHARDS, global_step=500)
-        return ck
-    refused("shape changed between snapshots", shape_changed, ["blocks.0.conv.weight", "[48, 4, 3, 3]", "[48, 8, 3, 3]"])
-
-    def lying_total(d):
-        return edit_index(d, 200, lambda ix: ix["metadata"].update({"total_size": ix["metadata"]["total_size"] + 2}))
-    refused("lying total_size", lying_total, ["metadata total_size is", "hold"])
-
-    def listed_twice(d):
-        p = index_path(d, 400)
-        text = open(p).read().replace('"weight_map": {', '"weight_map": {"stem.weight": "model-00003-of-00003.safetensors", ', 1)
-        open(p, "w").write(text)
-        return p
-    refused("tensor listed twice in weight_map", listed_twice, ["key 'stem.weight' appears twice"])
-
-    def bad_step(d):
-        p = os.path.join(d, "checkpoint-200", "trainer_state.json")
-        open(p, "w").write('{"global_step": "two hundred"}')
-        return p
-    refused("trainer_state.json with a bad global_step", bad_step, ["global_step"])
-
-    def truncated_shard(d):
-        p = os.path.join(d, "checkpoint-600", "model-00002-of-00003.safetensors")
-        with open(p, "r+b") as f:
-            f.truncate(os.path.getsize(p) - 10)
-        return p
-    refused("truncated shard", truncated_shard, ["truncated"])
+    for name, breaker, must_contain in ss.malformed_cases(weights):
+        refused(name, breaker, must_contain)
 
     failed = results.count(False)
     print(f"{len(results) - failed} passed, {failed} failed")

@@ -5,6 +5,7 @@ eqs. 1-3 recomputed with NumPy, independently of fevo (see oracle.py for the exa
 Imported by tests/cli/sharded.py and tests/mpi/*.py."""
 import json
 import os
+import shutil
 
 import ml_dtypes
 import numpy as np
@@ -114,3 +115,86 @@ def metrics(a, b, tau):
     S = int(changed.sum()) / float(d.size)
     Z = int((changed.sum(axis=(2, 3)) == 0).sum()) / float(n * c)
     return (D, S, Z, int((~np.isfinite(d)).sum())), (Di, Si, Zi)
+
+
+def malformed_cases(weights):
+    """Ways to break a copy of a series written by write_series (the weights it returned): each
+    (name, breaker, must_contain), where breaker(d) breaks the series in directory d and returns the
+    path of the file the error must name, and must_contain lists what else the message says."""
+    def index_path(d, step):
+        return os.path.join(d, f"checkpoint-{step}", "model.safetensors.index.json")
+
+    def edit_index(d, step, fn):
+        p = index_path(d, step)
+        with open(p) as f:
+            ix = json.load(f)
+        fn(ix)
+        with open(p, "w") as f:
+            json.dump(ix, f)
+        return p
+
+    def escaping(d):
+        return edit_index(d, 400, lambda ix: ix["weight_map"].update({"stem.weight": "../checkpoint-100/model-00001-of-00003.safetensors"}))
+
+    def absolute(d):
+        return edit_index(d, 300, lambda ix: ix["weight_map"].update({"head.out.bias": "/etc/passwd"}))
+
+    def link_out(d):
+        ck = os.path.join(d, "checkpoint-500")
+        shard = os.path.join(ck, "model-00002-of-00003.safetensors")
+        os.replace(shard, os.path.join(d, "elsewhere.safetensors"))
+        os.symlink(os.path.join(d, "elsewhere.safetensors"), shard)
+        return index_path(d, 500)
+
+    def missing_tensor(d):
+        ck = os.path.join(d, "checkpoint-600")
+        w = {k: v for k, v in weights[5].items() if k in SHARDS[2] and k != "head.out.weight"}
+        save_file(w, os.path.join(ck, "model-00003-of-00003.safetensors"))
+        edit_index(d, 600, lambda ix: ix["metadata"].update({"total_size": ix["metadata"]["total_size"] - weights[5]["head.out.weight"].nbytes}))
+        return os.path.join(ck, "model-00003-of-00003.safetensors")
+
+    def in_two_shards(d):
+        ck = os.path.join(d, "checkpoint-300")
+        w = {k: weights[2][k] for k in SHARDS[1]}
+        w["stem.bias"] = weights[2]["stem.bias"]
+        save_file(w, os.path.join(ck, "model-00002-of-00003.safetensors"))
+        return os.path.join(ck, "model-00002-of-00003.safetensors")
+
+    def shape_changed(d):
+        ck = os.path.join(d, "checkpoint-500")
+        shutil.rmtree(ck)
+        w = dict(weights[4])
+        w["blocks.0.conv.weight"] = w["blocks.0.conv.weight"][:, :4].copy()
+        write_checkpoint(ck, w, SHARDS, global_step=500)
+        return ck
+
+    def lying_total(d):
+        return edit_index(d, 200, lambda ix: ix["metadata"].update({"total_size": ix["metadata"]["total_size"] + 2}))
+
+    def listed_twice(d):
+        p = index_path(d, 400)
+        text = open(p).read().replace('"weight_map": {', '"weight_map": {"stem.weight": "model-00003-of-00003.safetensors", ', 1)
+        open(p, "w").write(text)
+        return p
+
+    def bad_step(d):
+        p = os.path.join(d, "checkpoint-200", "trainer_state.json")
+        open(p, "w").write('{"global_step": "two hundred"}')
+        return p
+
+    def truncated_shard(d):
+        p = os.path.join(d, "checkpoint-600", "model-00002-of-00003.safetensors")
+        with open(p, "r+b") as f:
+            f.truncate(os.path.getsize(p) - 10)
+        return p
+
+    return [("escaping shard name (../)", escaping, ["not a plain file name", "stem.weight"]),
+            ("absolute shard name", absolute, ["not a plain file name"]),
+            ("link out of the checkpoint directory", link_out, ["link out of the checkpoint directory"]),
+            ("missing tensor (mapped to a shard that lacks it)", missing_tensor, ["tensor 'head.out.weight' is missing"]),
+            ("tensor in two shards", in_two_shards, ["holds tensor 'stem.bias'", "in no other"]),
+            ("shape changed between snapshots", shape_changed, ["blocks.0.conv.weight", "[48, 4, 3, 3]", "[48, 8, 3, 3]"]),
+            ("lying total_size", lying_total, ["metadata total_size is", "hold"]),
+            ("tensor listed twice in weight_map", listed_twice, ["key 'stem.weight' appears twice"]),
+            ("trainer_state.json with a bad global_step", bad_step, ["global_step"]),
+            ("truncated shard", truncated_shard, ["truncated"])]

@@ -184,6 +184,19 @@ class snapshot {
       if (const auto& st = readers_[e->source].st)
         if (const tensor_info* t = st->find(name)) st->evict(*t);
   }
+  /// Drops the pages of `nbytes` bytes of a mapped tensor's data from `offset` on (the whole pages
+  /// they touch), e.g. those of a range of its filters; as evict(name) otherwise.
+  void evict(const std::string& name, std::uint64_t offset, std::uint64_t nbytes) const {
+    if (const entry* e = find(name))
+      if (const auto& st = readers_[e->source].st)
+        if (const tensor_info* t = st->find(name)) {
+          if (offset >= t->nbytes) return;
+          tensor_info part = *t;
+          part.offset += offset;
+          part.nbytes = std::min(nbytes, t->nbytes - offset);
+          st->evict(part);
+        }
+  }
   /// A safetensors file's __metadata__ (empty for .npy and .npz).
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
 
