@@ -537,7 +537,7 @@ int analyze_single(const analyze_options& o) {
 // ---- analyze under MPI ------------------------------------------------------------------------
 //
 // The analysed layers, in their order, are cut into one contiguous share per rank of about the
-// same bytes (plan_shares); a layer larger than a share is split by filter ranges. Each rank reads
+// same bytes (plan_shares); a layer a cut falls inside is split by filter ranges. Each rank reads
 // only its share of every snapshot (the shards that hold it), computes the per-filter totals of
 // its pieces for a window of pairs, and rank 0 gathers them, merges each layer's filters in filter
 // order (as one process does) and writes the run, so the files are byte for byte those of one
@@ -552,40 +552,39 @@ struct piece {
 };
 
 /// The pieces of each of `ranks` ranks: byte-balanced contiguous shares of the layers in order.
-/// Each cut at r/K of the bytes goes to the nearer layer boundary, or, inside a layer larger than
-/// a share, to the nearer filter boundary.
+/// Each cut at r/K of the bytes goes to the nearest filter boundary, or to a layer boundary when
+/// one is within 1/64 of a share (so that a layer is split only where that balances the shares;
+/// a layer larger than a share always is).
 std::vector<std::vector<piece>> plan_shares(const std::vector<snapshot::entry>& layers,
                                             const std::vector<fevo::layer_info>& descs, int ranks) {
   std::vector<std::uint64_t> start(layers.size() + 1, 0);
   for (std::size_t j = 0; j < layers.size(); ++j) start[j + 1] = start[j] + layers[j].nbytes;
-  const std::uint64_t total = start.back(), share = total / std::uint64_t(ranks);
+  const std::uint64_t K = std::uint64_t(ranks), total = start.back(), slack = total / K / 64;
   // A cut is a position (layer, filter), normalised so that filter < N.
   using pos = std::pair<std::size_t, std::size_t>;
   std::vector<pos> cut = {{0, 0}};
-  for (int r = 1; r < ranks; ++r) {
+  for (std::uint64_t r = 1; r < K; ++r) {
     // r/K of the bytes, without overflow: (total / K) r + (total % K) r / K.
-    const std::uint64_t K = std::uint64_t(ranks), t = total / K * std::uint64_t(r) + total % K * std::uint64_t(r) / K;
-    std::size_t j = std::size_t(std::upper_bound(start.begin(), start.end(), t) - start.begin()) - 1;
-    pos c;
-    if (j >= layers.size()) {
-      c = {layers.size(), 0};
-    } else if (layers[j].nbytes > share) {
+    const std::uint64_t t = total / K * r + total % K * r / K;
+    const std::size_t j = std::size_t(std::upper_bound(start.begin(), start.end(), t) - start.begin()) - 1;
+    pos c = {layers.size(), 0};
+    if (j < layers.size()) {
       const std::uint64_t n = descs[j].filters(), fb = layers[j].nbytes / n;
       const std::uint64_t f = std::min<std::uint64_t>(n, (t - start[j] + fb / 2) / fb);
-      c = f == n ? pos{j + 1, 0} : pos{j, std::size_t(f)};
-    } else {
-      c = (t - start[j] < start[j + 1] - t) ? pos{j, 0} : pos{j + 1, 0};
+      if (t - start[j] <= slack || f == 0) c = {j, 0};
+      else if (start[j + 1] - t <= slack || f == n) c = {j + 1, 0};
+      else c = {j, std::size_t(f)};
     }
     cut.push_back(std::max(c, cut.back()));
   }
   cut.push_back({layers.size(), 0});
   std::vector<std::vector<piece>> out(static_cast<std::size_t>(ranks));
-  for (int r = 0; r < ranks; ++r) {
-    const pos a = cut[std::size_t(r)], b = cut[std::size_t(r) + 1];
+  for (std::size_t r = 0; r < out.size(); ++r) {
+    const pos a = cut[r], b = cut[r + 1];
     for (std::size_t j = a.first; j < layers.size() && pos{j, 0} < b; ++j) {
       const std::size_t from = j == a.first ? a.second : 0;
       const std::size_t to = j == b.first ? b.second : descs[j].filters();
-      if (to > from) out[std::size_t(r)].push_back({j, from, to - from});
+      if (to > from) out[r].push_back({j, from, to - from});
     }
   }
   return out;
