@@ -38,6 +38,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -94,7 +95,7 @@ inline nlohmann::json read_json(const std::string& path) {
   f.seekg(0);
   std::string text(static_cast<std::size_t>(size), '\0');
   if (!f.read(text.data(), size)) fail(path, ": cannot read: ", errno_text(errno));
-  std::vector<std::vector<std::string>> keys;  // the keys of each open object
+  std::vector<std::unordered_set<std::string>> keys;  // the keys of each open object
   std::string duplicate;
   const auto check = [&](int, nlohmann::json::parse_event_t ev, nlohmann::json& parsed) {
     using ev_t = nlohmann::json::parse_event_t;
@@ -102,9 +103,7 @@ inline nlohmann::json read_json(const std::string& path) {
     else if (ev == ev_t::object_end) keys.pop_back();
     else if (ev == ev_t::key && !keys.empty()) {
       const std::string& k = parsed.get_ref<const std::string&>();
-      if (std::find(keys.back().begin(), keys.back().end(), k) != keys.back().end() && duplicate.empty())
-        duplicate = k;
-      keys.back().push_back(k);
+      if (!keys.back().insert(k).second && duplicate.empty()) duplicate = k;
     }
     return true;
   };
