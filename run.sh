@@ -16,6 +16,8 @@ say() { printf '\n== %s\n' "$*"; }
 # Packages every command needs, and those only the test suite needs.
 base_pkgs=(build-essential cmake libeigen3-dev libxtensor-dev libtorch-dev)
 test_pkgs=(catch2 libbenchmark-dev libthrust-dev clang libclang-rt-14-dev libomp-dev chromium)
+# MPI (fevo::mpi, mpirun fevo analyze; the tests labelled mpi run OpenMPI on loopback).
+test_pkgs+=(libopenmpi-dev openmpi-bin)
 base_pkgs+=(libcli11-dev nlohmann-json3-dev libzip-dev zlib1g-dev)
 # The paper driver: Fashion-MNIST (real data) and stb_image for ImageFolder datasets.
 base_pkgs+=(dataset-fashion-mnist libstb-dev)

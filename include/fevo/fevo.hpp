@@ -12,3 +12,4 @@
 #include "layer_info.hpp"
 #include "compute.hpp"
 #include "seq.hpp"
+#include "fragment.hpp"

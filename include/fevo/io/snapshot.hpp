@@ -1,8 +1,8 @@
 // fevo::io::snapshot: the weights of a network at one training step, as named tensors, and
-// fevo::io::make_series: the snapshot files of a run in the order of their steps.
+// fevo::io::make_series: the snapshots of a run in the order of their steps.
 //
-//   fevo::io::snapshot s("ckpt/step_1000.safetensors");   // or a .npy, or a .npz
-//   for (const auto& t : s.entries()) ...                   // name, type, shape, nbytes
+//   fevo::io::snapshot s("ckpt/step_1000.safetensors");   // or a .npy, an .npz, a checkpoint directory
+//   for (const auto& t : s.entries()) ...                   // name, type, shape, nbytes, source
 //   std::vector<float> scratch;
 //   auto w = s.view<float>("conv1.weight", fevo::io::layout::oihw, scratch);
 //   s.at("conv.weight");   // fevo::error: the file, the name, and the tensors the file has
@@ -10,7 +10,7 @@
 //   for (const auto& item : fevo::io::make_series({"ckpt/"}))   // directories are expanded
 //     fevo::io::snapshot s(item.path);                            // item.step: its step
 //
-// Formats: the format is detected from the file's bytes (detect_format, format.hpp), which refuses
+// Formats: a file's format is detected from its bytes (detect_format, format.hpp), which refuses
 // Python pickles (PyTorch checkpoints) with a message that says how to convert them.
 //   safetensors  memory-mapped: views point into the mapping (zero-copy, in either layout; a
 //                tensor whose data is misaligned for its type is copied to the scratch buffer),
@@ -19,14 +19,25 @@
 //   .npz         one tensor per member, named by the member (without ".npy"), loaded.
 // Every reader validates the whole file (see safetensors.hpp, npy.hpp, npz.hpp).
 //
-// Steps: a snapshot's step is its safetensors __metadata__ "step" (a decimal integer) when it has
-// one, else the number that ends the last word of its file name (step_from_name:
-// "ckpt-1200.safetensors" and "epoch3-step1200.npz" are 1200, "no4d.npy" has none), else it has none. make_series gives every file its step that way, sorts by
-// step and refuses two files with the same step, naming both.
+// Checkpoint directories (checkpoint.hpp): a directory holding model.safetensors.index.json is one
+// snapshot over the shards its weight_map names (each a safetensors file, mapped); one holding
+// model.safetensors is one snapshot of that file. The index is checked first, then each shard
+// against it (exactly the tensors the index maps to it) and metadata total_size against them all.
+// Tensors are listed shard by shard (shards by name), each shard's in the order of their data.
 //
 // Sources: a snapshot reads its tensors from a list of sources (files), and each tensor records
-// the source that holds it. Every format here is one file, so one source; a checkpoint sharded
-// over several files would be one snapshot over several sources.
+// the source that holds it: one file, or the shards of a checkpoint. A snapshot opened with a list
+// of the tensors wanted opens only the shards that hold them (the rest of the index is still
+// checked); read_shard reads and checks one shard's header, so that the shards of a series can be
+// checked by several processes.
+//
+// Steps: a file's step is its safetensors __metadata__ "step" (a decimal integer) when it has one,
+// else the number that ends the last word of its file name (step_from_name:
+// "ckpt-1200.safetensors" and "epoch3-step1200.npz" are 1200, "no4d.npy" has none), else it has
+// none. A checkpoint directory's step is its trainer_state.json "global_step" when it has one,
+// else its model.safetensors' __metadata__ "step", else the number that ends the directory's
+// name ("checkpoint-1200"). make_series gives every snapshot its step that way, sorts by step and
+// refuses two with the same step, naming both.
 #pragma once
 
 #include "../config.hpp"
@@ -47,6 +58,7 @@
 #include "../view.hpp"
 #include "format.hpp"
 #include "npy.hpp"
+#include "checkpoint.hpp"
 #include "npz.hpp"
 #include "safetensors.hpp"
 
@@ -70,10 +82,12 @@ inline std::int64_t parse_step(const std::string& text, const std::string& what)
 /// words at the separators '_', '-', '.' and ' '; the step is the number that ends the last word
 /// that ends in one (at most 18 digits). "step_400", "checkpoint-400", "epoch3-step400" and
 /// "ckpt.400" are step 400; "no4d" has none (its digit does not end a word); "resnet50" is 50.
-inline std::optional<std::int64_t> step_from_name(const std::string& path) {
+/// A directory's name (strip_extension false) keeps its last extension: "ckpt.400/" is 400.
+inline std::optional<std::int64_t> step_from_name(std::string path, bool strip_extension = true) {
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
   std::string base = path.substr(path.find_last_of('/') + 1);
   const std::size_t dot = base.rfind('.');
-  if (dot != std::string::npos && dot > 0) base.resize(dot);
+  if (strip_extension && dot != std::string::npos && dot > 0) base.resize(dot);
   const auto digit = [](char c) { return c >= '0' && c <= '9'; };
   const auto separator = [](char c) { return c == '_' || c == '-' || c == '.' || c == ' '; };
   // Scan the words from the last: a word ends at a separator or at the end of the name.
@@ -119,18 +133,24 @@ class snapshot {
     file_format format;
   };
 
-  /// Opens a snapshot file: detects its format (refusing pickles) and reads its tensor list (a
-  /// safetensors file is mapped; .npy and .npz are loaded). fevo::error naming the file when it
-  /// cannot be read or is not valid.
-  explicit snapshot(const std::string& path) : path_(path) { add_source(path); }
+  /// Opens a snapshot file or checkpoint directory: detects its format (refusing pickles) and
+  /// reads its tensor list (safetensors files are mapped; .npy and .npz are loaded). fevo::error
+  /// naming the file when it cannot be read or is not valid.
+  explicit snapshot(const std::string& path) : path_(path) { open(nullptr); }
+  /// As above, but a sharded checkpoint opens only the shards that hold the tensors `wanted` (a
+  /// name the index does not list is a fevo::error); entries() then lists those shards' tensors.
+  /// Files and unsharded checkpoints open whole.
+  snapshot(const std::string& path, const std::vector<std::string>& wanted) : path_(path) { open(&wanted); }
 
   snapshot(snapshot&&) noexcept = default;
   snapshot& operator=(snapshot&&) noexcept = default;
 
   /// The path the snapshot was opened from.
   const std::string& path() const { return path_; }
-  /// The format of its file.
-  file_format format() const { return sources_.front().format; }
+  /// The format of its file (safetensors for a checkpoint directory).
+  file_format format() const { return sources_.empty() ? file_format::safetensors : sources_.front().format; }
+  /// Whether it is a sharded checkpoint (a directory with model.safetensors.index.json).
+  bool sharded() const { return sharded_; }
   const std::vector<source>& sources() const { return sources_; }
   /// Every tensor: a safetensors file's in the order of their data, a .npz's by name.
   const std::vector<entry>& entries() const { return entries_; }
@@ -164,16 +184,42 @@ class snapshot {
       if (const auto& st = readers_[e->source].st)
         if (const tensor_info* t = st->find(name)) st->evict(*t);
   }
+  /// Drops the pages of `nbytes` bytes of a mapped tensor's data from `offset` on (the whole pages
+  /// they touch), e.g. those of a range of its filters; as evict(name) otherwise.
+  void evict(const std::string& name, std::uint64_t offset, std::uint64_t nbytes) const {
+    if (const entry* e = find(name))
+      if (const auto& st = readers_[e->source].st)
+        if (const tensor_info* t = st->find(name)) {
+          if (offset >= t->nbytes) return;
+          tensor_info part = *t;
+          part.offset += offset;
+          part.nbytes = std::min(nbytes, t->nbytes - offset);
+          st->evict(part);
+        }
+  }
   /// A safetensors file's __metadata__ (empty for .npy and .npz).
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
 
-  /// The snapshot's step: __metadata__ "step", else the number in the file's name, else none.
-  /// fevo::error when __metadata__ "step" is not an integer.
+  /// The snapshot's step (see the file comment): __metadata__ "step", else the number in the
+  /// file's name, else none; for a checkpoint directory trainer_state.json "global_step" first.
+  /// fevo::error when __metadata__ "step" or global_step is not an integer.
   std::optional<std::int64_t> step() const { return step_of(path_, metadata_); }
 
-  /// The step of the snapshot file at `path` (see step()), reading no more than a safetensors
-  /// header; detects the format first, so a pickle, a missing or an unknown file is refused.
+  /// The step of the snapshot at `path` (see step()), reading no more than a safetensors header
+  /// (and a checkpoint's trainer_state.json); detects the format first, so a pickle, a missing or
+  /// an unknown file is refused.
   static std::optional<std::int64_t> step_of(const std::string& path) {
+    if (detail::is_directory(path)) {
+      switch (checkpoint_kind_of(path)) {
+        case checkpoint_kind::sharded: return step_of(path, {});
+        case checkpoint_kind::single: {
+          if (auto s = trainer_state_step(path)) return s;
+          const safetensors_file st(detail::join(path, checkpoint_weights_name));
+          return step_of(path, st.metadata());
+        }
+        case checkpoint_kind::none: not_a_checkpoint(path);
+      }
+    }
     if (detect_format(path) == file_format::safetensors) {
       const safetensors_file st(path);
       return step_of(path, st.metadata());
@@ -188,6 +234,8 @@ class snapshot {
   struct header {
     std::string path;
     file_format format;
+    std::vector<std::string> sources;  ///< the files read: the path, or a checkpoint's shards
+    bool sharded = false;              ///< a sharded checkpoint
     std::vector<entry> entries;  ///< as the opened snapshot's entries(), in the same order
     std::map<std::string, std::string> metadata;
     std::optional<std::int64_t> step;  ///< as step()
@@ -200,6 +248,37 @@ class snapshot {
   static header read_header(const std::string& path) {
     header h;
     h.path = path;
+    if (detail::is_directory(path)) {
+      h.format = file_format::safetensors;
+      switch (checkpoint_kind_of(path)) {
+        case checkpoint_kind::sharded: {
+          const shard_index ix = read_shard_index(path);
+          std::uint64_t bytes = 0;
+          for (std::size_t k = 0; k < ix.shards.size(); ++k)
+            for (entry& e : read_shard(ix, k)) {
+              bytes += e.nbytes;
+              h.entries.push_back(std::move(e));
+            }
+          check_total_size(ix, bytes);
+          h.sources = ix.shards;
+          h.sharded = true;
+          break;
+        }
+        case checkpoint_kind::single: {
+          const std::string file = detail::join(path, checkpoint_weights_name);
+          FEVO_EXPECTS(detect_format(file) == file_format::safetensors, file, ": not a safetensors file");
+          const safetensors_file st(file);
+          for (const auto& t : st.tensors()) h.entries.push_back({t.name, t.type, t.shape, t.nbytes, 0});
+          h.metadata = st.metadata();
+          h.sources = {file};
+          break;
+        }
+        case checkpoint_kind::none: not_a_checkpoint(path);
+      }
+      h.step = step_of(path, h.metadata);
+      return h;
+    }
+    h.sources = {path};
     h.format = detect_format(path);
     switch (h.format) {
       case file_format::safetensors: {
@@ -229,6 +308,19 @@ class snapshot {
     return h;
   }
 
+  /// The tensors of shard k of a sharded checkpoint, read from its header alone and checked
+  /// against the index (check_shard); each entry's source is k. fevo::error naming the shard.
+  static std::vector<entry> read_shard(const shard_index& ix, std::size_t k) {
+    const std::string& file = ix.shards.at(k);
+    FEVO_EXPECTS(detect_format(file) == file_format::safetensors, file, ": not a safetensors file (a shard of ",
+                 ix.path, ")");
+    const safetensors_file st(file);  // mapped: only the header's pages are read
+    check_shard(ix, k, st.tensors());
+    std::vector<entry> out;
+    for (const auto& t : st.tensors()) out.push_back({t.name, t.type, t.shape, t.nbytes, k});
+    return out;
+  }
+
   /// A tensor as a fevo view of T: rank 4 in layout `lay`, rank 2 as N x C x 1 x 1 with
   /// `allow_2d`; T must match the tensor's dtype (see view_of in safetensors.hpp). The view points
   /// into the mapping or the loaded array, or, for misaligned mapped data, into `scratch`, which
@@ -251,18 +343,68 @@ class snapshot {
 
   static std::optional<std::int64_t> step_of(const std::string& path,
                                              const std::map<std::string, std::string>& metadata) {
+    const bool dir = detail::is_directory(path);
+    if (dir)
+      if (auto s = trainer_state_step(path)) return s;
     const auto it = metadata.find("step");
-    if (it != metadata.end()) return parse_step(it->second, path + ": __metadata__");
-    return step_from_name(path);
+    if (it != metadata.end())
+      return parse_step(it->second, (dir ? detail::join(path, checkpoint_weights_name) : path) + ": __metadata__");
+    return step_from_name(path, !dir);
   }
 
-  void add_source(const std::string& path) {
+  [[noreturn]] static void not_a_checkpoint(const std::string& path) {
+    ::fevo::detail::fail(path, ": a directory, but not a checkpoint (it holds no ", shard_index_name, " and no ",
+                         checkpoint_weights_name, "); pass its snapshot files, or the directory that holds them "
+                         "to fevo analyze");
+  }
+
+  void open(const std::vector<std::string>* wanted) {
+    if (!detail::is_directory(path_)) {
+      add_source(path_);
+      return;
+    }
+    switch (checkpoint_kind_of(path_)) {
+      case checkpoint_kind::single: {
+        const std::string file = detail::join(path_, checkpoint_weights_name);
+        FEVO_EXPECTS(detect_format(file) == file_format::safetensors, file, ": not a safetensors file");
+        add_source(file);
+        return;
+      }
+      case checkpoint_kind::sharded: break;
+      case checkpoint_kind::none: not_a_checkpoint(path_);
+    }
+    sharded_ = true;
+    const shard_index ix = read_shard_index(path_);
+    std::vector<bool> open(ix.shards.size(), wanted == nullptr);
+    if (wanted)
+      for (const auto& name : *wanted) {
+        const auto it = ix.shard_of.find(name);
+        FEVO_EXPECTS(it != ix.shard_of.end(), ix.path, ": tensor '", name, "' is missing (the index lists ",
+                     ix.tensor_count(), " tensors)");
+        open[it->second] = true;
+      }
+    std::uint64_t bytes = 0;
+    for (std::size_t k = 0; k < ix.shards.size(); ++k) {
+      if (!open[k]) continue;
+      FEVO_EXPECTS(detect_format(ix.shards[k]) == file_format::safetensors, ix.shards[k],
+                   ": not a safetensors file (a shard of ", ix.path, ")");
+      auto st = std::make_unique<safetensors_file>(ix.shards[k]);
+      check_shard(ix, k, st->tensors());
+      for (const auto& t : st->tensors()) bytes += t.nbytes;
+      add_source(ix.shards[k], std::move(st));
+    }
+    if (!wanted) check_total_size(ix, bytes);
+    metadata_.clear();
+  }
+
+  /// Adds the file at `path` as a source; `mapped`, when given, is that file already mapped.
+  void add_source(const std::string& path, std::unique_ptr<safetensors_file> mapped = nullptr) {
     const std::size_t s = sources_.size();
-    source src{path, detect_format(path)};
+    source src{path, mapped ? file_format::safetensors : detect_format(path)};
     reader r;
     switch (src.format) {
       case file_format::safetensors:
-        r.st = std::make_unique<safetensors_file>(path);
+        r.st = mapped ? std::move(mapped) : std::make_unique<safetensors_file>(path);
         for (const auto& t : r.st->tensors()) add_entry({t.name, t.type, t.shape, t.nbytes, s}, path);
         if (s == 0) metadata_ = r.st->metadata();
         break;
@@ -291,6 +433,7 @@ class snapshot {
   }
 
   std::string path_;
+  bool sharded_ = false;
   std::vector<source> sources_;
   std::vector<reader> readers_;
   std::vector<entry> entries_;
@@ -298,39 +441,51 @@ class snapshot {
   std::map<std::string, std::string> metadata_;
 };
 
-/// A file of a series and its step.
+/// A snapshot of a series (a file or a checkpoint directory) and its step.
 struct series_item {
   std::string path;
   std::int64_t step;
 };
 
-/// The snapshot files named by `paths`, each directory expanded to its snapshot files
-/// (is_snapshot_name, sorted by name; fevo::error for a directory without one), each file with
-/// its step (snapshot::step_of; fevo::error for a file without one), sorted by step (files with
-/// equal steps would keep their order, but two files with the same step are refused, naming both).
+/// The snapshots named by `paths`, each with its step (snapshot::step_of; fevo::error for one
+/// without a step), sorted by step; two with the same step are refused, naming both. A directory
+/// that holds checkpoint directories (checkpoint-100/, checkpoint-200/, as a Trainer saves them)
+/// stands for those; else a checkpoint directory is one snapshot; else a directory stands for its
+/// snapshot files (is_snapshot_name). fevo::error for a directory with none of these.
 inline std::vector<series_item> make_series(const std::vector<std::string>& paths) {
-  const auto is_directory = [](const std::string& p) {
-    struct stat st {};
-    return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-  };
-  std::vector<std::string> files;
+  std::vector<std::string> found_all;
   for (const auto& a : paths) {
-    if (is_directory(a)) {
-      std::vector<std::string> found;
-      for (const auto& e : std::filesystem::directory_iterator(a))
-        if (e.is_regular_file() && is_snapshot_name(e.path().filename().string()))
-          found.push_back(e.path().string());
-      FEVO_EXPECTS(!found.empty(), a, ": the directory holds no snapshot file (.safetensors, .npy, .npz)");
-      std::sort(found.begin(), found.end());
-      files.insert(files.end(), found.begin(), found.end());
-    } else {
-      files.push_back(a);
+    if (!detail::is_directory(a)) {
+      found_all.push_back(a);
+      continue;
     }
+    std::vector<std::string> checkpoints, files;
+    for (const auto& e : std::filesystem::directory_iterator(a)) {
+      const std::string p = e.path().string();
+      if (e.is_directory()) {
+        if (checkpoint_kind_of(p) != checkpoint_kind::none) checkpoints.push_back(p);
+      } else if (e.is_regular_file() && is_snapshot_name(e.path().filename().string())) {
+        files.push_back(p);
+      }
+    }
+    std::vector<std::string> found;
+    if (!checkpoints.empty()) found = std::move(checkpoints);
+    else if (checkpoint_kind_of(a) != checkpoint_kind::none) found = {a};
+    else found = std::move(files);
+    FEVO_EXPECTS(!found.empty(), a,
+                 ": the directory holds no snapshot file (.safetensors, .npy, .npz) and no checkpoint directory "
+                 "(one with ", shard_index_name, " or ", checkpoint_weights_name, ")");
+    std::sort(found.begin(), found.end());
+    found_all.insert(found_all.end(), found.begin(), found.end());
   }
   std::vector<series_item> out;
-  for (const auto& f : files) {
+  for (const auto& f : found_all) {
     const std::optional<std::int64_t> step = snapshot::step_of(f);
-    FEVO_EXPECTS(step, f, ": cannot tell its training step: no __metadata__ \"step\" and no number in its name");
+    FEVO_EXPECTS(step, f,
+                 detail::is_directory(f)
+                     ? ": cannot tell its training step: no trainer_state.json \"global_step\" and no number "
+                       "ending its name"
+                     : ": cannot tell its training step: no __metadata__ \"step\" and no number in its name");
     out.push_back({f, *step});
   }
   std::stable_sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.step < b.step; });
