@@ -117,8 +117,8 @@ void write_table4(const std::string& dir, const std::vector<table4_row>& rows);
 ///     relative_change = ||W_t - W_prev||_1 / ||W_prev||_1,
 /// W_prev the layer's weights at the previous record. Computed by the driver in its own pass over
 /// the conv weights (torch ops on the weights' device), not in fevo's fused D, S, Z pass. Each
-/// layer keeps a detached float64 copy of its weights at the last record, on their device, and
-/// that copy's L1 norm. Both sums accumulate in float64 over float64 values: for float32 weights
+/// layer keeps a detached float64 copy of its weights at the last record, on their device, that
+/// copy's L1 norm and a second float64 buffer that the next record's weights are copied into. Both sums accumulate in float64 over float64 values: for float32 weights
 /// each |w_t - w_prev| is exact (to half an ulp of a double), so the sums differ from any other
 /// float64 summation only in their order.
 class weight_change_log {
@@ -138,6 +138,7 @@ class weight_change_log {
   std::vector<std::pair<std::string, torch::Tensor>> layers_;
   static double l1(const torch::Tensor& t);  ///< sum |t| in float64 (t is float64)
   std::vector<torch::Tensor> prev_;        ///< float64 copies of the weights at the last record
+  std::vector<torch::Tensor> cur_;         ///< float64 buffers of the same shapes, for the next
   std::vector<double> prev_norm_;          ///< their L1 norms
   std::int64_t prev_step_ = 0;
   std::string text_;

@@ -45,6 +45,7 @@ weight_change_log::weight_change_log(std::vector<std::pair<std::string, torch::T
   torch::NoGradGuard ng;
   for (const auto& l : layers_) {
     prev_.push_back(l.second.detach().to(torch::kFloat64, /*non_blocking=*/false, /*copy=*/true));
+    cur_.push_back(torch::empty_like(prev_.back()));
     prev_norm_.push_back(l1(prev_.back()));
   }
 }
@@ -56,14 +57,15 @@ double weight_change_log::l1(const torch::Tensor& t) {
 void weight_change_log::record(std::int64_t step) {
   torch::NoGradGuard ng;
   for (std::size_t i = 0; i < layers_.size(); ++i) {
-    // Four torch ops per layer: the weights in float64 (the one copy), their L1 norm (the next
-    // record's L1_prev), the difference in place in the previous copy, its L1 norm; the new copy
-    // then replaces the old. Each difference of two float32 values is exact in float64.
-    torch::Tensor w = layers_[i].second.detach().to(torch::kFloat64, /*non_blocking=*/false, /*copy=*/true);
+    // Four torch ops per layer and no allocation: the weights copied into the layer's second
+    // float64 buffer, their L1 norm (the next record's L1_prev), the difference in place in the
+    // previous copy, its L1 norm; the two buffers then trade places. Each difference of two float32
+    // values is exact in float64.
+    cur_[i].copy_(layers_[i].second.detach());
     const double norm = prev_norm_[i];
-    const double next_norm = l1(w);
-    const double change = l1(prev_[i].sub_(w));
-    prev_[i] = std::move(w);
+    const double next_norm = l1(cur_[i]);
+    const double change = l1(prev_[i].sub_(cur_[i]));
+    std::swap(prev_[i], cur_[i]);
     prev_norm_[i] = next_norm;
     // IEEE division: a layer whose weights were all zero gives inf when they moved, nan (0/0) when
     // they did not; non-finite weights give nan.
