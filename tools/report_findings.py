@@ -321,7 +321,7 @@ class Trend:
         lo = self.labels[int(np.argmin(self.values))]
         if directed(self.rho, self.direction) <= 0:
             other = "rises" if self.direction == FALLS else "falls"
-            return (f"mean {word} {other if self.rho != 0 else 'does not change'} with depth "
+            return (f"mean {word} {other + ' with depth' if self.rho != 0 else 'has no order over depth'} "
                     f"(rho = {r2(self.rho)}): largest in {hi}, smallest in {lo}; in {source} it {want}.")
         if self.p > P_LIMIT:
             step = [i for i in range(len(self.values) - 1)
@@ -399,7 +399,7 @@ def trend_text(t):
     if math.isnan(t.rho):
         return "is the same in every layer"
     if t.rho == 0:
-        return "does not change with depth (rho = +0.00)"
+        return "has no order over depth (rho = +0.00)"
     depth = list(range(1, len(t.values) + 1))
     p = spearman_exact_p(depth, t.values, RISES if t.rho > 0 else FALLS)
     return f"{'rises' if t.rho > 0 else 'falls'} with depth (rho = {r2(t.rho)}, exact one-sided p {peq(p)})"
@@ -436,11 +436,16 @@ def relative_why(st):
 
     def moves(rho):
         return ("is the same in every layer" if math.isnan(rho) else
-                "does not change with depth" if rho == 0 else ("rises" if rho > 0 else "falls") + " with depth")
+                "has no order over depth" if rho == 0 else ("rises" if rho > 0 else "falls") + " with depth")
     rdw, rw = spearman(depth, dw), spearman(depth, w)
-    return (f" The relative change is the mean absolute change of a weight over the mean absolute weight: "
+    rr = spearman(depth, [s.mean["R"] for s in st])
+    text = (f" The relative change is the mean absolute change of a weight over the mean absolute weight: "
             f"the first {moves(rdw)} (rho = {r2(rdw)}; {by_layer(st, dw)}), the second {moves(rw)} "
             f"(rho = {r2(rw)}; {by_layer(st, w)}).")
+    if rdw * rw > 0 and not abs(rr) >= 0.9:
+        text += (f" Both {'rise' if rw > 0 else 'fall'} with depth at a similar pace, so their ratio keeps no "
+                 "clear order.")
+    return text
 
 
 def check_relative_change(ctx, finding):
@@ -503,16 +508,16 @@ def between(runs):
         text = f"{MODELS[model]}: {agrawal}; {paper}."
         if model == "vgg16":
             if r.significant and not d.significant:
-                text += " The run sides with Agrawal et al." + (
-                    " Per weight, lower layers do change more, as this paper finds."
-                    if dw is not None and dw.significant else "")
+                text += " The run sides with Agrawal et al."
             elif d.significant and not r.significant:
                 text += " The run sides with this paper."
             elif d.significant and r.significant:
                 text += (" Both hold: lower layers change more in D, later layers change more relative to "
                          "their weights.")
             else:
-                text += " Neither finding holds clearly in this run."
+                text += " Neither finding holds in this run."
+            if dw is not None and dw.significant and not d.significant:
+                text += " Per weight, lower layers do change more, as this paper finds."
         out.append((MODELS[model], text))
     return out
 

@@ -753,6 +753,30 @@ class RelativeChange(unittest.TestCase):
         self.assertIn("arise by chance with p = ", row.why)
         self.assertIn("mean absolute change of a weight over the mean absolute weight", row.why)
 
+    def test_A1_no_order_why(self):
+        """The change per weight and the weights fall together: the relative change keeps no order
+        over depth, and the why says so."""
+        vgg, = fixture_runs("vgg16")
+        # The fixture's mean |w| halves with each Table III layer; relative changes with rho = +0.1.
+        for i, name in enumerate(vgg.selected):
+            w = vgg.weight_change[name]
+            w.relative = np.full_like(w.relative, (1.0, 1.2, 0.9, 1.1, 1.05)[i] / 100)
+            w.L1_change = w.relative * w.L1_prev
+        row = by_id(fnd.check_all([vgg]))["A1-VGG16-R"]
+        self.assertEqual(row.status, fnd.NOT_HOLD)
+        self.assertIn("rho(depth, mean relative change) = +0.10", row.numbers)
+        self.assertIn("the first falls with depth (rho = -1.00;", row.why)
+        self.assertIn("the second falls with depth (rho = -1.00;", row.why)
+        self.assertIn("Both fall with depth at a similar pace, so their ratio keeps no clear order.", row.why)
+        # rho exactly 0 (ranks 2 5 3 1 4): "has no order over depth".
+        for i, name in enumerate(vgg.selected):
+            w = vgg.weight_change[name]
+            w.relative = np.full_like(w.relative, (2.0, 5.0, 3.0, 1.0, 4.0)[i] / 100)
+        row = by_id(fnd.check_all([vgg]))["A1-VGG16-R"]
+        self.assertIn("mean relative change has no order over depth (rho = +0.00): largest in conv2, smallest in "
+                      "conv4; in Agrawal et al. it rises.", row.why)
+        self.assertIn("has no order over depth (rho = +0.00)", dict(fnd.between([vgg]))["VGG-16"])
+
     def test_A1_without_weight_change(self):
         vgg, res = fixture_runs("vgg16", "resnet50")
         vgg.weight_change = None
@@ -792,7 +816,9 @@ class RelativeChange(unittest.TestCase):
         self.assertIn("The run sides with Agrawal et al. Per weight, lower layers do change more", t)
         # The relative change falling as well: neither.
         fail_vgg, = fixture_runs("vgg16", findings="fail")
-        self.assertIn("Neither finding holds clearly", dict(fnd.between([fail_vgg]))["VGG-16"])
+        t = dict(fnd.between([fail_vgg]))["VGG-16"]
+        self.assertIn("Neither finding holds in this run.", t)
+        self.assertNotIn("Per weight", t)
         # D falling, the relative change falling: the run sides with this paper.
         vgg, = fixture_runs("vgg16")
         for name in vgg.selected:
