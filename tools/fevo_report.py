@@ -10,10 +10,12 @@ over all its layers when it has at most five, else five spread evenly over depth
 included; D per weight needs the layers' shapes, which such a directory does not hold).
 
 The page, in this order: the findings table (each of the paper's findings, per model and quantity,
-with its criterion, the run's numbers and the verdict; report_findings.py), a "why" paragraph for
-each finding that does not hold, the verdicts that changed since OTHER (with --compare: the
-OUTDIR of an earlier report, or its findings.json), the figures (Fig. 2, Fig. 4, Table IV, the
-per-layer statistics, Fig. 1, Fig. 3), and the run settings, folded.
+with its criterion, the run's numbers and the verdict; report_findings.py; and, beyond the paper,
+Agrawal et al.'s relative weight change, from the run's weight_change.csv when it has one), a
+"why" paragraph for each finding that does not hold, the run placed between the two papers, the
+verdicts that changed since OTHER (with --compare: the OUTDIR of an earlier report, or its
+findings.json), the figures (Fig. 2, Fig. 4, Table IV, the per-layer statistics, Fig. 1, Fig. 3),
+and the run settings, folded.
 
 Writes OUTDIR/figures/*.png and *.svg, OUTDIR/findings.json and findings.csv (the table's rows, and
 the runs' settings), and OUTDIR/report.html (self-contained: figures embedded as data URIs, inline
@@ -39,7 +41,7 @@ import report_figures as figs  # noqa: E402
 import report_findings as fnd  # noqa: E402
 
 LINKED_FILES = ("config.json", "summary.json", "train_log.csv", "metrics.csv", "filter_summary.csv",
-                "table4.csv", "table4.md", "series/index.csv", "fig3/index.csv")
+                "weight_change.csv", "table4.csv", "table4.md", "series/index.csv", "fig3/index.csv")
 SETTING_KEYS = ("model", "width", "input_size", "dataset", "classes", "train_images", "test_images", "steps",
                 "batch", "lr", "lr_halve_steps", "tau", "record_every", "seed", "device", "threads", "versions")
 CSS = """
@@ -141,7 +143,8 @@ def settings_html(run, outdir):
 
 
 LAYER_HEADER = ["conv", "layer", "depth", "shape [O, I, H, W]", "C x H x W", "filters", "records", "mean D",
-                "mean D per weight", "mean S", "mean Z", "barely changing", "barely changing (%)"]
+                "mean D per weight", "mean relative change", "mean S", "mean Z", "barely changing",
+                "barely changing (%)"]
 
 
 def layers_html(run):
@@ -150,7 +153,7 @@ def layers_html(run):
         rows.append((f"conv{s.index}" if run.is_driver else str(s.index), esc(s.name), s.depth,
                      esc(json.dumps(s.shape)) if s.shape else "\u2014", s.chw if s.chw else "\u2014",
                      s.n_filters, s.records, num(s.mean["D"]), num(s.mean["Dw"]) if s.shape else "\u2014",
-                     num(s.mean["S"]), num(s.mean["Z"]), s.barely, f"{100 * s.barely_share:.2f}"))
+                     num(s.mean["R"]) if run.has_weight_change else "\u2014", num(s.mean["S"]), num(s.mean["Z"]), s.barely, f"{100 * s.barely_share:.2f}"))
     return table(f"layers-{run.label}", LAYER_HEADER, rows, numeric=LAYER_HEADER[4:])
 
 
@@ -218,6 +221,15 @@ def why_html(rows):
     return "\n".join(parts)
 
 
+def between_html(between):
+    """The run placed between this paper and Agrawal et al. (report_findings.between)."""
+    if not between:
+        return ""
+    return "\n".join(['<h2 id="between">Between this paper and Agrawal et al.</h2>'] +
+                     [f'<p class="why" id="between-{esc("".join(c for c in m if c.isalnum()))}">{esc(t)}</p>'
+                      for m, t in between])
+
+
 def counts_text(rows):
     n = {s: sum(r.status == s for r in rows) for s in (fnd.HOLDS, fnd.NOT_HOLD, fnd.CANNOT)}
     return (f"{n[fnd.HOLDS]} hold, {n[fnd.NOT_HOLD]} do not hold, {n[fnd.CANNOT]} cannot be checked "
@@ -239,9 +251,11 @@ def run_settings(run):
     return out
 
 
-def write_findings(rows, runs, outdir, generated):
-    """findings.json (runs' settings and every row) and findings.csv (the rows), written atomically."""
+def write_findings(rows, runs, outdir, generated, between=()):
+    """findings.json (runs' settings, every row and the between-the-papers sentences) and
+    findings.csv (the rows), written atomically."""
     data = {"generated": generated, "runs": [run_settings(r) for r in runs],
+            "between": [{"model": m, "text": t} for m, t in between],
             "rows": [{"id": r.id, "finding": r.finding.key, "title": r.finding.title, "section": r.finding.section,
                       "model": r.model, "quantity": r.quantity, "status": r.status, "numbers": r.numbers,
                       "why": r.why or "", "criterion": r.finding.criterion} for r in rows]}
@@ -326,14 +340,20 @@ def build(runs, outdir, compare=None):
     lr = ("dashed lines: learning rate halved" if any(r.is_driver and r.config["lr_halve_steps"] for r in runs)
           else "no learning-rate change recorded")
     no_shapes = [r.label for r in runs if not r.has_shapes()]
+    no_change = [r.label for r in runs if not r.has_weight_change]
+    rows2 = figs.fig2_rows(runs)
     drawn.append(("fig2", p, size,
                   "Fig. 2: one column per run, one row per quantity: D (eq. 1, log scale), "
-                  + ("D per weight (D / (C x H x W), log scale), " if "Dw" in figs.fig2_rows(runs) else "")
+                  + ("D per weight (D / (C x H x W), log scale), " if "Dw" in rows2 else "")
+                  + ("the relative weight change of Agrawal et al. (||W_t - W_t-1||_1 / ||W_t-1||_1 between "
+                     "consecutive records, weight_change.csv, log scale), " if "R" in rows2 else "")
                   + "S (eq. 2) and Z (eq. 3) against the training step, for "
                   + "; ".join(f"{esc(r.label)}: {esc(r.selected_from)}" for r in runs)
                   + f"; {lr}. Each row has one y-range in every column (S and Z: 0 to 1)."
                   + (f" D per weight needs the layers' shapes, which {esc(', '.join(no_shapes))} "
-                     "(`fevo analyze` output) does not hold: only D is shown for it." if no_shapes else "")))
+                     "(`fevo analyze` output) does not hold: only D is shown for it." if no_shapes else "")
+                  + (f" {esc(', '.join(no_change))} has no weight_change.csv: its relative-change panel says so."
+                     if no_change and "R" in rows2 else "")))
     p, size = figs.fig4(runs, figdir, "fig4")
     drawn.append(("fig4", p, size,
                   "Fig. 4: each filter's D averaged over training (D_mean of filter_summary.csv), filters "
@@ -357,14 +377,17 @@ def build(runs, outdir, compare=None):
                           f"normalised."))
 
     rows = fnd.check_all(runs)
+    between = fnd.between(runs)
     now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    write_findings(rows, runs, outdir, now)
+    write_findings(rows, runs, outdir, now, between)
     body = ["<h1>How filters evolve: the paper's findings in this run</h1>",
             findings_html(rows),
             f'<p class="small">{esc(counts_text(rows))}. Models: '
             + (", ".join(f'<a href="#run-{esc(r.label)}">{esc(r.label)}</a>' for r in runs)) +
             ". D, S, Z as defined by eqs. 1\u20133 of the paper (tau = the initial learning rate); "
             "D per weight = D / (C x H x W), the mean squared change of one weight (fevo's addition). "
+            "Relative change = ||W_t - W_t-1||_1 / ||W_t-1||_1 between consecutive records (Agrawal et al., "
+            "computed by the paper driver into weight_change.csv; A1). "
             "Criteria are fixed in tools/report_findings.py; the rows are also in "
             '<a href="findings.csv">findings.csv</a> and <a href="findings.json">findings.json</a>.</p>']
     if no_shapes:
@@ -372,6 +395,7 @@ def build(runs, outdir, compare=None):
                     f"<code>conv_layers</code> of a paper-driver run); {esc(', '.join(no_shapes))} "
                     "holds none, so only D is shown for it.</p>")
     body.append(why_html(rows))
+    body.append(between_html(between))
     if compare:
         body.append(compare_html(rows, runs, compare[0], compare[1], outdir))
     sections = {sec: [d for d in drawn if d[0] == sec] for sec in FIG_TITLES}
@@ -393,7 +417,8 @@ def build(runs, outdir, compare=None):
         for r in t4:
             body += [f"<h3>{esc(r.label)}</h3>", table4_html(r)]
     body.append("<h2>Per-layer statistics</h2>")
-    body.append('<p class="small">Mean D, D per weight, S, Z over every record with a finite value; a filter '
+    body.append('<p class="small">Mean D, D per weight, relative change (from weight_change.csv; \u2014 where '
+                "the run has none), S, Z over every record with a finite value; a filter "
                 f"barely changes when frac_S_zero &ge; {fnd.BARELY_FRAC_S_ZERO} in filter_summary.csv.</p>")
     for r in runs:
         body += [f"<h3>{esc(r.label)}</h3>", layers_html(r)]

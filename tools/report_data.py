@@ -6,6 +6,9 @@ Two kinds of directory are read:
     filter_summary.csv, first_layer.npy, first_layer_steps.npy, fig3/index.csv and its PNGs,
     table4.csv);
   * a `fevo analyze --out DIR` directory: metrics.csv and filter_summary.csv only.
+In either, weight_change.csv (the relative weight change of Agrawal et al., which the paper driver
+writes) is read when it is there and must then be well formed; a directory without it (an older
+run, `fevo analyze` output) is read all the same, and the report says the data is absent.
 Any problem raises InputError(path, problem); the command turns it into one line and exit 2.
 
 It also defines, once for every part of the report, the per-weight companion of D (see
@@ -26,6 +29,8 @@ TRAIN_LOG_HEADER = ["step", "epoch", "loss", "accuracy", "lr", "time_s"]
 TABLE4_HEADER = ["layer", "filters", "zeroed", "criterion", "draws", "baseline_accuracy",
                  "accuracy_mean", "accuracy_std", "drop_mean", "drop_std"]
 FIG3_HEADER = ["step", "filter", "file"]
+WEIGHT_CHANGE_HEADER = ["step_prev", "step", "layer", "L1_change", "L1_prev", "relative_change"]
+WEIGHT_CHANGE_FILE = "weight_change.csv"
 TABLE4_CRITERIA = ("least_D", "most_Z", "random")
 CONFIG_REQUIRED = ("model", "table3", "conv_layers", "lr_halve_steps", "steps", "tau")
 # Number of layers drawn for a directory without Table III information (fevo analyze output).
@@ -51,9 +56,12 @@ def D_per_weight(D, shape):
 
 # The quantities of a layer's series, as the report names them: key -> (short label, description).
 # "Dw" is D_per_weight of the layer's D; it needs the layer's shape (config.json conv_layers).
+# "R" is the relative weight change of Agrawal et al. (arXiv 2011.06735) between consecutive
+# records, ||W_t - W_t-1||_1 / ||W_t-1||_1, from weight_change.csv; a run without that file has none.
 SERIES = {
     "D": ("D", "D (mean squared filter change, eq. 1)"),
     "Dw": ("D per weight", "D per weight (D / (C H W): mean squared change of one weight)"),
+    "R": ("relative change", "relative weight change (||W_t - W_t-1||_1 / ||W_t-1||_1, Agrawal et al.)"),
     "S": ("S", "S (share of weights changed by more than tau, eq. 2)"),
     "Z": ("Z", "Z (share of channels with no weight changed by more than tau, eq. 3)"),
 }
@@ -180,6 +188,56 @@ def read_metrics(path):
     return layers  # dict keeps the layers in the file's (registration, i.e. depth) order
 
 
+class WeightChange:
+    """One layer's rows of weight_change.csv, in file order: the sums of |W_t - W_t-1| and of
+    |W_t-1| over the layer's weights, and their ratio, the relative change."""
+
+    def __init__(self, name):
+        self.name = name
+        self.step_prev, self.step, self.L1_change, self.L1_prev, self.relative = [], [], [], [], []
+
+    def finish(self):
+        for k in ("step_prev", "step"):
+            setattr(self, k, np.asarray(getattr(self, k), dtype=np.int64))
+        for k in ("L1_change", "L1_prev", "relative"):
+            setattr(self, k, np.asarray(getattr(self, k), dtype=np.float64))
+
+
+def read_weight_change(path, metrics):
+    """weight_change.csv: per layer, a WeightChange whose records are those of the layer in
+    metrics.csv (the same steps, in order), for every layer of metrics.csv; sums that are negative
+    are refused."""
+    rows = read_csv(path, WEIGHT_CHANGE_HEADER, {"step_prev": int, "step": int, "L1_change": float,
+                                                 "L1_prev": float, "relative_change": float})
+    if not rows:
+        raise InputError(path, "has no rows")
+    layers = {}
+    for lineno, r in enumerate(rows, start=2):
+        if r["layer"] not in metrics:
+            raise InputError(path, f"line {lineno}: layer '{r['layer']}' has no rows in metrics.csv")
+        for col in ("L1_change", "L1_prev"):
+            if r[col] < 0:
+                raise InputError(path, f"line {lineno}: {col} is negative ({r[col]!r}), a sum of absolute values")
+        w = layers.setdefault(r["layer"], WeightChange(r["layer"]))
+        for k, col in (("step_prev", "step_prev"), ("step", "step"), ("L1_change", "L1_change"),
+                       ("L1_prev", "L1_prev"), ("relative", "relative_change")):
+            getattr(w, k).append(r[col])
+    for name in metrics:
+        if name not in layers:
+            raise InputError(path, f"has no rows for layer '{name}' (metrics.csv has)")
+    for w in layers.values():
+        w.finish()
+        m = metrics[w.name]
+        if not (np.array_equal(w.step_prev, m.step_prev) and np.array_equal(w.step, m.step)):
+            raise InputError(path, f"layer '{w.name}' has {len(w.step)} records (steps {_steps_text(w.step)}), "
+                                   f"metrics.csv {len(m.step)} (steps {_steps_text(m.step)}): not the same records")
+    return layers
+
+
+def _steps_text(steps):
+    return "none" if len(steps) == 0 else f"{int(steps[0])} to {int(steps[-1])}"
+
+
 def read_filter_summary(path):
     rows = read_csv(path, SUMMARY_HEADER, {"filter": int, "steps": int, "D_mean": float, "D_min": float,
                                            "D_max": float, "frac_S_zero": float, "frac_Z_one": float})
@@ -224,6 +282,9 @@ class Run:
             raise InputError(path, "not a directory")
         self.metrics = read_metrics(self.file("metrics.csv"))
         self.filters = read_filter_summary(self.file("filter_summary.csv"))
+        # layer -> WeightChange, or None when the directory has no weight_change.csv.
+        wpath = self.file(WEIGHT_CHANGE_FILE)
+        self.weight_change = read_weight_change(wpath, self.metrics) if os.path.exists(wpath) else None
         if os.path.exists(self.file("config.json")):
             self._load_driver_files()
             self.selected = list(self.config["table3"])
@@ -328,13 +389,20 @@ class Run:
     def has_shapes(self, names=None):
         return all(n in self.shapes for n in (self.selected if names is None else names))
 
+    @property
+    def has_weight_change(self):
+        """True when weight_change.csv was read (it then holds every layer of metrics.csv)."""
+        return self.weight_change is not None
+
     def series(self, name, key):
         """A layer's series of one quantity of SERIES, float64 per record; None for "Dw" when
-        the layer's shape is unknown."""
+        the layer's shape is unknown, and for "R" when weight_change.csv is absent."""
         s = self.metrics[name]
         if key == "Dw":
             shape = self.shape(name)
             return None if shape is None else D_per_weight(s.D, shape)
+        if key == "R":
+            return None if self.weight_change is None else self.weight_change[name].relative
         return getattr(s, key)
 
     def depth_index(self, name):

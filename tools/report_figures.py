@@ -92,8 +92,9 @@ def fig1(run, outdir, stem):
 # ---- Fig. 2 ------------------------------------------------------------------------------------
 
 # Laid out as the paper's Fig. 2: one column per run (VGG-16 and ResNet-50 side by side), one row
-# per quantity, each row on one y-range in every column: D and D per weight on one log range, S and
-# Z on [0, 1], their whole range, so that the layers' stratification compares at a glance.
+# per quantity, each row on one y-range in every column: D, D per weight and the relative weight
+# change of Agrawal et al. each on one log range, S and Z on [0, 1], their whole range, so that the
+# layers' stratification compares at a glance.
 FIG2_LEFT, FIG2_TOP, FIG2_COL, FIG2_ROW, FIG2_LEGEND = 90, 60, 500, 200, 100
 FIG2_PANEL = (410, 150)
 
@@ -102,9 +103,23 @@ def _layer_label(run, i, name):
     return f"conv{i}: {name}" if run.is_driver else name
 
 
+LOG_ROWS = ("D", "Dw", "R")
+
+
 def fig2_rows(runs):
-    """The quantities Fig. 2 draws: D, D per weight (when some run has its layers' shapes), S, Z."""
-    return [k for k in ("D", "Dw", "S", "Z") if k != "Dw" or any(r.has_shapes() for r in runs)]
+    """The quantities Fig. 2 draws: D, D per weight (when some run has its layers' shapes), the
+    relative weight change (when some run has weight_change.csv), S, Z."""
+    have = {"Dw": any(r.has_shapes() for r in runs), "R": any(r.has_weight_change for r in runs)}
+    return [k for k in ("D", "Dw", "R", "S", "Z") if have.get(k, True)]
+
+
+# What a panel says instead of a plot when its run lacks the data.
+ABSENT = {"Dw": "D per weight needs the layers' shapes\n[O, I, H, W] (config.json conv_layers);\nthis run has none",
+          "R": "no weight_change.csv in this run\n(an older paper driver, or fevo analyze\noutput): no relative change"}
+
+
+def _absent(run, key):
+    return (key == "Dw" and not run.has_shapes()) or (key == "R" and not run.has_weight_change)
 
 
 def fig2_size_px(n_runs, n_rows):
@@ -131,7 +146,7 @@ def fig2_axes(runs):
     W, H = size
     fig = _figure(size)
     ylim = {}
-    for key in ("D", "Dw"):
+    for key in LOG_ROWS:
         ylim[key] = _log_range([a for r in runs for n in r.selected for a in [r.series(n, key)] if a is not None])
     axes = {}
     for j, run in enumerate(runs):
@@ -144,14 +159,13 @@ def fig2_axes(runs):
             if i == 0:
                 ax.set_title(run.label + (f" ({run.model})" if run.is_driver and run.model != run.label else ""),
                              fontsize=10)
-            ax.set_ylabel(SERIES[key][0] + (" (log)" if key in ("D", "Dw") and ylim[key] else ""), fontsize=9)
+            ax.set_ylabel(SERIES[key][0] + (" (log)" if key in LOG_ROWS and ylim[key] else ""), fontsize=9)
             ax.tick_params(labelsize=8)
             ax.grid(True, alpha=0.3)
-            if key == "Dw" and not run.has_shapes():
+            if _absent(run, key):
                 ax.set_xticks([])
                 ax.set_yticks([])
-                ax.text(0.5, 0.5, "D per weight needs the layers' shapes\n[O, I, H, W] (config.json conv_layers);\n"
-                        "this run has none", ha="center", va="center", fontsize=8, color="#555",
+                ax.text(0.5, 0.5, ABSENT[key], ha="center", va="center", fontsize=8, color="#555",
                         transform=ax.transAxes)
                 continue
             for k, name in enumerate(run.selected, start=1):
@@ -162,7 +176,7 @@ def fig2_axes(runs):
             for n, st in enumerate(lr_steps):
                 ax.axvline(st, color="#888", linestyle="--", linewidth=0.9,
                            label="learning rate halved" if n == 0 else None)
-            if key in ("D", "Dw"):
+            if key in LOG_ROWS:
                 if ylim[key]:
                     ax.set_yscale("log")
                     ax.set_ylim(*ylim[key])

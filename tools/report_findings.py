@@ -6,9 +6,18 @@ size-fair companion of D, shown beside every D finding), S (eq. 2) and Z (eq. 3)
 "holds", "does not hold" or "cannot be checked" (with the reason), gives the numbers it was judged
 on, and, where it does not hold, a "why" sentence built from the numbers.
 
+Beyond the paper, A1 checks the finding of Agrawal et al. (arXiv 2011.06735) that the relative
+weight change ||W_t - W_t-1||_1 / ||W_t-1||_1 (weight_change.csv, written by the paper driver) is
+larger in later layers, the opposite direction of this paper's D; between() places the run
+between the two papers in a few generated sentences per model. A run without weight_change.csv
+gets "cannot be checked" there, with the reason.
+
 Layer statistics (per driver run, per Table III layer conv1..conv5):
   mean X      the mean of the layer's series X over every record with a finite value;
   depth       the layer's position among the five Table III layers (1 = conv1 ... 5 = conv5);
+  mean |dw|, mean |w|
+              the layer's mean over records of L1_change and of L1_prev (weight_change.csv) per
+              weight (divided by O x C x H x W): the relative change is their ratio, record by record;
   barely      the filters that barely change: frac_S_zero >= BARELY_FRAC_S_ZERO in
               filter_summary.csv (in at least 90 % of the records, none of the filter's weights
               moved by more than tau, the paper's threshold);
@@ -53,6 +62,9 @@ MODELS = {"vgg16": "VGG-16", "resnet50": "ResNet-50"}
 # depth ("lower layers change more"), Z rises ("higher layers closer to 1").
 FALLS, RISES = "less", "greater"
 DIRECTION = {"D": FALLS, "Dw": FALLS, "S": FALLS, "Z": RISES}
+# Agrawal et al.'s direction of the relative weight change: larger in later layers.
+DIRECTION["R"] = RISES
+AGRAWAL = "Agrawal et al."
 THIRDS = ("early", "middle", "late")
 
 
@@ -128,6 +140,13 @@ class LayerStat:
         self.max_frac_S_zero = float(np.max(f.frac_S_zero)) if len(f.frac_S_zero) else math.nan
         d = f.D_mean[np.isfinite(f.D_mean)]
         self.D_mean_spread = filter_spread(d)
+        # Per weight, from weight_change.csv: the mean absolute change and the mean absolute weight.
+        self.abs_change = self.abs_weight = math.nan
+        if run.weight_change is not None and self.shape:
+            w = run.weight_change[name]
+            n = self.shape[0] * self.chw
+            self.abs_change = finite_mean(w.L1_change) / n
+            self.abs_weight = finite_mean(w.L1_prev) / n
 
     @property
     def label(self):
@@ -222,7 +241,7 @@ class Row:
 
 
 # The quantity column of a row, and its short name in the row's id.
-QUANTITY_IDS = {"D": "D", "D per weight": "Dw", "S": "S", "Z": "Z", "S, Z": "SZ", "filters": "filters",
+QUANTITY_IDS = {"D": "D", "D per weight": "Dw", "relative change": "R", "S": "S", "Z": "Z", "S, Z": "SZ", "filters": "filters",
                 "filter D_mean": "Dmean", "most_Z (Z record)": "most_Z", "least_D (D record)": "least_D",
                 "random": "random"}
 
@@ -293,7 +312,7 @@ class Trend:
                 f"{r2(self.rho)}, exact one-sided p {peq(self.p)}; rho in the early, middle, late third: "
                 + ", ".join(r2(r) for r in self.thirds))
 
-    def why(self):
+    def why(self, source="the paper"):
         word = quantity_label(self.key)
         want = "falls" if self.direction == FALLS else "rises"
         if math.isnan(self.rho):
@@ -302,8 +321,8 @@ class Trend:
         lo = self.labels[int(np.argmin(self.values))]
         if directed(self.rho, self.direction) <= 0:
             other = "rises" if self.direction == FALLS else "falls"
-            return (f"mean {word} {other if self.rho != 0 else 'does not change'} with depth "
-                    f"(rho = {r2(self.rho)}): largest in {hi}, smallest in {lo}; in the paper it {want}.")
+            return (f"mean {word} {other + ' with depth' if self.rho != 0 else 'has no order over depth'} "
+                    f"(rho = {r2(self.rho)}): largest in {hi}, smallest in {lo}; in {source} it {want}.")
         if self.p > P_LIMIT:
             step = [i for i in range(len(self.values) - 1)
                     if directed(self.values[i + 1] - self.values[i], self.direction) < 0]
@@ -365,6 +384,142 @@ def check_stratification(ctx, finding):
                 why += fan_in_why(st)
         rows.append(Row(finding, "VGG-16", q, HOLDS if holds else NOT_HOLD, t.numbers(st), why))
     return rows
+
+
+# A1 ---------------------------------------------------------------------------------------------
+
+def no_weight_change(run):
+    return (f"{run.label} has no weight_change.csv (a run of an older paper driver, or a `fevo analyze` "
+            "directory): the relative weight change needs sum |W_t - W_t-1| and sum |W_t-1| per layer and "
+            "record, which the paper driver writes there.")
+
+
+def trend_text(t):
+    """"rises with depth (rho = +0.90, exact one-sided p = 0.042)", p in the direction of rho."""
+    if math.isnan(t.rho):
+        return "is the same in every layer"
+    if t.rho == 0:
+        return "has no order over depth (rho = +0.00)"
+    depth = list(range(1, len(t.values) + 1))
+    p = spearman_exact_p(depth, t.values, RISES if t.rho > 0 else FALLS)
+    return f"{'rises' if t.rho > 0 else 'falls'} with depth (rho = {r2(t.rho)}, exact one-sided p {peq(p)})"
+
+
+def all_layers_rho(run):
+    """Spearman rho(depth, mean relative change) over every recorded conv layer (no test: the
+    layers of one block are not independent), and their number."""
+    names = list(run.weight_change)
+    return spearman([run.depth_index(n) for n in names],
+                    [finite_mean(run.weight_change[n].relative) for n in names]), len(names)
+
+
+def beside_D(st, model):
+    """This paper's D over the same layers, as A1's rows quote it beside the relative change; p is
+    in this paper's direction (falling)."""
+    d = Trend(st, "D")
+    claim = "F1: falls with depth" if model == "vgg16" else "F2: a weaker stratification than VGG-16's"
+    text = (f"beside it, this paper's D ({claim}): rho(depth, mean D) = {r2(d.rho)}, exact one-sided p (falling) "
+            f"{peq(d.p)}")
+    if all(s.chw for s in st):
+        dw = Trend(st, "Dw")
+        text += f"; D per weight rho = {r2(dw.rho)}, p {peq(dw.p)}"
+    return text
+
+
+def relative_why(st):
+    """Why the relative change orders the layers as it does: it is, record by record, the mean
+    absolute change of a weight over the mean absolute weight."""
+    if any(not (math.isfinite(s.abs_change) and math.isfinite(s.abs_weight)) for s in st):
+        return ""
+    depth = [s.index for s in st]
+    dw, w = [s.abs_change for s in st], [s.abs_weight for s in st]
+
+    def moves(rho):
+        return ("is the same in every layer" if math.isnan(rho) else
+                "has no order over depth" if rho == 0 else ("rises" if rho > 0 else "falls") + " with depth")
+    rdw, rw = spearman(depth, dw), spearman(depth, w)
+    rr = spearman(depth, [s.mean["R"] for s in st])
+    text = (f" The relative change is the mean absolute change of a weight over the mean absolute weight: "
+            f"the first {moves(rdw)} (rho = {r2(rdw)}; {by_layer(st, dw)}), the second {moves(rw)} "
+            f"(rho = {r2(rw)}; {by_layer(st, w)}).")
+    if rdw * rw > 0 and not abs(rr) >= 0.9:
+        text += (f" Both {'rise' if rw > 0 else 'fall'} with depth at a similar pace, so their ratio keeps no "
+                 "clear order.")
+    return text
+
+
+def check_relative_change(ctx, finding):
+    rows = []
+    q = quantity_label("R")
+    for model, run in (("vgg16", ctx.vgg), ("resnet50", ctx.resnet)):
+        label = MODELS[model]
+        if run is None:
+            rows.append(Row(finding, label, q, CANNOT, no_run(model)))
+            continue
+        if not run.has_weight_change:
+            rows.append(Row(finding, label, q, CANNOT, no_weight_change(run)))
+            continue
+        st = ctx.stats(run)
+        reason = cannot_quantity(run, st, "R")
+        if reason:
+            rows.append(Row(finding, label, q, CANNOT, reason))
+            continue
+        t = Trend(st, "R")
+        rho_all, n_all = all_layers_rho(run)
+        nums = (f"mean relative change per record: {by_layer(st, t.values)}; Spearman rho(depth, mean relative "
+                f"change) = {r2(t.rho)}, exact one-sided p {peq(t.p)}; over all {n_all} conv layers rho = "
+                f"{r2(rho_all)}; {beside_D(st, model)}")
+        if t.significant:
+            rows.append(Row(finding, label, q, HOLDS, nums))
+        else:
+            rows.append(Row(finding, label, q, NOT_HOLD, nums, t.why(AGRAWAL) + relative_why(st)))
+    return rows
+
+
+def between(runs):
+    """A few sentences per model placing the run between this paper (lower layers change more:
+    D falls with depth in VGG-16, Sec. IV-C) and Agrawal et al. (the relative weight change rises
+    with depth): a list of (model, text), one per model with a paper-driver run."""
+    ctx = Context(runs)
+    out = []
+    for model, run in (("vgg16", ctx.vgg), ("resnet50", ctx.resnet)):
+        if run is None:
+            continue
+        st = ctx.stats(run)
+        d = Trend(st, "D")
+        dw = Trend(st, "Dw") if all(s.chw for s in st) else None
+        if model == "vgg16":
+            paper = (f"eq. 1's D {trend_text(d)}, "
+                     + ("as this paper finds (F1)" if d.significant else "against this paper's finding that it falls (F1)"))
+            if dw is not None:
+                paper += f"; D per weight {trend_text(dw)}"
+        else:
+            paper = (f"eq. 1's D {trend_text(d)}; this paper finds a stratification weaker than VGG-16's (F2), "
+                     "with the top layer changing least (F3)")
+        if not run.has_weight_change or any(not math.isfinite(s.mean["R"]) for s in st):
+            why = no_weight_change(run) if not run.has_weight_change else \
+                "the mean relative change of a layer is not finite."
+            out.append((MODELS[model], f"{MODELS[model]}: {paper}. Agrawal et al.'s side cannot be read: {why}"))
+            continue
+        r = Trend(st, "R")
+        agrawal = (f"the relative weight change {trend_text(r)}: "
+                   + ("Agrawal et al.'s finding holds (A1)" if r.significant else
+                      "Agrawal et al.'s finding does not hold (A1)"))
+        text = f"{MODELS[model]}: {agrawal}; {paper}."
+        if model == "vgg16":
+            if r.significant and not d.significant:
+                text += " The run sides with Agrawal et al."
+            elif d.significant and not r.significant:
+                text += " The run sides with this paper."
+            elif d.significant and r.significant:
+                text += (" Both hold: lower layers change more in D, later layers change more relative to "
+                         "their weights.")
+            else:
+                text += " Neither finding holds in this run."
+            if dw is not None and dw.significant and not d.significant:
+                text += " Per weight, lower layers do change more, as this paper finds."
+        out.append((MODELS[model], text))
+    return out
 
 
 # F2 ---------------------------------------------------------------------------------------------
@@ -850,6 +1005,15 @@ FINDINGS = [
             "the similar phenomena\u201d; Fig. 2(c): \u201cthe metrics of higher layers are found to be closer to 1 "
             "through the entire training\u201d",
             TREND_CRITERION, check_stratification),
+    Finding("A1", "The relative weight change is larger in later layers (Agrawal et al.; beyond the paper)",
+            "Agrawal et al., arXiv 2011.06735, abstract; beside F1",
+            "Agrawal et al. find \u201cthe overall increase in relative weight change of later layers as compared "
+            "to earlier ones\u201d, the relative weight change being ||W_t - W_t-1||_1 / ||W_t-1||_1: the opposite "
+            "direction of this paper's D (F1)",
+            "Per model, over the five Table III layers: Spearman rho(depth, the layer's mean relative change over "
+            "the records; t - 1 is the previous record) > 0 with exact one-sided permutation p <= 0.05 (F1's "
+            "test, in Agrawal et al.'s direction). Needs weight_change.csv (the paper driver's).",
+            check_relative_change),
     Finding("F2", "The stratification is weaker in ResNet-50 than in VGG-16",
             "Sec. IV-C, Fig. 2(a)-(c); Sec. IV-D",
             "\u201cThe stratification in ResNet is not as obvious as VGGNet\u201d (Fig. 2(a)); \u201cstratification is "

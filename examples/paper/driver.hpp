@@ -113,6 +113,38 @@ std::vector<table4_row> run_table4(paper_net& net, const image_set& test, const 
 /// Writes table4.csv and table4.md into `dir`.
 void write_table4(const std::string& dir, const std::vector<table4_row>& rows);
 
+/// The per-layer relative weight change of Agrawal et al. (arXiv 2011.06735) between records:
+///     relative_change = ||W_t - W_prev||_1 / ||W_prev||_1,
+/// W_prev the layer's weights at the previous record. Computed by the driver in its own pass over
+/// the conv weights (torch ops on the weights' device), not in fevo's fused D, S, Z pass. Each
+/// layer keeps a detached float64 copy of its weights at the last record, on their device, that
+/// copy's L1 norm and a second float64 buffer that the next record's weights are copied into. Both sums accumulate in float64 over float64 values: for float32 weights
+/// each |w_t - w_prev| is exact (to half an ulp of a double), so the sums differ from any other
+/// float64 summation only in their order.
+class weight_change_log {
+ public:
+  /// The layers in depth order, as (name, live weight); copies their weights as the step-0 state.
+  weight_change_log(std::vector<std::pair<std::string, torch::Tensor>> layers, std::int64_t step);
+  /// One row per layer, (step_prev, step, layer, L1_change, L1_prev, relative_change), in the
+  /// order of metrics.csv; the copies then hold the weights at `step`.
+  void record(std::int64_t step);
+  /// weight_change.csv: the header and every row so far, written atomically.
+  void write(const std::string& path) const;
+  std::size_t rows() const { return rows_; }
+  const std::string& text() const { return text_; }
+  static constexpr const char* header = "step_prev,step,layer,L1_change,L1_prev,relative_change\n";
+
+ private:
+  std::vector<std::pair<std::string, torch::Tensor>> layers_;
+  static double l1(const torch::Tensor& t);  ///< sum |t| in float64 (t is float64)
+  std::vector<torch::Tensor> prev_;        ///< float64 copies of the weights at the last record
+  std::vector<torch::Tensor> cur_;         ///< float64 buffers of the same shapes, for the next
+  std::vector<double> prev_norm_;          ///< their L1 norms
+  std::int64_t prev_step_ = 0;
+  std::string text_;
+  std::size_t rows_ = 0;
+};
+
 /// The whole run: data, model, training with the recorder, Fig. 3, Table IV and every file of
 /// the run directory. Returns the process exit status (0).
 int run(const run_options& o);

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """A short seeded fevo_paper run writes every file of the run directory, and its online metrics
 equal `fevo analyze` run offline on the snapshots it saved (same steps, same tau): S, Z, n_filters
-and nonfinite exactly, D within a relative 1e-9.
+and nonfinite exactly, D within a relative 1e-9. Its weight_change.csv has a row per layer per
+record, in metrics.csv's order, and equals sum |W_t - W_prev| and sum |W_prev| recomputed from the
+snapshots in float64 within 2 n 2^-53 relative (n weights of the layer; see check_weight_change).
 
 usage: run_check.py FEVO_PAPER FEVO WORKDIR
 """
@@ -69,7 +71,8 @@ def check_run(paper, fevo, work, model, steps, record_every, extra):
     # ---- every file of the contract ----
     for name in ["config.json", "train_log.csv", "summary.json", "metrics.csv", "filter_summary.csv",
                  "series/index.csv", "series/steps.npy", "first_layer.npy", "first_layer_steps.npy",
-                 "fig3/input.png", "fig3/index.csv", "table4.csv", "table4.md", "final.safetensors"]:
+                 "fig3/input.png", "fig3/index.csv", "table4.csv", "table4.md", "final.safetensors",
+                 "weight_change.csv"]:
         check(os.path.isfile(os.path.join(out, name)), f"{model}: {name} is missing")
     check(glob.glob(os.path.join(out, "events.out.tfevents.*")), f"{model}: no TensorBoard event file")
     check(os.path.isdir(os.path.join(out, "fevo-state")), f"{model}: no fevo-state/")
@@ -97,6 +100,8 @@ def check_run(paper, fevo, work, model, steps, record_every, extra):
         check(key in summary, f"summary.json lacks {key}")
     records = summary["records"]
     check(records == -(-steps // record_every), f"{records} records")
+    check(0 < summary["weight_change_seconds"] <= summary["record_seconds"],
+          "weight_change_seconds is a positive part of record_seconds")
 
     first = np.load(os.path.join(out, "first_layer.npy"))
     first_steps = np.load(os.path.join(out, "first_layer_steps.npy"))
@@ -151,6 +156,7 @@ def check_run(paper, fevo, work, model, steps, record_every, extra):
         worst = max(worst, rel)
         check(rel <= 1e-9, f"{k} D: online {da} offline {db}")
     print(f"{model}: {len(on)} metric rows agree (largest relative D difference {worst:.3g})")
+    check_weight_change(out, cfg, snaps, online_rows)
     fs_on = {(r["layer"], r["filter"]): r for r in read_csv(os.path.join(out, "filter_summary.csv"))}
     fs_off = {(r["layer"], r["filter"]): r for r in read_csv(os.path.join(offline, "filter_summary.csv"))}
     check(set(fs_on) == set(fs_off), "filter_summary.csv rows")
@@ -159,6 +165,44 @@ def check_run(paper, fevo, work, model, steps, record_every, extra):
             check(float(fs_on[k][col]) == float(fs_off[k][col]), f"filter_summary {k} {col}")
         check(abs(float(fs_on[k]["D_mean"]) - float(fs_off[k]["D_mean"])) <=
               1e-9 * abs(float(fs_off[k]["D_mean"])) + 1e-300, f"filter_summary {k} D_mean")
+
+
+def check_weight_change(out, cfg, snaps, metrics_rows):
+    """weight_change.csv: one row per (record, layer), keyed and ordered as metrics.csv, and
+    L1_change = sum |W_t - W_prev|, L1_prev = sum |W_prev| recomputed here from the snapshots (one
+    per record step, step 0 included). The recomputation takes each difference of two float32
+    weights in float64, which is exact (to half an ulp of a double), as the driver does; the sums
+    of n non-negative float64 terms then differ only in their order, each within (n - 1) 2^-53 of
+    the exact sum: the bound is 2 n 2^-53 relative. relative_change is L1_change / L1_prev."""
+    path = os.path.join(out, "weight_change.csv")
+    with open(path, newline="") as f:
+        header = f.readline().strip()
+    check(header == "step_prev,step,layer,L1_change,L1_prev,relative_change", f"weight_change.csv header {header}")
+    rows = read_csv(path)
+    key = lambda r: (int(r["step_prev"]), int(r["step"]), r["layer"])
+    check([key(r) for r in rows] == [key(r) for r in metrics_rows],
+          "weight_change.csv has metrics.csv's (step_prev, step, layer) rows in the same order")
+    layers = [c["name"] for c in cfg["conv_layers"]]
+    check(len(rows) == len(metrics_rows) and len(rows) % len(layers) == 0, "a row per layer per record")
+    weights = {}
+    for p in snaps:
+        w, meta = read_safetensors(p)
+        weights[int(meta["step"])] = w
+    worst, checked = 0.0, 0
+    for r in rows:
+        change, prev = float(r["L1_change"]), float(r["L1_prev"])
+        check(float(r["relative_change"]) == change / prev, f"{key(r)}: relative_change = L1_change / L1_prev")
+        a = weights[int(r["step_prev"])][r["layer"]].astype(np.float64)
+        b = weights[int(r["step"])][r["layer"]].astype(np.float64)
+        bound = 2 * a.size * 2.0 ** -53
+        for got, want in ((change, np.abs(b - a).sum()), (prev, np.abs(a).sum())):
+            rel = abs(got - want) / max(want, 1e-300)
+            worst = max(worst, rel)
+            check(rel <= bound, f"{key(r)}: weight_change.csv {got!r}, from the snapshots {want!r} "
+                                f"(relative {rel:.3g} > {bound:.3g})")
+        check(change > 0, f"{key(r)}: the weights moved between records")
+        checked += 1
+    print(f"weight_change.csv: {checked} rows equal the snapshots' sums (largest relative difference {worst:.3g})")
 
 
 def write_png(path, rgb):

@@ -276,3 +276,46 @@ TEST_CASE("zero_filters and model_state: zero, restore, compare", "[paper][table
   CHECK(zero_count(0, 8) == 1);    // 7/64 of 8 filters, at least one
   CHECK(zero_count(4, 64) == 34);  // 272/512 of 64
 }
+
+TEST_CASE("weight_change_log: Agrawal et al.'s sums per layer and record, in metrics.csv's order",
+          "[paper][weight_change]") {
+  // Values exact in binary, so the expected sums are exact: |1 - 0.5| + |-2 + 2| + |0.25 - 0.75| = 1.
+  torch::Tensor a = torch::tensor({0.5f, -2.0f, 0.75f}).reshape({3, 1, 1, 1});
+  torch::Tensor b = torch::zeros({2, 1, 1, 1});
+  torch::Tensor c = torch::tensor({1.0f, 3.0f}).reshape({2, 1, 1, 1});
+  weight_change_log log({{"block1/conv1", a}, {"odd,\"name\"", b}, {"c", c}}, 0);
+  {
+    torch::NoGradGuard ng;
+    a.copy_(torch::tensor({1.0f, -2.0f, 0.25f}).reshape({3, 1, 1, 1}));
+    b[0].fill_(0.5f);  // moved from all-zero weights: L1_prev 0, relative inf
+  }
+  log.record(10);
+  {
+    torch::NoGradGuard ng;
+    a.mul_(2.0f);  // the previous record is now step 10: change |a_10| = 3.25, prev 3.25
+  }
+  log.record(20);
+  CHECK(log.rows() == 6);
+  CHECK(log.text() ==
+        "0,10,block1/conv1,1,3.25,0.3076923076923077\n"
+        "0,10,\"odd,\"\"name\"\"\",0.5,0,inf\n"
+        "0,10,c,0,4,0\n"
+        "10,20,block1/conv1,3.25,3.25,1\n"
+        "10,20,\"odd,\"\"name\"\"\",0,0.5,0\n"
+        "10,20,c,0,4,0\n");
+  // A layer that stays all zero: 0 / 0.
+  torch::Tensor z = torch::zeros({1, 1, 1, 1});
+  weight_change_log still({{"z", z}}, 5);
+  still.record(6);
+  CHECK(still.text() == "5,6,z,0,0,nan\n");
+  // The difference is taken in float64: 2^25 - 1 needs 25 significant bits, which a float32
+  // difference would round to 2^25.
+  torch::Tensor m = torch::tensor({1.0f}).reshape({1, 1, 1, 1});
+  weight_change_log big({{"m", m}}, 0);
+  {
+    torch::NoGradGuard ng;
+    m.fill_(33554432.0f);
+  }
+  big.record(1);
+  CHECK(big.text() == "0,1,m,33554431,1,33554431\n");
+}

@@ -2,7 +2,7 @@
 """Writes small synthetic run directories in the exact format of the run directory contract, for
 the tests of tools/fevo_report.py:
 
-    python3 make_fixture.py OUTDIR [--findings hold|fail] [--seed N]
+    python3 make_fixture.py OUTDIR [--findings hold|fail] [--seed N] [--no-weight-change]
 
   OUTDIR/vgg16      a paper-driver run of VGG-16 (13 conv layers, widths 8..32)
   OUTDIR/resnet50   a paper-driver run of ResNet-50 (all 53 conv layers, widths 4..32)
@@ -34,6 +34,15 @@ with margins no seed can undo; --findings fail so that every one does not hold. 
                   one frozen filter in conv5; random drops (0.1, 0.5, 0.5, 0.5, 5.0) +- 0.1 points.
 Per-filter values scatter around the layer's (D_i by the filter's lognormal factor and +-30 %
 noise, S_i and Z_i by +-0.02); D_i also scales with (lr / lr0)^2 at the learning-rate halvings.
+
+weight_change.csv (both driver runs; --no-weight-change leaves it out, as an older driver did):
+per layer at position j of its L conv layers, the mean absolute weight a and the relative change
+r per record, L1_prev = O C H W a (1 + 0.05 u) (+-1 %), L1_change = r (lr / lr0) L1_prev (+-20 %):
+  hold  VGG-16 r = 0.01 x 2^(4 j / (L - 1)), a = 0.05 x 2^(-4 j / (L - 1)): the Table III layers
+        conv1..conv5 (j = 0, 3, 6, 9, 12) at r = 0.01 x 2^i, rising with depth (Agrawal et al.);
+        ResNet-50 the same over its 53 layers, the Table III layers at r = 0.005 x 2^i.
+  fail  both models r = 0.16 x 2^(-4 j / (L - 1)) (falling), a = 0.05 x (1 + j / (L - 1)) (rising);
+        the Table III layers at r = 0.16 x 2^(-i).
 Every random number comes from numpy.random.default_rng(seed) (seed 1 by default).
 """
 
@@ -162,6 +171,28 @@ def recorder_files(d, layers, spec, rng, series=True):
     return per_layer
 
 
+def weight_change_file(d, layers, t3, hold, base, rng):
+    """weight_change.csv of the layers (see the module docstring), rows in metrics.csv's order."""
+    steps = np.arange(RECORD_EVERY, STEPS + 1, RECORD_EVERY)
+    L = len(layers)
+    spec = {}
+    for j, (name, shape) in enumerate(layers):
+        x = j / (L - 1)
+        spec[name] = ((0.01 * 2 ** (4 * x), 0.05 * 2 ** (-4 * x)) if hold else
+                      (0.16 * 2 ** (-4 * x), 0.05 * (1 + x)))
+    for i, name in enumerate(t3):
+        spec[name] = (base * 2 ** i if hold else 0.16 * 2 ** -i, spec[name][1])
+    lines = ["step_prev,step,layer,L1_change,L1_prev,relative_change"]
+    for s in steps:
+        u = s / STEPS
+        for name, shape in layers:
+            r, a = spec[name]
+            prev = float(np.prod(shape) * a * (1 + 0.05 * u) * rng.uniform(0.99, 1.01))
+            change = float(r * (lr_at(s) / LR) * prev * rng.uniform(0.8, 1.2))
+            lines.append(f"{s - RECORD_EVERY},{s},{csv_field(name)},{change!r},{prev!r},{change / prev!r}")
+    write(os.path.join(d, "weight_change.csv"), "\n".join(lines) + "\n")
+
+
 def driver_run(d, model, layers, t3, spec, table4_drops, rng):
     """A paper-driver run directory; table4_drops per Table III layer: (least_D drop, most_Z drop,
     random drop mean, random drop std), accuracies as fractions."""
@@ -275,6 +306,8 @@ def main():
     ap.add_argument("--findings", choices=("hold", "fail"), default="hold",
                     help="build the runs so that every finding holds, or so that none does")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--no-weight-change", action="store_true",
+                    help="leave weight_change.csv out of the driver runs (as an older paper driver did)")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     hold = args.findings == "hold"
@@ -282,10 +315,14 @@ def main():
     vl = vgg_layers()
     spec, drops = vgg_spec(vl, hold)
     driver_run(os.path.join(args.out, "vgg16"), "vgg16", vl, VGG_T3, spec, drops, rng)
+    if not args.no_weight_change:
+        weight_change_file(os.path.join(args.out, "vgg16"), vl, VGG_T3, hold, 0.01, rng)
 
     rl = resnet_layers()
     spec, drops = resnet_spec(rl, hold)
     driver_run(os.path.join(args.out, "resnet50"), "resnet50", rl, RESNET_T3, spec, drops, rng)
+    if not args.no_weight_change:
+        weight_change_file(os.path.join(args.out, "resnet50"), rl, RESNET_T3, hold, 0.005, rng)
 
     al = [(f"features.{2 * i}.weight", [4 + 2 * i, 3, 3, 3]) for i in range(6)] + [('odd,name "x"', [5, 3, 1, 1])]
     recorder_files(os.path.join(args.out, "analyze"), al,

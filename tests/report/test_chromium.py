@@ -8,16 +8,19 @@ The report of the fixture runs (make_fixture.py) is written to a temporary direc
   1. A copy with a probe (inline script, first thing in <head>) is loaded with --dump-dom. The
      probe records every error event (a resource that failed to load, a script error) and every
      console.error, and on the load event writes into the DOM one line
-       FEVO-PROBE images=N broken=B first=ID top=T above=A open=O errors=E ...
+       FEVO-PROBE images=N broken=B first=ID top=T above=A open=O a1=V errors=E ...
      where broken counts the <img> not complete or with naturalWidth 0, ID is the id of the
      page's first table, T the distance in CSS pixels from the top of the page to it, A the number
-     of images drawn above its bottom and O the number of open <details>. The line must be there
-     (the page loaded), with N = the number of figures, B = 0, E = 0, and the findings table
-     first, at the top (ID = findings, T < 150 with the window's 1280 px width, A = 0), the run
-     settings folded (O = 0).
+     of images drawn above its bottom, O the number of open <details> and V the verdict shown for
+     Agrawal et al.'s finding in VGG-16 (the cell with id A1-VGG16-R; spaces as '-'). The line must
+     be there (the page loaded), with N = the number of figures, B = 0, E = 0, and the findings
+     table first, at the top (ID = findings, T < 150 with the window's 1280 px width, A = 0), the
+     run settings folded (O = 0), and V = holds.
   2. The same probe on a copy with one image's data cut short must report broken=1, and on a
      copy with a figure moved to the top of the page above=1 and T >= 150 (the probe can fail).
-  3. The unmodified report.html is screenshotted; the PNG must decode, have the window's size
+  3. The report of fixture runs without weight_change.csv (an older driver's) passes the same
+     checks, with V = cannot-be-checked.
+  4. The unmodified report.html is screenshotted; the PNG must decode, have the window's size
      and not be blank (more than 2 % of its pixels differ from the top-left one, many colours).
 Exit status 0 when all hold; 1 with the reason otherwise. The report itself holds no script.
 """
@@ -58,10 +61,13 @@ PROBE = """<script>
       top = Math.round(r.top + window.scrollY);
       for (var k = 0; k < imgs.length; k++) if (imgs[k].getBoundingClientRect().top < r.bottom) above++;
     }
+    var a1 = document.getElementById('A1-VGG16-R');
+    var verdict = a1 ? a1.textContent.trim().replace(/\s+/g, '-') : 'none';
     var p = document.createElement('pre');
     p.id = 'fevo-probe';
     p.textContent = 'FEVO-PROBE images=' + imgs.length + ' broken=' + bad + ' first=' + (t ? t.id : 'none') +
       ' top=' + top + ' above=' + above + ' open=' + document.querySelectorAll('details[open]').length +
+      ' a1=' + verdict +
       ' errors=' + errs.length + (errs.length ? ' ' + errs.join(' | ') : '');
     document.body.appendChild(p);
   });
@@ -92,12 +98,39 @@ def probe(exe, tmp, html, name):
     p = chromium(exe, os.path.join(tmp, "profile-" + name), "--dump-dom", f"--window-size={WINDOW[0]},{WINDOW[1]}",
                  "file://" + path)
     m = re.search(r"FEVO-PROBE images=(\d+) broken=(\d+) first=(\S+) top=(-?\d+) above=(\d+) open=(\d+) "
-                  r"errors=(\d+)([^<]*)", p.stdout)
+                  r"a1=(\S+) errors=(\d+)([^<]*)", p.stdout)
     if not m:
         fail(f"the probe did not run in {path} (page not loaded?); chromium exit {p.returncode}, "
              f"stderr tail:\n{p.stderr[-2000:]}")
     return {"images": int(m.group(1)), "broken": int(m.group(2)), "first": m.group(3), "top": int(m.group(4)),
-            "above": int(m.group(5)), "open": int(m.group(6)), "errors": int(m.group(7)), "detail": m.group(8).strip()}
+            "above": int(m.group(5)), "open": int(m.group(6)), "a1": m.group(7), "errors": int(m.group(8)),
+            "detail": m.group(9).strip()}
+
+
+def report(fx, out):
+    """report.html of the fixture's two driver runs: (its path, OUTDIR)."""
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "fevo_report.py"),
+                        os.path.join(fx, "vgg16"), os.path.join(fx, "resnet50"), "--out", out],
+                       capture_output=True, text=True, timeout=120)
+    if p.returncode != 0:
+        fail(f"fevo_report.py exit {p.returncode}: {p.stderr}")
+    return p.stdout.strip().splitlines()[-1], out
+
+
+def check_page(exe, tmp, html, out, name, a1):
+    n_figs = len([f for f in os.listdir(os.path.join(out, "figures")) if f.endswith(".png")])
+    r = probe(exe, tmp, html, name)
+    print(f"{html}: {r['images']} images, {r['broken']} broken, {r['errors']} load errors {r['detail']}; "
+          f"first table '{r['first']}' at {r['top']} px, {r['above']} images above its end, "
+          f"{r['open']} open <details>; A1 (VGG-16) {r['a1']}")
+    if r["images"] != n_figs or r["broken"] or r["errors"]:
+        fail(f"expected {n_figs} images, 0 broken, 0 errors")
+    if r["first"] != "findings" or not 0 <= r["top"] < 150 or r["above"]:
+        fail("the findings table is not the first thing on the page")
+    if r["open"]:
+        fail("the run settings are not folded")
+    if r["a1"] != a1:
+        fail(f"Agrawal et al.'s finding reads {r['a1']}, expected {a1}")
 
 
 def main():
@@ -108,25 +141,14 @@ def main():
     try:
         fx = os.path.join(tmp, "fixture")
         subprocess.run([sys.executable, os.path.join(HERE, "make_fixture.py"), fx], check=True)
-        out = os.path.join(tmp, "report")
-        p = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "fevo_report.py"),
-                            os.path.join(fx, "vgg16"), os.path.join(fx, "resnet50"), "--out", out],
-                           capture_output=True, text=True, timeout=120)
-        if p.returncode != 0:
-            fail(f"fevo_report.py exit {p.returncode}: {p.stderr}")
-        html = p.stdout.strip().splitlines()[-1]
-        n_figs = len([f for f in os.listdir(os.path.join(out, "figures")) if f.endswith(".png")])
-
-        r = probe(exe, tmp, html, "probe.html")
-        print(f"report.html: {r['images']} images, {r['broken']} broken, {r['errors']} load errors {r['detail']}; "
-              f"first table '{r['first']}' at {r['top']} px, {r['above']} images above its end, "
-              f"{r['open']} open <details>")
-        if r["images"] != n_figs or r["broken"] or r["errors"]:
-            fail(f"expected {n_figs} images, 0 broken, 0 errors")
-        if r["first"] != "findings" or not 0 <= r["top"] < 150 or r["above"]:
-            fail("the findings table is not the first thing on the page")
-        if r["open"]:
-            fail("the run settings are not folded")
+        html, out = report(fx, os.path.join(tmp, "report"))
+        check_page(exe, tmp, html, out, "probe.html", "holds")
+        # The runs of an older driver, without weight_change.csv: the page is whole, A1 says so.
+        fx_old = os.path.join(tmp, "fixture_old")
+        subprocess.run([sys.executable, os.path.join(HERE, "make_fixture.py"), fx_old, "--no-weight-change"],
+                       check=True)
+        old_html, old_out = report(fx_old, os.path.join(tmp, "report_old"))
+        check_page(exe, tmp, old_html, old_out, "probe_old.html", "cannot-be-checked")
 
         # Negative control: one image's PNG data cut short must be seen as broken.
         with open(html, encoding="utf-8") as f:

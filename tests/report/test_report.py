@@ -13,6 +13,9 @@
     holds) and built not to hold (--findings fail: every row does not hold, each with its "why"),
     and at the edges of each criterion (a test's p just above or below 0.05, a failing third of
     training, missing Table IV rows or draws, no layer shapes: "cannot be checked");
+  * Agrawal et al.'s relative weight change (weight_change.csv): A1 both ways and at its edge, the
+    run placed between the two papers, Fig. 2's row of it, the per-layer table, a run without the
+    file (it renders; A1 "cannot be checked", saying why) and malformed files;
   * --compare: the verdicts that changed between two reports;
   * a `fevo analyze` directory alone: Fig. 2 (D, S, Z) and Fig. 4, five layers spread over depth;
   * missing and malformed inputs: exit status 2 and one line naming the file.
@@ -196,7 +199,7 @@ class FullReport(unittest.TestCase):
             exp[f"fig1_{m}"] = figs.fig1_size_px(min(w.shape[1], figs.FIG1_MAX_FILTERS),
                                                  min(w.shape[0], figs.FIG1_MAX_STEPS))
             exp[f"fig3_{m}"] = figs.fig3_size_px(5)
-        exp["fig2"] = figs.fig2_size_px(3, 4)  # three runs; D, D per weight, S, Z
+        exp["fig2"] = figs.fig2_size_px(3, 5)  # three runs; D, D per weight, relative change, S, Z
         exp["fig4"] = figs.fig4_size_px(3)
         return exp
 
@@ -296,9 +299,9 @@ class FullReport(unittest.TestCase):
                     self.assertEqual(int(t["filters"]), int(rows[0]["n_filters"]))
                     for k in "DSZ":
                         self.assertSig(t[f"mean {k}"], sum(float(r[k]) for r in rows) / len(rows))
-                    if m == "analyze":  # no shapes: no D per weight
-                        self.assertEqual((t["shape [O, I, H, W]"], t["C x H x W"], t["mean D per weight"]),
-                                         ("\u2014",) * 3)
+                    if m == "analyze":  # no shapes: no D per weight; no weight_change.csv
+                        self.assertEqual((t["shape [O, I, H, W]"], t["C x H x W"], t["mean D per weight"],
+                                          t["mean relative change"]), ("\u2014",) * 4)
                     else:
                         shape = {e["name"]: e["shape"] for e in
                                  load_json(os.path.join(self.fx, m, "config.json"))["conv_layers"]}[t["layer"]]
@@ -306,6 +309,10 @@ class FullReport(unittest.TestCase):
                         self.assertEqual(json.loads(t["shape [O, I, H, W]"]), shape)
                         self.assertEqual(int(t["C x H x W"]), chw)
                         self.assertSig(t["mean D per weight"], sum(float(r["D"]) for r in rows) / len(rows) / chw)
+                        wc = [float(r["relative_change"]) for r in
+                              read_csv(os.path.join(self.fx, m, "weight_change.csv")) if r["layer"] == t["layer"]]
+                        self.assertEqual(len(wc), len(rows))
+                        self.assertSig(t["mean relative change"], sum(wc) / len(wc))
                     barely = sum(float(r["frac_S_zero"]) >= 0.9 for r in filt)
                     self.assertEqual(int(t["barely changing"]), barely)
                     self.assertAlmostEqual(float(t["barely changing (%)"]), 100 * barely / len(filt), places=2)
@@ -332,6 +339,17 @@ class FullReport(unittest.TestCase):
         f1 = [r for r in table if r[""] == "F1"]
         self.assertEqual([r["quantity"] for r in f1], ["D", "D per weight", "S", "Z"])
         self.assertEqual([r["quantity"] for r in table if r[""] == "F2"], ["D", "D per weight", "S", "Z"])
+        # Agrawal et al.'s finding right after F1's D rows, per model, with this paper's D beside it.
+        a1 = [r for r in table if r[""] == "A1"]
+        self.assertEqual([(r["model"], r["quantity"]) for r in a1],
+                         [("VGG-16", "relative change"), ("ResNet-50", "relative change")])
+        self.assertEqual(list(dict.fromkeys(r[""] for r in table))[:3], ["F1", "A1", "F2"])
+        self.assertIn("Spearman rho(depth, mean relative change) = +1.00, exact one-sided p = 0.008", a1[0]["this run"])
+        self.assertIn("beside it, this paper's D (F1: falls with depth): rho(depth, mean D) = -1.00", a1[0]["this run"])
+        self.assertIn("over all 13 conv layers rho = ", a1[0]["this run"])
+        self.assertIn("over all 53 conv layers rho = ", a1[1]["this run"])
+        self.assertIn("\u201cthe overall increase in relative weight change of later layers", a1[0]["the paper (section)"])
+        self.assertIn("arXiv 2011.06735", a1[0]["the paper (section)"])
         # The numbers quoted: rho of VGG-16 is -1 (means sqrt(10) apart), exact p = 1/120.
         self.assertIn("Spearman rho(depth, mean D) = -1.00, exact one-sided p = 0.008", f1[0]["this run"])
         self.assertIn("\u201cwe can observe obvious stratification in VGGNet", f1[0]["the paper (section)"])
@@ -359,7 +377,7 @@ class FullReport(unittest.TestCase):
         self.assertEqual(first_table, self.html.index('<table id="findings"'))
         self.assertLess(first_table, self.html.index("<img"))
         self.assertEqual(self.html[:first_table].count("<p"), 0)
-        marks = ['<table id="findings"', 'alt="Fig. 2', 'alt="Fig. 4', 'id="table4-vgg16"', 'id="layers-vgg16"',
+        marks = ['<table id="findings"', 'id="between"', 'alt="Fig. 2', 'alt="Fig. 4', 'id="table4-vgg16"', 'id="layers-vgg16"',
                  'alt="Fig. 1', 'alt="Fig. 3', 'id="settings"', 'id="settings-vgg16"']
         pos = [self.html.index(m) for m in marks]
         self.assertEqual(pos, sorted(pos), marks)
@@ -373,24 +391,33 @@ class FullReport(unittest.TestCase):
         runs = fixture_runs("vgg16", "resnet50", "analyze")
         fig, axes, size = figs.fig2_axes(runs)
         try:
-            self.assertEqual(size, figs.fig2_size_px(3, 4))
-            self.assertEqual(sorted({k for k, _ in axes}), sorted(["D", "Dw", "S", "Z"]))
-            for key in ("D", "Dw", "S", "Z"):
+            self.assertEqual(size, figs.fig2_size_px(3, 5))
+            keys = ["D", "Dw", "R", "S", "Z"]
+            self.assertEqual(sorted({k for k, _ in axes}), sorted(keys))
+            for key in keys:
                 boxes = [axes[(key, r.label)].get_position() for r in runs]
                 self.assertEqual(len({round(b.y0, 6) for b in boxes}), 1, key)  # one row
                 self.assertEqual([b.x0 for b in boxes], sorted(b.x0 for b in boxes))  # left to right
-                drawn = [r for r in runs if key != "Dw" or r.has_shapes()]
+                drawn = [r for r in runs if (key != "Dw" or r.has_shapes()) and (key != "R" or r.has_weight_change)]
                 self.assertEqual(len({axes[(key, r.label)].get_ylim() for r in drawn}), 1, key)
             for key in ("S", "Z"):
                 self.assertEqual(axes[(key, "vgg16")].get_ylim(), (0.0, 1.0))
-            self.assertEqual(axes[("D", "vgg16")].get_yscale(), "log")
-            # Rows top to bottom: D, D per weight, S, Z.
-            ys = [axes[(k, "vgg16")].get_position().y0 for k in ("D", "Dw", "S", "Z")]
+            for key in ("D", "Dw", "R"):
+                self.assertEqual(axes[(key, "vgg16")].get_yscale(), "log")
+            # Rows top to bottom: D, D per weight, relative change, S, Z.
+            ys = [axes[(k, "vgg16")].get_position().y0 for k in keys]
             self.assertEqual(ys, sorted(ys, reverse=True))
-            # Without shapes, the D per weight panel says why instead of drawing.
+            # Without shapes or weight_change.csv, the panel says why instead of drawing.
             self.assertEqual(len(axes[("Dw", "analyze")].lines), 0)
             self.assertIn("needs the layers' shapes", axes[("Dw", "analyze")].texts[0].get_text())
-            self.assertEqual(len(axes[("Dw", "vgg16")].lines), 5 + 2)  # five layers, two lr halvings
+            self.assertEqual(len(axes[("R", "analyze")].lines), 0)
+            self.assertIn("no weight_change.csv", axes[("R", "analyze")].texts[0].get_text())
+            for key in ("Dw", "R"):
+                self.assertEqual(len(axes[(key, "vgg16")].lines), 5 + 2)  # five layers, two lr halvings
+            # The relative change drawn is weight_change.csv's.
+            vgg = runs[0]
+            np.testing.assert_array_equal(axes[("R", "vgg16")].lines[0].get_ydata(),
+                                          vgg.weight_change[vgg.selected[0]].relative)
         finally:
             import matplotlib.pyplot as plt
             plt.close(fig)
@@ -402,6 +429,10 @@ def fixture_runs(*models, findings="hold"):
 
 def by_id(rows):
     return {r.id: r for r in rows}
+
+
+def finding(key):
+    return next(f for f in fnd.FINDINGS if f.key == key)
 
 
 class FailingRuns(unittest.TestCase):
@@ -442,6 +473,14 @@ class FailingRuns(unittest.TestCase):
         self.assertIn("no filter of the five layers", rows["F7-VGG16-filters"].why)
         self.assertIn("ResNet-50 has 1 barely changing filters", rows["F9-ResNet50-filters"].why)
         self.assertIn("conv5 drops more than conv1", rows["T4-ResNet50-random"].why)
+        why = rows["A1-VGG16-R"].why
+        self.assertIn("mean relative change falls with depth (rho = -1.00): largest in conv1, smallest in conv5; "
+                      "in Agrawal et al. it rises.", why)
+        # The fixture's mean absolute change per weight falls, its mean absolute weight rises.
+        self.assertIn("the mean absolute change of a weight over the mean absolute weight: the first falls with "
+                      "depth (rho = -1.00;", why)
+        self.assertIn("the second rises with depth (rho = +1.00;", why)
+        self.assertIn("mean relative change falls with depth", rows["A1-ResNet50-R"].why)
 
     def test_compare_lists_changed_verdicts(self):
         hold_out = os.path.join(self.fx, "out_hold")
@@ -532,7 +571,7 @@ class Criteria(unittest.TestCase):
         p = fnd.spearman_exact_p([1, 2, 3, 4, 5], [0.0272, 0.0292, 0.0522, 0.0149, 0.1988], "greater")
         self.assertAlmostEqual(rho, 0.4)
         self.assertAlmostEqual(p, 31 / 120)
-        self.assertIn("rho = +0.40, p = 0.26", fnd.FINDINGS[[f.key for f in fnd.FINDINGS].index("T3")].criterion)
+        self.assertIn("rho = +0.40, p = 0.26", finding("T3").criterion)
         # One random trial against draws of mean 2, std 0.5, 5 draws: t = (2 - 0.1) / (0.5 sqrt(1 + 1/5)),
         # 4 degrees of freedom.
         p = fnd.random_vs_one({"draws": 5, "drop_mean": 0.02, "drop_std": 0.005}, 0.001)
@@ -597,9 +636,9 @@ class Criteria(unittest.TestCase):
     def test_F2_as_strong_in_resnet(self):
         vgg, res = fixture_runs("vgg16", "resnet50")
         ctx = fnd.Context([vgg, res])
-        self.assertEqual({r.status for r in fnd.check_weaker_in_resnet(ctx, fnd.FINDINGS[1])}, {fnd.HOLDS})
+        self.assertEqual({r.status for r in fnd.check_weaker_in_resnet(ctx, finding("F2"))}, {fnd.HOLDS})
         ctx.resnet = fixture_runs("vgg16")[0]  # a second VGG-16 as "ResNet-50": as strong, as wide
-        rows = fnd.check_weaker_in_resnet(ctx, fnd.FINDINGS[1])
+        rows = fnd.check_weaker_in_resnet(ctx, finding("F2"))
         self.assertEqual({r.status for r in rows}, {fnd.NOT_HOLD})
         self.assertIn("as strongly ordered", rows[0].why)
 
@@ -611,7 +650,7 @@ class Criteria(unittest.TestCase):
         d5[:m] = lowest[:m] * 1e-3
         d5[m:] = lowest[m:] * 1.05  # and just above the least of the others in the rest
         ctx = fnd.Context([res])
-        rows = by_id(fnd.check_top_least(ctx, fnd.FINDINGS[2]))
+        rows = by_id(fnd.check_top_least(ctx, finding("F3")))
         row = rows["F3-ResNet50-D"]
         self.assertEqual(row.status, fnd.NOT_HOLD, row.numbers)
         self.assertIn("the least changed layer in only", row.why)
@@ -692,6 +731,141 @@ class Criteria(unittest.TestCase):
                     self.assertEqual(r.status, fnd.HOLDS)
         rows = fnd.check_all(fixture_runs("analyze"))
         self.assertEqual({r.status for r in rows}, {fnd.CANNOT})
+
+
+class RelativeChange(unittest.TestCase):
+    """Agrawal et al.'s relative weight change (A1) and the run placed between the two papers."""
+
+    def test_A1_order_by_chance(self):
+        vgg, res = fixture_runs("vgg16", "resnet50")
+        wc = vgg.weight_change
+        n = vgg.selected
+        # conv4 and conv5 swapped: rho = +0.9, exact p = 5/120: holds.
+        wc[n[3]].relative, wc[n[4]].relative = wc[n[4]].relative, wc[n[3]].relative
+        row = by_id(fnd.check_all([vgg, res]))["A1-VGG16-R"]
+        self.assertEqual(row.status, fnd.HOLDS, row.numbers)
+        self.assertIn("rho(depth, mean relative change) = +0.90, exact one-sided p = 0.042", row.numbers)
+        # conv2 and conv5 swapped as well (depth order 1 4 3 5 2): rho = +0.3, p > 0.05.
+        wc[n[1]].relative, wc[n[4]].relative = wc[n[4]].relative, wc[n[1]].relative
+        row = by_id(fnd.check_all([vgg, res]))["A1-VGG16-R"]
+        self.assertEqual(row.status, fnd.NOT_HOLD)
+        self.assertIn("mean relative change rises with depth on the whole (rho = +0.30), but not steadily", row.why)
+        self.assertIn("arise by chance with p = ", row.why)
+        self.assertIn("mean absolute change of a weight over the mean absolute weight", row.why)
+
+    def test_A1_no_order_why(self):
+        """The change per weight and the weights fall together: the relative change keeps no order
+        over depth, and the why says so."""
+        vgg, = fixture_runs("vgg16")
+        # The fixture's mean |w| halves with each Table III layer; relative changes with rho = +0.1.
+        for i, name in enumerate(vgg.selected):
+            w = vgg.weight_change[name]
+            w.relative = np.full_like(w.relative, (1.0, 1.2, 0.9, 1.1, 1.05)[i] / 100)
+            w.L1_change = w.relative * w.L1_prev
+        row = by_id(fnd.check_all([vgg]))["A1-VGG16-R"]
+        self.assertEqual(row.status, fnd.NOT_HOLD)
+        self.assertIn("rho(depth, mean relative change) = +0.10", row.numbers)
+        self.assertIn("the first falls with depth (rho = -1.00;", row.why)
+        self.assertIn("the second falls with depth (rho = -1.00;", row.why)
+        self.assertIn("Both fall with depth at a similar pace, so their ratio keeps no clear order.", row.why)
+        # rho exactly 0 (ranks 2 5 3 1 4): "has no order over depth".
+        for i, name in enumerate(vgg.selected):
+            w = vgg.weight_change[name]
+            w.relative = np.full_like(w.relative, (2.0, 5.0, 3.0, 1.0, 4.0)[i] / 100)
+        row = by_id(fnd.check_all([vgg]))["A1-VGG16-R"]
+        self.assertIn("mean relative change has no order over depth (rho = +0.00): largest in conv2, smallest in "
+                      "conv4; in Agrawal et al. it rises.", row.why)
+        self.assertIn("has no order over depth (rho = +0.00)", dict(fnd.between([vgg]))["VGG-16"])
+
+    def test_A1_without_weight_change(self):
+        vgg, res = fixture_runs("vgg16", "resnet50")
+        vgg.weight_change = None
+        rows = by_id(fnd.check_all([vgg, res]))
+        self.assertEqual(rows["A1-VGG16-R"].status, fnd.CANNOT)
+        self.assertIn("vgg16 has no weight_change.csv", rows["A1-VGG16-R"].numbers)
+        self.assertEqual(rows["A1-ResNet50-R"].status, fnd.HOLDS)
+        self.assertEqual(rows["F1-VGG16-D"].status, fnd.HOLDS)  # the rest is read as before
+        text = dict(fnd.between([vgg, res]))["VGG-16"]
+        self.assertIn("eq. 1's D falls with depth (rho = -1.00, exact one-sided p = 0.008), as this paper finds (F1)",
+                      text)
+        self.assertIn("Agrawal et al.'s side cannot be read: vgg16 has no weight_change.csv", text)
+        # A relative change that is not finite in a layer: cannot be checked, with the reason.
+        vgg, = fixture_runs("vgg16")
+        vgg.weight_change[vgg.selected[2]].relative[:] = np.nan
+        row = by_id(fnd.check_all([vgg]))["A1-VGG16-R"]
+        self.assertEqual(row.status, fnd.CANNOT)
+        self.assertIn("mean relative change of a layer is not finite", row.numbers)
+
+    def test_between_the_papers(self):
+        """Which paper the run sides with, built from the two trends."""
+        vgg, res = fixture_runs("vgg16", "resnet50")
+        text = dict(fnd.between([vgg, res]))
+        self.assertEqual(list(text), ["VGG-16", "ResNet-50"])
+        self.assertIn("the relative weight change rises with depth (rho = +1.00, exact one-sided p = 0.008): "
+                      "Agrawal et al.'s finding holds (A1)", text["VGG-16"])
+        self.assertIn("Both hold", text["VGG-16"])
+        self.assertIn("this paper finds a stratification weaker than VGG-16's (F2)", text["ResNet-50"])
+        # mean D rising with the filters' size, falling per weight: the run sides with Agrawal et al.
+        for i, name in enumerate(vgg.selected):
+            c = (3, 16, 64, 256, 1024)[i]
+            vgg.shapes[name] = [8, c, 3, 3]
+            vgg.metrics[name].D = scaled(vgg.metrics[name].D, 1e-6 * 0.5 ** i * c * 9)
+        t = dict(fnd.between([vgg]))["VGG-16"]
+        self.assertIn("eq. 1's D rises with depth (rho = +1.00, exact one-sided p = 0.008), against this paper's "
+                      "finding that it falls (F1)", t)
+        self.assertIn("The run sides with Agrawal et al. Per weight, lower layers do change more", t)
+        # The relative change falling as well: neither.
+        fail_vgg, = fixture_runs("vgg16", findings="fail")
+        t = dict(fnd.between([fail_vgg]))["VGG-16"]
+        self.assertIn("Neither finding holds in this run.", t)
+        self.assertNotIn("Per weight", t)
+        # D falling, the relative change falling: the run sides with this paper.
+        vgg, = fixture_runs("vgg16")
+        for name in vgg.selected:
+            vgg.weight_change[name].relative = fail_vgg.weight_change[name].relative
+        t = dict(fnd.between([vgg]))["VGG-16"]
+        self.assertIn("Agrawal et al.'s finding does not hold (A1)", t)
+        self.assertIn("The run sides with this paper.", t)
+        self.assertEqual(fnd.between(fixture_runs("analyze")), [])
+
+    def test_run_without_weight_change_renders(self):
+        """A run of an older driver (no weight_change.csv) still gives the whole page; the rows and
+        panels of the relative change say the data is absent."""
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run([sys.executable, os.path.join(HERE, "make_fixture.py"), tmp, "--seed", str(SEED),
+                            "--no-weight-change"], check=True)
+            self.assertFalse(os.path.exists(os.path.join(tmp, "vgg16", "weight_change.csv")))
+            out = os.path.join(tmp, "out")
+            p = run_tool(os.path.join(tmp, "vgg16"), os.path.join(tmp, "resnet50"), "--out", out)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            html = read_text(os.path.join(out, "report.html"))
+            page = Page()
+            page.feed(html)
+            table = dict_rows(page.tables["findings"])
+            a1 = [r for r in table if r[""] == "A1"]
+            self.assertEqual([r["verdict"] for r in a1], [fnd.CANNOT, fnd.CANNOT])
+            self.assertIn("vgg16 has no weight_change.csv", a1[0]["this run"])
+            self.assertIn("resnet50 has no weight_change.csv", a1[1]["this run"])
+            self.assertEqual({r["verdict"] for r in table if r[""] != "A1"}, {fnd.HOLDS})
+            self.assertIn("Agrawal et al.&#x27;s side cannot be read", html)
+            # No relative change to draw: Fig. 2 keeps D, D per weight, S and Z; the layer table says so.
+            a = mpimg.imread(os.path.join(out, "figures", "fig2.png"))
+            self.assertEqual((a.shape[1], a.shape[0]), figs.fig2_size_px(2, 4))
+            self.assertEqual({r["mean relative change"] for r in dict_rows(page.tables["layers-vgg16"])}, {"\u2014"})
+            self.assertNotIn("weight_change.csv", " ".join(page.hrefs))
+            data = load_json(os.path.join(out, "findings.json"))
+            self.assertIn("cannot be read", data["between"][0]["text"])
+            # One run with it, one without: the relative-change row is drawn, the other panel says why.
+            shutil.copy(os.path.join(Fixture.get(), "vgg16", "weight_change.csv"), os.path.join(tmp, "vgg16"))
+            runs = report_data.load_runs([os.path.join(tmp, "vgg16"), os.path.join(tmp, "resnet50")])
+            fig, axes, size = figs.fig2_axes(runs)
+            try:
+                self.assertEqual(size, figs.fig2_size_px(2, 5))
+                self.assertEqual(len(axes[("R", "vgg16")].lines), 5 + 2)
+                self.assertIn("no weight_change.csv", axes[("R", "resnet50")].texts[0].get_text())
+            finally:
+                import matplotlib.pyplot as plt
+                plt.close(fig)
 
 
 class GrayscaleFirstLayer(unittest.TestCase):
@@ -811,6 +985,33 @@ class BadInputs(unittest.TestCase):
             with open(p, "wb") as f:
                 f.write(data[:len(data) - 4])
         self.case(mutate, "first_layer_steps.npy", "not a valid .npy")
+
+    def edit_weight_change(self, line, field, value):
+        """A mutation of weight_change.csv: `field` (a column index) of data line `line` set."""
+        def mutate(r):
+            p = os.path.join(r, "weight_change.csv")
+            lines = read_text(p).splitlines()
+            f = lines[line].split(",")
+            f[field] = value
+            lines[line] = ",".join(f)
+            self.write(p, "\n".join(lines) + "\n")
+        return mutate
+
+    def test_bad_weight_change(self):
+        self.case(lambda r: self.write(os.path.join(r, "weight_change.csv"), "step,layer,L1_change\n"),
+                  "weight_change.csv", "header")
+        self.case(self.edit_weight_change(2, 3, "x"), "weight_change.csv", "line 3: column 'L1_change' is not a number")
+        self.case(self.edit_weight_change(2, 4, "-1.5"), "weight_change.csv", "line 3: L1_prev is negative")
+        self.case(self.edit_weight_change(2, 2, "block9/conv9_9"), "weight_change.csv",
+                  "line 3: layer 'block9/conv9_9' has no rows in metrics.csv")
+        self.case(self.edit_weight_change(1, 1, "15"), "weight_change.csv", "layer 'block1/conv1_1' has 20 records")
+
+    def test_weight_change_missing_a_layer(self):
+        def mutate(r):
+            p = os.path.join(r, "weight_change.csv")
+            lines = read_text(p).splitlines()
+            self.write(p, "\n".join(l for l in lines if ",block3/conv3_2," not in l) + "\n")
+        self.case(mutate, "weight_change.csv", "has no rows for layer 'block3/conv3_2'")
 
     def test_missing_fig3_map(self):
         def mutate(r):
