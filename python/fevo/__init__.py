@@ -14,6 +14,8 @@ read in place, never copied, on the CPU with OpenMP threads or, for CUDA tensors
     fevo.compute(prev, next, tau)                  one layer -> LayerMetrics
     fevo.compute_layers({name: (prev, next)}, tau) a whole model in one pass -> pandas DataFrame
     fevo.compute_partial / merge / finalize        sharded weights
+    fevo.Recorder(model, tau, out_dir)             a training loop's record, as the C++ recorder
+    fevo.read_run(out_dir)                         a recorded run as pandas DataFrames and arrays
 
 See docs/python.md for the whole API and examples.
 """
@@ -23,18 +25,23 @@ from typing import Any, Iterable, Mapping, Optional, Tuple, Union
 
 from . import _fevo
 from ._fevo import Error, FilterMetrics, LayerMetrics, Partial
+from ._recorder import Recorder
+from ._run import Run, read_run
 
 __all__ = [
     "Error",
     "FilterMetrics",
     "LayerMetrics",
     "Partial",
+    "Recorder",
+    "Run",
     "compute",
     "compute_layers",
     "compute_partial",
     "cuda_available",
     "finalize",
     "merge",
+    "read_run",
 ]
 
 __version__ = "0.1.0"
