@@ -13,7 +13,7 @@ read in place, never copied, on the CPU with OpenMP threads or, for CUDA tensors
 
     fevo.compute(prev, next, tau)                  one layer -> LayerMetrics
     fevo.compute_layers({name: (prev, next)}, tau) a whole model in one pass -> pandas DataFrame
-    fevo.compute_partial / merge / finalize        sharded weights
+    fevo.compute_partial / merge / finalize        sharded weights; fevo.distributed.compute
     fevo.Recorder(model, tau, out_dir)             a training loop's record, as the C++ recorder
     fevo.read_run(out_dir)                         a recorded run as pandas DataFrames and arrays
 
@@ -27,6 +27,7 @@ from . import _fevo
 from ._fevo import Error, FilterMetrics, LayerMetrics, Partial
 from ._recorder import Recorder
 from ._run import Run, read_run
+from . import distributed
 
 __all__ = [
     "Error",
@@ -39,6 +40,7 @@ __all__ = [
     "compute_layers",
     "compute_partial",
     "cuda_available",
+    "distributed",
     "finalize",
     "merge",
     "read_run",
