@@ -158,6 +158,7 @@ def run_files(d):
     return files
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["series", "compact"])
 def test_files_equal_the_cxx_recorders_byte_for_byte(tmp_path, record_reference, mode):
     options = ({"per_filter_series": True, "tensorboard": True} if mode == "series"
@@ -226,6 +227,7 @@ def test_layer_names_that_read_like_numbers_stay_strings(tmp_path):
     assert np.isnan(m["D"][0]) and m["nonfinite"][0] == 2 and m["D"][1] == 0.0
 
 
+@pytest.mark.slow
 def test_a_run_killed_with_sigkill_resumes_without_losing_or_doubling_a_row(tmp_path):
     """Three kills at random moments (seeded by the run's seed), then a run to the end: the files
     equal an uninterrupted run's (the event file modulo wall times)."""
@@ -330,6 +332,7 @@ def test_channels_last_weights(tmp_path):
         assert m.D == pytest.approx(e.D, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_report_tool_reads_a_python_run(tmp_path):
     w = {f"conv{k}": np.zeros((4, 3, 3, 3), np.float32) for k in range(3)}
     with fevo.Recorder(w, 1e-3, tmp_path / "run", every=1) as rec:
