@@ -37,15 +37,6 @@ def _layers_of(model: Any) -> List[Tuple[str, Any]]:
     return layers
 
 
-def _readable(w: Any) -> Any:
-    """The weights as fevo imports them: a torch tensor that requires grad is read through
-    .detach(), which shares its memory."""
-    detach = getattr(w, "detach", None)
-    if getattr(w, "requires_grad", False) and detach is not None:
-        return detach()
-    return w
-
-
 def _where(w: Any) -> Any:
     """What identifies a torch tensor's memory: its address, strides and device (None otherwise)."""
     if hasattr(w, "data_ptr") and hasattr(w, "stride"):
@@ -103,7 +94,7 @@ class Recorder:
         self.out_dir = os.fspath(out_dir)
         self._layers = _layers_of(model)
         self._where = [_where(w) for _, w in self._layers]
-        self._core = _fevo._Recorder(self.out_dir, tau, [(n, _readable(w)) for n, w in self._layers], layout,
+        self._core = _fevo._Recorder(self.out_dir, tau, list(self._layers), layout,
                                      per_filter_series, tensorboard, resume, fsync_each_record,
                                      journal_compact_bytes)
         self._core.start(start_step)

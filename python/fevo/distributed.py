@@ -19,8 +19,7 @@ from ._fevo import Error, LayerMetrics, Partial
 
 
 def _local(t: Any) -> Any:
-    """The local shard of a DTensor (it must be sharded on dim 0), else the tensor itself; a torch
-    tensor that requires grad is read through .detach(), which shares its memory."""
+    """The local shard of a DTensor (it must be sharded on dim 0), else the tensor itself."""
     placements = getattr(t, "placements", None)
     if placements is not None and hasattr(t, "to_local"):
         for p in placements:
@@ -29,8 +28,6 @@ def _local(t: Any) -> Any:
                 raise Error(f"fevo: distributed.compute: a DTensor placed {tuple(placements)} is not sharded on "
                             "dim 0 (the filters) alone; pass Shard(0) tensors, or fevo.compute on a whole layer")
         t = t.to_local()
-    if getattr(t, "requires_grad", False):
-        t = t.detach()
     return t
 
 

@@ -4,10 +4,11 @@
 // The public API, with its documentation, is the package fevo (python/fevo/__init__.py).
 //
 // Arrays are taken untyped (nb::ndarray<nb::ro>, no dtype or order constraint, so nanobind never
-// converts or copies) and dispatched on their dtype at run time. Anything that exports DLPack or
-// the buffer protocol is read in place with its strides; what cannot be read in place (negative
-// strides, strides that are not a multiple of the element size, another byte order) is refused
-// with fevo.Error, never copied.
+// converts or copies) and dispatched on their dtype at run time; torch tensors are described by
+// their own attributes (faster than an export). Anything that exports DLPack or the buffer
+// protocol is read in place with its strides; what cannot be read in place (negative strides,
+// strides that are not a multiple of the element size, another byte order, a negated or sparse
+// torch tensor) is refused with fevo.Error, never copied.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/optional.h>
@@ -73,6 +74,13 @@ std::string type_name_of(nb::handle obj) {
   return m == "builtins" ? name : m + "." + name;
 }
 
+/// str(o).
+std::string text_of(nb::handle o) {
+  PyObject* s = PyObject_Str(o.ptr());
+  if (!s) throw nb::python_error();
+  return nb::cast<std::string>(nb::steal<nb::str>(s));
+}
+
 std::string dlpack_dtype_name(const nb::dlpack::dtype& d) {
   std::string base;
   switch (static_cast<nb::dlpack::dtype_code>(d.code)) {
@@ -91,7 +99,7 @@ std::string dlpack_dtype_name(const nb::dlpack::dtype& d) {
 
 /// "BufferError: message" of a Python exception, without its traceback.
 std::string exception_text(const nb::python_error& e) {
-  return type_name_of(e.value()) + ": " + nb::cast<std::string>(nb::str(e.value()));
+  return type_name_of(e.value()) + ": " + text_of(e.value());
 }
 
 /// Why `obj` could not be imported as an array that is read in place.
@@ -122,110 +130,177 @@ bool is_numpy_bfloat16(nb::handle obj) {
   return nb::isinstance<nb::str>(name) && nb::cast<std::string>(name) == "bfloat16";
 }
 
-/// torch.Tensor once torch has been imported (by the caller), else null. One reference is kept
-/// for the life of the process.
-PyTypeObject* torch_tensor_type() {
-  static PyObject* type = nullptr;
-  if (!type) {
-    PyObject* torch = PyImport_GetModule(nb::str("torch").ptr());  // new reference, or null
-    if (!torch) {
-      PyErr_Clear();
-      return nullptr;
-    }
-    type = PyObject_GetAttrString(torch, "Tensor");
-    Py_DECREF(torch);
-    if (!type || !PyType_Check(type)) {
-      PyErr_Clear();
-      Py_XDECREF(type);
-      type = nullptr;
-      return nullptr;
-    }
+/// What keeps an imported array's memory valid while fevo reads it: nanobind's import (DLPack or
+/// the buffer protocol), or the torch tensor itself.
+struct held_array {
+  nb::ndarray<nb::ro> arr;
+  nb::object tensor;
+};
+
+/// The objects of torch fevo compares with, once the caller has imported torch (fevo never
+/// imports it itself); null before. They are kept for the life of the process.
+struct torch_refs {
+  PyTypeObject* tensor = nullptr;
+  PyObject* strided = nullptr;
+  PyObject* dtypes[4] = {};  ///< torch.float32, float64, float16, bfloat16: the order of enum dtype
+};
+
+const torch_refs* torch_objects() {
+  static torch_refs refs;
+  static bool ready = false;
+  if (ready) return &refs;
+  PyObject* mod = PyImport_GetModule(nb::str("torch").ptr());  // new reference, or null
+  if (!mod) {
+    PyErr_Clear();
+    return nullptr;
   }
-  return reinterpret_cast<PyTypeObject*>(type);
+  nb::object torch = nb::steal(mod);
+  try {
+    nb::object tensor = torch.attr("Tensor");
+    if (!PyType_Check(tensor.ptr())) return nullptr;
+    refs.strided = nb::object(torch.attr("strided")).release().ptr();
+    const char* names[4] = {"float32", "float64", "float16", "bfloat16"};
+    for (int k = 0; k < 4; ++k) refs.dtypes[k] = nb::object(torch.attr(names[k])).release().ptr();
+    refs.tensor = reinterpret_cast<PyTypeObject*>(tensor.release().ptr());
+  } catch (nb::python_error&) {
+    return nullptr;  // a torch module without them (a stub, half imported): not torch's tensors
+  }
+  ready = true;
+  return &refs;
 }
 
-/// Imports a torch tensor through its own __dlpack__, which refuses what its memory alone does not
-/// hold (sparse layouts, the conjugate bit); the negative bit is checked here. A tensor that requires grad is exported
-/// through .detach(), which shares its memory. (nanobind's import would fall back to
-/// torch.utils.dlpack.to_dlpack when __dlpack__ refuses, and so would read a negated view's
-/// memory as if it were not negated.)
-void import_torch(nb::handle obj, const std::string& prefix, nb::ndarray<nb::ro>& keep) {
-  nb::object t = nb::borrow(obj);
-  // A negated view (torch._neg_view, the lazy negation of complex conjugation) holds the
-  // un-negated values in memory, and torch's __dlpack__ exports them without saying so.
-  if (nb::hasattr(t, "is_neg") && PyObject_IsTrue(t.attr("is_neg")().ptr()) == 1)
-    fail(prefix, "this ", type_name_of(obj), " is a negated view (its negative bit is set), which cannot be "
-         "read in place; call .resolve_neg() first (a copy, which fevo never makes itself)");
-  if (PyObject_IsTrue(t.attr("requires_grad").ptr()) == 1) t = t.attr("detach")();
-  nb::object capsule;
+bool truthy(const nb::object& o) { return PyObject_IsTrue(o.ptr()) == 1; }
+
+std::string without_torch_prefix(const nb::object& o) {
+  std::string s = text_of(o);
+  return s.rfind("torch.", 0) == 0 ? s.substr(6) : s;
+}
+
+/// The description of an array as exported: element type, device, shape and strides (elements).
+struct exported {
+  dtype type = dtype::f32;
+  int device = -1;
+  const void* data = nullptr;
+  std::size_t ndim = 0;
+  long long shape[8] = {}, strides[8] = {};
+};
+
+/// A torch tensor read from its own attributes (about half a microsecond; an export through
+/// __dlpack__ costs three times that), held by the tensor itself. What its memory alone does not
+/// hold is refused: layouts other than strided (sparse, mkldnn), the negative bit (a lazily
+/// negated view holds the un-negated values: torch's own DLPack export misses it), tensors without
+/// storage (meta, wrapper subclasses: data_ptr() raises). A tensor that requires grad is read as
+/// it is: fevo never writes it.
+exported import_torch(nb::handle obj, const torch_refs& T, const std::string& prefix, held_array& keep) {
+  exported e;
   try {
-    capsule = t.attr("__dlpack__")();
-  } catch (nb::python_error& e) {
-    const std::string why = exception_text(e);
-    fail(prefix, "this ", type_name_of(obj), " cannot be read in place (", why,
+    nb::object layout = obj.attr("layout");
+    if (!layout.is(nb::handle(T.strided)))
+      fail(prefix, "this torch.Tensor has layout ", without_torch_prefix(layout),
+           "; fevo reads strided tensors in place (.to_dense() would copy it, which fevo never does itself)");
+    if (truthy(obj.attr("is_neg")()))
+      fail(prefix, "this ", type_name_of(obj), " is a negated view (its negative bit is set), which cannot be "
+           "read in place; call .resolve_neg() first (a copy, which fevo never makes itself)");
+    nb::object dt = obj.attr("dtype");
+    int k = 0;
+    while (k < 4 && !dt.is(nb::handle(T.dtypes[k]))) ++k;
+    if (k == 4)
+      fail(prefix, "dtype ", without_torch_prefix(dt),
+           " is not one fevo reads: float32, float64, float16 or bfloat16 (weights, not integers or complex numbers)");
+    e.type = static_cast<dtype>(k);
+    if (truthy(obj.attr("is_cuda"))) {
+      e.device = nb::cast<int>(obj.attr("get_device")());
+    } else if (!truthy(obj.attr("is_cpu"))) {
+      fail(prefix, "memory on device ", text_of(obj.attr("device")),
+           " is not one fevo reads: CPU memory or CUDA device memory");
+    }
+    nb::object shape = obj.attr("shape");
+    nb::object strides = obj.attr("stride")();
+    e.ndim = nb::len(shape);
+    if (e.ndim <= 8)
+      for (std::size_t a = 0; a < e.ndim; ++a) {
+        e.shape[a] = nb::cast<long long>(shape[a]);
+        e.strides[a] = nb::cast<long long>(strides[a]);
+      }
+    e.data = reinterpret_cast<const void*>(nb::cast<std::uintptr_t>(obj.attr("data_ptr")()));
+  } catch (nb::python_error& err) {
+    fail(prefix, "this ", type_name_of(obj), " cannot be read in place (", exception_text(err),
          "); fevo reads the caller's memory and never copies it");
   }
-  if (!nb::try_cast(capsule, keep, false)) refuse(obj, prefix);
+  keep.tensor = nb::borrow(obj);
+  return e;
 }
 
-/// Imports `obj` without a copy: `keep` holds the import (and with it the memory) while `ref` is
-/// used. `prefix` starts every message ("prev: ", "layer 'conv1': next: ").
-array_ref import_array(nb::handle obj, layout lay, const std::string& prefix, nb::ndarray<nb::ro>& keep) {
+/// Anything else through nanobind: DLPack or the buffer protocol, held by the import.
+exported import_other(nb::handle obj, const std::string& prefix, held_array& keep) {
   bool bf16_bits = false;
-  PyTypeObject* torch_tensor = torch_tensor_type();
-  if (torch_tensor && PyObject_TypeCheck(obj.ptr(), torch_tensor)) {
-    import_torch(obj, prefix, keep);
-  } else if (!nb::try_cast(obj, keep, false)) {
+  if (!nb::try_cast(obj, keep.arr, false)) {
     // NumPy arrays of ml_dtypes' bfloat16 export neither DLPack nor a buffer for that dtype: their
     // bits are read through a uint16 view of the same memory.
-    if (!is_numpy_bfloat16(obj) || !nb::try_cast(obj.attr("view")("uint16"), keep, false)) refuse(obj, prefix);
+    if (!is_numpy_bfloat16(obj) || !nb::try_cast(obj.attr("view")("uint16"), keep.arr, false)) refuse(obj, prefix);
     bf16_bits = true;
   }
-  array_ref r;
-  const nb::dlpack::dtype d = keep.dtype();
+  const nb::ndarray<nb::ro>& a = keep.arr;
+  exported e;
+  const nb::dlpack::dtype d = a.dtype();
   const auto code = static_cast<nb::dlpack::dtype_code>(d.code);
-  if (bf16_bits) r.type = dtype::bf16;
-  else if (d.lanes == 1 && code == nb::dlpack::dtype_code::Float && d.bits == 32) r.type = dtype::f32;
-  else if (d.lanes == 1 && code == nb::dlpack::dtype_code::Float && d.bits == 64) r.type = dtype::f64;
-  else if (d.lanes == 1 && code == nb::dlpack::dtype_code::Float && d.bits == 16) r.type = dtype::f16;
-  else if (d.lanes == 1 && code == nb::dlpack::dtype_code::Bfloat && d.bits == 16) r.type = dtype::bf16;
+  if (bf16_bits) e.type = dtype::bf16;
+  else if (d.lanes == 1 && code == nb::dlpack::dtype_code::Float && d.bits == 32) e.type = dtype::f32;
+  else if (d.lanes == 1 && code == nb::dlpack::dtype_code::Float && d.bits == 64) e.type = dtype::f64;
+  else if (d.lanes == 1 && code == nb::dlpack::dtype_code::Float && d.bits == 16) e.type = dtype::f16;
+  else if (d.lanes == 1 && code == nb::dlpack::dtype_code::Bfloat && d.bits == 16) e.type = dtype::bf16;
   else
     fail(prefix, "dtype ", dlpack_dtype_name(d),
          " is not one fevo reads: float32, float64, float16 or bfloat16 (weights, not integers or complex numbers)");
-
-  const std::size_t ndim = keep.ndim();
-  if (ndim < 2 || ndim > 4) {
-    std::string shape = "(";
-    for (std::size_t k = 0; k < ndim; ++k) shape += (k ? ", " : "") + std::to_string(keep.shape(k));
-    shape += ndim == 1 ? ",)" : ")";
-    fail(prefix, "an array of ", ndim, " dimensions (shape ", shape,
-         ") is not a weight fevo reads: 4-D conv weights, 3-D [out, in, k] or 2-D [out, in] (in layout 'oihw')");
-  }
-
-  switch (keep.device_type()) {
+  switch (a.device_type()) {
     case nb::device::cpu::value:
-    case nb::device::cuda_host::value: r.device = -1; break;
+    case nb::device::cuda_host::value: e.device = -1; break;
     case nb::device::cuda::value:
-    case nb::device::cuda_managed::value: r.device = keep.device_id(); break;
+    case nb::device::cuda_managed::value: e.device = a.device_id(); break;
     default:
-      fail(prefix, "memory on DLPack device type ", keep.device_type(),
+      fail(prefix, "memory on DLPack device type ", a.device_type(),
            " is not one fevo reads: CPU memory or CUDA device memory");
   }
+  e.ndim = a.ndim();
+  if (e.ndim <= 8)
+    for (std::size_t k = 0; k < e.ndim; ++k) {
+      e.shape[k] = static_cast<long long>(a.shape(k));
+      e.strides[k] = static_cast<long long>(a.stride(k));
+    }
+  e.data = a.data();
+  return e;
+}
 
-  const char* letters = axis_letters(lay, ndim);
+/// Imports `obj` without a copy: `keep` holds the memory valid while the result is used.
+/// `prefix` starts every message ("prev: ", "layer 'conv1': next: ").
+array_ref import_array(nb::handle obj, layout lay, const std::string& prefix, held_array& keep) {
+  const torch_refs* T = torch_objects();
+  const exported e = T && PyObject_TypeCheck(obj.ptr(), T->tensor) ? import_torch(obj, *T, prefix, keep)
+                                                                     : import_other(obj, prefix, keep);
+  if (e.ndim < 2 || e.ndim > 4) {
+    std::string shape = "(";
+    for (std::size_t k = 0; k < e.ndim && k < 8; ++k) shape += (k ? ", " : "") + std::to_string(e.shape[k]);
+    shape += e.ndim == 1 ? ",)" : e.ndim > 8 ? ", ...)" : ")";
+    fail(prefix, "an array of ", e.ndim, " dimensions (shape ", shape,
+         ") is not a weight fevo reads: 4-D conv weights, 3-D [out, in, k] or 2-D [out, in] (in layout 'oihw')");
+  }
+  array_ref r;
+  r.type = e.type;
+  r.device = e.device;
+  r.data = e.data;
+  const char* letters = axis_letters(lay, e.ndim);
   const std::string_view logical = "oihw";
   for (std::size_t a = 0; a < 4; ++a) {
-    const char* at = std::char_traits<char>::find(letters, ndim, logical[a]);
+    const char* at = std::char_traits<char>::find(letters, e.ndim, logical[a]);
     if (!at) {
       r.ext[a] = 1;
       r.str[a] = 0;
     } else {
       const std::size_t k = static_cast<std::size_t>(at - letters);
-      r.ext[a] = static_cast<long long>(keep.shape(k));
-      r.str[a] = static_cast<long long>(keep.stride(k));
+      r.ext[a] = e.shape[k];
+      r.str[a] = e.strides[k];
     }
   }
-  r.data = keep.data();
   return r;
 }
 
@@ -325,7 +400,7 @@ bool same(const py_partial& a, const py_partial& b) {
 py_layer_metrics py_compute(nb::handle prev, nb::handle next, double tau, std::string_view layout_name,
                             bool per_filter, bool channel_counts) {
   const layout lay = parse_layout(layout_name);
-  nb::ndarray<nb::ro> kp, kn;
+  held_array kp, kn;
   const array_ref p = import_array(prev, lay, "prev: ", kp);
   const array_ref n = import_array(next, lay, "next: ", kn);
   check_same_kind(p, n, "");
@@ -359,7 +434,7 @@ py_layer_metrics py_compute(nb::handle prev, nb::handle next, double tau, std::s
 
 py_partial py_compute_partial(nb::handle prev, nb::handle next, double tau, std::string_view layout_name) {
   const layout lay = parse_layout(layout_name);
-  nb::ndarray<nb::ro> kp, kn;
+  held_array kp, kn;
   const array_ref p = import_array(prev, lay, "prev: ", kp);
   const array_ref n = import_array(next, lay, "next: ", kn);
   check_same_kind(p, n, "");
@@ -386,7 +461,7 @@ py_partial py_compute_partial(nb::handle prev, nb::handle next, double tau, std:
 /// The imported layers of a compute_layers call, grouped by (device, element type): each group is
 /// one fevo::compute_layers call.
 struct layer_groups {
-  std::vector<nb::ndarray<nb::ro>> keep;
+  std::vector<held_array> keep;
   std::vector<named_pair> pairs;
   std::vector<nb::handle> first_objects;  ///< each layer's prev, for the CUDA stream
   std::map<std::pair<int, int>, std::vector<std::size_t>> groups;
@@ -512,7 +587,7 @@ std::vector<double> py_time_compute_layers(nb::handle items, double tau, std::st
 
 /// The logical extents (filters, channels, rows, cols) of an array in a layout.
 std::tuple<long long, long long, long long, long long> py_extents(nb::handle a, std::string_view layout_name) {
-  nb::ndarray<nb::ro> keep;
+  held_array keep;
   const array_ref r = import_array(a, parse_layout(layout_name), "", keep);
   return {r.ext[0], r.ext[1], r.ext[2], r.ext[3]};
 }
@@ -599,7 +674,7 @@ class py_recorder {
   int device() const { return device_; }
 
  private:
-  std::vector<nb::ndarray<nb::ro>> keep_;  ///< the live weights' imports: their memory stays valid
+  std::vector<held_array> keep_;  ///< the live weights' imports: their memory stays valid
   std::unique_ptr<recorder_iface> impl_;
   int device_ = -1;
 };
