@@ -90,7 +90,7 @@ std::string dlpack_dtype_name(const nb::dlpack::dtype& d) {
     case nb::dlpack::dtype_code::Bfloat: base = "bfloat"; break;
     case nb::dlpack::dtype_code::Complex: base = "complex"; break;
     case nb::dlpack::dtype_code::Bool: return "bool";
-    default: base = "type code " + std::to_string(int(d.code)) + " of ";
+    default: return "of DLPack type code " + std::to_string(int(d.code)) + " (" + std::to_string(int(d.bits)) + " bits)";
   }
   std::string s = base + std::to_string(int(d.bits));
   if (d.lanes != 1) s += "x" + std::to_string(int(d.lanes));

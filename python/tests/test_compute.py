@@ -266,3 +266,10 @@ def test_results_survive_their_inputs(rng):
     D = m.filters.D
     del m, p, n
     assert D.shape == (8,) and np.isfinite(D).all()
+
+
+def test_jax_arrays_where_installed(rng):
+    jnp = pytest.importorskip("jax.numpy")
+    p, n = snapshots(rng, (6, 4, 3, 3), np.float32)
+    m = fevo.compute(jnp.asarray(p), jnp.asarray(n), TAU, per_filter=True)
+    assert_matches(m, oracle(p, n, TAU, np.float32))
