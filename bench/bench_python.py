@@ -13,7 +13,7 @@ torch.set_num_threads for PyTorch), in one run:
   * fevo.compute_layers against the C++ fevo::compute_layers on the same memory (the extension's
     private timing entry, the same compiled code without Python around it): target >= 0.9x;
   * the per-call overhead of fevo.compute on a 3x3x3x64 layer: the Python call's time minus the
-    C++ call's on the same memory: target <= 5 us.
+    C++ call's on the same memory (medians of single calls): target <= 5 us.
 
 With a usable CUDA device the same on CUDA tensors. Each time is the median of several calls.
 Targets are printed as PASS or MISS; the exit status is 0 either way (benchmarks never assert
@@ -121,16 +121,21 @@ def median_time(f, reps, warmup=1):
 
 
 def per_call(f, calls):
-    """Seconds per call: the median over 5 batches of `calls` calls."""
+    """Seconds per call: the median of `calls` calls timed one by one, less the median time of
+    timing nothing (the C++ reference is the median of single calls too, so that a busy machine's
+    preemptions, which batches of calls would include, count in neither)."""
+    clock = time.perf_counter_ns
     for _ in range(calls // 10):
         f()
-    batches = []
-    for _ in range(5):
-        t = time.perf_counter()
-        for _ in range(calls):
-            f()
-        batches.append((time.perf_counter() - t) / calls)
-    return statistics.median(batches)
+    empty, times = [], []
+    for _ in range(calls):
+        t0 = clock()
+        t1 = clock()
+        f()
+        t2 = clock()
+        empty.append(t1 - t0)
+        times.append(t2 - t1)
+    return (statistics.median(times) - statistics.median(empty)) * 1e-9
 
 
 def verdict(ok):
