@@ -65,8 +65,8 @@ inline void check_per_filter(const fevo::filter_results& per, const reference& r
   long long bad_D = -1, bad_SZ = -1;
   for (std::size_t i = 0; i < ref.N; ++i) {
     if (bad_D < 0 && !sum_close(per.D[i], ref.D[i], ref.C * ref.HW)) bad_D = (long long)i;
-    if (bad_SZ < 0 && (per.S(i) != double(ref.changed_i[i]) / per_filter ||
-                       per.Z(i) != double(ref.zero_channels_i[i]) / double(ref.C)))
+    if (bad_SZ < 0 && (per.S[i] != double(ref.changed_i[i]) / per_filter ||
+                       per.Z[i] != double(ref.zero_channels_i[i]) / double(ref.C)))
       bad_SZ = (long long)i;
   }
   std::ostringstream why;
@@ -249,10 +249,10 @@ TEMPLATE_LIST_TEST_CASE("backend: hand-computed layers", "[backend][fixture]", F
         CHECK(per.changed == std::vector<std::uint64_t>{2, 0});
         CHECK(per.zero_channels == std::vector<std::uint64_t>{1, 2});
         CHECK(per.channel_changed == std::vector<std::uint32_t>{0, 2, 0, 0});
-        CHECK(per.S(0) == 0.5);
-        CHECK(per.S(1) == 0.0);
-        CHECK(per.Z(0) == 0.5);
-        CHECK(per.Z(1) == 1.0);
+        CHECK(per.S[0] == 0.5);
+        CHECK(per.S[1] == 0.0);
+        CHECK(per.Z[0] == 0.5);
+        CHECK(per.Z[1] == 1.0);
         check_backend<B, T>(prev.cview(), next.cview(), tau);
       }
       {

@@ -607,6 +607,12 @@ TEST_CASE("check_tau: the one check of tau, with the caller's prefix", "[error]"
   CHECK_THROWS_WITH(check_tau<float>(1e300, "recorder: "),
                     Contains("recorder: tau 1e+300 is not finite in the compute type (32-bit float)"));
   CHECK(check_tau<float>(double(std::numeric_limits<float>::max()), "") == std::numeric_limits<float>::max());
+  // A positive tau that rounds to 0 in the compute type would count every change: refused.
+  CHECK_THROWS_WITH(check_tau<float>(1e-50, "--"),
+                    Contains("--tau 1e-50 rounds to 0 in the compute type (32-bit float") && Contains("pass 0"));
+  CHECK(check_tau(1e-50, "") == 1e-50);  // a double holds it
+  CHECK(check_tau<float>(1e-40, "") > 0);  // a float subnormal, not 0
+  CHECK(check_tau<float>(0.0, "") == 0);  // 0 is meant: every change counts
 }
 
 TEST_CASE("merge adds partials; finalize divides by the layer's filters", "[accumulator]") {

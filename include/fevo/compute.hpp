@@ -5,6 +5,8 @@
 // from the policy type (fevo::seq here, fevo::cpu::par in <fevo/cpu.hpp>, ...).
 #pragma once
 
+#include "config.hpp"
+
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>

@@ -2,6 +2,8 @@
 // in the fevo command): its name and its extents.
 #pragma once
 
+#include "config.hpp"
+
 #include <array>
 #include <cstddef>
 #include <string>

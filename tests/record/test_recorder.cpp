@@ -213,8 +213,8 @@ void check_files(const std::string& dir, const std::vector<std::string>& names,
         sum += p.D[i];
         mn = std::min(mn, p.D[i]);
         mx = std::max(mx, p.D[i]);
-        sz += p.S(i) == 0;
-        zo += p.Z(i) == 1;
+        sz += p.S[i] == 0;
+        zo += p.Z[i] == 1;
       }
       INFO("filter_summary.csv row " << s);
       REQUIRE(srows.at(s).size() == 8);
@@ -266,7 +266,7 @@ void check_files(const std::string& dir, const std::vector<std::string>& names,
         for (std::size_t t = 0; t < results.size(); ++t)
           for (std::size_t i = 0; i < N; ++i) {
             const auto& p = results[t].per[k];
-            const double want = which == 0 ? p.D[i] : which == 1 ? p.S(i) : p.Z(i);
+            const double want = which == 0 ? p.D[i] : which == 1 ? p.S[i] : p.Z[i];
             all = all && same_bits(a.f64(t * N + i), want);
           }
         CHECK(all);

@@ -15,6 +15,8 @@
 // is left untouched unless the rename succeeds. POSIX only.
 #pragma once
 
+#include "../config.hpp"
+
 #include <fcntl.h>
 #include <unistd.h>
 

@@ -3,6 +3,8 @@
 // .npy data).
 #pragma once
 
+#include "../config.hpp"
+
 #include <cstdint>
 #include <cstring>
 

@@ -4,6 +4,8 @@
 // The file is written atomically (atomic_file.hpp). The readers are in <fevo/io/npy.hpp>.
 #pragma once
 
+#include "../config.hpp"
+
 #include <cstdint>
 #include <string>
 #include <vector>

@@ -3,6 +3,8 @@
 // creation, listing and fsync, path helpers. Shared by fevo::io and fevo::record; POSIX only.
 #pragma once
 
+#include "../config.hpp"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>

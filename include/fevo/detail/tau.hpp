@@ -2,6 +2,8 @@
 // entry points, the recorder, run_writer and the fevo command.
 #pragma once
 
+#include "../config.hpp"
+
 #include <limits>
 
 #include "../error.hpp"
@@ -13,6 +15,7 @@ namespace fevo::detail {
 /// a layer, "--" for the command's --tau):
 ///   "<where>tau must be finite and non-negative, got -1"
 ///   "<where>tau 1e+300 is not finite in the compute type (32-bit float)"
+///   "<where>tau 1e-50 rounds to 0 in the compute type (32-bit float, ...); pass 0 to ..."
 template <class CT = double, class Where>
 CT check_tau(double tau, const Where& where) {
   FEVO_EXPECTS(tau == tau && tau >= 0 && tau <= std::numeric_limits<double>::max(), where,
@@ -20,6 +23,10 @@ CT check_tau(double tau, const Where& where) {
   const CT t = static_cast<CT>(tau);
   FEVO_EXPECTS(t <= std::numeric_limits<CT>::max(), where, "tau ", tau,
                " is not finite in the compute type (", sizeof(CT) * 8, "-bit float)");
+  // A positive tau that rounds to 0 would silently count every change, however small.
+  FEVO_EXPECTS(tau == 0 || t > 0, where, "tau ", tau, " rounds to 0 in the compute type (", sizeof(CT) * 8,
+               "-bit float, whose smallest positive value is ", double(std::numeric_limits<CT>::denorm_min()),
+               "); pass 0 to count every change");
   return t;
 }
 

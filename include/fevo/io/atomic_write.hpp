@@ -14,6 +14,8 @@
 // succeeds. POSIX only.
 #pragma once
 
+#include "../config.hpp"
+
 #include <unistd.h>
 
 #include <cerrno>

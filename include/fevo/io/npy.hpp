@@ -31,6 +31,8 @@
 //   the file stored it. Views and writers always work on C order.
 #pragma once
 
+#include "../config.hpp"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -47,6 +49,7 @@
 
 #include "../detail/npy_writer.hpp"
 #include "../error.hpp"
+#include "pickle.hpp"
 #include "../view.hpp"
 #include "atomic_write.hpp"
 #include "dtype.hpp"
@@ -300,8 +303,10 @@ inline npy_header parse_npy_header(const unsigned char* p, std::size_t n, std::u
                                    const std::string& name, const npy_options& opt = {}) {
   using ::fevo::detail::fail;
   static const unsigned char magic[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
-  if (n < 6 || std::memcmp(p, magic, 6) != 0)
+  if (n < 6 || std::memcmp(p, magic, 6) != 0) {
+    if (starts_like_pickle(p, n)) throw open_error_for_pickle(name);
     fail(name, ": not a .npy file (it does not start with the magic string \\x93NUMPY)");
+  }
   if (n < 10) fail(name, ": file ends inside the .npy preamble (", n, " bytes)");
   npy_header h;
   h.major = p[6];
@@ -363,8 +368,8 @@ inline npy_header parse_npy_header(const unsigned char* p, std::size_t n, std::u
   h.data_offset = pre + hlen;
   const std::uint64_t have = file_size - h.data_offset;
   if (have < h.nbytes)
-    fail(name, ": data is truncated: shape ", shape_string(h.shape), " of ", hp.descr, " needs ",
-         h.nbytes, " bytes but the file has ", have, " after the header");
+    fail(name, ": truncated: the header needs ", h.nbytes, " bytes of data (shape ", shape_string(h.shape),
+         " of ", hp.descr, "), the file holds ", have);
   if (have > h.nbytes)
     fail(name, ": ", have - h.nbytes, " trailing bytes after the data (shape ",
          shape_string(h.shape), " of ", hp.descr, " needs ", h.nbytes, " bytes)");
@@ -395,8 +400,11 @@ inline npy_array npy_from_buffer(std::vector<unsigned char>&& buf, const std::st
   return a;
 }
 
-/// Reads a whole regular file; fevo::error naming it on any failure.
-inline std::vector<unsigned char> read_file(const std::string& path) {
+/// Reads a regular file, its first `limit` bytes at most (the whole file by default), and gives its
+/// size in *file_size when asked; fevo::error naming it on any failure.
+inline std::vector<unsigned char> read_file(const std::string& path,
+                                            std::uint64_t limit = ~std::uint64_t(0),
+                                            std::uint64_t* file_size = nullptr) {
   using ::fevo::detail::fail;
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail(path, ": cannot open: ", errno_text(errno));
@@ -410,9 +418,10 @@ inline std::vector<unsigned char> read_file(const std::string& path) {
     ::close(fd);
     fail(path, ": not a regular file", S_ISDIR(st.st_mode) ? " (a directory)" : "");
   }
+  if (file_size) *file_size = std::uint64_t(st.st_size);
   std::vector<unsigned char> buf;
   try {
-    buf.resize(std::size_t(st.st_size));
+    buf.resize(std::size_t(std::min<std::uint64_t>(std::uint64_t(st.st_size), limit)));
   } catch (...) {
     ::close(fd);
     throw;
@@ -444,6 +453,14 @@ inline npy_array parse_npy(const unsigned char* p, std::size_t n, const std::str
 /// Reads and validates a .npy file. Throws fevo::error naming the file and the problem.
 inline npy_array read_npy(const std::string& path, const npy_options& opt = {}) {
   return detail::npy_from_buffer(detail::read_file(path), path, opt);
+}
+
+/// Reads and validates a .npy file's header alone (dtype, shape, and that the file holds exactly
+/// the data it declares), reading no more than the header's bytes.
+inline npy_header read_npy_header(const std::string& path, const npy_options& opt = {}) {
+  std::uint64_t size = 0;
+  const std::vector<unsigned char> head = detail::read_file(path, 12 + npy_max_header_size, &size);
+  return parse_npy_header(head.data(), head.size(), size, path, opt);
 }
 
 /// The header NumPy would write for this array: version 1.0 (2.0 when the header needs more

@@ -20,14 +20,16 @@
 // Every reader validates the whole file (see safetensors.hpp, npy.hpp, npz.hpp).
 //
 // Steps: a snapshot's step is its safetensors __metadata__ "step" (a decimal integer) when it has
-// one, else the last run of decimal digits in its file name ("ckpt-1200.safetensors": 1200; at
-// most 18 digits), else it has none. make_series gives every file its step that way, sorts by
+// one, else the number that ends the last word of its file name (step_from_name:
+// "ckpt-1200.safetensors" and "epoch3-step1200.npz" are 1200, "no4d.npy" has none), else it has none. make_series gives every file its step that way, sorts by
 // step and refuses two files with the same step, naming both.
 //
 // Sources: a snapshot reads its tensors from a list of sources (files), and each tensor records
 // the source that holds it. Every format here is one file, so one source; a checkpoint sharded
 // over several files would be one snapshot over several sources.
 #pragma once
+
+#include "../config.hpp"
 
 #include <sys/stat.h>
 
@@ -64,21 +66,30 @@ inline std::int64_t parse_step(const std::string& text, const std::string& what)
   return v;
 }
 
-/// The last run of decimal digits in a file's name (without its directory), if any, and if it has
-/// at most 18 digits.
+/// The step in a file's name: the name without its directory and its last extension is cut into
+/// words at the separators '_', '-', '.' and ' '; the step is the number that ends the last word
+/// that ends in one (at most 18 digits). "step_400", "checkpoint-400", "epoch3-step400" and
+/// "ckpt.400" are step 400; "no4d" has none (its digit does not end a word); "resnet50" is 50.
 inline std::optional<std::int64_t> step_from_name(const std::string& path) {
-  const std::string base = path.substr(path.find_last_of('/') + 1);
-  std::size_t end = std::string::npos;
-  for (std::size_t i = base.size(); i-- > 0;)
-    if (base[i] >= '0' && base[i] <= '9') {
-      end = i + 1;
-      break;
+  std::string base = path.substr(path.find_last_of('/') + 1);
+  const std::size_t dot = base.rfind('.');
+  if (dot != std::string::npos && dot > 0) base.resize(dot);
+  const auto digit = [](char c) { return c >= '0' && c <= '9'; };
+  const auto separator = [](char c) { return c == '_' || c == '-' || c == '.' || c == ' '; };
+  // Scan the words from the last: a word ends at a separator or at the end of the name.
+  std::size_t end = base.size();
+  while (end > 0) {
+    std::size_t begin = end;
+    while (begin > 0 && !separator(base[begin - 1])) --begin;
+    std::size_t first = end;
+    while (first > begin && digit(base[first - 1])) --first;
+    if (first < end) {
+      if (end - first > 18) return std::nullopt;
+      return std::stoll(base.substr(first, end - first));
     }
-  if (end == std::string::npos) return std::nullopt;
-  std::size_t begin = end;
-  while (begin > 0 && base[begin - 1] >= '0' && base[begin - 1] <= '9') --begin;
-  if (end - begin > 18) return std::nullopt;
-  return std::stoll(base.substr(begin, end - begin));
+    end = begin > 0 ? begin - 1 : 0;
+  }
+  return std::nullopt;
 }
 
 /// Whether a directory entry is taken for a snapshot file when a directory is expanded: the
@@ -170,6 +181,54 @@ class snapshot {
     return step_from_name(path);
   }
 
+  /// What a snapshot file holds, read from its headers alone: no tensor data is read or loaded (a
+  /// safetensors file's header; a .npy's header; each .npz member's .npy header, decompressing
+  /// only its first bytes). To check a whole series before any of it is loaded; fevo::error, as
+  /// the constructor's, for a file that cannot be read or whose headers are not valid.
+  struct header {
+    std::string path;
+    file_format format;
+    std::vector<entry> entries;  ///< as the opened snapshot's entries(), in the same order
+    std::map<std::string, std::string> metadata;
+    std::optional<std::int64_t> step;  ///< as step()
+    const entry* find(const std::string& name) const {
+      for (const entry& e : entries)
+        if (e.name == name) return &e;
+      return nullptr;
+    }
+  };
+  static header read_header(const std::string& path) {
+    header h;
+    h.path = path;
+    h.format = detect_format(path);
+    switch (h.format) {
+      case file_format::safetensors: {
+        const safetensors_file st(path);  // mapped: only the header's pages are read
+        for (const auto& t : st.tensors()) h.entries.push_back({t.name, t.type, t.shape, t.nbytes, 0});
+        h.metadata = st.metadata();
+        break;
+      }
+      case file_format::npy: {
+        const npy_header nh = read_npy_header(path);
+        h.entries.push_back({"array", nh.type, nh.shape, nh.nbytes, 0});
+        break;
+      }
+      case file_format::npz: {
+        const npz_archive z(path);
+        std::vector<entry> es;
+        for (const npz_member& m : z.members()) {
+          const npy_header nh = z.header(m.key);
+          es.push_back({m.key, nh.type, nh.shape, nh.nbytes, 0});
+        }
+        std::sort(es.begin(), es.end(), [](const entry& a, const entry& b) { return a.name < b.name; });
+        h.entries = std::move(es);
+        break;
+      }
+    }
+    h.step = step_of(path, h.metadata);
+    return h;
+  }
+
   /// A tensor as a fevo view of T: rank 4 in layout `lay`, rank 2 as N x C x 1 x 1 with
   /// `allow_2d`; T must match the tensor's dtype (see view_of in safetensors.hpp). The view points
   /// into the mapping or the loaded array, or, for misaligned mapped data, into `scratch`, which
@@ -178,7 +237,7 @@ class snapshot {
   filter_view<const T> view(const std::string& name, layout lay, std::vector<T>& scratch,
                             bool allow_2d = false) const {
     const reader& r = readers_[at(name).source];
-    if (r.st) return view_of<T>(*r.st, *r.st->find(name), lay, scratch, allow_2d);
+    if (r.st) return view_of<T>(*r.st, r.st->at(name), lay, scratch, allow_2d);
     return view_of<T>(r.arrays.at(name), lay, scratch, allow_2d);
   }
 

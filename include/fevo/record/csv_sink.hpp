@@ -13,6 +13,8 @@
 // left out; damage before the tail is an error (not a torn write).
 #pragma once
 
+#include "../config.hpp"
+
 #include <fcntl.h>
 
 #include <algorithm>
@@ -26,6 +28,7 @@
 #include "../detail/atomic_file.hpp"
 #include "../detail/posix_file.hpp"
 #include "../error.hpp"
+#include "detail/append_log.hpp"
 #include "../layer_info.hpp"
 #include "../results.hpp"
 #include "detail/csv.hpp"
@@ -49,7 +52,7 @@ struct csv_record {
 };
 
 /// metrics.csv of one run (see the file comment).
-class csv_sink {
+class csv_sink : public detail::append_log {
  public:
   /// How many of the last complete records scan() keeps the values of.
   static constexpr std::size_t keep_records = 16;
@@ -57,8 +60,6 @@ class csv_sink {
   explicit csv_sink(std::string path) : path_(std::move(path)) {}
 
   const std::string& path() const { return path_; }
-  /// Bytes of the file (the end of the last record).
-  std::uint64_t size() const { return size_; }
 
   /// Starts the file of a new run: writes the header atomically and opens the file. An existing
   /// metrics.csv without rows (an interrupted creation) is replaced; one with rows is refused, as
@@ -194,21 +195,6 @@ class csv_sink {
     return out;
   }
 
-  /// Writes a record's rows at the end of the file (one positioned write; fsync when asked). The
-  /// size is unchanged until appended(); rollback() removes what was written.
-  void append(const std::string& rows, bool fsync) {
-    f_.pwrite_all(rows.data(), rows.size(), size_);
-    if (fsync) f_.sync();
-  }
-  void appended(std::uint64_t n) { size_ += n; }
-  /// Cuts the file back to `size` bytes (its size before a failed record).
-  void rollback(std::uint64_t size) { f_.truncate(size); }
-
-  void start_writeback() noexcept { f_.start_writeback(); }
-  void sync() { f_.sync(); }
-  void close() { f_.close(); }
-  /// Closes without reporting errors (after a failed open).
-  void reset() noexcept { f_ = file(); }
 
  private:
   static void append_row(std::string& out, std::int64_t step_prev, std::int64_t step,
@@ -233,8 +219,6 @@ class csv_sink {
   }
 
   std::string path_;
-  file f_;
-  std::uint64_t size_ = 0;
 };
 
 }  // namespace detail

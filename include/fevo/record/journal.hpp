@@ -28,6 +28,8 @@
 // journal is reopened; a damaged record before the last is an error (not a torn write).
 #pragma once
 
+#include "../config.hpp"
+
 #include <fcntl.h>
 #include <unistd.h>
 

@@ -31,6 +31,8 @@
 // previous row's step).
 #pragma once
 
+#include "../config.hpp"
+
 #include <array>
 #include <cstddef>
 #include <cstdint>

@@ -15,6 +15,8 @@
 // that an interrupted write left in out_dir, fevo-state/ and series/.
 #pragma once
 
+#include "../config.hpp"
+
 #include <fcntl.h>
 #include <sys/file.h>
 

@@ -46,6 +46,8 @@
 // removed. A run directory is locked (flock on out_dir) while open: a second writer is refused.
 #pragma once
 
+#include "../config.hpp"
+
 #include <algorithm>
 #include <cstdint>
 #include <deque>

@@ -21,6 +21,8 @@
 //                        (<fevo/detail/npy_writer.hpp>).
 #pragma once
 
+#include "../config.hpp"
+
 #include <algorithm>
 #include <cctype>
 #include <cstdint>

@@ -11,6 +11,8 @@
 // are written again from metrics.csv (at most the last csv_sink::keep_records).
 #pragma once
 
+#include "../config.hpp"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -46,7 +48,7 @@ inline double wall_clock() {
 }
 
 /// The event file of one run (see the file comment).
-class tensorboard_sink {
+class tensorboard_sink : public detail::append_log {
  public:
   /// The event file of a run in `out_dir` with these layers; touches no file.
   tensorboard_sink(std::string out_dir, const std::vector<layer_info>& layers) : dir_(std::move(out_dir)) {
@@ -56,7 +58,6 @@ class tensorboard_sink {
   bool is_open() const { return f_.is_open(); }
   /// The event file in use (empty before create() or resume()).
   const std::string& path() const { return f_.path(); }
-  std::uint64_t size() const { return size_; }
 
   /// Starts a new event file: events.out.tfevents.<unix time>.<host>.fevo (with "-<n>" before
   /// the extension when that name exists), holding the file_version Event.
@@ -126,22 +127,6 @@ class tensorboard_sink {
     return event(step, dsz);
   }
 
-  /// Writes a framed Event at the end of the file (one positioned write; fsync when asked). The
-  /// size is unchanged until appended(); rollback() removes what was written.
-  void append(const std::string& ev, bool fsync) {
-    f_.pwrite_all(ev.data(), ev.size(), size_);
-    if (fsync) f_.sync();
-  }
-  void appended(std::uint64_t n) { size_ += n; }
-  /// Cuts the file back to `size` bytes (its size before a failed record).
-  void rollback(std::uint64_t size) { f_.truncate(size); }
-
-  void start_writeback() noexcept { f_.start_writeback(); }
-  void sync() { f_.sync(); }
-  void close() { f_.close(); }
-  /// Closes without reporting errors (after a failed open).
-  void reset() noexcept { f_ = file(); }
-
  private:
   /// float(d) rounded to nearest, without the undefined behaviour of converting a double beyond
   /// the float range: those become FLT_MAX (within half an ulp of it) or an infinity.
@@ -167,8 +152,6 @@ class tensorboard_sink {
 
   std::string dir_;
   std::vector<std::string> tags_;  ///< "fevo/<layer>/" of each layer
-  file f_;
-  std::uint64_t size_ = 0;
 };
 
 }  // namespace fevo::record::detail

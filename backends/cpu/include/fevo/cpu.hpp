@@ -10,6 +10,8 @@
 // filters processed together, so that the shared snapshot is read from memory once.
 #pragma once
 
+#include <fevo/config.hpp>
+
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -22,6 +24,11 @@
 
 #if defined(_OPENMP)
 #include <omp.h>
+#elif !defined(FEVO_CPU_SERIAL)
+// Without OpenMP (no -fopenmp, or a target that does not link fevo::cpu / OpenMP::OpenMP_CXX),
+// fevo::cpu::par still gives the same results, on one thread, whatever .threads(n) asks.
+// Define FEVO_CPU_SERIAL to say that this is meant.
+#warning "fevo::cpu is compiled without OpenMP: fevo::cpu::par will run on one thread. Link the CMake target fevo::cpu (or compile with -fopenmp), or define FEVO_CPU_SERIAL if one thread is meant."
 #endif
 
 namespace fevo::cpu {
@@ -36,6 +43,15 @@ struct parallel_policy {
   int num_threads = 0;  ///< 0: OpenMP's default (OMP_NUM_THREADS or the core count)
   /// A copy of this policy that uses n threads.
   constexpr parallel_policy threads(int n) const { return parallel_policy{n}; }
+  /// The threads a call with this policy runs on: num_threads, else OpenMP's default; 1 where
+  /// fevo::cpu was compiled without OpenMP.
+  int thread_count() const {
+#if defined(_OPENMP)
+    return num_threads > 0 ? num_threads : omp_get_max_threads();
+#else
+    return 1;
+#endif
+  }
 };
 inline constexpr parallel_policy par{};
 
@@ -105,12 +121,7 @@ void evaluate(const parallel_policy& policy, layer_task<T, host_space>* tasks, s
   detail::interleave_shared(tasks, n_tasks, blocks);
 
   const long long n_blocks = static_cast<long long>(blocks.size());
-  int threads = 1;
-#if defined(_OPENMP)
-  threads = policy.num_threads > 0 ? policy.num_threads : omp_get_max_threads();
-#else
-  (void)policy;
-#endif
+  const int threads = policy.thread_count();
   // Scratch for each thread's run flags, allocated here so nothing inside the parallel region
   // can throw.
   std::vector<std::uint64_t> scratch(static_cast<std::size_t>(threads) * detail::scratch_bytes / 8);

@@ -10,6 +10,8 @@
 // Event per record() holding every scalar of that step (fevo/<layer>/D, /S, /Z).
 #pragma once
 
+#include "../../config.hpp"
+
 #include <cstdint>
 #include <cstring>
 #include <string>

@@ -2,6 +2,8 @@
 // extensions of simd.hpp where the compiler has them, and with `omp simd` otherwise.
 #pragma once
 
+#include <fevo/config.hpp>
+
 #include <cstddef>
 #include <cstdint>
 #include <cstring>

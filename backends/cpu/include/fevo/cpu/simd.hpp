@@ -11,6 +11,8 @@
 // detected from the run's sum, which is why non-finite changes are also recounted only then.
 #pragma once
 
+#include <fevo/config.hpp>
+
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
