@@ -358,15 +358,10 @@ struct py_filter_metrics {
 
 py_filter_metrics filter_metrics_of(fevo::filter_results&& per, bool with_r) {
   const std::size_t n = per.size(), C = per.channels;
-  std::vector<double> S(n), Z(n);
-  for (std::size_t i = 0; i < n; ++i) {
-    S[i] = per.S(i);
-    Z[i] = per.Z(i);
-  }
   py_filter_metrics f;
   f.D = numpy_of(std::move(per.D), {n});
-  f.S = numpy_of(std::move(S), {n});
-  f.Z = numpy_of(std::move(Z), {n});
+  f.S = numpy_of(std::move(per.S), {n});
+  f.Z = numpy_of(std::move(per.Z), {n});
   f.changed = numpy_of(std::move(per.changed), {n});
   f.zero_channels = numpy_of(std::move(per.zero_channels), {n});
   f.nonfinite = numpy_of(std::move(per.nonfinite), {n});
