@@ -342,10 +342,10 @@ def test_report_tool_reads_a_python_run(tmp_path):
             rec.step(step)
     pythons = [p for p in (os.environ.get("FEVO_REPORT_PYTHON"), sys.executable, shutil.which("python3")) if p]
     for py in pythons:
-        if subprocess.run([py, "-c", "import matplotlib, numpy"], capture_output=True).returncode == 0:
+        if subprocess.run([py, "-c", "import matplotlib, numpy, scipy"], capture_output=True).returncode == 0:
             break
     else:
-        pytest.skip("no python with matplotlib for tools/fevo_report.py (set FEVO_REPORT_PYTHON)")
+        pytest.skip("no python with matplotlib and scipy for tools/fevo_report.py (set FEVO_REPORT_PYTHON)")
     r = subprocess.run([py, os.path.join(ROOT, "tools", "fevo_report.py"), str(tmp_path / "run"), "--out",
                         str(tmp_path / "report")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
