@@ -151,7 +151,8 @@ python_suite() {
 
 # python_asan_suite: the extension built with AddressSanitizer and UBSan (build-python-asan/, CPU
 # only), and the tests that run in the test process (not the slow ones, which start other
-# programs) with the sanitizer runtimes preloaded into Python.
+# programs) with the sanitizer runtimes preloaded into Python; this build has no CUDA, so it also
+# checks that a build without CUDA imports and says cuda_available() == False.
 python_asan_suite() {
   ensure_python_venv
   say "Python: the extension under ASan + UBSan (build-python-asan/)"
@@ -168,10 +169,11 @@ python_asan_suite() {
   cp "$root"/python/fevo/*.py "$root"/python/fevo/py.typed "$dir"/python/_fevo*.so "$dir/pkg/fevo/"
   local preload
   preload="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
-  (cd "$root" && PYTHONPATH="$root/$dir/pkg" LD_PRELOAD="$preload" OMP_WAIT_POLICY=passive \
+  (cd "$root" && PYTHONPATH="$root/$dir/pkg" LD_PRELOAD="$preload" OMP_WAIT_POLICY=passive FEVO_EXPECT_CUDA=0 \
     ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
     "$python_bin" -m pytest -q -p no:cacheprovider -m "not slow" \
-      python/tests/test_compute.py python/tests/test_inputs.py python/tests/test_recorder.py)
+      python/tests/test_compute.py python/tests/test_inputs.py python/tests/test_recorder.py \
+      python/tests/test_package.py::test_cuda_entry_points_when_nvcc_was_found)
 }
 # ---- end of the Python section ---------------------------------------------------------------------
 
