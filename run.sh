@@ -3,8 +3,10 @@
 #   ./run.sh demo          the main job (builds and runs the demo)
 #   ./run.sh demo --long   a longer, wider training, closer to the paper (docs/report.md)
 #   ./run.sh test          the whole test suite: release build + tests, then an ASan/UBSan build + tests
+#                          (each followed by the Python package's tests: see "Python" below)
 #   ./run.sh test --fast   while editing: the same release build, then only its tests labelled
-#                          "fast" (ctest -L fast; see docs/development.md); no sanitizer build
+#                          "fast" (ctest -L fast; see docs/development.md) and the Python tests not
+#                          marked slow; no sanitizer build
 # Each installs the Debian packages it needs (only those missing), configures and builds.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -98,6 +100,85 @@ configure_build() {  # dir, cmake args...
   cmake --build "$dir" -j"$jobs"
 }
 
+# ---- Python: the fevo package (pyproject.toml, python/; docs/python.md) -----------------------------
+# Debian's torch (python3-torch: torch 1.13 for /usr/bin/python3; PyPI's would pull gigabytes of
+# CUDA wheels) in a virtual environment made with --system-site-packages, plus from PyPI what the
+# package builds and tests with (matplotlib: docs/python.md's plotting example). NumPy stays
+# below 2: Debian's torch is built against NumPy 1, and with NumPy 2 torch.from_numpy fails
+# ("Numpy is not available").
+python_pkgs=(python3-torch python3-venv python3-dev)
+python_pip_pkgs=(nanobind scikit-build-core pytest pandas ml_dtypes matplotlib "numpy<2")
+python_venv=.venv-python
+python_bin="$root/$python_venv/bin/python"
+
+# ensure_python_venv: the virtual environment and its packages, each only when missing.
+ensure_python_venv() {
+  ensure_packages "${python_pkgs[@]}"
+  if [ ! -x "$python_bin" ]; then
+    say "Python: virtual environment $python_venv (Debian's python3, with its torch)"
+    /usr/bin/python3 -m venv --system-site-packages "$root/$python_venv"
+  fi
+  if ! "$python_bin" -c 'import nanobind, scikit_build_core, pytest, pandas, ml_dtypes, matplotlib, numpy, torch
+assert int(numpy.__version__.split(".")[0]) < 2
+torch.from_numpy(numpy.zeros(1))' >/dev/null 2>&1; then
+    say "Python: installing ${python_pip_pkgs[*]} into $python_venv"
+    "$python_bin" -m pip install -q --disable-pip-version-check "${python_pip_pkgs[@]}"
+  fi
+}
+
+# python_cuda_arch: the CUDA architectures of the release build (the GPU nvidia-smi finds, else
+# sm_75 and sm_90).
+python_cuda_arch() {
+  local a
+  a=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .' || true)
+  [[ "$a" =~ ^[0-9]+$ ]] && echo "$a" || echo "75-real;90"
+}
+
+# python_suite [fast]: `pip install .` into the environment (incremental, in build-python/), then
+# pytest on python/tests; `fast` leaves out the tests marked slow (a 1 GiB pair, gloo process
+# groups, the C++ recorder comparison, kill -9). A failed test fails the run.
+python_suite() {
+  ensure_python_venv
+  say "Python: pip install . (build-python/)"
+  "$python_bin" -m pip install -q --disable-pip-version-check --no-build-isolation \
+    --config-settings=build-dir=build-python \
+    "--config-settings=cmake.define.CMAKE_CUDA_ARCHITECTURES=$(python_cuda_arch)" "$root"
+  local expect_cuda=0 select=()
+  if [ -n "${CUDACXX:-}" ] || command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then expect_cuda=1; fi
+  [ "${1:-}" = fast ] && select=(-m "not slow")
+  say "Python: pytest python/tests${select:+ (not slow)}"
+  (cd "$root" && FEVO_EXPECT_CUDA=$expect_cuda OMP_WAIT_POLICY=passive \
+    "$python_bin" -m pytest -q -rs -p no:cacheprovider "${select[@]}" python/tests)
+}
+
+# python_asan_suite: the extension built with AddressSanitizer and UBSan (build-python-asan/, CPU
+# only), and the tests that run in the test process (not the slow ones, which start other
+# programs) with the sanitizer runtimes preloaded into Python; this build has no CUDA, so it also
+# checks that a build without CUDA imports and says cuda_available() == False.
+python_asan_suite() {
+  ensure_python_venv
+  say "Python: the extension under ASan + UBSan (build-python-asan/)"
+  local dir=build-python-asan
+  mkdir -p "$dir"
+  cmake -S "$root" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG" \
+    "-DCMAKE_CXX_FLAGS=-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
+    "-DCMAKE_MODULE_LINKER_FLAGS=-fsanitize=address,undefined" -DFEVO_BUILD_PYTHON=ON -DFEVO_BUILD_TESTS=OFF \
+    -DFEVO_BUILD_BENCH=OFF -DFEVO_BUILD_EXAMPLES=OFF -DFEVO_BUILD_TOOLS=OFF -DFEVO_INSTALL=OFF -DFEVO_ENABLE_CUDA=OFF \
+    "-DPython_EXECUTABLE=$python_bin" >"$dir.configure.log" 2>&1 || { cat "$dir.configure.log"; exit 1; }
+  cmake --build "$dir" -j"$jobs" --target _fevo  # not the stub: stubgen cannot load it without the preload
+  # The package as installed, with this build's module: python/fevo beside it.
+  rm -rf "$dir/pkg" && mkdir -p "$dir/pkg/fevo"
+  cp "$root"/python/fevo/*.py "$root"/python/fevo/py.typed "$dir"/python/_fevo*.so "$dir/pkg/fevo/"
+  local preload
+  preload="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
+  (cd "$root" && PYTHONPATH="$root/$dir/pkg" LD_PRELOAD="$preload" OMP_WAIT_POLICY=passive FEVO_EXPECT_CUDA=0 \
+    ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+    "$python_bin" -m pytest -q -p no:cacheprovider -m "not slow" \
+      python/tests/test_compute.py python/tests/test_inputs.py python/tests/test_recorder.py \
+      python/tests/test_package.py::test_cuda_entry_points_when_nvcc_was_found)
+}
+# ---- end of the Python section ---------------------------------------------------------------------
+
 usage() {
   [ $# -gt 0 ] && echo "run.sh: $*" >&2
   echo "usage: ./run.sh demo [--long] | ./run.sh test [--fast]" >&2
@@ -167,10 +248,12 @@ case "$cmd" in
     # Passive OpenMP waiting: tests run side by side, and spinning threads would starve each other.
     if [ "$fast" = 1 ]; then
       (cd build && OMP_WAIT_POLICY=passive ctest --output-on-failure -j"$jobs" -L fast --no-tests=error)
+      python_suite fast
       say "the fast tests passed; ./run.sh test runs the whole suite and the sanitizer build"
       exit 0
     fi
     (cd build && OMP_WAIT_POLICY=passive ctest --output-on-failure -j"$jobs")
+    python_suite
     say "sanitizer build (ASan + UBSan) and tests (build-asan/)"
     mkdir -p build-asan
     # -g1: line tables only, which is all a sanitizer report's stack (inlined frames included)
@@ -179,6 +262,7 @@ case "$cmd" in
       -DFEVO_SANITIZE=ON -DFEVO_BUILD_TESTS=ON -DFEVO_BUILD_BENCH=OFF -DFEVO_BUILD_EXAMPLES=ON -DFEVO_ENABLE_CUDA=OFF
     (cd build-asan && OMP_WAIT_POLICY=passive ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
       ctest --output-on-failure -j"$jobs" -LE package)
+    python_asan_suite
     ;;
   *)
     usage
