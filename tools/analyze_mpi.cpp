@@ -17,6 +17,7 @@
 #include <type_traits>
 #include <unordered_map>
 
+#include <fevo/detail/little_endian.hpp>
 #include <fevo/io/checkpoint.hpp>
 
 namespace fevo_cli {
@@ -75,28 +76,13 @@ std::uint64_t piece_bytes(const piece& p, const std::vector<snapshot::entry>& la
 }
 
 /// Little-endian fields, for what travels between ranks.
-struct writer_bytes {
-  std::vector<unsigned char> b;
-  void u64(std::uint64_t v) {
-    for (int i = 0; i < 8; ++i) b.push_back(static_cast<unsigned char>(v >> (8 * i)));
-  }
-  void f64(double v) {
-    std::uint64_t u;
-    std::memcpy(&u, &v, 8);
-    u64(u);
-  }
-  void text(const std::string& s) {
-    u64(s.size());
-    b.insert(b.end(), s.begin(), s.end());
-  }
-};
+using writer_bytes = fevo::detail::byte_writer;
 struct reader_bytes {
   const std::vector<unsigned char>& b;
   std::size_t at = 0;
   std::uint64_t u64() {
     FEVO_EXPECTS(at + 8 <= b.size(), "internal: a message between ranks is cut short");
-    std::uint64_t v = 0;
-    for (int i = 7; i >= 0; --i) v = (v << 8) | b[at + std::size_t(i)];
+    const std::uint64_t v = fevo::detail::get_u64(b.data() + at);
     at += 8;
     return v;
   }

@@ -7,6 +7,8 @@
 
 #include <cstdint>
 #include <cstring>
+#include <string>
+#include <vector>
 
 namespace fevo::detail {
 
@@ -37,5 +39,26 @@ inline double get_f64(const unsigned char* p) {
   std::memcpy(&v, &u, 8);
   return v;
 }
+
+/// Appends little-endian fields to a byte vector: what fevo sends between processes (the sharded
+/// recorder's fragments, `mpirun fevo analyze`'s messages).
+struct byte_writer {
+  std::vector<unsigned char> b;
+  void u64(std::uint64_t v) {
+    unsigned char t[8];
+    put_u64(t, v);
+    b.insert(b.end(), t, t + 8);
+  }
+  void f64(double v) {
+    unsigned char t[8];
+    put_f64(t, v);
+    b.insert(b.end(), t, t + 8);
+  }
+  /// The length (u64), then the bytes.
+  void text(const std::string& s) {
+    u64(s.size());
+    b.insert(b.end(), s.begin(), s.end());
+  }
+};
 
 }  // namespace fevo::detail

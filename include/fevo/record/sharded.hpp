@@ -45,6 +45,7 @@
 #include <utility>
 #include <vector>
 
+#include "../detail/little_endian.hpp"
 #include "../fragment.hpp"
 #include "recorder.hpp"
 
@@ -58,23 +59,10 @@ namespace detail {
 /// The bytes a rank sends per record: "FEVOFRAG", version, step, then per layer its name, extents,
 /// range, first filter, per filter touched (sum_sq as the bits of a double, changed, weights,
 /// zero_channels, channels, nonfinite) and the cut channels (channel, changed). Little-endian u64.
-struct fragment_wire {
+struct fragment_wire : ::fevo::detail::byte_writer {
   static constexpr char magic[9] = "FEVOFRAG";
   static constexpr std::uint64_t version = 1;
 
-  std::vector<unsigned char> b;
-  void u64(std::uint64_t v) {
-    for (int i = 0; i < 8; ++i) b.push_back(static_cast<unsigned char>(v >> (8 * i)));
-  }
-  void f64(double v) {
-    std::uint64_t u;
-    std::memcpy(&u, &v, 8);
-    u64(u);
-  }
-  void text(const std::string& s) {
-    u64(s.size());
-    b.insert(b.end(), s.begin(), s.end());
-  }
   void put(std::int64_t step, const std::vector<std::string>& names, const std::vector<flat_partial>& parts) {
     b.insert(b.end(), magic, magic + 8);
     u64(version);
@@ -173,8 +161,7 @@ class fragment_reader {
   }
   std::uint64_t u64() {
     need(8);
-    std::uint64_t v = 0;
-    for (int i = 7; i >= 0; --i) v = (v << 8) | b_[at_ + std::size_t(i)];
+    const std::uint64_t v = ::fevo::detail::get_u64(b_.data() + at_);
     at_ += 8;
     return v;
   }
