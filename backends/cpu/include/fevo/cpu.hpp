@@ -165,16 +165,16 @@ void evaluate(const parallel_policy& policy, layer_task<T, host_space>* tasks, s
     const auto& t = tasks[k];
     const std::size_t n = t.prev.filters(), fs = t.prev.filter_size();
     walks[k] = detail::choose_walk<T>(t.prev, t.next);
-    words = std::max(words, detail::scratch_words(t, walks[k]));
     first_filter[k + 1] = first_filter[k] + n;
     std::size_t step = threads == 1 ? n : std::max<std::size_t>(1, per_block / fs);
-    if (walks[k] == detail::walk::lanes && step < n) {
-      // Whole cache lines of filters per block; a full group of lanes where there is work for it.
-      const std::size_t unit = detail::lane_unit<T>;
-      step = (step + unit - 1) / unit * unit;
-      if (n >= 4 * static_cast<std::size_t>(threads) * detail::max_lane_group)
-        step = std::max(step, detail::max_lane_group);
+    if (walks[k] == detail::walk::lanes) {
+      // Lanes: blocks read a contiguous part of every position, so wide ones (up to
+      // max_lane_block filters, about two per thread for a layer), of whole cache lines.
+      const std::size_t unit = detail::lane_unit<T>, want = (n + 2 * threads - 1) / (2 * threads);
+      step = threads == 1 ? n : std::max<std::size_t>((want + unit - 1) / unit * unit, detail::lane_group_width(kernel));
+      step = std::min(step, detail::max_lane_block);
     }
+    words = std::max(words, detail::scratch_words(t, walks[k], std::min(step, n), kernel));
     for (std::size_t first = 0; first < n; first += step)
       blocks.push_back({k, first, n - first < step ? n - first : step});
   }

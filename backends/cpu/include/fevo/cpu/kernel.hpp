@@ -28,7 +28,10 @@ namespace FEVO_CPU_KERNEL_NS {
 inline constexpr std::size_t step_vectors = 64 / simd::L;
 /// Float vectors per lanes-walk pass: as many accumulators as the registers hold.
 inline constexpr std::size_t lane_vectors = FEVO_CPU_KERNEL_ISA == 2 ? 4 : 2;
-static_assert(lane_vectors * simd::L <= max_lane_group, "scratch_words() sizes R counters by max_lane_group");
+static_assert(lane_vectors * simd::L == lane_group_width(static_cast<isa>(FEVO_CPU_KERNEL_ISA)),
+              "lane_scratch_words() sizes the scratch by lane_group_width()");
+/// Groups of lanes in a block of at most max_lane_block filters (fold_lanes).
+inline constexpr std::size_t max_lane_groups = max_lane_block / (lane_vectors * simd::L) + 2;
 
 /// A float sum of squares below this is recomputed exactly if any change is non-zero: float
 /// squares of changes below 2^-63 lose bits to underflow, at most 2^-150 each, so above it the
@@ -100,10 +103,71 @@ inline bool any_change(const T* a, const T* b, std::size_t len) {
   return false;
 }
 
-/// Folds a contiguous run of `len` weights (at most run_length). With Bits, its changed bits go to
-/// bits[0 .. ceil(len / 64)) followed by one zero word (read by window()).
-template <bool Bits, class T>
-inline run_totals fold_run(const T* a, const T* b, std::size_t len, compute_t<T> tau, std::uint64_t* bits) {
+/// The 64 bits starting at bit `at` (the zero word after the last one written keeps the read in
+/// bounds and defined).
+inline std::uint64_t window(const std::uint64_t* words, std::size_t at) {
+  const std::size_t w = at / 64, sh = at % 64;
+  return sh ? (words[w] >> sh) | (words[w + 1] << (64 - sh)) : words[w];
+}
+
+/// Masks to test k = 64 / hw channels of hw <= 64 bits at once: with L the low hw-1 bits and H
+/// the top bit of each hw-bit group, ((x & L) + L | x) & H has a group's top bit set exactly when
+/// the group is not all zero, and no carry crosses into the next group.
+struct channel_masks {
+  std::size_t hw = 0, k = 0;
+  std::uint64_t group = 0, low = 0, top = 0;
+};
+inline channel_masks masks_for(std::size_t hw) {
+  channel_masks z;
+  z.hw = hw;
+  if (hw == 0 || hw > 64) return z;
+  z.k = 64 / hw;
+  z.group = hw == 64 ? ~0ULL : (1ULL << hw) - 1;
+  for (std::size_t g = 0; g < z.k; ++g) {
+    z.low |= (z.group >> 1) << (g * hw);
+    z.top |= (1ULL << (hw - 1)) << (g * hw);
+  }
+  return z;
+}
+
+/// What fold_run does with each word of changed bits it makes.
+struct no_bits {  // nothing: S needs only their count
+  static constexpr bool store = false;
+  void word(const std::uint64_t*, std::size_t) {}
+};
+struct keep_bits {  // store them, for the caller to take R_ic out of
+  static constexpr bool store = true;
+  void word(const std::uint64_t*, std::size_t) {}
+};
+/// Store them and count the channels (of hw <= 64 bits) without a changed weight, k channels at a
+/// time, as soon as their bits are known: inside the loop that loads the weights, so that this
+/// work overlaps the memory reads instead of following them.
+struct zero_counter {
+  static constexpr bool store = true;
+  const channel_masks& z;
+  std::size_t len;      ///< bits of the run
+  std::size_t pos = 0;  ///< first bit of the next channel not counted
+  std::uint64_t zeros = 0;
+  /// words[0 .. ceil(known / 64)) hold the first `known` bits, and a zero word follows.
+  void word(const std::uint64_t* words, std::size_t known) {
+    const std::size_t limit = known < len ? known : len, span = z.k * z.hw;
+    for (; pos + span <= limit; pos += span) {
+      const std::uint64_t x = window(words, pos);
+      zeros += z.k - static_cast<std::uint64_t>(__builtin_popcountll((((x & z.low) + z.low) | x) & z.top));
+    }
+  }
+  /// Counts the channels left after the last whole group of k; returns the run's zero channels.
+  std::uint64_t finish(const std::uint64_t* words) {
+    for (; pos < len; pos += z.hw) zeros += (window(words, pos) & z.group) == 0;
+    return zeros;
+  }
+};
+
+/// Folds a contiguous run of `len` weights (at most run_length). When Bits::store, its changed
+/// bits go to bits[0 .. ceil(len / 64)) followed by one zero word, and bits_of.word() sees each.
+template <class Bits, class T>
+inline run_totals fold_run(const T* a, const T* b, std::size_t len, compute_t<T> tau,
+                           std::uint64_t* bits, Bits& bits_of) {
   const std::size_t steps = len / 64, tail = len % 64;
   run_totals r{0, 0, 0};
   if constexpr (float_compute<T>) {
@@ -116,7 +180,11 @@ inline run_totals fold_run(const T* a, const T* b, std::size_t len, compute_t<T>
       for (; s < end; ++s) {
         const std::uint64_t w = step(a + 64 * s, b + 64 * s, tv, sq);
         r.changed += static_cast<std::uint64_t>(__builtin_popcountll(w));
-        if constexpr (Bits) bits[s] = w;
+        if constexpr (Bits::store) {
+          bits[s] = w;
+          bits[s + 1] = 0;
+          bits_of.word(bits, 64 * (s + 1));
+        }
       }
       for (auto& s2 : sq) {
         simd::widen_add(acc, s2);
@@ -127,7 +195,11 @@ inline run_totals fold_run(const T* a, const T* b, std::size_t len, compute_t<T>
       // The last weights as if padded with zeros (a zero change is not changed and adds nothing).
       const std::uint64_t w = step_first(a + 64 * steps, b + 64 * steps, tail, tv, sq);
       r.changed += static_cast<std::uint64_t>(__builtin_popcountll(w));
-      if constexpr (Bits) bits[steps] = w;
+      if constexpr (Bits::store) {
+        bits[steps] = w;
+        bits[steps + 1] = 0;
+        bits_of.word(bits, len);
+      }
       for (std::size_t v = 0; v * simd::L < tail; ++v) simd::widen_add(acc, sq[v]);  // the rest are 0
     }
     r.sum_sq = simd::sum(acc);
@@ -152,42 +224,25 @@ inline run_totals fold_run(const T* a, const T* b, std::size_t len, compute_t<T>
       }
       r.sum_sq += sum;
       r.changed += static_cast<std::uint64_t>(__builtin_popcountll(w));
-      if constexpr (Bits) bits[s] = w;
+      if constexpr (Bits::store) {
+        bits[s] = w;
+        bits[s + 1] = 0;
+        bits_of.word(bits, 64 * s + n);
+      }
     }
     if (!(r.sum_sq <= rule::max_finite<double>())) r.nonfinite = exact_sums(a, b, len).nonfinite;
   }
-  if constexpr (Bits) bits[steps + (tail ? 1 : 0)] = 0;
   return r;
 }
-
-/// The 64 bits starting at bit `at` (the zero word after a run keeps the read in bounds).
-inline std::uint64_t window(const std::uint64_t* words, std::size_t at) {
-  const std::size_t w = at / 64, sh = at % 64;
-  return sh ? (words[w] >> sh) | (words[w + 1] << (64 - sh)) : words[w];
+/// fold_run without the bits: S needs only their count.
+template <class T>
+inline run_totals fold_run(const T* a, const T* b, std::size_t len, compute_t<T> tau) {
+  no_bits none;
+  return fold_run(a, b, len, tau, nullptr, none);
 }
 
-/// Masks to test k = 64 / hw channels of hw <= 64 bits at once (zero_channels): with L the low
-/// hw-1 bits and H the top bit of each hw-bit group, ((x & L) + L | x) & H has a group's top bit
-/// set exactly when the group is not all zero, and no carry crosses into the next group.
-struct channel_masks {
-  std::size_t hw = 0, k = 0;
-  std::uint64_t group = 0, low = 0, top = 0;
-};
-inline channel_masks masks_for(std::size_t hw) {
-  channel_masks z;
-  z.hw = hw;
-  if (hw == 0 || hw > 64) return z;
-  z.k = 64 / hw;
-  z.group = hw == 64 ? ~0ULL : (1ULL << hw) - 1;
-  for (std::size_t g = 0; g < z.k; ++g) {
-    z.low |= (z.group >> 1) << (g * hw);
-    z.top |= (1ULL << (hw - 1)) << (g * hw);
-  }
-  return z;
-}
-
-/// Channels with R_ic == 0 among `nc` consecutive channels of z.hw bits each, and R_ic into r
-/// when it is not null.
+/// R_ic of `nc` consecutive channels of z.hw bits each into r when it is not null, and how many
+/// of them are zero.
 inline std::uint64_t zero_channels(const std::uint64_t* words, std::size_t nc, const channel_masks& z,
                                    std::uint32_t* r) {
   const std::size_t hw = z.hw;
@@ -204,25 +259,16 @@ inline std::uint64_t zero_channels(const std::uint64_t* words, std::size_t nc, c
     }
     return zeros;
   }
-  if (r || hw > 64) {
-    for (std::size_t c = 0; c < nc; ++c) {
-      std::uint32_t rc = 0;
-      for (std::size_t o = 0; o < hw; o += 64) {
-        const std::size_t take = hw - o < 64 ? hw - o : 64;
-        const std::uint64_t x = window(words, c * hw + o);
-        rc += static_cast<std::uint32_t>(__builtin_popcountll(take == 64 ? x : x & ((1ULL << take) - 1)));
-      }
-      zeros += (rc == 0);
-      if (r) r[c] = rc;
+  for (std::size_t c = 0; c < nc; ++c) {
+    std::uint32_t rc = 0;
+    for (std::size_t o = 0; o < hw; o += 64) {
+      const std::size_t take = hw - o < 64 ? hw - o : 64;
+      const std::uint64_t x = window(words, c * hw + o);
+      rc += static_cast<std::uint32_t>(__builtin_popcountll(take == 64 ? x : x & ((1ULL << take) - 1)));
     }
-    return zeros;
+    zeros += (rc == 0);
+    if (r) r[c] = rc;
   }
-  std::size_t c = 0;
-  for (; c + z.k <= nc; c += z.k) {
-    const std::uint64_t x = window(words, c * hw);
-    zeros += z.k - static_cast<std::uint64_t>(__builtin_popcountll((((x & z.low) + z.low) | x) & z.top));
-  }
-  for (; c < nc; ++c) zeros += (window(words, c * hw) & z.group) == 0;
   return zeros;
 }
 
@@ -266,11 +312,16 @@ inline void fold_packed(const layer_task<T, host_space>& t, const packed_plan& p
       const std::size_t off = c0 * HW, len = nc * HW;
       run_totals r;
       if (!p.need_channels || (HW == 1 && !r_row)) {
-        r = fold_run<false>(pa + off, pb + off, len, t.tau, bits);
+        r = fold_run(pa + off, pb + off, len, t.tau);
         // One weight per channel: the zero channels are the unchanged weights.
         if (p.need_channels) f.zero_channels += nc - r.changed;
+      } else if (!r_row && HW <= 64) {
+        zero_counter zc{p.z, len};
+        r = fold_run(pa + off, pb + off, len, t.tau, bits, zc);
+        f.zero_channels += zc.finish(bits);
       } else {
-        r = fold_run<true>(pa + off, pb + off, len, t.tau, bits);
+        keep_bits keep;
+        r = fold_run(pa + off, pb + off, len, t.tau, bits, keep);
         f.zero_channels += zero_channels(bits, nc, p.z, r_row ? r_row + c0 : nullptr);
       }
       f.sum_sq += r.sum_sq;
@@ -285,7 +336,7 @@ inline void fold_packed(const layer_task<T, host_space>& t, const packed_plan& p
       std::uint64_t rc = 0;
       for (std::size_t o = 0; o < HW; o += run_length) {
         const std::size_t len = HW - o < run_length ? HW - o : run_length;
-        const run_totals r = fold_run<false>(pa + c * HW + o, pb + c * HW + o, len, t.tau, bits);
+        const run_totals r = fold_run(pa + c * HW + o, pb + c * HW + o, len, t.tau);
         f.sum_sq += r.sum_sq;
         rc += r.changed;
         f.nonfinite += r.nonfinite;
@@ -315,7 +366,7 @@ inline void fold_strided(const layer_task<T, host_space>& t, walk how, std::size
       if (how == walk::rows) {
         for (std::size_t o = 0; o < W; o += run_length) {
           const std::size_t len = W - o < run_length ? W - o : run_length;
-          const run_totals r = fold_run<false>(pa + o, pb + o, len, t.tau, nullptr);
+          const run_totals r = fold_run(pa + o, pb + o, len, t.tau);
           ch.sum_sq += r.sum_sq;
           ch.changed += r.changed;
           ch.nonfinite += r.nonfinite;
@@ -333,137 +384,224 @@ inline void fold_strided(const layer_task<T, host_space>& t, walk how, std::size
   out = f;
 }
 
-/// Filters [g0, g0 + m) of a lanes-walk task (m <= NV * L; m < L when Copy), one pass over all
-/// positions: lane j is filter g0 + j. With Copy the m filters of a position are copied into a
-/// zero-padded vector (a last group narrower than a vector).
-template <class T, std::size_t NV, bool Copy>
-inline void fold_lane_group(const layer_task<T, host_space>& t, std::size_t g0, std::size_t m,
-                            partial* out, std::uint32_t* r, std::uint64_t* scratch) {
-  constexpr std::size_t L = simd::L, G = NV * L;
-  const auto& a = t.prev;
-  const auto& b = t.next;
-  const std::size_t C = a.channels(), H = a.rows(), W = a.cols();
-  const std::size_t a1 = a.stride(1), a2 = a.stride(2), a3 = a.stride(3);
-  const std::size_t b1 = b.stride(1), b2 = b.stride(2), b3 = b.stride(3);
-  const bool need_channels = (t.want & (want_Z | want_R)) != 0;
-  std::uint64_t* any = scratch;  // per channel: bit j set when filter g0 + j changed in it
-  std::uint32_t* rc = r ? reinterpret_cast<std::uint32_t*>(scratch + C) : nullptr;  // [C][G]
-  if (need_channels) std::memset(any, 0, C * sizeof(std::uint64_t));
-  if (rc) std::memset(rc, 0, C * G * sizeof(std::uint32_t));
-  const T* pa = a.data_handle() + g0;  // stride(0) == 1
-  const T* pb = b.data_handle() + g0;
-  const simd::vf tv = simd::splat(t.tau);
+/// The running totals of one group of lanes (G filters) of a lanes walk, kept in scratch memory
+/// between chunks of positions: per lane, the double sum of squares, the changed count and the
+/// OR of |d| bits (non-zero when some change is).
+struct lane_totals {
+  double* acc;
+  std::uint32_t* cnt;
+  std::uint32_t* nz;
+};
+
+/// The positions of one chunk (at most 8, so that each lane sums at most 8 float squares before
+/// they go to double): element offsets in prev and next, and the channel of each.
+struct lane_chunk {
+  std::size_t n;
+  std::size_t oa[8], ob[8], c[8];
+};
+
+/// One group of lanes over one chunk: lane j is filter g0 + j (the pointers are at filter g0), NV
+/// vectors; with Copy the group has m < L filters, copied into a zero-padded vector first. Z: the
+/// "any changed" word of each channel is kept; R: a counter per channel and lane.
+template <class T, std::size_t NV, bool Copy, bool Z, bool R>
+inline void fold_lane_chunk(const T* pa, const T* pb, std::size_t m, const lane_chunk& ch,
+                            const lane_chunk& next, bool first, simd::vf tv, lane_totals tot,
+                            std::uint64_t* any, std::size_t any_stride, std::uint32_t* rc) {
+  constexpr std::size_t L = simd::L, G = lane_vectors * L;  // rc rows are G long in every group
   simd::vf sq[NV];
   simd::vd2 acc[NV];
   simd::vi cnt[NV], nz[NV];
   for (std::size_t v = 0; v < NV; ++v) {
     sq[v] = simd::zero();
-    acc[v] = simd::zero_d();
-    cnt[v] = simd::zero_i();
-    nz[v] = simd::zero_i();
+    acc[v] = first ? simd::zero_d() : simd::load_d(tot.acc + L * v);
+    cnt[v] = first ? simd::zero_i() : simd::load_u32(tot.cnt + L * v);
+    nz[v] = first ? simd::zero_i() : simd::load_u32(tot.nz + L * v);
   }
   [[maybe_unused]] T ta[L] = {}, tb[L] = {};
-  unsigned pending = 0;  // squares per lane in sq: flushed at 8
-  for (std::size_t h = 0; h < H; ++h)
-    for (std::size_t w = 0; w < W; ++w) {
-      const T* ra = pa + h * a2 + w * a3;
-      const T* rb = pb + h * b2 + w * b3;
-      for (std::size_t c = 0; c < C; ++c) {
-        const T* xa = ra + c * a1;
-        const T* xb = rb + c * b1;
-        if constexpr (Copy) {
-          std::memcpy(ta, xa, m * sizeof(T));
-          std::memcpy(tb, xb, m * sizeof(T));
-          xa = ta;
-          xb = tb;
-        }
-        std::uint64_t word = 0;
-        for (std::size_t v = 0; v < NV; ++v) {
-          const simd::vf d = simd::sub(simd::load(xb + L * v), simd::load(xa + L * v));
-          const simd::vf ad = simd::abs(d);
-          const simd::cmp k = simd::changed(ad, tv);
-          word |= simd::bits(k) << (L * v);
-          sq[v] = simd::square_add(d, sq[v]);
-          cnt[v] = simd::count(cnt[v], k);
-          nz[v] = simd::or_bits(nz[v], ad);
-          if (rc) simd::store(rc + c * G + L * v, simd::count(simd::load_u32(rc + c * G + L * v), k));
-        }
-        if (need_channels) any[c] |= word;
-        if (++pending == 8) {
-          for (std::size_t v = 0; v < NV; ++v) {
-            simd::widen_add(acc[v], sq[v]);
-            sq[v] = simd::zero();
-          }
-          pending = 0;
-        }
+  for (std::size_t j = 0; j < ch.n; ++j) {
+    if (j < next.n) {
+      // The hardware prefetchers do not follow a walk that reads a part of each position, group
+      // by group: fetch this group's part of the same position of the next chunk.
+      for (std::size_t o = 0; o < NV * L * sizeof(T); o += 64) {
+        __builtin_prefetch(reinterpret_cast<const char*>(pa + next.oa[j]) + o, 0, 3);
+        __builtin_prefetch(reinterpret_cast<const char*>(pb + next.ob[j]) + o, 0, 3);
       }
     }
-  for (std::size_t v = 0; v < NV; ++v) simd::widen_add(acc[v], sq[v]);
-
-  double sums[G];
-  std::uint32_t counts[G], zeros[G];
-  std::uint64_t nonzero = 0;
+    const T* xa = pa + ch.oa[j];
+    const T* xb = pb + ch.ob[j];
+    if constexpr (Copy) {
+      std::memcpy(ta, xa, m * sizeof(T));
+      std::memcpy(tb, xb, m * sizeof(T));
+      xa = ta;
+      xb = tb;
+    }
+    [[maybe_unused]] std::uint64_t word = 0;
+    for (std::size_t v = 0; v < NV; ++v) {
+      const simd::vf d = simd::sub(simd::load(xb + L * v), simd::load(xa + L * v));
+      const simd::vf ad = simd::abs(d);
+      const simd::cmp k = simd::changed(ad, tv);
+      if constexpr (Z) word |= simd::bits(k) << (L * v);
+      sq[v] = simd::square_add(d, sq[v]);
+      cnt[v] = simd::count(cnt[v], k);
+      nz[v] = simd::or_bits(nz[v], ad);
+      if constexpr (R) {
+        std::uint32_t* row = rc + ch.c[j] * G + L * v;
+        simd::store(row, simd::count(simd::load_u32(row), k));
+      }
+    }
+    if constexpr (Z) any[ch.c[j] * any_stride] |= word;
+  }
   for (std::size_t v = 0; v < NV; ++v) {
-    simd::store(sums + L * v, acc[v]);
-    simd::store(counts + L * v, cnt[v]);
-    nonzero |= std::uint64_t(simd::any_lanes(nz[v])) << (L * v);
-  }
-  if (need_channels) {
-    simd::vi zc[NV];
-    for (auto& z : zc) z = simd::zero_i();
-    for (std::size_t c = 0; c < C; ++c) {
-      const std::uint64_t unchanged = ~any[c];
-      for (std::size_t v = 0; v < NV; ++v)
-        zc[v] = simd::count_bits(zc[v], static_cast<std::uint32_t>(unchanged >> (L * v)) & ((1u << L) - 1));
-    }
-    for (std::size_t v = 0; v < NV; ++v) simd::store(zeros + L * v, zc[v]);
-  }
-  for (std::size_t j = 0; j < m; ++j) {
-    partial f;
-    f.sum_sq = sums[j];
-    f.changed = counts[j];
-    f.weights = C * H * W;
-    f.channels = C;
-    f.zero_channels = need_channels ? zeros[j] : 0;
-    if (!(f.sum_sq <= rule::max_finite<double>()) || (f.sum_sq < tiny_sum && ((nonzero >> j) & 1))) {
-      // Rare (see fold_run): filter g0 + j summed exactly.
-      double sum_sq = 0;
-      for (std::size_t h = 0; h < H; ++h)
-        for (std::size_t w = 0; w < W; ++w)
-          for (std::size_t c = 0; c < C; ++c) {
-            const compute_t<T> d = load(pb[h * b2 + w * b3 + c * b1 + j]) - load(pa[h * a2 + w * a3 + c * a1 + j]);
-            f.nonfinite += rule::nonfinite(rule::magnitude(d));
-            sum_sq += rule::square(d);
-          }
-      f.sum_sq = sum_sq;
-    }
-    out[j] = f;
-    if (rc)
-      for (std::size_t c = 0; c < C; ++c) r[(g0 + j) * C + c] = rc[c * G + j];
+    simd::widen_add(acc[v], sq[v]);
+    simd::store(tot.acc + L * v, acc[v]);
+    simd::store(tot.cnt + L * v, cnt[v]);
+    simd::store(tot.nz + L * v, nz[v]);
   }
 }
 
-/// Filters [first, first + count) of a lanes-walk task: groups of lane_vectors vectors, then
-/// one of fewer whole vectors, then the last filters padded to a vector.
+/// A group of lanes: filters [g0, g0 + m) in nv vectors, or (copy) fewer than one vector's.
+struct lane_group {
+  std::size_t g0, m, nv;
+  bool copy;
+};
+
+template <class T, bool Z, bool R>
+inline void fold_lane_chunk(const lane_group& g, const T* pa, const T* pb, const lane_chunk& ch,
+                            const lane_chunk& next, bool first, simd::vf tv, lane_totals tot,
+                            std::uint64_t* any, std::size_t any_stride, std::uint32_t* rc) {
+  pa += g.g0;  // stride(0) == 1
+  pb += g.g0;
+  if (g.copy) return fold_lane_chunk<T, 1, true, Z, R>(pa, pb, g.m, ch, next, first, tv, tot, any, any_stride, rc);
+  switch (g.nv) {
+    case lane_vectors:
+      return fold_lane_chunk<T, lane_vectors, false, Z, R>(pa, pb, g.m, ch, next, first, tv, tot, any, any_stride, rc);
+#if FEVO_CPU_KERNEL_ISA == 2
+    case 3: return fold_lane_chunk<T, 3, false, Z, R>(pa, pb, g.m, ch, next, first, tv, tot, any, any_stride, rc);
+    case 2: return fold_lane_chunk<T, 2, false, Z, R>(pa, pb, g.m, ch, next, first, tv, tot, any, any_stride, rc);
+#endif
+    default: return fold_lane_chunk<T, 1, false, Z, R>(pa, pb, g.m, ch, next, first, tv, tot, any, any_stride, rc);
+  }
+}
+
+/// Filters [first, first + count) of a lanes-walk task (stride(0) == 1 in both snapshots): lane
+/// j of a group is one filter. The positions (row, col, channel) are walked in chunks of 8, and
+/// each chunk is done for every group of the block before the next: the block's bytes of a
+/// position are read together, whatever the stride between positions. Each lane's arithmetic
+/// depends only on its own filter, so the results do not depend on how filters are grouped.
 template <class T>
 inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, std::size_t count,
                        partial* out, std::uint32_t* r, std::uint64_t* scratch) {
   constexpr std::size_t L = simd::L, G = lane_vectors * L;
-  std::size_t g = first;
-  const std::size_t end = first + count;
-  for (; end - g >= G; g += G) fold_lane_group<T, lane_vectors, false>(t, g, G, out + (g - first), r, scratch);
-  const std::size_t whole = (end - g) / L;
-  if (whole) {
-    if constexpr (lane_vectors > 3) {
-      if (whole == 3) fold_lane_group<T, 3, false>(t, g, 3 * L, out + (g - first), r, scratch);
+  const auto& a = t.prev;
+  const auto& b = t.next;
+  const std::size_t C = a.channels(), H = a.rows(), W = a.cols();
+  const bool need_channels = (t.want & (want_Z | want_R)) != 0;
+
+  // Groups: whole ones of G filters, one of fewer whole vectors, the rest padded to a vector.
+  lane_group groups[max_lane_groups];
+  std::size_t n_groups = 0;
+  {
+    std::size_t g = first;
+    const std::size_t end = first + count;
+    for (; end - g >= G; g += G) groups[n_groups++] = {g, G, lane_vectors, false};
+    if ((end - g) / L) {
+      groups[n_groups++] = {g, (end - g) / L * L, (end - g) / L, false};
+      g += (end - g) / L * L;
     }
-    if constexpr (lane_vectors > 2) {
-      if (whole == 2) fold_lane_group<T, 2, false>(t, g, 2 * L, out + (g - first), r, scratch);
-    }
-    if (whole == 1) fold_lane_group<T, 1, false>(t, g, L, out + (g - first), r, scratch);
-    g += whole * L;
+    if (g < end) groups[n_groups++] = {g, end - g, 1, true};
   }
-  if (g < end) fold_lane_group<T, 1, true>(t, g, end - g, out + (g - first), r, scratch);
+  // Scratch (lane_scratch_words): totals of every group, "any changed" bits [C][groups], and
+  // with R_ic a counter per channel and lane [groups][C][G].
+  std::uint64_t* words = scratch;
+  lane_totals tot[max_lane_groups];
+  for (std::size_t k = 0; k < n_groups; ++k) {
+    tot[k] = {reinterpret_cast<double*>(words), reinterpret_cast<std::uint32_t*>(words + G),
+              reinterpret_cast<std::uint32_t*>(words + G) + G};
+    words += 2 * G;
+  }
+  std::uint64_t* any = need_channels ? words : nullptr;
+  if (any) {
+    std::memset(any, 0, C * n_groups * sizeof(std::uint64_t));
+    words += C * n_groups;
+  }
+  std::uint32_t* rc = r ? reinterpret_cast<std::uint32_t*>(words) : nullptr;
+  if (rc) std::memset(rc, 0, n_groups * C * G * sizeof(std::uint32_t));
+
+  const simd::vf tv = simd::splat(t.tau);
+  const std::size_t positions = H * W * C;
+  std::size_t h = 0, w = 0, c = 0;
+  const auto next_chunk = [&](lane_chunk& ch, std::size_t p0) {
+    ch.n = p0 < positions ? (positions - p0 < 8 ? positions - p0 : 8) : 0;
+    for (std::size_t j = 0; j < ch.n; ++j) {
+      ch.oa[j] = h * a.stride(2) + w * a.stride(3) + c * a.stride(1);
+      ch.ob[j] = h * b.stride(2) + w * b.stride(3) + c * b.stride(1);
+      ch.c[j] = c;
+      if (++c == C) {
+        c = 0;
+        if (++w == W) w = 0, ++h;
+      }
+    }
+  };
+  lane_chunk chunks[2];
+  next_chunk(chunks[0], 0);
+  for (std::size_t p0 = 0, cur = 0; p0 < positions; p0 += 8, cur ^= 1) {
+    const lane_chunk& ch = chunks[cur];
+    next_chunk(chunks[cur ^ 1], p0 + 8);
+    for (std::size_t k = 0; k < n_groups; ++k) {
+      const bool first_chunk = p0 == 0;
+      std::uint64_t* any_k = any ? any + k : nullptr;
+      std::uint32_t* rc_k = rc ? rc + k * C * G : nullptr;
+      const lane_chunk& nx = chunks[cur ^ 1];
+      if (rc)
+        fold_lane_chunk<T, true, true>(groups[k], a.data_handle(), b.data_handle(), ch, nx, first_chunk, tv, tot[k], any_k, n_groups, rc_k);
+      else if (any)
+        fold_lane_chunk<T, true, false>(groups[k], a.data_handle(), b.data_handle(), ch, nx, first_chunk, tv, tot[k], any_k, n_groups, rc_k);
+      else
+        fold_lane_chunk<T, false, false>(groups[k], a.data_handle(), b.data_handle(), ch, nx, first_chunk, tv, tot[k], any_k, n_groups, rc_k);
+    }
+  }
+
+  for (std::size_t k = 0; k < n_groups; ++k) {
+    const lane_group& g = groups[k];
+    std::uint32_t zeros[G];
+    if (any) {
+      // Per lane, the channels in which it never changed.
+      simd::vi zc[lane_vectors];
+      for (auto& z : zc) z = simd::zero_i();
+      for (std::size_t cc = 0; cc < C; ++cc) {
+        const std::uint64_t unchanged = ~any[cc * n_groups + k];
+        for (std::size_t v = 0; v < lane_vectors; ++v)
+          zc[v] = simd::count_bits(zc[v], static_cast<std::uint32_t>(unchanged >> (L * v)) & ((1u << L) - 1));
+      }
+      for (std::size_t v = 0; v < lane_vectors; ++v) simd::store(zeros + L * v, zc[v]);
+    }
+    for (std::size_t j = 0; j < g.m; ++j) {
+      partial f;
+      f.sum_sq = tot[k].acc[j];
+      f.changed = tot[k].cnt[j];
+      f.weights = C * H * W;
+      f.channels = C;
+      f.zero_channels = any ? zeros[j] : 0;
+      if (!(f.sum_sq <= rule::max_finite<double>()) || (f.sum_sq < tiny_sum && tot[k].nz[j] != 0)) {
+        // Rare (see fold_run): this filter summed exactly.
+        const T* pa = a.data_handle() + g.g0 + j;
+        const T* pb = b.data_handle() + g.g0 + j;
+        double sum_sq = 0;
+        for (std::size_t y = 0; y < H; ++y)
+          for (std::size_t x = 0; x < W; ++x)
+            for (std::size_t cc = 0; cc < C; ++cc) {
+              const compute_t<T> d = load(pb[y * b.stride(2) + x * b.stride(3) + cc * b.stride(1)]) -
+                                     load(pa[y * a.stride(2) + x * a.stride(3) + cc * a.stride(1)]);
+              f.nonfinite += rule::nonfinite(rule::magnitude(d));
+              sum_sq += rule::square(d);
+            }
+        f.sum_sq = sum_sq;
+      }
+      out[g.g0 - first + j] = f;
+      if (rc)
+        for (std::size_t cc = 0; cc < C; ++cc) r[(g.g0 + j) * C + cc] = rc[(k * C + cc) * G + j];
+    }
+  }
 }
 
 /// Folds filters [first, first + count) of task t into out[0 .. count).

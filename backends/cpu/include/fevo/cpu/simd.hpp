@@ -72,6 +72,7 @@ inline void store(double* out, const vd2& v) {
   _mm512_storeu_pd(out, v.lo);
   _mm512_storeu_pd(out + 8, v.hi);
 }
+inline vd2 load_d(const double* p) { return {_mm512_loadu_pd(p), _mm512_loadu_pd(p + 8)}; }
 inline void store(std::uint32_t* out, vi v) { _mm512_storeu_si512(out, v); }
 inline vi load_u32(const std::uint32_t* p) { return _mm512_loadu_si512(p); }
 inline double sum(const vd2& v) {
@@ -140,6 +141,7 @@ inline void store(double* out, const vd2& v) {
   _mm256_storeu_pd(out, v.lo);
   _mm256_storeu_pd(out + 4, v.hi);
 }
+inline vd2 load_d(const double* p) { return {_mm256_loadu_pd(p), _mm256_loadu_pd(p + 4)}; }
 inline void store(std::uint32_t* out, vi v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), v); }
 inline vi load_u32(const std::uint32_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
 inline double sum(const vd2& v) {
@@ -219,6 +221,12 @@ inline void widen_add(vd2& acc, vf s) {
 inline void store(double* out, const vd2& v) {
   std::memcpy(out, &v.lo, sizeof v.lo);
   std::memcpy(out + 2, &v.hi, sizeof v.hi);
+}
+inline vd2 load_d(const double* p) {
+  vd2 v;
+  std::memcpy(&v.lo, p, sizeof v.lo);
+  std::memcpy(&v.hi, p + 2, sizeof v.hi);
+  return v;
 }
 inline void store(std::uint32_t* out, vi v) { std::memcpy(out, &v, sizeof v); }
 inline vi load_u32(const std::uint32_t* p) {

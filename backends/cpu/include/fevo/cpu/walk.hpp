@@ -17,8 +17,12 @@ namespace detail {
 /// Weights per vectorised run of a packed filter: its changed bits (64 words) stay in L1.
 inline constexpr std::size_t run_length = 4096;
 
-/// Filters a lanes walk (below) processes together at most: 4 AVX-512 vectors of floats.
-inline constexpr std::size_t max_lane_group = 64;
+/// Filters of a lanes walk (below) per block of work, at most.
+inline constexpr std::size_t max_lane_block = 512;
+
+/// Filters a lanes walk keeps in registers at once: 4 vectors of 16 floats (AVX-512), 2 of 8
+/// (AVX2), 2 of 4 (generic).
+constexpr std::size_t lane_group_width(isa i) { return i == isa::avx512 ? 64 : i == isa::avx2 ? 16 : 8; }
 
 enum class walk {
   packed,   ///< each filter's C*H*W weights are contiguous in both snapshots (OIHW)
@@ -46,16 +50,17 @@ inline walk choose_walk(const V& a, const V& b) {
   return walk::general;
 }
 
-/// 64-bit words of scratch one thread needs for a task: a run's changed bits (and a zero word
-/// after them), or for a lanes walk one word of "any changed" bits per channel plus, with R_ic,
-/// a 32-bit counter per channel and filter of a group.
+/// 64-bit words of scratch one thread needs for a block of `filters` filters of task t with the
+/// given kernel: a run's changed bits and a zero word after them; or for a lanes walk, per group
+/// of lanes its totals (2 words a lane), per channel a word of "any changed" bits, and with R_ic
+/// a 32-bit counter per channel and lane (fold_lanes).
 template <class Task>
-inline std::size_t scratch_words(const Task& t, walk how) {
-  const std::size_t run_words = run_length / 64 + 2;
-  if (how != walk::lanes) return run_words;
+inline std::size_t scratch_words(const Task& t, walk how, std::size_t filters, isa kernel) {
+  if (how != walk::lanes) return run_length / 64 + 2;
+  const std::size_t G = lane_group_width(kernel), groups = (filters + G - 1) / G + 1;
   const std::size_t C = t.prev.channels();
   const bool with_r = t.per_filter && (t.want & want_R);
-  return C + (with_r ? C * max_lane_group / 2 : 0);
+  return groups * (2 * G + C + (with_r ? C * G / 2 : 0));
 }
 
 /// Filters of a lanes-walk task that fill one cache line of its elements: blocks of filters
