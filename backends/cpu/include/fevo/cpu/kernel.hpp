@@ -163,6 +163,25 @@ struct zero_counter {
   }
 };
 
+/// Store them and take R_ic of each channel (of 2..64 bits) out of them as soon as its bits are
+/// known, inside the loop that loads the weights (as zero_counter).
+struct r_counter {
+  static constexpr bool store = true;
+  const channel_masks& z;
+  std::size_t len;      ///< bits of the run
+  std::uint32_t* r;     ///< R_ic of the run's channels
+  std::size_t pos = 0;  ///< first bit of the next channel not counted
+  std::uint64_t zeros = 0;
+  void word(const std::uint64_t* words, std::size_t known) {
+    const std::size_t limit = known < len ? known : len;
+    for (; pos + z.hw <= limit; pos += z.hw) {
+      const auto rc = static_cast<std::uint32_t>(__builtin_popcountll(window(words, pos) & z.group));
+      *r++ = rc;
+      zeros += rc == 0;
+    }
+  }
+};
+
 /// Folds a contiguous run of `len` weights (at most run_length). When Bits::store, its changed
 /// bits go to bits[0 .. ceil(len / 64)) followed by one zero word, and bits_of.word() sees each.
 template <class Bits, class T>
@@ -319,6 +338,10 @@ inline void fold_packed(const layer_task<T, host_space>& t, const packed_plan& p
         zero_counter zc{p.z, len};
         r = fold_run(pa + off, pb + off, len, t.tau, bits, zc);
         f.zero_channels += zc.finish(bits);
+      } else if (HW > 1 && HW <= 64) {
+        r_counter rc{p.z, len, r_row + c0};
+        r = fold_run(pa + off, pb + off, len, t.tau, bits, rc);
+        f.zero_channels += rc.zeros;
       } else {
         keep_bits keep;
         r = fold_run(pa + off, pb + off, len, t.tau, bits, keep);
