@@ -51,7 +51,9 @@ TEST_CASE("cpu::par: results are bitwise the same for any number of threads", "[
   } specs[] = {{{300, 64, 3, 3}, L::oihw, L::oihw},        // 173K weights, 3 blocks of 113 filters
                {{40, 3, 70, 70}, L::hwio, L::padded},      // channels longer than a run
                {{2000, 40, 1, 1}, L::gapped, L::sliced_oihw},
-               {{3, 9000, 3, 3}, L::oihw, L::ohwi}};       // one filter per block
+               {{3, 9000, 3, 3}, L::oihw, L::ohwi},        // one filter per block
+               {{1100, 70, 3, 3}, L::hwio, L::hwio},       // lanes: blocks of filters per thread
+               {{130, 40, 1, 1}, L::sliced_hwio, L::hwio}}; // lanes: groups, whole vectors, a rest
   for_each_element_type([&](auto tg) {
     using T = typename decltype(tg)::type;
     std::vector<layer<T>> prevs, nexts;

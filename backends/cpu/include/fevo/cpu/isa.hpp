@@ -8,7 +8,7 @@
 // features (cpuid, once per process) so that a default build runs as fast as a -march=native one.
 //
 // One definition rule: everything in fevo::cpu lives in an inline namespace named after the
-// translation unit's baseline (cpu_x86_64_v1 ... v4, or cpu_generic), so translation units
+// translation unit's baseline (cpu_x86_64_v1_dispatch ... cpu_x86_64_v4_dispatch, ...), so units
 // compiled for different levels (a -march=native one next to a default one) never share an
 // inline function whose code would only run on one of them; within one level every copy is the
 // same code. The kernels of each instruction set are in namespaces of their own, so the linker
@@ -19,9 +19,17 @@
 #include <cstdint>
 #include <vector>
 
-#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__)) && \
-    !defined(__CUDACC__) && !defined(FEVO_CPU_NO_VECTOR_EXTENSIONS) &&                     \
-    !defined(FEVO_CPU_NO_ISA_DISPATCH)
+// GCC/Clang vector extensions for the generic kernel; without them (another compiler, nvcc's
+// front end, or FEVO_CPU_NO_VECTOR_EXTENSIONS) it is written with plain arrays of 4 floats.
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__) && !defined(FEVO_CPU_NO_VECTOR_EXTENSIONS)
+#define FEVO_CPU_VECTOR_EXTENSIONS 1
+#else
+#define FEVO_CPU_VECTOR_EXTENSIONS 0
+#endif
+
+// The AVX2 and AVX-512 kernels: x86-64 with GCC or Clang (target attributes, cpuid), unless
+// FEVO_CPU_NO_ISA_DISPATCH asks for the generic kernel alone.
+#if (defined(__x86_64__) || defined(_M_X64)) && FEVO_CPU_VECTOR_EXTENSIONS && !defined(FEVO_CPU_NO_ISA_DISPATCH)
 #define FEVO_CPU_X86_DISPATCH 1
 #include <cpuid.h>
 #include <immintrin.h>
@@ -32,20 +40,31 @@
 /// Defined where fevo::cpu::instruction_set() and the ISA selection exist.
 #define FEVO_CPU_ISA_DISPATCH 1
 
-// The inline namespace of this translation unit's baseline (x86-64 psABI levels).
+// The inline namespace: this translation unit's baseline (x86-64 psABI level) and which kernels it
+// compiles (all, the generic one alone, or the one without vector extensions).
 #if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512BW__) && \
     defined(__AVX512VL__) && defined(__AVX512DQ__) && defined(__AVX2__) && defined(__FMA__)
-#define FEVO_CPU_BASELINE_NS cpu_x86_64_v4
+#define FEVO_CPU_LEVEL x86_64_v4
 #elif defined(__x86_64__) && defined(__AVX2__) && defined(__FMA__) && defined(__BMI2__) && \
     defined(__F16C__)
-#define FEVO_CPU_BASELINE_NS cpu_x86_64_v3
+#define FEVO_CPU_LEVEL x86_64_v3
 #elif defined(__x86_64__) && defined(__SSE4_2__) && defined(__POPCNT__)
-#define FEVO_CPU_BASELINE_NS cpu_x86_64_v2
+#define FEVO_CPU_LEVEL x86_64_v2
 #elif defined(__x86_64__)
-#define FEVO_CPU_BASELINE_NS cpu_x86_64_v1
+#define FEVO_CPU_LEVEL x86_64_v1
 #else
-#define FEVO_CPU_BASELINE_NS cpu_generic
+#define FEVO_CPU_LEVEL baseline
 #endif
+#if FEVO_CPU_X86_DISPATCH
+#define FEVO_CPU_KERNELS dispatch
+#elif FEVO_CPU_VECTOR_EXTENSIONS
+#define FEVO_CPU_KERNELS generic
+#else
+#define FEVO_CPU_KERNELS portable
+#endif
+#define FEVO_CPU_NS_NAME(level, kernels) cpu_##level##_##kernels
+#define FEVO_CPU_NS_EXPAND(level, kernels) FEVO_CPU_NS_NAME(level, kernels)
+#define FEVO_CPU_BASELINE_NS FEVO_CPU_NS_EXPAND(FEVO_CPU_LEVEL, FEVO_CPU_KERNELS)
 
 // Target regions: every function defined between BEGIN and END is compiled for that instruction
 // set (GCC's target pragma; clang's attribute pragma applies the same attribute to each one).

@@ -155,6 +155,91 @@ inline std::uint32_t any_lanes(vi v) {
 }
 inline void expand_bits(std::uint32_t m, std::uint32_t* out) { store(out, count_bits(zero_i(), m)); }
 
+#elif !FEVO_CPU_VECTOR_EXTENSIONS  // ---- generic without vector extensions: arrays of 4 ---------------
+
+inline constexpr int L = 4;
+struct vf {
+  float v[L];
+};
+struct vi {
+  std::int32_t v[L];
+};
+using cmp = vi;  // 1 where true
+struct vd2 {
+  double v[L];
+};
+
+inline vf zero() { return vf{}; }
+inline vf splat(float x) { return vf{{x, x, x, x}}; }
+inline vi zero_i() { return vi{}; }
+inline vd2 zero_d() { return vd2{}; }
+template <class T>
+inline vf load(const T* p) {
+  vf r;
+  for (int k = 0; k < L; ++k) r.v[k] = ::fevo::load(p[k]);
+  return r;
+}
+template <class T>
+inline vf load_first(const T* p, std::size_t n) {
+  vf r{};
+  for (std::size_t k = 0; k < n; ++k) r.v[k] = ::fevo::load(p[k]);
+  return r;
+}
+inline vf sub(vf a, vf b) {
+  for (int k = 0; k < L; ++k) a.v[k] -= b.v[k];
+  return a;
+}
+inline vf abs(vf d) {
+  for (int k = 0; k < L; ++k) d.v[k] = rule::magnitude(d.v[k]);
+  return d;
+}
+inline cmp changed(vf abs_d, vf tau) {
+  cmp c;
+  for (int k = 0; k < L; ++k) c.v[k] = rule::changed(abs_d.v[k], tau.v[k]);
+  return c;
+}
+inline std::uint64_t bits(cmp c) {
+  std::uint64_t b = 0;
+  for (int k = 0; k < L; ++k) b |= std::uint64_t(c.v[k] != 0) << k;
+  return b;
+}
+inline vi count(vi acc, cmp c) {
+  for (int k = 0; k < L; ++k) acc.v[k] += c.v[k];
+  return acc;
+}
+inline vi count_bits(vi acc, std::uint32_t m) {
+  for (int k = 0; k < L; ++k) acc.v[k] += (m >> k) & 1u;
+  return acc;
+}
+inline vf square_add(vf d, vf acc) {
+  for (int k = 0; k < L; ++k) acc.v[k] += d.v[k] * d.v[k];
+  return acc;
+}
+inline vi or_bits(vi acc, vf x) {
+  for (int k = 0; k < L; ++k) acc.v[k] |= x.v[k] != 0;  // |d| bits are non-zero exactly when |d| is
+  return acc;
+}
+inline void widen_add(vd2& acc, vf s) {
+  for (int k = 0; k < L; ++k) acc.v[k] += s.v[k];
+}
+inline void store(double* out, const vd2& v) { std::memcpy(out, v.v, sizeof v.v); }
+inline vd2 load_d(const double* p) {
+  vd2 v;
+  std::memcpy(v.v, p, sizeof v.v);
+  return v;
+}
+inline void store(std::uint32_t* out, vi v) { std::memcpy(out, v.v, sizeof v.v); }
+inline vi load_u32(const std::uint32_t* p) {
+  vi v;
+  std::memcpy(v.v, p, sizeof v.v);
+  return v;
+}
+inline double sum(const vd2& v) { return (v.v[0] + v.v[1]) + (v.v[2] + v.v[3]); }
+inline std::uint32_t any_lanes(vi v) { return static_cast<std::uint32_t>(bits(v)); }
+inline void expand_bits(std::uint32_t m, std::uint32_t* out) {
+  for (int k = 0; k < L; ++k) out[k] = (m >> k) & 1u;
+}
+
 #else  // ---- generic: GCC/Clang vector extensions, compiled for the baseline flags ------------------
 
 // 16-byte vectors: the width every baseline has (SSE2, NEON), so nothing is passed in registers
