@@ -174,11 +174,35 @@ struct r_counter {
   std::uint64_t zeros = 0;
   void word(const std::uint64_t* words, std::size_t known) {
     const std::size_t limit = known < len ? known : len;
-    for (; pos + z.hw <= limit; pos += z.hw) {
-      const auto rc = static_cast<std::uint32_t>(__builtin_popcountll(window(words, pos) & z.group));
-      *r++ = rc;
-      zeros += rc == 0;
+    if (z.hw == 1) {
+      // One weight per channel: R_ic is the bit itself, 16 channels at a time.
+      for (; pos + 16 <= limit; pos += 16, r += 16) {
+        const std::uint32_t m = static_cast<std::uint32_t>(window(words, pos)) & 0xffffu;
+        for (std::size_t o = 0; o < 16; o += simd::L) simd::expand_bits(m >> o, r + o);
+        zeros += static_cast<std::uint64_t>(__builtin_popcount(~m & 0xffffu));
+      }
+      if (known >= len)  // the last channels
+        for (; pos < len; ++pos) {
+          const std::uint32_t bit = static_cast<std::uint32_t>(window(words, pos)) & 1u;
+          *r++ = bit;
+          zeros += bit == 0;
+        }
+      return;
     }
+    // k channels per window: the zero test of zero_counter for all of them, then each one's count.
+    const std::size_t span = z.k * z.hw;
+    for (; pos + span <= limit; pos += span) {
+      std::uint64_t x = window(words, pos);
+      zeros += z.k - static_cast<std::uint64_t>(__builtin_popcountll((((x & z.low) + z.low) | x) & z.top));
+      for (std::size_t j = 0; j < z.k; ++j, x >>= z.hw)
+        *r++ = static_cast<std::uint32_t>(__builtin_popcountll(x & z.group));
+    }
+    if (known >= len)  // the last channels
+      for (; pos < len; pos += z.hw) {
+        const auto rc = static_cast<std::uint32_t>(__builtin_popcountll(window(words, pos) & z.group));
+        *r++ = rc;
+        zeros += rc == 0;
+      }
   }
 };
 
@@ -338,7 +362,7 @@ inline void fold_packed(const layer_task<T, host_space>& t, const packed_plan& p
         zero_counter zc{p.z, len};
         r = fold_run(pa + off, pb + off, len, t.tau, bits, zc);
         f.zero_channels += zc.finish(bits);
-      } else if (HW > 1 && HW <= 64) {
+      } else if (HW <= 64) {
         r_counter rc{p.z, len, r_row + c0};
         r = fold_run(pa + off, pb + off, len, t.tau, bits, rc);
         f.zero_channels += rc.zeros;
@@ -423,14 +447,35 @@ struct lane_chunk {
   std::size_t oa[8], ob[8], c[8];
 };
 
+/// Adds bit k of w to row[k] for the lanes k of a group (byte counters of R_ic, lanes walk).
+inline void count_bytes(std::uint8_t* row, std::uint64_t w) {
+#if FEVO_CPU_KERNEL_ISA == 2
+  static_assert(lane_vectors * simd::L == 64, "one 64-bit mask for 64 byte lanes");
+  const __m512i v = _mm512_loadu_si512(row);
+  _mm512_storeu_si512(row, _mm512_mask_sub_epi8(v, w, v, _mm512_set1_epi8(-1)));
+#elif FEVO_CPU_KERNEL_ISA == 1
+  static_assert(lane_vectors * simd::L == 16, "16 bits to 16 bytes");
+  const __m128i sel = _mm_setr_epi8(1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128);
+  const __m128i spread = _mm_shuffle_epi8(_mm_cvtsi32_si128(static_cast<int>(w & 0xffffu)),
+                                          _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
+  const __m128i set = _mm_cmpeq_epi8(_mm_and_si128(spread, sel), sel);  // -1 where the bit is set
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(row),
+                   _mm_sub_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row)), set));
+#else
+  for (std::size_t k = 0; k < lane_vectors * simd::L; ++k) row[k] = static_cast<std::uint8_t>(row[k] + ((w >> k) & 1u));
+#endif
+}
+
 /// One group of lanes over one chunk: lane j is filter g0 + j (the pointers are at filter g0), NV
 /// vectors; with Copy the group has m < L filters, copied into a zero-padded vector first. Z: the
-/// "any changed" word of each channel is kept; R: a counter per channel and lane.
-template <class T, std::size_t NV, bool Copy, bool Z, bool R>
+/// "any changed" word of each channel is kept; R: a counter per channel and lane, of type RC
+/// (bytes when no channel has more than 255 weights).
+template <class T, std::size_t NV, bool Copy, bool Z, bool R, class RC>
 inline void fold_lane_chunk(const T* pa, const T* pb, std::size_t m, const lane_chunk& ch,
                             const lane_chunk& next, bool first, simd::vf tv, lane_totals tot,
-                            std::uint64_t* any, std::size_t any_stride, std::uint32_t* rc) {
+                            std::uint64_t* any, std::size_t any_stride, RC* rc) {
   constexpr std::size_t L = simd::L, G = lane_vectors * L;  // rc rows are G long in every group
+  static_assert(!R || Z, "R_ic are counted from the changed bits of Z");
   simd::vf sq[NV];
   simd::vd2 acc[NV];
   simd::vi cnt[NV], nz[NV];
@@ -467,12 +512,13 @@ inline void fold_lane_chunk(const T* pa, const T* pb, std::size_t m, const lane_
       sq[v] = simd::square_add(d, sq[v]);
       cnt[v] = simd::count(cnt[v], k);
       nz[v] = simd::or_bits(nz[v], ad);
-      if constexpr (R) {
+      if constexpr (R && !std::is_same_v<RC, std::uint8_t>) {
         std::uint32_t* row = rc + ch.c[j] * G + L * v;
         simd::store(row, simd::count(simd::load_u32(row), k));
       }
     }
     if constexpr (Z) any[ch.c[j] * any_stride] |= word;
+    if constexpr (R && std::is_same_v<RC, std::uint8_t>) count_bytes(rc + ch.c[j] * G, word);
   }
   for (std::size_t v = 0; v < NV; ++v) {
     simd::widen_add(acc[v], sq[v]);
@@ -488,10 +534,10 @@ struct lane_group {
   bool copy;
 };
 
-template <class T, bool Z, bool R>
+template <class T, bool Z, bool R, class RC>
 inline void fold_lane_chunk(const lane_group& g, const T* pa, const T* pb, const lane_chunk& ch,
                             const lane_chunk& next, bool first, simd::vf tv, lane_totals tot,
-                            std::uint64_t* any, std::size_t any_stride, std::uint32_t* rc) {
+                            std::uint64_t* any, std::size_t any_stride, RC* rc) {
   pa += g.g0;  // stride(0) == 1
   pb += g.g0;
   if (g.copy) return fold_lane_chunk<T, 1, true, Z, R>(pa, pb, g.m, ch, next, first, tv, tot, any, any_stride, rc);
@@ -547,8 +593,12 @@ inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, st
     std::memset(any, 0, C * n_groups * sizeof(std::uint64_t));
     words += C * n_groups;
   }
-  std::uint32_t* rc = r ? reinterpret_cast<std::uint32_t*>(words) : nullptr;
+  // R_ic counters: bytes when no channel has more than 255 weights, else 32-bit.
+  const bool byte_counters = H * W <= 255;
+  std::uint32_t* rc = r && !byte_counters ? reinterpret_cast<std::uint32_t*>(words) : nullptr;
+  std::uint8_t* rc8 = r && byte_counters ? reinterpret_cast<std::uint8_t*>(words) : nullptr;
   if (rc) std::memset(rc, 0, n_groups * C * G * sizeof(std::uint32_t));
+  if (rc8) std::memset(rc8, 0, n_groups * C * G);
 
   const simd::vf tv = simd::splat(t.tau);
   const std::size_t positions = H * W * C;
@@ -573,14 +623,17 @@ inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, st
     for (std::size_t k = 0; k < n_groups; ++k) {
       const bool first_chunk = p0 == 0;
       std::uint64_t* any_k = any ? any + k : nullptr;
-      std::uint32_t* rc_k = rc ? rc + k * C * G : nullptr;
       const lane_chunk& nx = chunks[cur ^ 1];
-      if (rc)
-        fold_lane_chunk<T, true, true>(groups[k], a.data_handle(), b.data_handle(), ch, nx, first_chunk, tv, tot[k], any_k, n_groups, rc_k);
+      const T* pa = a.data_handle();
+      const T* pb = b.data_handle();
+      if (rc8)
+        fold_lane_chunk<T, true, true>(groups[k], pa, pb, ch, nx, first_chunk, tv, tot[k], any_k, n_groups, rc8 + k * C * G);
+      else if (rc)
+        fold_lane_chunk<T, true, true>(groups[k], pa, pb, ch, nx, first_chunk, tv, tot[k], any_k, n_groups, rc + k * C * G);
       else if (any)
-        fold_lane_chunk<T, true, false>(groups[k], a.data_handle(), b.data_handle(), ch, nx, first_chunk, tv, tot[k], any_k, n_groups, rc_k);
+        fold_lane_chunk<T, true, false>(groups[k], pa, pb, ch, nx, first_chunk, tv, tot[k], any_k, n_groups, rc);
       else
-        fold_lane_chunk<T, false, false>(groups[k], a.data_handle(), b.data_handle(), ch, nx, first_chunk, tv, tot[k], any_k, n_groups, rc_k);
+        fold_lane_chunk<T, false, false>(groups[k], pa, pb, ch, nx, first_chunk, tv, tot[k], any_k, n_groups, rc);
     }
   }
 
@@ -623,6 +676,8 @@ inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, st
       out[g.g0 - first + j] = f;
       if (rc)
         for (std::size_t cc = 0; cc < C; ++cc) r[(g.g0 + j) * C + cc] = rc[(k * C + cc) * G + j];
+      if (rc8)
+        for (std::size_t cc = 0; cc < C; ++cc) r[(g.g0 + j) * C + cc] = rc8[(k * C + cc) * G + j];
     }
   }
 }
