@@ -438,7 +438,17 @@ struct lane_totals {
   double* acc;
   std::uint32_t* cnt;
   std::uint32_t* nz;
+  float* sq;  ///< squares not yet added to acc (when a chunk ends before 8 positions)
 };
+
+/// Positions per chunk: 8 (the float-square cadence), or 4, 2 or 1 where the block is wide, so that
+/// its part of a chunk of both snapshots and of the next chunk, prefetched meanwhile, fit in
+/// 32 KiB of L1.
+inline std::size_t lane_chunk_positions(std::size_t block_bytes) {
+  std::size_t p = 8;
+  while (p > 1 && p * block_bytes * 4 > 32768) p /= 2;
+  return p;
+}
 
 /// The positions of one chunk (at most 8, so that each lane sums at most 8 float squares before
 /// they go to double): element offsets in prev and next, and the channel of each.
@@ -472,15 +482,15 @@ inline void count_bytes(std::uint8_t* row, std::uint64_t w) {
 /// (bytes when no channel has more than 255 weights).
 template <class T, std::size_t NV, bool Copy, bool Z, bool R, class RC>
 inline void fold_lane_chunk(const T* pa, const T* pb, std::size_t m, const lane_chunk& ch,
-                            const lane_chunk& next, bool first, simd::vf tv, lane_totals tot,
-                            std::uint64_t* any, std::size_t any_stride, RC* rc) {
+                            const lane_chunk& next, bool first, bool flush, simd::vf tv,
+                            lane_totals tot, std::uint64_t* any, std::size_t any_stride, RC* rc) {
   constexpr std::size_t L = simd::L, G = lane_vectors * L;  // rc rows are G long in every group
   static_assert(!R || Z, "R_ic are counted from the changed bits of Z");
   simd::vf sq[NV];
   simd::vd2 acc[NV];
   simd::vi cnt[NV], nz[NV];
   for (std::size_t v = 0; v < NV; ++v) {
-    sq[v] = simd::zero();
+    sq[v] = first ? simd::zero() : simd::load(tot.sq + L * v);
     acc[v] = first ? simd::zero_d() : simd::load_d(tot.acc + L * v);
     cnt[v] = first ? simd::zero_i() : simd::load_u32(tot.cnt + L * v);
     nz[v] = first ? simd::zero_i() : simd::load_u32(tot.nz + L * v);
@@ -521,7 +531,11 @@ inline void fold_lane_chunk(const T* pa, const T* pb, std::size_t m, const lane_
     if constexpr (R && std::is_same_v<RC, std::uint8_t>) count_bytes(rc + ch.c[j] * G, word);
   }
   for (std::size_t v = 0; v < NV; ++v) {
-    simd::widen_add(acc[v], sq[v]);
+    if (flush) {
+      simd::widen_add(acc[v], sq[v]);
+      sq[v] = simd::zero();
+    }
+    simd::store(tot.sq + L * v, sq[v]);
     simd::store(tot.acc + L * v, acc[v]);
     simd::store(tot.cnt + L * v, cnt[v]);
     simd::store(tot.nz + L * v, nz[v]);
@@ -536,19 +550,19 @@ struct lane_group {
 
 template <class T, bool Z, bool R, class RC>
 inline void fold_lane_chunk(const lane_group& g, const T* pa, const T* pb, const lane_chunk& ch,
-                            const lane_chunk& next, bool first, simd::vf tv, lane_totals tot,
-                            std::uint64_t* any, std::size_t any_stride, RC* rc) {
+                            const lane_chunk& next, bool first, bool flush, simd::vf tv,
+                            lane_totals tot, std::uint64_t* any, std::size_t any_stride, RC* rc) {
   pa += g.g0;  // stride(0) == 1
   pb += g.g0;
-  if (g.copy) return fold_lane_chunk<T, 1, true, Z, R>(pa, pb, g.m, ch, next, first, tv, tot, any, any_stride, rc);
+  if (g.copy) return fold_lane_chunk<T, 1, true, Z, R>(pa, pb, g.m, ch, next, first, flush, tv, tot, any, any_stride, rc);
   switch (g.nv) {
     case lane_vectors:
-      return fold_lane_chunk<T, lane_vectors, false, Z, R>(pa, pb, g.m, ch, next, first, tv, tot, any, any_stride, rc);
+      return fold_lane_chunk<T, lane_vectors, false, Z, R>(pa, pb, g.m, ch, next, first, flush, tv, tot, any, any_stride, rc);
 #if FEVO_CPU_KERNEL_ISA == 2
-    case 3: return fold_lane_chunk<T, 3, false, Z, R>(pa, pb, g.m, ch, next, first, tv, tot, any, any_stride, rc);
-    case 2: return fold_lane_chunk<T, 2, false, Z, R>(pa, pb, g.m, ch, next, first, tv, tot, any, any_stride, rc);
+    case 3: return fold_lane_chunk<T, 3, false, Z, R>(pa, pb, g.m, ch, next, first, flush, tv, tot, any, any_stride, rc);
+    case 2: return fold_lane_chunk<T, 2, false, Z, R>(pa, pb, g.m, ch, next, first, flush, tv, tot, any, any_stride, rc);
 #endif
-    default: return fold_lane_chunk<T, 1, false, Z, R>(pa, pb, g.m, ch, next, first, tv, tot, any, any_stride, rc);
+    default: return fold_lane_chunk<T, 1, false, Z, R>(pa, pb, g.m, ch, next, first, flush, tv, tot, any, any_stride, rc);
   }
 }
 
@@ -585,8 +599,8 @@ inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, st
   lane_totals tot[max_lane_groups];
   for (std::size_t k = 0; k < n_groups; ++k) {
     tot[k] = {reinterpret_cast<double*>(words), reinterpret_cast<std::uint32_t*>(words + G),
-              reinterpret_cast<std::uint32_t*>(words + G) + G};
-    words += 2 * G;
+              reinterpret_cast<std::uint32_t*>(words + G) + G, reinterpret_cast<float*>(words + 2 * G)};
+    words += 2 * G + G / 2;
   }
   std::uint64_t* any = need_channels ? words : nullptr;
   if (any) {
@@ -602,9 +616,10 @@ inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, st
 
   const simd::vf tv = simd::splat(t.tau);
   const std::size_t positions = H * W * C;
+  const std::size_t P = lane_chunk_positions(count * sizeof(T));  // divides 8
   std::size_t h = 0, w = 0, c = 0;
   const auto next_chunk = [&](lane_chunk& ch, std::size_t p0) {
-    ch.n = p0 < positions ? (positions - p0 < 8 ? positions - p0 : 8) : 0;
+    ch.n = p0 < positions ? (positions - p0 < P ? positions - p0 : P) : 0;
     for (std::size_t j = 0; j < ch.n; ++j) {
       ch.oa[j] = h * a.stride(2) + w * a.stride(3) + c * a.stride(1);
       ch.ob[j] = h * b.stride(2) + w * b.stride(3) + c * b.stride(1);
@@ -617,9 +632,11 @@ inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, st
   };
   lane_chunk chunks[2];
   next_chunk(chunks[0], 0);
-  for (std::size_t p0 = 0, cur = 0; p0 < positions; p0 += 8, cur ^= 1) {
+  for (std::size_t p0 = 0, cur = 0; p0 < positions; p0 += P, cur ^= 1) {
     const lane_chunk& ch = chunks[cur];
-    next_chunk(chunks[cur ^ 1], p0 + 8);
+    next_chunk(chunks[cur ^ 1], p0 + P);
+    // Squares go to double every 8 positions of the filter, and at its end.
+    const bool flush = (p0 + ch.n) % 8 == 0 || p0 + ch.n == positions;
     for (std::size_t k = 0; k < n_groups; ++k) {
       const bool first_chunk = p0 == 0;
       std::uint64_t* any_k = any ? any + k : nullptr;
@@ -627,13 +644,13 @@ inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, st
       const T* pa = a.data_handle();
       const T* pb = b.data_handle();
       if (rc8)
-        fold_lane_chunk<T, true, true>(groups[k], pa, pb, ch, nx, first_chunk, tv, tot[k], any_k, n_groups, rc8 + k * C * G);
+        fold_lane_chunk<T, true, true>(groups[k], pa, pb, ch, nx, first_chunk, flush, tv, tot[k], any_k, n_groups, rc8 + k * C * G);
       else if (rc)
-        fold_lane_chunk<T, true, true>(groups[k], pa, pb, ch, nx, first_chunk, tv, tot[k], any_k, n_groups, rc + k * C * G);
+        fold_lane_chunk<T, true, true>(groups[k], pa, pb, ch, nx, first_chunk, flush, tv, tot[k], any_k, n_groups, rc + k * C * G);
       else if (any)
-        fold_lane_chunk<T, true, false>(groups[k], pa, pb, ch, nx, first_chunk, tv, tot[k], any_k, n_groups, rc);
+        fold_lane_chunk<T, true, false>(groups[k], pa, pb, ch, nx, first_chunk, flush, tv, tot[k], any_k, n_groups, rc);
       else
-        fold_lane_chunk<T, false, false>(groups[k], pa, pb, ch, nx, first_chunk, tv, tot[k], any_k, n_groups, rc);
+        fold_lane_chunk<T, false, false>(groups[k], pa, pb, ch, nx, first_chunk, flush, tv, tot[k], any_k, n_groups, rc);
     }
   }
 

@@ -74,6 +74,7 @@ inline void store(double* out, const vd2& v) {
 }
 inline vd2 load_d(const double* p) { return {_mm512_loadu_pd(p), _mm512_loadu_pd(p + 8)}; }
 inline void store(std::uint32_t* out, vi v) { _mm512_storeu_si512(out, v); }
+inline void store(float* out, vf v) { _mm512_storeu_ps(out, v); }
 inline vi load_u32(const std::uint32_t* p) { return _mm512_loadu_si512(p); }
 inline double sum(const vd2& v) {
   const __m512d s = _mm512_add_pd(v.lo, v.hi);
@@ -143,6 +144,7 @@ inline void store(double* out, const vd2& v) {
 }
 inline vd2 load_d(const double* p) { return {_mm256_loadu_pd(p), _mm256_loadu_pd(p + 4)}; }
 inline void store(std::uint32_t* out, vi v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), v); }
+inline void store(float* out, vf v) { _mm256_storeu_ps(out, v); }
 inline vi load_u32(const std::uint32_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
 inline double sum(const vd2& v) {
   const __m256d s = _mm256_add_pd(v.lo, v.hi);
@@ -229,6 +231,7 @@ inline vd2 load_d(const double* p) {
   return v;
 }
 inline void store(std::uint32_t* out, vi v) { std::memcpy(out, v.v, sizeof v.v); }
+inline void store(float* out, vf v) { std::memcpy(out, v.v, sizeof v.v); }
 inline vi load_u32(const std::uint32_t* p) {
   vi v;
   std::memcpy(v.v, p, sizeof v.v);
@@ -314,6 +317,7 @@ inline vd2 load_d(const double* p) {
   return v;
 }
 inline void store(std::uint32_t* out, vi v) { std::memcpy(out, &v, sizeof v); }
+inline void store(float* out, vf v) { std::memcpy(out, &v, sizeof v); }
 inline vi load_u32(const std::uint32_t* p) {
   vi v;
   std::memcpy(&v, p, sizeof v);

@@ -52,7 +52,7 @@ inline walk choose_walk(const V& a, const V& b) {
 
 /// 64-bit words of scratch one thread needs for a block of `filters` filters of task t with the
 /// given kernel: a run's changed bits and a zero word after them; or for a lanes walk, per group
-/// of lanes its totals (2 words a lane), per channel a word of "any changed" bits, and with R_ic
+/// of lanes its totals (2.5 words a lane), per channel a word of "any changed" bits, and with R_ic
 /// a 32-bit counter per channel and lane (fold_lanes).
 template <class Task>
 inline std::size_t scratch_words(const Task& t, walk how, std::size_t filters, isa kernel) {
@@ -60,7 +60,7 @@ inline std::size_t scratch_words(const Task& t, walk how, std::size_t filters, i
   const std::size_t G = lane_group_width(kernel), groups = (filters + G - 1) / G + 1;
   const std::size_t C = t.prev.channels();
   const bool with_r = t.per_filter && (t.want & want_R);
-  return groups * (2 * G + C + (with_r ? C * G / 2 : 0));
+  return groups * (2 * G + G / 2 + C + (with_r ? C * G / 2 : 0));
 }
 
 /// Filters of a lanes-walk task that fill one cache line of its elements: blocks of filters
