@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # fevo's two commands:
 #   ./run.sh demo          the main job (builds and runs the demo)
+#   ./run.sh demo --long   a longer, wider training, closer to the paper (docs/report.md)
 #   ./run.sh test          the whole test suite: release build + tests, then an ASan/UBSan build + tests
 #   ./run.sh test --fast   while editing: the same release build, then only its tests labelled
 #                          "fast" (ctest -L fast; see docs/development.md); no sanitizer build
@@ -20,7 +21,7 @@ base_pkgs+=(libcli11-dev nlohmann-json3-dev libzip-dev zlib1g-dev)
 base_pkgs+=(dataset-fashion-mnist libstb-dev)
 # Test-only Python packages (the pyenv python3 on PATH): oracle tests with real writers/readers,
 # and the report tool's tests (matplotlib; chromium above renders its page).
-py_test_pkgs=(numpy safetensors ml_dtypes tensorboard matplotlib)
+py_test_pkgs=(numpy safetensors ml_dtypes tensorboard matplotlib scipy)
 
 # ensure_python_packages PKG...: pip-installs the packages when any of them does not import (each
 # name here is also its module's name).
@@ -33,22 +34,22 @@ ensure_python_packages() {
   fi
 }
 
-# ensure_report_python: sets report_python to a python3 that imports numpy and matplotlib (what
-# tools/fevo_report.py needs): the python3 on PATH, after a pip install if needed; where pip cannot
-# install (no pip, or Debian's externally managed python3), Debian's python3-matplotlib.
+# ensure_report_python: sets report_python to a python3 that imports numpy, matplotlib and scipy
+# (what tools/fevo_report.py needs): the python3 on PATH, after a pip install if needed; where pip
+# cannot install (no pip, or Debian's externally managed python3), Debian's python3-* packages.
 report_python=python3
 ensure_report_python() {
   report_python=python3
   if command -v python3 >/dev/null 2>&1; then
-    python3 -c "import numpy, matplotlib" >/dev/null 2>&1 && return 0
-    say "installing Python packages for the report: numpy matplotlib"
-    if python3 -m pip install -q --disable-pip-version-check numpy matplotlib &&
-       python3 -c "import numpy, matplotlib" >/dev/null 2>&1; then
+    python3 -c "import numpy, matplotlib, scipy" >/dev/null 2>&1 && return 0
+    say "installing Python packages for the report: numpy matplotlib scipy"
+    if python3 -m pip install -q --disable-pip-version-check numpy matplotlib scipy &&
+       python3 -c "import numpy, matplotlib, scipy" >/dev/null 2>&1; then
       return 0
     fi
-    say "pip could not install them; using Debian's python3-numpy and python3-matplotlib"
+    say "pip could not install them; using Debian's python3-numpy, python3-matplotlib and python3-scipy"
   fi
-  ensure_packages python3 python3-numpy python3-matplotlib
+  ensure_packages python3 python3-numpy python3-matplotlib python3-scipy
   report_python=/usr/bin/python3
 }
 
@@ -97,15 +98,16 @@ configure_build() {  # dir, cmake args...
 
 usage() {
   [ $# -gt 0 ] && echo "run.sh: $*" >&2
-  echo "usage: ./run.sh demo | ./run.sh test [--fast]" >&2
+  echo "usage: ./run.sh demo [--long] | ./run.sh test [--fast]" >&2
   exit 2
 }
 cmd=${1:-}
 case "$cmd" in demo | test) shift ;; "") usage ;; *) usage "unknown command '$cmd'" ;; esac
-fast=0
+fast=0 long=0
 for arg in "$@"; do
   case "$cmd $arg" in
     "test --fast") fast=1 ;;
+    "demo --long") long=1 ;;
     *) usage "unknown option '$arg' for '$cmd'" ;;
   esac
 done
@@ -120,19 +122,32 @@ case "$cmd" in
     # The paper's section IV on the CPU: VGG-16 and ResNet-50 at width 0.125 on 32x32 Fashion-MNIST,
     # 1200 steps of batch 64 on 10000 training images (lr 2e-4 halved after steps 800 and 1000, as the
     # paper's "after 25 epochs, then every 10" scaled down), a record every 10 steps, Table IV on
-    # 2000 test images. About 5 minutes on 2 cores; see README.md, "The paper driver".
+    # 2000 test images. 10 minutes on 2 cores shared with other builds (7.5 CPU-minutes); see
+    # docs/report.md. --long (runs/long): width 0.25, 3000 steps on 30000 images, halved after steps
+    # 1875 and 2625 (the paper's 25 and 35 of 40 epochs), Table IV on 5000 images; 40 minutes on 2
+    # shared cores (32 CPU-minutes).
+    out=runs/demo
+    setting=(--width 0.125 --steps 1200 --train-images 10000 --test-images 2000 --lr-halve-steps 800,1000)
+    if [ "$long" = 1 ]; then
+      out=runs/long
+      setting=(--width 0.25 --steps 3000 --train-images 30000 --test-images 5000 --lr-halve-steps 1875,2625)
+    fi
     for model in vgg16 resnet50; do
-      say "demo: the paper driver, $model (runs/demo/$model)"
-      rm -rf "runs/demo/$model"
-      ./build/examples/paper/fevo_paper --model "$model" --data fashion-mnist --out "runs/demo/$model" \
-        --width 0.125 --size 32 --steps 1200 --batch 64 --train-images 10000 --test-images 2000 \
-        --lr-halve-steps 800,1000 --record-every 10 --seed 1
+      say "demo: the paper driver, $model ($out/$model)"
+      rm -rf "${out:?}/$model"
+      # Passive OpenMP waiting: on cores shared with other jobs, spinning threads starve each other
+      # (VGG-16 steps took 0.88 s spinning, 0.08 s passive, on 2 busy cores).
+      OMP_WAIT_POLICY=passive ./build/examples/paper/fevo_paper --model "$model" --data fashion-mnist \
+        --out "$out/$model" --size 32 --batch 64 --record-every 10 --seed 1 "${setting[@]}"
     done
     # The report (keep it the last step: its last output line, the path of report.html, is the
-    # last line of ./run.sh demo).
+    # last line of ./run.sh demo). The long setting's report lists the verdicts that changed since
+    # the demo's, when there is one.
     ensure_report_python
-    say "report: the paper's figures, Table IV and observations (runs/demo/)"
-    "$report_python" tools/fevo_report.py runs/demo/vgg16 runs/demo/resnet50 --out runs/demo
+    compare=()
+    [ "$out" = runs/long ] && [ -f runs/demo/findings.json ] && compare=(--compare runs/demo)
+    say "report: the paper's findings, figures and Table IV ($out/)"
+    "$report_python" tools/fevo_report.py "$out/vgg16" "$out/resnet50" --out "$out" "${compare[@]}"
     ;;
   test)
     ensure_packages "${base_pkgs[@]}" "${test_pkgs[@]}"

@@ -30,7 +30,7 @@ int main() {
 
   fevo::filter_results per;  // D_i, S_i, Z_i of every filter
   fevo::compute(fevo::seq, prev, next, tau, per);
-  std::printf("filter 0: D = %g, S = %g, Z = %g\n", per.D[0], per.S(0), per.Z(0));
+  std::printf("filter 0: D = %g, S = %g, Z = %g\n", per.D[0], per.S[0], per.Z[0]);
   // example-end raw-buffers
 
 #if defined(FEVO_EXAMPLE_HAVE_CPU)

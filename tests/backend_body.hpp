@@ -65,8 +65,8 @@ inline void check_per_filter(const fevo::filter_results& per, const reference& r
   long long bad_D = -1, bad_SZ = -1;
   for (std::size_t i = 0; i < ref.N; ++i) {
     if (bad_D < 0 && !sum_close(per.D[i], ref.D[i], ref.C * ref.HW)) bad_D = (long long)i;
-    if (bad_SZ < 0 && (per.S(i) != double(ref.changed_i[i]) / per_filter ||
-                       per.Z(i) != double(ref.zero_channels_i[i]) / double(ref.C)))
+    if (bad_SZ < 0 && (per.S[i] != double(ref.changed_i[i]) / per_filter ||
+                       per.Z[i] != double(ref.zero_channels_i[i]) / double(ref.C)))
       bad_SZ = (long long)i;
   }
   std::ostringstream why;
@@ -249,10 +249,10 @@ TEMPLATE_LIST_TEST_CASE("backend: hand-computed layers", "[backend][fixture]", F
         CHECK(per.changed == std::vector<std::uint64_t>{2, 0});
         CHECK(per.zero_channels == std::vector<std::uint64_t>{1, 2});
         CHECK(per.channel_changed == std::vector<std::uint32_t>{0, 2, 0, 0});
-        CHECK(per.S(0) == 0.5);
-        CHECK(per.S(1) == 0.0);
-        CHECK(per.Z(0) == 0.5);
-        CHECK(per.Z(1) == 1.0);
+        CHECK(per.S[0] == 0.5);
+        CHECK(per.S[1] == 0.0);
+        CHECK(per.Z[0] == 0.5);
+        CHECK(per.Z[1] == 1.0);
         check_backend<B, T>(prev.cview(), next.cview(), tau);
       }
       {
@@ -816,6 +816,13 @@ TEMPLATE_LIST_TEST_CASE("backend: shards merged with fevo::merge equal the whole
         {
           INFO("split by filters and channels");
           check_metrics(fevo::finalize(merged(fc, cc), s.N), ref);
+        }
+        {
+          INFO("split with empty shards (a rank without filters, or without channels)");
+          std::vector<std::size_t> fe = fc, ce = cc;
+          fe.insert(fe.begin() + 1, fe[1]);  // shard [cut, cut): no filters
+          ce.insert(ce.end() - 1, ce[ce.size() - 2]);
+          check_metrics(fevo::finalize(merged(fe, ce), s.N), ref);
         }
         {
           INFO("the per-filter partials (filter_results::filter_partial) merged");

@@ -83,8 +83,8 @@ void check_advance_model(const Config& cfg, const std::vector<model_shape>& shap
     CHECK(got[k].totals.nonfinite == want[k].totals.nonfinite);
     CHECK(got[k].D == Approx(want[k].D).epsilon(1e-12));
     for (std::size_t i = 0; i < shapes[k].o; ++i) {
-      CHECK(per[k].S(i) == want_per[k].S(i));
-      CHECK(per[k].Z(i) == want_per[k].Z(i));
+      CHECK(per[k].S[i] == want_per[k].S[i]);
+      CHECK(per[k].Z[i] == want_per[k].Z[i]);
     }
     const auto after = da[k]->get(a[k].size());
     const std::size_t off = shapes[k].offset ? 1 : 0;

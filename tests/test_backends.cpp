@@ -37,6 +37,16 @@ void check_identical(const fevo::filter_results& a, const fevo::filter_results& 
 
 }  // namespace
 
+TEST_CASE("cpu::par: thread_count says how many threads a call runs on", "[cpu][threads]") {
+#if defined(_OPENMP)
+  CHECK(fevo::cpu::par.threads(3).thread_count() == 3);
+  CHECK(fevo::cpu::par.threads(1).thread_count() == 1);
+  CHECK(fevo::cpu::par.thread_count() == omp_get_max_threads());
+#else  // (config.cpu_without_openmp_warns: such a build is told at compile time)
+  CHECK(fevo::cpu::par.threads(3).thread_count() == 1);
+#endif
+}
+
 // cpu.hpp: "each filter's totals are kept and summed per layer in filter order afterwards, so the
 // results do not depend on the number of threads". Layers of several 64K-weight blocks each.
 TEST_CASE("cpu::par: results are bitwise the same for any number of threads", "[cpu][threads]") {

@@ -423,6 +423,21 @@ TEST_CASE("views: extents, strides and offsets of every layout", "[view]") {
   }
 }
 
+TEST_CASE("layer_info: a layer's name and extents, from a view", "[view]") {
+  std::vector<float> mem(5 * 3 * 2 * 4);
+  const fevo::layer_info a = fevo::layer_info_of("conv1.weight", fevo::oihw(mem.data(), 5, 3, 2, 4));
+  CHECK(a.name == "conv1.weight");
+  CHECK(a.extents == std::array<std::size_t, 4>{5, 3, 2, 4});
+  CHECK(a.filters() == 5);
+  CHECK(a.channels() == 3);
+  CHECK(a.filter_size() == 3 * 2 * 4);
+  // The extents are the view's (filter, channel, row, col) whatever its layout.
+  const fevo::layer_info h = fevo::layer_info_of("k", fevo::hwio(mem.data(), 2, 4, 3, 5));
+  CHECK(h.extents == std::array<std::size_t, 4>{5, 3, 2, 4});
+  const fevo::layer_info b{"fc", {10, 16, 1, 1}};
+  CHECK(b.filter_size() == 16);
+}
+
 TEST_CASE("views: bad extents, strides and slices throw fevo::error", "[view][error]") {
   float x[16] = {};
   const long long big = 1LL << 40;
@@ -488,6 +503,32 @@ TEST_CASE("bad calls throw fevo::error naming the problem", "[error]") {
     CHECK_THROWS_WITH(fevo::S(policy, fevo::oihw(a.data(), 1, 1, 1, 0), fevo::oihw(b.data(), 1, 1, 1, 0), 0.1),
                       Contains("extent(3) is zero"));
   }
+  SECTION("an empty shard is merge's identity, not an error") {
+    float* none = nullptr;
+    const fevo::partial whole = fevo::compute_partial(policy, p, n, 0.1);
+    for (const auto& [ep, en] : {std::pair{p.filter_slice(2, 0), n.filter_slice(2, 0)},
+                                 std::pair{p.channel_slice(1, 0), n.channel_slice(1, 0)},
+                                 std::pair{fevo::oihw(none, 0, 3, 3, 3), fevo::oihw(none, 0, 3, 3, 3)}}) {
+      INFO("extents " << fevo::detail::shape_of(ep));
+      const fevo::partial e = fevo::compute_partial(policy, ep, en, 0.1);
+      CHECK(e.sum_sq == 0);
+      CHECK(e.changed == 0);
+      CHECK(e.weights == 0);
+      CHECK(e.zero_channels == 0);
+      CHECK(e.channels == 0);
+      CHECK(e.nonfinite == 0);
+      fevo::partial merged = whole;
+      fevo::merge(merged, e);
+      CHECK(std::memcmp(&merged, &whole, sizeof merged) == 0);
+      // its shapes must still agree, and tau still be valid
+      CHECK_THROWS_WITH(fevo::compute_partial(policy, ep, fevo::oihw(none, 0, 3, 3, 4), 0.1),
+                        Contains("shape mismatch"));
+      CHECK_THROWS_WITH(fevo::compute_partial(policy, ep, en, -1.0), Contains("tau must be finite"));
+    }
+    // compute (a whole layer) still refuses a zero extent: its metrics divide by N and C H W
+    CHECK_THROWS_WITH(fevo::compute(policy, p.filter_slice(2, 0), n.filter_slice(2, 0), 0.1),
+                      Contains("extent(0) is zero"));
+  }
   SECTION("null pointers") {
     const float* none = nullptr;
     CHECK_THROWS_WITH(fevo::compute(policy, fevo::oihw(none, 2, 3, 3, 3), n, 0.1), Contains("prev is a null pointer"));
@@ -549,6 +590,30 @@ TEST_CASE("bad calls throw fevo::error naming the problem", "[error]") {
 }
 
 // ---- the accumulator ------------------------------------------------------------------------------
+
+TEST_CASE("check_tau: the one check of tau, with the caller's prefix", "[error]") {
+  using fevo::detail::check_tau;
+  const double nan = std::nan(""), inf = std::numeric_limits<double>::infinity();
+  CHECK(check_tau(0.25, "") == 0.25);
+  CHECK(check_tau<float>(0.1, "") == 0.1f);
+  CHECK(check_tau(1e300, "") == 1e300);  // finite in double
+  for (double bad : {-0.5, -1e-300, nan, inf, -inf}) {
+    INFO("tau " << bad);
+    CHECK_THROWS_WITH(check_tau(bad, "recorder: "),
+                      Contains("fevo: recorder: tau must be finite and non-negative, got "));
+    CHECK_THROWS_AS(check_tau<float>(bad, "--"), fevo::error);
+  }
+  CHECK_THROWS_WITH(check_tau(-1.0, "--"), Contains("fevo: --tau must be finite and non-negative, got -1"));
+  CHECK_THROWS_WITH(check_tau<float>(1e300, "recorder: "),
+                    Contains("recorder: tau 1e+300 is not finite in the compute type (32-bit float)"));
+  CHECK(check_tau<float>(double(std::numeric_limits<float>::max()), "") == std::numeric_limits<float>::max());
+  // A positive tau that rounds to 0 in the compute type would count every change: refused.
+  CHECK_THROWS_WITH(check_tau<float>(1e-50, "--"),
+                    Contains("--tau 1e-50 rounds to 0 in the compute type (32-bit float") && Contains("pass 0"));
+  CHECK(check_tau(1e-50, "") == 1e-50);  // a double holds it
+  CHECK(check_tau<float>(1e-40, "") > 0);  // a float subnormal, not 0
+  CHECK(check_tau<float>(0.0, "") == 0);  // 0 is meant: every change counts
+}
 
 TEST_CASE("merge adds partials; finalize divides by the layer's filters", "[accumulator]") {
   fevo::partial a;

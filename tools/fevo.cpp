@@ -2,13 +2,14 @@
 //
 //   fevo analyze SNAPSHOTS... --tau T --out DIR [--backend seq|cpu|thrust|cuda] [--layers PATTERN]
 //                [--reference prev|STEP] [--per-filter-series] [--tensorboard]
-//                [--layout oihw|hwio] [--include-2d]
+//                [--layout oihw|hwio] [--include-2d] [--threads N] [--resume | --overwrite]
 //   fevo inspect FILE [--layout oihw|hwio] [--layers PATTERN] [--include-2d]
 //
 // Exit status 0 on success; 2 on bad input or usage, with one line on stderr that names the file,
-// the tensor and the problem. See README.md ("The fevo command").
+// the tensor and the problem. Every input (each snapshot's header, the layers, tau, --out) is
+// checked before anything is written, and a run that fails after its output directory was
+// created removes it. See docs/cli.md.
 #include <fnmatch.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -20,7 +21,6 @@
 #include <deque>
 #include <filesystem>
 #include <iostream>
-#include <map>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -30,11 +30,13 @@
 #include <fevo/cpu.hpp>
 #include <fevo/fevo.hpp>
 #include <fevo/io/format.hpp>
-#include <fevo/io/npy.hpp>
-#include <fevo/io/npz.hpp>
-#include <fevo/io/safetensors.hpp>
+#include <fevo/io/snapshot.hpp>
 #include <fevo/record/run_writer.hpp>
 #include <fevo/thrust.hpp>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 
 #ifdef FEVO_CLI_HAVE_CUDA
 #include "cuda_backend.hpp"
@@ -45,165 +47,7 @@ namespace {
 using fevo::detail::fail;
 namespace io = fevo::io;
 
-// ---- snapshots ----------------------------------------------------------------------------------
-
-/// One snapshot file: a safetensors file (memory-mapped), a .npy (one tensor, named by the file's
-/// stem) or a .npz archive (one tensor per member).
-class snapshot {
- public:
-  struct entry {
-    std::string name;
-    io::dtype type;
-    std::vector<std::uint64_t> shape;
-    std::uint64_t nbytes;
-  };
-
-  explicit snapshot(const std::string& path) : path_(path), format_(io::detect_format(path)) {
-    switch (format_) {
-      case io::file_format::safetensors:
-        st_ = std::make_unique<io::safetensors_file>(path);
-        for (const auto& t : st_->tensors()) entries_.push_back({t.name, t.type, t.shape, t.nbytes});
-        break;
-      case io::file_format::npy: {
-        io::npy_array a = io::read_npy(path);
-        const std::string name = "array";  // a .npy holds one unnamed array
-        entries_.push_back({name, a.type, a.shape, std::uint64_t(a.bytes.size())});
-        arrays_.emplace(name, std::move(a));
-        break;
-      }
-      case io::file_format::npz:
-        arrays_ = io::read_npz(path);
-        for (const auto& [name, a] : arrays_) entries_.push_back({name, a.type, a.shape, std::uint64_t(a.bytes.size())});
-        break;
-    }
-  }
-
-  const std::string& path() const { return path_; }
-  io::file_format format() const { return format_; }
-  const std::vector<entry>& entries() const { return entries_; }
-  const entry* find(const std::string& name) const {
-    for (const auto& e : entries_)
-      if (e.name == name) return &e;
-    return nullptr;
-  }
-  /// Whether the tensors are memory-mapped (safetensors) rather than loaded (.npy, .npz).
-  bool mapped() const { return st_ != nullptr; }
-  /// Drops a mapped tensor's pages from memory (they are read again if touched); no-op otherwise.
-  void evict(const std::string& name) const {
-    if (st_)
-      if (const io::tensor_info* t = st_->find(name)) st_->evict(*t);
-  }
-  std::map<std::string, std::string> metadata() const {
-    return st_ ? st_->metadata() : std::map<std::string, std::string>{};
-  }
-
-  template <class T>
-  fevo::filter_view<const T> view(const std::string& name, io::layout lay, std::vector<T>& scratch,
-                                  bool allow_2d) const {
-    if (st_) {
-      const io::tensor_info* t = st_->find(name);
-      FEVO_EXPECTS(t, path_, ": tensor '", name, "' is missing");
-      return io::view_of<T>(*st_, *t, lay, scratch, allow_2d);
-    }
-    const auto it = arrays_.find(name);
-    FEVO_EXPECTS(it != arrays_.end(), path_, ": tensor '", name, "' is missing");
-    return io::view_of<T>(it->second, lay, scratch, allow_2d);
-  }
-
-  static std::string stem(const std::string& path) {
-    std::string base = path.substr(path.find_last_of('/') + 1);
-    const auto dot = base.rfind('.');
-    return dot == std::string::npos || dot == 0 ? base : base.substr(0, dot);
-  }
-
- private:
-  std::string path_;
-  io::file_format format_;
-  std::unique_ptr<io::safetensors_file> st_;
-  std::map<std::string, io::npy_array> arrays_;
-  std::vector<entry> entries_;
-};
-
-/// The last run of decimal digits in a file's name (without its directory), if any.
-std::optional<std::int64_t> step_from_name(const std::string& path) {
-  const std::string base = path.substr(path.find_last_of('/') + 1);
-  std::size_t end = std::string::npos;
-  for (std::size_t i = base.size(); i-- > 0;)
-    if (base[i] >= '0' && base[i] <= '9') {
-      end = i + 1;
-      break;
-    }
-  if (end == std::string::npos) return std::nullopt;
-  std::size_t begin = end;
-  while (begin > 0 && base[begin - 1] >= '0' && base[begin - 1] <= '9') --begin;
-  if (end - begin > 18) return std::nullopt;
-  return std::stoll(base.substr(begin, end - begin));
-}
-
-std::int64_t parse_step(const std::string& text, const std::string& what) {
-  std::size_t used = 0;
-  long long v = 0;
-  try {
-    v = std::stoll(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  FEVO_EXPECTS(used == text.size() && !text.empty(), what, ": step '", text, "' is not an integer");
-  return v;
-}
-
-bool is_snapshot_name(const std::string& name) {
-  for (const char* ext : {".safetensors", ".npy", ".npz", ".pt", ".pth", ".ckpt", ".bin"}) {
-    const std::size_t n = std::char_traits<char>::length(ext);
-    if (name.size() > n && name.compare(name.size() - n, n, ext) == 0) return true;
-  }
-  return false;
-}
-
-bool is_directory(const std::string& p) {
-  struct stat st {};
-  return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-/// Expands directories (their snapshot files) and gives every file its step:
-/// __metadata__ "step" of a safetensors file if present, else the last integer in its name.
-struct series_item {
-  std::string path;
-  std::int64_t step;
-};
-std::vector<series_item> make_series(const std::vector<std::string>& args) {
-  std::vector<std::string> files;
-  for (const auto& a : args) {
-    if (is_directory(a)) {
-      std::vector<std::string> found;
-      for (const auto& e : std::filesystem::directory_iterator(a))
-        if (e.is_regular_file() && is_snapshot_name(e.path().filename().string()))
-          found.push_back(e.path().string());
-      FEVO_EXPECTS(!found.empty(), a, ": the directory holds no snapshot file (.safetensors, .npy, .npz)");
-      std::sort(found.begin(), found.end());
-      files.insert(files.end(), found.begin(), found.end());
-    } else {
-      files.push_back(a);
-    }
-  }
-  std::vector<series_item> out;
-  for (const auto& f : files) {
-    std::optional<std::int64_t> step;
-    if (io::detect_format(f) == io::file_format::safetensors) {
-      const io::safetensors_file st(f);
-      const auto it = st.metadata().find("step");
-      if (it != st.metadata().end()) step = parse_step(it->second, f + ": __metadata__");
-    }
-    if (!step) step = step_from_name(f);
-    FEVO_EXPECTS(step, f, ": cannot tell its training step: no __metadata__ \"step\" and no number in its name");
-    out.push_back({f, *step});
-  }
-  std::stable_sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.step < b.step; });
-  for (std::size_t k = 1; k < out.size(); ++k)
-    FEVO_EXPECTS(out[k].step != out[k - 1].step, out[k].path, ": step ", out[k].step,
-                 " is also the step of ", out[k - 1].path);
-  return out;
-}
+using io::snapshot;
 
 // ---- layer selection ------------------------------------------------------------------------------
 
@@ -293,6 +137,9 @@ struct analyze_options {
   std::string reference = "prev";
   bool per_filter_series = false;
   bool tensorboard = false;
+  bool resume = false;     ///< continue the run --out holds (a killed one)
+  bool overwrite = false;  ///< replace the run --out holds
+  int threads = 0;         ///< 0: OpenMP's default
   selection sel;
 };
 
@@ -306,14 +153,51 @@ struct pair_job {
   std::int64_t step_prev, step;
 };
 
-/// Requires every chosen layer in `next` with the dtype and shape it has in `prev`.
-void check_layers(const snapshot& next, const snapshot& prev, const std::vector<snapshot::entry>& layers) {
+/// Requires every chosen layer in `next` with the dtype and shape it has in `first`.
+void check_layers(const snapshot::header& next, const snapshot::header& first,
+                  const std::vector<snapshot::entry>& layers) {
   for (const auto& l : layers) {
     const snapshot::entry* e = next.find(l.name);
-    FEVO_EXPECTS(e, next.path(), ": tensor '", l.name, "' is missing (it is in ", prev.path(), ")");
-    FEVO_EXPECTS(e->type == l.type && e->shape == l.shape, next.path(), ": tensor '", l.name, "' is ",
+    FEVO_EXPECTS(e, next.path, ": tensor '", l.name, "' is missing (it is in ", first.path, ")");
+    FEVO_EXPECTS(e->type == l.type && e->shape == l.shape, next.path, ": tensor '", l.name, "' is ",
                  io::dtype_name(e->type), " ", shape_text(e->shape), ", but ", io::dtype_name(l.type), " ",
-                 shape_text(l.shape), " in ", prev.path());
+                 shape_text(l.shape), " in ", first.path);
+  }
+}
+
+/// A byte count for people: "512 B", "44.8 kB", "1.23 GB".
+std::string byte_text(double b) {
+  const char* units[] = {"B", "kB", "MB", "GB", "TB"};
+  int u = 0;
+  while (b >= 1000 && u < 4) {
+    b /= 1000;
+    ++u;
+  }
+  char t[32];
+  std::snprintf(t, sizeof t, u == 0 ? "%.0f %s" : "%.3g %s", b, units[u]);
+  return t;
+}
+
+/// "'a', 'b', ... (k more)": up to 20 names.
+std::string some_names(const std::vector<std::string>& names) {
+  std::string t;
+  const std::size_t shown = std::min<std::size_t>(names.size(), 20);
+  for (std::size_t k = 0; k < shown; ++k) t += (k ? ", '" : "'") + names[k] + "'";
+  if (names.size() > shown) t += ", ... (" + std::to_string(names.size() - shown) + " more)";
+  return t;
+}
+
+/// The files a run of the recorder writes in its directory (docs/cli.md, "Output files"), which
+/// --overwrite removes: nothing else in the directory is touched.
+void remove_run(const std::filesystem::path& out) {
+  namespace fs = std::filesystem;
+  for (const char* f : {"metrics.csv", "filter_summary.csv"}) fs::remove(out / f);
+  fs::remove_all(out / "series");
+  fs::remove_all(out / "fevo-state");
+  for (const auto& e : fs::directory_iterator(out)) {
+    const std::string n = e.path().filename().string();
+    if (n.rfind("events.out.tfevents.", 0) == 0 && n.size() > 5 && n.compare(n.size() - 5, 5, ".fevo") == 0)
+      fs::remove(e.path());
   }
 }
 
@@ -373,6 +257,8 @@ void compute_chunk(backend b, const std::vector<pair_job>& jobs, const std::vect
 }
 
 int analyze(const analyze_options& o) {
+  namespace fs = std::filesystem;
+  const progress clock(0);  // times the whole command, for the summary line
   backend b = backend::cpu;
   if (o.backend_name == "seq") b = backend::seq;
   else if (o.backend_name == "thrust") b = backend::thrust;
@@ -386,118 +272,174 @@ int analyze(const analyze_options& o) {
 #endif
   }
   else FEVO_EXPECTS(o.backend_name == "cpu", "--backend must be seq, cpu, thrust or cuda, got '", o.backend_name, "'");
+  FEVO_EXPECTS(o.threads >= 0, "--threads must be at least 1, got ", o.threads);
+  FEVO_EXPECTS(!(o.resume && o.overwrite), "--resume and --overwrite exclude each other");
+#if defined(_OPENMP)
+  if (o.threads > 0) omp_set_num_threads(o.threads);  // fevo::cpu::par and Thrust's OpenMP system
+#endif
+  fevo::detail::check_tau(o.tau, "--");
 
-  FEVO_EXPECTS(o.tau == o.tau && o.tau >= 0 && o.tau <= 1.7976931348623157e308,
-               "--tau must be finite and non-negative, got ", o.tau);
-  FEVO_EXPECTS(!std::filesystem::exists(std::filesystem::path(o.out) / "fevo-state"), "--out ", o.out,
-               ": the directory already holds a run; choose another directory");
-  const std::vector<series_item> series = make_series(o.inputs);
+  // ---- every input, before anything is written: the series, each snapshot's header, the layers
+  // and tau in their compute types.
+  const std::vector<io::series_item> series = io::make_series(o.inputs);
   FEVO_EXPECTS(series.size() >= 2, "need at least two snapshots, got ", series.size());
   std::optional<std::int64_t> ref_step;
   if (o.reference != "prev") {
-    ref_step = parse_step(o.reference, "--reference");
+    ref_step = io::parse_step(o.reference, "--reference");
     FEVO_EXPECTS(std::any_of(series.begin(), series.end(), [&](const auto& s) { return s.step == *ref_step; }),
                  "--reference ", *ref_step, ": no snapshot has that step");
   }
+  std::vector<snapshot::header> headers;
+  headers.reserve(series.size());
+  for (const auto& item : series) headers.push_back(snapshot::read_header(item.path));
 
-  // The layers: chosen in the first snapshot, required with the same dtype and shape in every other.
+  // The layers: chosen in the first snapshot (the reference's, with --reference), required with
+  // the same dtype and shape in every other.
   std::size_t first = 0;
   if (ref_step)
     while (series[first].step != *ref_step) ++first;
-  auto base = std::make_unique<snapshot>(series[first].path);
+  const snapshot::header& base = headers[first];
   std::vector<snapshot::entry> layers;
-  for (const auto& e : base->entries())
+  for (const auto& e : base.entries)
     if (why_not(e, o.sel).empty()) layers.push_back(e);
-  FEVO_EXPECTS(!layers.empty(), base->path(), ": no tensor to analyse (4-D", o.sel.include_2d ? " or 2-D" : "",
-               ", f16/bf16/f32/f64", o.sel.patterns.empty() ? "" : ", matching --layers", ")");
-
-  std::vector<fevo::record::layer_desc> descs;
+  if (layers.empty()) {
+    selection any = o.sel;
+    any.patterns.clear();
+    std::vector<std::string> candidates;
+    for (const auto& e : base.entries)
+      if (why_not(e, any).empty()) candidates.push_back(e.name);
+    FEVO_EXPECTS(o.sel.patterns.empty() || candidates.empty(), base.path, ": --layers matches none of the ",
+                 candidates.size(), " tensors that could be analysed: ", some_names(candidates));
+    fail(base.path, ": no tensor to analyse (4-D", o.sel.include_2d ? " or 2-D" : "",
+         ", f16/bf16/f32/f64; see fevo inspect ", base.path, o.sel.include_2d ? "" : ", or --include-2d", ")");
+  }
+  for (const auto& h : headers)
+    if (&h != &base) check_layers(h, base, layers);
+  std::vector<fevo::layer_info> descs;
+  std::string dtypes;
   for (const auto& l : layers) {
-    fevo::record::layer_desc d;
-    d.name = l.name;
-    io::visit_element(l.type, [&](auto* tag) {
+    const auto ext = io::layer_extents(l.shape, o.sel.lay);
+    descs.push_back(fevo::layer_info{l.name, *ext});
+    io::visit_element(l.type, [&](auto* tag) {  // tau must be a usable threshold in each compute type
       using T = std::remove_pointer_t<decltype(tag)>;
-      std::vector<T> scratch;
-      const auto v = base->view<T>(l.name, o.sel.lay, scratch, o.sel.include_2d);
-      d.extents = {v.extent(0), v.extent(1), v.extent(2), v.extent(3)};
+      fevo::detail::check_tau<fevo::compute_t<T>>(o.tau, "--");
       return 0;
     });
-    descs.push_back(d);
+    if (dtypes.find(io::dtype_name(l.type)) == std::string::npos)
+      dtypes += (dtypes.empty() ? "" : ",") + std::string(io::dtype_name(l.type));
   }
 
+  // ---- the output directory: a new run, or (--resume) the run it holds, or (--overwrite) a new
+  // run in its place.
+  const fs::path out(o.out);
+  const bool holds_run = fs::exists(out / "fevo-state");
+  FEVO_EXPECTS(!holds_run || o.resume || o.overwrite, "--out ", o.out,
+               ": the directory already holds a run; --resume continues it (after a kill), --overwrite "
+               "replaces it, or choose another directory");
+  FEVO_EXPECTS(!fs::exists(out) || fs::is_directory(out), "--out ", o.out, ": exists and is not a directory");
+  if (holds_run && o.overwrite) remove_run(out);
+  const bool created = !fs::exists(out);  // removed again if the run fails
   fevo::record::recorder_options ro;
   ro.out_dir = o.out;
   ro.tau = o.tau;
   ro.per_filter_series = o.per_filter_series;
   ro.tensorboard = o.tensorboard;
-  ro.resume = false;
-  std::string dtypes;
-  for (const auto& l : layers)
-    if (dtypes.find(io::dtype_name(l.type)) == std::string::npos) dtypes += (dtypes.empty() ? "" : ",") + std::string(io::dtype_name(l.type));
-  fevo::record::run_writer writer(ro, descs, dtypes);
-  writer.open();
+  ro.resume = o.resume;
+  std::size_t done = 0, skipped = 0;
+  double bytes = 0;
+  try {
+    fevo::record::run_writer writer(ro, descs, dtypes);
+    writer.open();
+    // (--resume) the pairs already in the run, up to its last step, are not computed again.
+    const std::optional<std::int64_t> last = writer.last_step();
 
-  // Snapshot pairs are computed a window of w at a time. Within a window every pair's blocks at
-  // the same filters are processed together (the CPU backend interleaves tasks that share a
-  // snapshot), so a snapshot shared by two pairs, or the reference, is read from memory once.
-  // The layers go in chunks of at most 1/w of a snapshot, and after each chunk its pages are
-  // dropped from every snapshot of the window except the one the next window starts from (the
-  // last, or the reference). Resident at any time: one snapshot (what is left of the window's
-  // first plus what is done of its last) and w chunks, so at most two snapshots however long the
-  // series. w is the largest up to stream_window for which every layer fits in a chunk; loaded
-  // (.npy, .npz) snapshots cannot drop pages, so a series with any of them goes pair by pair.
-  const std::size_t first_next = first + 1;
-  const std::size_t pairs = series.size() - first_next;
-  bool all_mapped = base->mapped();
-  for (std::size_t k = first_next; k < series.size(); ++k)
-    all_mapped = all_mapped && io::detect_format(series[k].path) == io::file_format::safetensors;
-  std::uint64_t snapshot_bytes = 0, largest = 0;
-  for (const auto& l : layers) {
-    snapshot_bytes += l.nbytes;
-    largest = std::max(largest, l.nbytes);
-  }
-  const std::size_t window =
-      all_mapped ? std::size_t(std::clamp<std::uint64_t>(snapshot_bytes / largest, 1, stream_window)) : 1;
-  const std::vector<std::vector<std::size_t>> chunks = layer_chunks(layers, snapshot_bytes / window);
-  const double pair_bytes = 2.0 * double(snapshot_bytes);  // read per pair, for the progress line
+    // Snapshot pairs are computed a window of w at a time. Within a window every pair's blocks at
+    // the same filters are processed together (the CPU backend interleaves tasks that share a
+    // snapshot), so a snapshot shared by two pairs, or the reference, is read from memory once.
+    // The layers go in chunks of at most 1/w of a snapshot, and after each chunk its pages are
+    // dropped from every snapshot of the window except the one the next window starts from (the
+    // last, or the reference). Resident at any time: one snapshot (what is left of the window's
+    // first plus what is done of its last) and w chunks, so at most two snapshots however long the
+    // series. w is the largest up to stream_window for which every layer fits in a chunk; loaded
+    // (.npy, .npz) snapshots cannot drop pages, so a series with any of them goes pair by pair.
+    std::size_t first_next = first + 1;
+    if (last)
+      while (first_next < series.size() && series[first_next].step <= *last) ++first_next, ++skipped;
+    const std::size_t pairs = series.size() - first_next;
+    const bool all_mapped = std::all_of(headers.begin() + std::ptrdiff_t(first), headers.end(),
+                                        [](const auto& h) { return h.format == io::file_format::safetensors; });
+    std::uint64_t snapshot_bytes = 0, largest = 0;
+    for (const auto& l : layers) {
+      snapshot_bytes += l.nbytes;
+      largest = std::max(largest, l.nbytes);
+    }
+    const std::size_t window =
+        all_mapped ? std::size_t(std::clamp<std::uint64_t>(snapshot_bytes / largest, 1, stream_window)) : 1;
+    const std::vector<std::vector<std::size_t>> chunks = layer_chunks(layers, snapshot_bytes / window);
+    const double pair_bytes = 2.0 * double(snapshot_bytes);  // read per pair, for the progress line
 
-  progress prog(pairs);
-  std::shared_ptr<const snapshot> prev = std::move(base);
-  std::int64_t prev_step = series[first].step;
-  std::size_t done = 0;
-  for (std::size_t k = first_next; k < series.size();) {
-    const std::size_t w = std::min(window, series.size() - k);
-    std::vector<pair_job> jobs;
-    for (std::size_t p = 0; p < w; ++p) {
-      auto next = std::make_shared<const snapshot>(series[k + p].path);
-      check_layers(*next, *prev, layers);
-      jobs.push_back({prev, next, prev_step, series[k + p].step});
-      if (!ref_step) {
-        prev = next;
-        prev_step = series[k + p].step;
+    progress prog(pairs);
+    // With --reference the base is the reference; else the snapshot before the first pair.
+    const std::size_t start = ref_step ? first : first_next - 1;
+    std::shared_ptr<const snapshot> prev = pairs ? std::make_shared<const snapshot>(series[start].path) : nullptr;
+    std::int64_t prev_step = series[start].step;
+    for (std::size_t k = first_next; k < series.size();) {
+      const std::size_t w = std::min(window, series.size() - k);
+      std::vector<pair_job> jobs;
+      for (std::size_t p = 0; p < w; ++p) {
+        auto next = std::make_shared<const snapshot>(series[k + p].path);
+        jobs.push_back({prev, next, prev_step, series[k + p].step});
+        if (!ref_step) {
+          prev = next;
+          prev_step = series[k + p].step;
+        }
+      }
+      std::vector<std::vector<fevo::layer_metrics>> metrics(w, std::vector<fevo::layer_metrics>(layers.size()));
+      std::vector<std::vector<fevo::filter_results>> per(w, std::vector<fevo::filter_results>(layers.size()));
+      for (const auto& chunk : chunks) {
+        compute_chunk(b, jobs, layers, chunk, o, metrics, per);
+        // Every snapshot of the window but the one the next window starts from (the last, or the
+        // reference) is done with these layers.
+        for (const auto& j : jobs)
+          if (j.next != prev)
+            for (std::size_t l : chunk) j.next->evict(layers[l].name);
+        if (!ref_step)
+          for (std::size_t l : chunk) jobs.front().prev->evict(layers[l].name);
+      }
+      for (std::size_t p = 0; p < w; ++p) {
+        writer.maybe_compact();  // keep the journal small: summaries are checkpointed
+        writer.write(jobs[p].step_prev, jobs[p].step, metrics[p], per[p]);
+        prog.step(++done, pair_bytes);
+        bytes += pair_bytes;
+      }
+      k += w;
+    }
+    writer.close();
+    prog.finish();
+  } catch (...) {
+    // Nothing is left of a new run that did not complete: its files, and the directory if this
+    // run made it. (A resumed run stays as it was, to be resumed again.)
+    std::error_code ignored;
+    if (created) {
+      fs::remove_all(out, ignored);
+    } else if (!(holds_run && o.resume)) {
+      try {
+        remove_run(out);
+      } catch (const std::exception&) {  // the run's own error is the one to report
       }
     }
-    std::vector<std::vector<fevo::layer_metrics>> metrics(w, std::vector<fevo::layer_metrics>(layers.size()));
-    std::vector<std::vector<fevo::filter_results>> per(w, std::vector<fevo::filter_results>(layers.size()));
-    for (const auto& chunk : chunks) {
-      compute_chunk(b, jobs, layers, chunk, o, metrics, per);
-      // Every snapshot of the window but the one the next window starts from (the last, or the
-      // reference) is done with these layers.
-      for (const auto& j : jobs)
-        if (j.next != prev)
-          for (std::size_t l : chunk) j.next->evict(layers[l].name);
-      if (!ref_step)
-        for (std::size_t l : chunk) jobs.front().prev->evict(layers[l].name);
-    }
-    for (std::size_t p = 0; p < w; ++p) {
-      writer.maybe_compact();  // keep the journal small: summaries are checkpointed
-      writer.write(jobs[p].step_prev, jobs[p].step, metrics[p], per[p]);
-      prog.step(++done, pair_bytes);
-    }
-    k += w;
+    throw;
   }
-  writer.close();
-  prog.finish();
+
+  const double secs = clock.seconds();
+  std::string files = "metrics.csv, filter_summary.csv";
+  if (o.per_filter_series) files += ", series/";
+  if (o.tensorboard) files += ", events.out.tfevents.*";
+  std::printf("fevo analyze: %zu snapshot pair%s x %zu layer%s%s, %s read in %.2f s (%s/s); %s in %s\n", done,
+              done == 1 ? "" : "s", layers.size(), layers.size() == 1 ? "" : "s",
+              skipped ? (" (" + std::to_string(skipped) + " more already in the run)").c_str() : "",
+              byte_text(bytes).c_str(), secs, byte_text(secs > 0 ? bytes / secs : 0).c_str(), files.c_str(),
+              o.out.c_str());
   return 0;
 }
 
@@ -522,9 +464,43 @@ int inspect(const std::string& path, const selection& sel) {
 
 }  // namespace
 
+namespace {
+
+/// Edit distance of two short words (the commands), to suggest one for a misspelled command.
+std::size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diag = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] != b[j - 1] ? 1 : 0)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+constexpr const char* help_footer = R"(
+Exit status: 0 on success; 2 on bad input or usage, with one line on stderr that names the file,
+the tensor and the problem. Nothing is written before every input is checked, and a run that
+fails leaves no output behind.
+
+Examples:
+  fevo inspect run/step_100.safetensors
+  fevo analyze run/ --tau 2e-4 --out metrics/ --per-filter-series --threads 2
+
+Snapshot steps: a safetensors file's __metadata__ "step", else the number that ends the last word
+of the file's name (step_400, checkpoint-400, epoch3-step400: 400). See docs/cli.md.
+)";
+
+}  // namespace
+
 int main(int argc, char** argv) {
-  CLI::App app{"fevo: how the conv filters of a network evolve between training snapshots"};
+  CLI::App app{"fevo: how the conv filters of a network evolve between training snapshots", "fevo"};
   app.require_subcommand(1);
+  app.footer(help_footer);
   app.set_version_flag("--version", "fevo " + std::to_string(FEVO_VERSION_MAJOR) + "." +
                                         std::to_string(FEVO_VERSION_MINOR) + "." +
                                         std::to_string(FEVO_VERSION_PATCH));
@@ -534,14 +510,17 @@ int main(int argc, char** argv) {
   auto* an = app.add_subcommand("analyze", "D, S and Z between consecutive snapshots (or against one step)");
   an->add_option("snapshots", ao.inputs, "snapshot files or directories (.safetensors, .npy, .npz)")->required();
   an->add_option("--tau", ao.tau, "threshold of S and Z (the paper: the initial learning rate)")->required();
-  an->add_option("--out", ao.out, "output directory (must not hold a run yet)")->required();
+  an->add_option("--out", ao.out, "output directory (one that holds a run needs --resume or --overwrite)")->required();
   an->add_option("--backend", ao.backend_name, "seq, cpu (default), thrust or cuda");
+  an->add_option("--threads", ao.threads, "CPU threads (default: OMP_NUM_THREADS, else every core)");
   an->add_option("--layers", patterns, "comma-separated name patterns (fnmatch: *, ?, [..])");
   an->add_option("--reference", ao.reference, "prev (default: consecutive snapshots) or a step to compare every later snapshot with");
   an->add_flag("--per-filter-series", ao.per_filter_series, "also write series/<layer>.{D,S,Z}.npy");
   an->add_flag("--tensorboard", ao.tensorboard, "also write TensorBoard scalars fevo/<layer>/{D,S,Z}");
   an->add_option("--layout", layout, "oihw (PyTorch, default) or hwio (Keras/TF/JAX)");
   an->add_flag("--include-2d", ao.sel.include_2d, "also analyse 2-D [out, in] weights as N x C x 1 x 1");
+  an->add_flag("--resume", ao.resume, "continue the run --out holds (one that was killed): pairs it has are skipped");
+  an->add_flag("--overwrite", ao.overwrite, "replace the run --out holds");
 
   std::string inspect_path;
   selection isel;
@@ -551,6 +530,18 @@ int main(int argc, char** argv) {
   in->add_option("--layout", layout, "oihw (default) or hwio");
   in->add_flag("--include-2d", isel.include_2d, "count 2-D [out, in] weights as layers");
 
+  // A misspelled command: say which was meant, rather than "a subcommand is required".
+  if (argc > 1 && argv[1][0] != '-') {
+    const std::string cmd = argv[1];
+    if (cmd != "analyze" && cmd != "inspect") {
+      std::string near;
+      for (const char* c : {"analyze", "inspect"})
+        if (edit_distance(cmd, c) <= 2) near = c;
+      std::fprintf(stderr, "fevo: unknown command '%s'%s (commands: analyze, inspect; see fevo --help)\n",
+                   cmd.c_str(), near.empty() ? "" : ("; did you mean '" + near + "'?").c_str());
+      return 2;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -7,6 +7,9 @@ Two kinds of directory are read:
     table4.csv);
   * a `fevo analyze --out DIR` directory: metrics.csv and filter_summary.csv only.
 Any problem raises InputError(path, problem); the command turns it into one line and exit 2.
+
+It also defines, once for every part of the report, the per-weight companion of D (see
+weights_per_filter and D_per_weight) and the quantities a layer's series is read as (SERIES).
 """
 
 import csv
@@ -27,6 +30,33 @@ TABLE4_CRITERIA = ("least_D", "most_Z", "random")
 CONFIG_REQUIRED = ("model", "table3", "conv_layers", "lr_halve_steps", "steps", "tau")
 # Number of layers drawn for a directory without Table III information (fevo analyze output).
 SPREAD_LAYERS = 5
+
+
+def weights_per_filter(shape):
+    """The number of weights of one filter of a conv layer of shape [O, I, H, W]: C x H x W with
+    C = I input channels. Every filter of a layer has the same number."""
+    _, c, h, w = shape
+    return int(c) * int(h) * int(w)
+
+
+def D_per_weight(D, shape):
+    """The mean squared change per weight: eq. 1's D divided by C x H x W,
+        D_t / (C H W) = 1/(N C H W) sum_i ||f_i(t+1) - f_i(t)||_2^2,
+    the mean over all the layer's weights of their squared change (units: squared weight units).
+    D itself sums over a filter's C H W weights, so it grows with the filter's size even when every
+    weight moves by the same amount (with Adam, each weight moves by about the learning rate per
+    step); this quantity does not. Accepts a number or a numpy array."""
+    return D / weights_per_filter(shape)
+
+
+# The quantities of a layer's series, as the report names them: key -> (short label, description).
+# "Dw" is D_per_weight of the layer's D; it needs the layer's shape (config.json conv_layers).
+SERIES = {
+    "D": ("D", "D (mean squared filter change, eq. 1)"),
+    "Dw": ("D per weight", "D per weight (D / (C H W): mean squared change of one weight)"),
+    "S": ("S", "S (share of weights changed by more than tau, eq. 2)"),
+    "Z": ("Z", "Z (share of channels with no weight changed by more than tau, eq. 3)"),
+}
 
 
 class InputError(Exception):
@@ -189,6 +219,7 @@ class Run:
         self.fig3 = None  # list of (step, filter, absolute file path)
         self.fig3_input = None
         self.label = None  # unique display name, set by load_runs
+        self.shapes = {}  # layer -> [O, I, H, W]: from config.json conv_layers (driver runs only)
         if not os.path.isdir(path):
             raise InputError(path, "not a directory")
         self.metrics = read_metrics(self.file("metrics.csv"))
@@ -236,6 +267,13 @@ class Run:
             if (not isinstance(entry, dict) or not isinstance(entry.get("name"), str)
                     or not isinstance(entry.get("shape"), list) or len(entry["shape"]) != 4):
                 raise InputError(cpath, "'conv_layers' entries must be {\"name\": str, \"shape\": [O, I, H, W]}")
+            if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in entry["shape"]):
+                raise InputError(cpath, f"conv_layers: layer '{entry['name']}' has shape {entry['shape']}, "
+                                        "expected 4 positive integers [O, I, H, W]")
+        self.shapes = {e["name"]: list(e["shape"]) for e in cfg["conv_layers"]}
+        for name in t3:
+            if name not in self.shapes:
+                raise InputError(cpath, f"table3 layer '{name}' is not in conv_layers")
         if not isinstance(cfg["lr_halve_steps"], list) or not all(
                 isinstance(x, (int, float)) and not isinstance(x, bool) for x in cfg["lr_halve_steps"]):
             raise InputError(cpath, "'lr_halve_steps' is not a list of steps")
@@ -282,6 +320,22 @@ class Run:
         self.fig3_input = self.file("fig3", "input.png")
         if not os.path.isfile(self.fig3_input):
             raise InputError(self.fig3_input, "missing")
+
+    def shape(self, name):
+        """[O, I, H, W] of a layer, or None where the run does not say (a `fevo analyze` directory)."""
+        return self.shapes.get(name)
+
+    def has_shapes(self, names=None):
+        return all(n in self.shapes for n in (self.selected if names is None else names))
+
+    def series(self, name, key):
+        """A layer's series of one quantity of SERIES, float64 per record; None for "Dw" when
+        the layer's shape is unknown."""
+        s = self.metrics[name]
+        if key == "Dw":
+            shape = self.shape(name)
+            return None if shape is None else D_per_weight(s.D, shape)
+        return getattr(s, key)
 
     def depth_index(self, name):
         """1-based depth of a layer: its position in config conv_layers, else in metrics.csv."""

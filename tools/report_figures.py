@@ -14,12 +14,11 @@ import matplotlib.image as mpimg  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from report_data import SERIES  # noqa: E402
+
 DPI = 100
 FIG1_MAX_FILTERS = 8
 FIG1_MAX_STEPS = 10
-METRIC_TITLES = {"D": "D (mean squared filter change, eq. 1)",
-                 "S": "S (share of weights changed by more than tau, eq. 2)",
-                 "Z": "Z (share of channels with no weight changed by more than tau, eq. 3)"}
 
 
 def _save(fig, outdir, stem):
@@ -92,36 +91,94 @@ def fig1(run, outdir, stem):
 
 # ---- Fig. 2 ------------------------------------------------------------------------------------
 
-FIG2_SIZE_PX = (760, 460)
+# Laid out as the paper's Fig. 2: one column per run (VGG-16 and ResNet-50 side by side), one row
+# per quantity, each row on one y-range in every column: D and D per weight on one log range, S and
+# Z on [0, 1], their whole range, so that the layers' stratification compares at a glance.
+FIG2_LEFT, FIG2_TOP, FIG2_COL, FIG2_ROW, FIG2_LEGEND = 90, 60, 500, 200, 100
+FIG2_PANEL = (410, 150)
 
 
 def _layer_label(run, i, name):
     return f"conv{i}: {name}" if run.is_driver else name
 
 
-def fig2(run, metric, outdir, stem):
-    fig = _figure(FIG2_SIZE_PX)
-    ax = fig.add_axes([0.1, 0.12, 0.6, 0.78])
-    positive = False
-    for i, name in enumerate(run.selected, start=1):
-        s = run.metrics[name]
-        y = getattr(s, metric).copy()
-        if metric == "D":
-            positive |= bool(np.any(y[np.isfinite(y)] > 0))
-        ax.plot(s.step, y, linewidth=1.2, marker="." if len(y) <= 50 else None,
-                label=_layer_label(run, i, name))
-    lr_steps = run.config["lr_halve_steps"] if run.is_driver else []
-    for k, st in enumerate(lr_steps):
-        ax.axvline(st, color="#888", linestyle="--", linewidth=1,
-                   label="learning rate halved" if k == 0 else None)
-    if metric == "D" and positive:
-        ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel(metric + (" (log scale)" if metric == "D" and positive else ""))
-    ax.set_title(f"Fig. 2 ({run.label}): {METRIC_TITLES[metric]}", fontsize=9)
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
-    return _save(fig, outdir, stem), FIG2_SIZE_PX
+def fig2_rows(runs):
+    """The quantities Fig. 2 draws: D, D per weight (when some run has its layers' shapes), S, Z."""
+    return [k for k in ("D", "Dw", "S", "Z") if k != "Dw" or any(r.has_shapes() for r in runs)]
+
+
+def fig2_size_px(n_runs, n_rows):
+    return (FIG2_LEFT + FIG2_COL * n_runs, FIG2_TOP + FIG2_ROW * n_rows + FIG2_LEGEND)
+
+
+def _log_range(values):
+    v = np.concatenate([a[np.isfinite(a) & (a > 0)] for a in values]) if values else np.array([])
+    if not v.size:
+        return None
+    lo, hi = float(v.min()), float(v.max())
+    return (lo / 1.5, hi * 1.5) if hi > lo else (lo / 10, hi * 10)
+
+
+def fig2(runs, outdir, stem):
+    fig, _, size = fig2_axes(runs)
+    return _save(fig, outdir, stem), size
+
+
+def fig2_axes(runs):
+    """Draws Fig. 2: (figure, {(quantity, run label): axes}, size in pixels)."""
+    rows = fig2_rows(runs)
+    size = fig2_size_px(len(runs), len(rows))
+    W, H = size
+    fig = _figure(size)
+    ylim = {}
+    for key in ("D", "Dw"):
+        ylim[key] = _log_range([a for r in runs for n in r.selected for a in [r.series(n, key)] if a is not None])
+    axes = {}
+    for j, run in enumerate(runs):
+        lr_steps = run.config["lr_halve_steps"] if run.is_driver else []
+        for i, key in enumerate(rows):
+            x0 = FIG2_LEFT + FIG2_COL * j
+            y0 = FIG2_TOP + FIG2_ROW * i
+            ax = fig.add_axes([x0 / W, 1 - (y0 + FIG2_PANEL[1]) / H, FIG2_PANEL[0] / W, FIG2_PANEL[1] / H])
+            axes[(key, run.label)] = ax
+            if i == 0:
+                ax.set_title(run.label + (f" ({run.model})" if run.is_driver and run.model != run.label else ""),
+                             fontsize=10)
+            ax.set_ylabel(SERIES[key][0] + (" (log)" if key in ("D", "Dw") and ylim[key] else ""), fontsize=9)
+            ax.tick_params(labelsize=8)
+            ax.grid(True, alpha=0.3)
+            if key == "Dw" and not run.has_shapes():
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.text(0.5, 0.5, "D per weight needs the layers' shapes\n[O, I, H, W] (config.json conv_layers);\n"
+                        "this run has none", ha="center", va="center", fontsize=8, color="#555",
+                        transform=ax.transAxes)
+                continue
+            for k, name in enumerate(run.selected, start=1):
+                s = run.metrics[name]
+                y = run.series(name, key)
+                ax.plot(s.step, y, linewidth=1.1, marker="." if len(y) <= 50 else None,
+                        label=_layer_label(run, k, name))
+            for n, st in enumerate(lr_steps):
+                ax.axvline(st, color="#888", linestyle="--", linewidth=0.9,
+                           label="learning rate halved" if n == 0 else None)
+            if key in ("D", "Dw"):
+                if ylim[key]:
+                    ax.set_yscale("log")
+                    ax.set_ylim(*ylim[key])
+            else:
+                ax.set_ylim(0.0, 1.0)
+            if i == len(rows) - 1:
+                ax.set_xlabel("training step", fontsize=9)
+        # One legend per column, under its last panel: the layers and the learning-rate line.
+        handles, labels = axes[("D", run.label)].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="upper center", fontsize=8, frameon=False, ncol=2,
+                   bbox_to_anchor=((FIG2_LEFT + FIG2_COL * j + FIG2_PANEL[0] / 2) / W,
+                                   1 - (FIG2_TOP + FIG2_ROW * len(rows) - 10) / H))
+    fig.text(0.5, 1 - 18 / H, "Fig. 2: " + ", ".join(SERIES[k][0] for k in rows) +
+             " against the training step (rows share their y-range across the runs)",
+             ha="center", va="center", fontsize=10)
+    return fig, axes, size
 
 
 # ---- Fig. 3 ------------------------------------------------------------------------------------

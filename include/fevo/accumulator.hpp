@@ -11,6 +11,8 @@
 // sets merge by adding. This file is the only place where the metric definitions live.
 #pragma once
 
+#include "config.hpp"
+
 #include <cmath>
 #include <cstdint>
 

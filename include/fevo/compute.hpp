@@ -5,6 +5,8 @@
 // from the policy type (fevo::seq here, fevo::cpu::par in <fevo/cpu.hpp>, ...).
 #pragma once
 
+#include "config.hpp"
+
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -15,6 +17,7 @@
 #include <vector>
 
 #include "accumulator.hpp"
+#include "detail/tau.hpp"
 #include "element.hpp"
 #include "error.hpp"
 #include "results.hpp"
@@ -83,11 +86,7 @@ compute_t<T> check_pair(const basic_filter_view<const T, Space>& prev,
     FEVO_EXPECTS(prev.extent(r) > 0, where, "extent(", r, ") is zero in extents ", shape_of(prev));
   FEVO_EXPECTS(prev.data_handle() != nullptr, where, "prev is a null pointer");
   FEVO_EXPECTS(next.data_handle() != nullptr, where, "next is a null pointer");
-  FEVO_EXPECTS(tau == tau && tau >= 0 && tau <= std::numeric_limits<double>::max(), where,
-               "tau must be finite and non-negative, got ", tau);
-  const CT t = static_cast<CT>(tau);
-  FEVO_EXPECTS(t <= std::numeric_limits<CT>::max(), where, "tau ", tau,
-               " is not finite in the compute type (", sizeof(CT) * 8, "-bit float)");
+  const CT t = check_tau<CT>(tau, where);
   if (want & want_R)
     FEVO_EXPECTS(prev.extent(2) * prev.extent(3) <= std::numeric_limits<std::uint32_t>::max(),
                  where, "rows*cols per channel exceed 2^32-1; channel counts cannot be stored");
@@ -209,11 +208,20 @@ layer_metrics compute(const Policy& policy, basic_filter_view<A, Space> prev,
 
 /// The mergeable totals of a shard (whole filters or whole channels of a layer). Merge the
 /// shards' partials with fevo::merge and call fevo::finalize(total, N) with the layer's N.
+/// An empty shard (a zero extent: no filters, or no channels, on this rank) is merge's identity,
+/// partial{}: its two views must still have the same extents and tau must be valid, but its
+/// pointers may be null and no backend is called.
 template <class Policy, class A, class B, class Space>
 partial compute_partial(const Policy& policy, basic_filter_view<A, Space> prev,
                         basic_filter_view<B, Space> next, double tau) {
   using T = detail::pair_value_t<A, B>;
   basic_filter_view<const T, Space> p = prev, n = next;
+  if (p.empty() || n.empty()) {
+    FEVO_EXPECTS(p.extents() == n.extents(), "shape mismatch: prev has extents ", detail::shape_of(p),
+                 " but next has ", detail::shape_of(n), " (filter, channel, row, col)");
+    detail::check_tau<compute_t<T>>(tau, detail::where_layer{});
+    return partial{};
+  }
   return detail::run_one(policy, p, n, tau, want_all, nullptr);
 }
 

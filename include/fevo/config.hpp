@@ -1,5 +1,14 @@
-// fevo: configuration macros shared by every header.
+// fevo: configuration macros shared by every header. Every fevo header includes it first.
 #pragma once
+
+// fevo is C++17. Under an older standard the first thing the compiler says is this, and then it
+// stops (the #include of a file that does not exist ends compilation), instead of a page of
+// errors from deep inside fevo (a C++14 compiler reads the hexadecimal float literals of
+// fevo::cpu as "exponent has no digits"). With CMake, link a fevo target: it asks for cxx_std_17.
+#if (defined(_MSVC_LANG) ? _MSVC_LANG : __cplusplus) < 201703L
+#error "fevo needs C++17 or newer: compile with -std=c++17 (or link a fevo:: CMake target, which asks for it)"
+#include <fevo_needs_cxx17_see_the_error_above>
+#endif
 
 #define FEVO_VERSION_MAJOR 0
 #define FEVO_VERSION_MINOR 1

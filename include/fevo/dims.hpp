@@ -1,6 +1,8 @@
 // What the four dimensions of a framework's tensor mean, for the adapters.
 #pragma once
 
+#include "config.hpp"
+
 #include <array>
 
 #include "view.hpp"

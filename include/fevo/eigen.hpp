@@ -9,6 +9,8 @@
 // Eigen::half and Eigen::bfloat16 map to fevo::half and fevo::bfloat16 (same bits).
 #pragma once
 
+#include "config.hpp"
+
 #include <unsupported/Eigen/CXX11/Tensor>
 
 #include <array>

@@ -3,6 +3,8 @@
 // header; their bit layouts match __half / __nv_bfloat16, so device buffers can be reinterpreted.
 #pragma once
 
+#include "config.hpp"
+
 #include <cstdint>
 #include <cstring>
 #include <type_traits>

@@ -1,6 +1,8 @@
 // fevo::error, the one exception type of the library, and the checks that raise it.
 #pragma once
 
+#include "config.hpp"
+
 #include <sstream>
 #include <stdexcept>
 #include <string>

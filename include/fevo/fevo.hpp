@@ -9,5 +9,6 @@
 #include "view.hpp"
 #include "accumulator.hpp"
 #include "results.hpp"
+#include "layer_info.hpp"
 #include "compute.hpp"
 #include "seq.hpp"

@@ -1,5 +1,7 @@
-// Per-filter results: D_i, the counts behind S_i and Z_i, and optionally R_ic.
+// Per-filter results: D_i, S_i, Z_i, the counts behind S_i and Z_i, and optionally R_ic.
 #pragma once
+
+#include "config.hpp"
 
 #include <cstddef>
 #include <cstdint>
@@ -16,11 +18,14 @@ struct channel_counts_t {
 };
 inline constexpr channel_counts_t with_channel_counts{};
 
-/// One entry per filter of a layer (or of the view passed in, for a shard).
+/// One entry per filter of a layer (or of the view passed in, for a shard): the three metrics and
+/// the counts behind them, each an array indexed by filter (per.D[i], per.S[i], per.Z[i]).
 struct filter_results {
   std::size_t channels = 0;            ///< C
   std::size_t weights_per_filter = 0;  ///< C * H * W
   std::vector<double> D;               ///< D_i = ||d_i||^2 (eq. 1 before the mean)
+  std::vector<double> S;               ///< S_i = changed_i / (C H W) (eq. 2 before the mean)
+  std::vector<double> Z;               ///< Z_i = zero_channels_i / C (eq. 3 before the mean)
   std::vector<std::uint64_t> changed;        ///< #{|d| > tau or not finite} in filter i
   std::vector<std::uint64_t> zero_channels;  ///< #{c : R_ic == 0} in filter i
   std::vector<std::uint64_t> nonfinite;      ///< non-finite changes in filter i
@@ -28,10 +33,6 @@ struct filter_results {
   std::vector<std::uint32_t> channel_changed;
 
   std::size_t size() const { return D.size(); }
-  /// S_i (eq. 2 before the mean).
-  double S(std::size_t i) const { return double(changed.at(i)) / double(weights_per_filter); }
-  /// Z_i (eq. 3 before the mean).
-  double Z(std::size_t i) const { return double(zero_channels.at(i)) / double(channels); }
   /// R_ic; throws fevo::error when channel counts were not requested.
   std::uint32_t R(std::size_t i, std::size_t c) const {
     FEVO_EXPECTS(!channel_changed.empty(), "channel counts were not requested (pass fevo::with_channel_counts)");
@@ -41,6 +42,8 @@ struct filter_results {
   /// Sets filter i's entries from that filter's totals.
   void store(std::size_t i, const partial& f) {
     D[i] = f.sum_sq;
+    S[i] = double(f.changed) / double(weights_per_filter);
+    Z[i] = double(f.zero_channels) / double(channels);
     changed[i] = f.changed;
     zero_channels[i] = f.zero_channels;
     nonfinite[i] = f.nonfinite;
@@ -61,6 +64,8 @@ struct filter_results {
     channels = n_channels;
     weights_per_filter = per_filter;
     D.assign(n_filters, 0.0);
+    S.assign(n_filters, 0.0);
+    Z.assign(n_filters, 0.0);
     changed.assign(n_filters, 0);
     zero_channels.assign(n_filters, 0);
     nonfinite.assign(n_filters, 0);

@@ -2,6 +2,8 @@
 // with the accumulator's fold(). Every other backend is tested against it.
 #pragma once
 
+#include "config.hpp"
+
 #include <cstddef>
 
 #include "accumulator.hpp"

@@ -16,6 +16,8 @@
 // Every refusal is a fevo::error naming the dtype, rank or device that is wrong.
 #pragma once
 
+#include "config.hpp"
+
 #include <torch/torch.h>
 
 #include <array>

@@ -5,6 +5,8 @@
 // contiguous OIHW (PyTorch/LibTorch), HWIO (TensorFlow/Keras), OHWI, sub-views and padded rows.
 #pragma once
 
+#include "config.hpp"
+
 #include <array>
 #include <cstddef>
 #include <cstdint>

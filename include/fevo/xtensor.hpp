@@ -7,6 +7,8 @@
 //   auto s = fevo::from_xtensor(xt::view(w, xt::range(0, 16), xt::all(), xt::all(), xt::all()));
 #pragma once
 
+#include "config.hpp"
+
 #include <xtensor/xexpression.hpp>
 #include <xtensor/xutils.hpp>
 

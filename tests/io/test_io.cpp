@@ -432,11 +432,11 @@ std::vector<bad_case> malformed_safetensors() {
   bytes valid = st(valid_header, 24);
   bytes cut = valid;
   cut.pop_back();
-  c.push_back({"truncated by one byte", cut, {"tensor 'b'", "out of range", "23 bytes"}});
+  c.push_back({"truncated by one byte", cut, {"truncated: the header needs 24 bytes of data, the file holds 23", "tensor 'b'"}});
   {
     const std::uint64_t len = valid.size() - 8 + 1;
     c.push_back({"header length larger than the file", safetensors_bytes(valid_header, 24, &len),
-                 {"header length", "larger than"}});
+                 {"truncated: the header needs", "after its 8-byte length"}});
     const std::uint64_t max = ~std::uint64_t(0);
     c.push_back({"header length 2^64-1", safetensors_bytes(valid_header, 24, &max),
                  {"header length 18446744073709551615", "exceeds the limit of 100000000"}});
@@ -456,7 +456,7 @@ std::vector<bad_case> malformed_safetensors() {
                   "\"b\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}", 16),
                {"overlaps tensor"}});
   c.push_back({"out-of-range offsets", st(entry("\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[16,32]"), 16),
-               {"tensor 't'", "out of range", "16 bytes"}});
+               {"tensor 't'", "truncated: the header needs 32 bytes of data, the file holds 16"}});
   c.push_back({"offsets past 2^64", st(entry("\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,18446744073709551616]"), 16),
                {"tensor 't'", "non-integer"}});
   c.push_back({"end before begin", st(entry("\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[8,0]"), 8),
@@ -553,7 +553,7 @@ std::vector<bad_case> malformed_npy() {
   const bytes valid = npy_bytes(1, 0, hdr(good), 24);
   bytes cut = valid;
   cut.pop_back();
-  c.push_back({"truncated by one byte", cut, {"truncated", "needs 24 bytes", "has 23"}});
+  c.push_back({"truncated by one byte", cut, {"truncated: the header needs 24 bytes of data", "the file holds 23"}});
   bytes longer = valid;
   longer.push_back(0);
   c.push_back({"one byte too many", longer, {"1 trailing bytes"}});
@@ -606,7 +606,7 @@ std::vector<bad_case> malformed_npy() {
                {"overflows"}});
   c.push_back({"dimension past 2^64", npy_bytes(1, 0, hdr("'descr': '<f4', 'fortran_order': False, 'shape': (18446744073709551616,)"), 0),
                {"does not fit in 64 bits"}});
-  c.push_back({"short data", npy_bytes(1, 0, hdr(good), 10), {"truncated", "needs 24 bytes but the file has 10"}});
+  c.push_back({"short data", npy_bytes(1, 0, hdr(good), 10), {"truncated: the header needs 24 bytes of data", "the file holds 10"}});
   c.push_back({"no data", npy_bytes(1, 0, hdr(good), 0), {"truncated"}});
   c.push_back({"fortran_order not a bool", npy_bytes(1, 0, hdr("'descr': '<f4', 'fortran_order': 0, 'shape': (6,)"), 24),
                {"True or False"}});
@@ -827,7 +827,8 @@ namespace {
 std::vector<std::string> leftovers(const temp_dir& d) {
   std::vector<std::string> out;
   for (const auto& e : fs::recursive_directory_iterator(d.path))
-    if (e.path().filename().string().find(".tmp.") != std::string::npos) out.push_back(e.path().string());
+    if (e.path().filename().string().find(fevo::detail::temp_marker) != std::string::npos)
+      out.push_back(e.path().string());
   return out;
 }
 
@@ -929,8 +930,12 @@ TEST_CASE("writers: errors name the path and leave no file", "[io][writers]") {
   SECTION("atomic_write replaces a file and respects the umask") {
     const std::string p = dir / "summary.csv";
     write_raw(p, std::string("old"));
-    io::atomic_write(p, [&](std::FILE* f) { io::write_text(f, "layer,D\nconv1,0.5\n", p); });
+    io::atomic_write(p, [&](std::FILE* f) {
+      CHECK(leftovers(dir).size() == 1);  // the temporary file, named with the marker
+      io::write_text(f, "layer,D\nconv1,0.5\n", p);
+    });
     CHECK(read_raw(p) == to_bytes("layer,D\nconv1,0.5\n"));
+    CHECK(leftovers(dir).empty());
     const mode_t mask = ::umask(022);
     ::umask(mask);
     struct ::stat st;
@@ -1002,6 +1007,44 @@ TEST_CASE("detect_format: content decides; pickles are refused with how to conve
   // open_error_for_pickle is a value to throw
   const fevo::error e = io::open_error_for_pickle("x.pt");
   check_message(e.what(), {"x.pt", howto});
+}
+
+TEST_CASE("every reader recognises a pickle, not only detect_format", "[io][format]") {
+  temp_dir dir;
+  const std::string howto = "safetensors.torch.save_file(model.state_dict(), path)";
+  // A legacy torch.save file read by each reader directly (not through detect_format): the
+  // pickle's opcodes are not taken for a header length or a magic string.
+  const bytes legacy{0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, '}', 0x71, 0x00, '.'};
+  write_raw(dir / "legacy.bin", legacy);
+  check_message(error_of([&] { io::safetensors_file f(dir / "legacy.bin"); }), {dir / "legacy.bin", "pickle", howto});
+  check_message(error_of([&] { (void)io::read_npy(dir / "legacy.bin"); }), {dir / "legacy.bin", "pickle", howto});
+  // torch.save's zip format, read as safetensors or as .npz.
+  write_raw(dir / "model.bin", zip_bytes({{"archive/data.pkl", to_bytes("\x80\x02}q\x00.")},
+                                         {"archive/version", to_bytes("3\n")},
+                                         {"archive/data/0", bytes(16, 0)}}));
+  check_message(error_of([&] { io::safetensors_file f(dir / "model.bin"); }), {dir / "model.bin", "zip archive"});
+  check_message(error_of([&] { (void)io::read_npz(dir / "model.bin"); }), {dir / "model.bin", "pickle", howto});
+}
+
+TEST_CASE("safetensors_file::at names the file and lists the tensors it has", "[io][safetensors]") {
+  temp_dir dir;
+  const float v[4] = {1, 2, 3, 4};
+  io::write_safetensors(dir / "a.safetensors", {{"conv1.weight", dtype::f32, {1, 1, 2, 2}, v},
+                                                {"conv2.weight", dtype::f32, {1, 1, 2, 2}, v}});
+  const io::safetensors_file f(dir / "a.safetensors");
+  CHECK(f.at("conv2.weight").name == "conv2.weight");
+  CHECK(&f.at("conv1.weight") == f.find("conv1.weight"));
+  CHECK(f.find("conv.weight") == nullptr);
+  check_message(error_of([&] { (void)f.at("conv.weight"); }),
+                {dir / "a.safetensors", "tensor 'conv.weight' is missing", "2 tensors", "'conv1.weight'", "'conv2.weight'"});
+  // More than 20: the first 20 and how many more.
+  std::vector<std::string> names;
+  std::vector<io::named_tensor> many;
+  for (int k = 0; k < 25; ++k) names.push_back("t" + std::to_string(100 + k));
+  for (const auto& n : names) many.push_back({n, dtype::f32, {4}, v});
+  io::write_safetensors(dir / "many.safetensors", many);
+  const io::safetensors_file g(dir / "many.safetensors");
+  check_message(error_of([&] { (void)g.at("x"); }), {"25 tensors", "'t119'", "... (5 more)"});
 }
 
 // =================================================================================================

@@ -213,8 +213,8 @@ void check_files(const std::string& dir, const std::vector<std::string>& names,
         sum += p.D[i];
         mn = std::min(mn, p.D[i]);
         mx = std::max(mx, p.D[i]);
-        sz += p.S(i) == 0;
-        zo += p.Z(i) == 1;
+        sz += p.S[i] == 0;
+        zo += p.Z[i] == 1;
       }
       INFO("filter_summary.csv row " << s);
       REQUIRE(srows.at(s).size() == 8);
@@ -266,7 +266,7 @@ void check_files(const std::string& dir, const std::vector<std::string>& names,
         for (std::size_t t = 0; t < results.size(); ++t)
           for (std::size_t i = 0; i < N; ++i) {
             const auto& p = results[t].per[k];
-            const double want = which == 0 ? p.D[i] : which == 1 ? p.S(i) : p.Z(i);
+            const double want = which == 0 ? p.D[i] : which == 1 ? p.S[i] : p.Z[i];
             all = all && same_bits(a.f64(t * N + i), want);
           }
         CHECK(all);
@@ -484,6 +484,13 @@ TEST_CASE("recorder: a statically typed policy, and the fevo:: aliases", "[recor
   check_files(d.path(), m.names, results, false, false);
   fevo::recorder<float> other(options(d / "other"));  // the aliases compile
   CHECK(other.records() == 0);
+  // fevo::record::layer_desc is the core's layer_info, so code written with either name compiles.
+  STATIC_REQUIRE(std::is_same_v<fevo::record::layer_desc, fevo::layer_info>);
+  const std::vector<fevo::record::layer_desc> descs{{"a", {2, 2, 3, 3}}};
+  fevo::record::run_writer w(options(d / "writer"), descs, "f32");
+  CHECK(w.layers()[0].filters() == 2);
+  CHECK(w.layers()[0].channels() == 2);
+  CHECK(!w.is_open());
 }
 
 TEST_CASE("recorder: non-finite changes are counted and written as nan/inf", "[record]") {

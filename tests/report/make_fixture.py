@@ -2,17 +2,38 @@
 """Writes small synthetic run directories in the exact format of the run directory contract, for
 the tests of tools/fevo_report.py:
 
-    python3 make_fixture.py OUTDIR [--seed N]
+    python3 make_fixture.py OUTDIR [--findings hold|fail] [--seed N]
 
   OUTDIR/vgg16      a paper-driver run of VGG-16 (13 conv layers, widths 8..32)
   OUTDIR/resnet50   a paper-driver run of ResNet-50 (all 53 conv layers, widths 4..32)
   OUTDIR/analyze    a `fevo analyze --out` directory (metrics.csv, filter_summary.csv), 7 layers, one
                     of whose names needs CSV quoting
 
-The data are built so that the paper's four observations hold: VGG-16's mean D falls by a factor
-sqrt(10) per Table III layer (rho = -1); ResNet-50's five means are within a factor 2.5 and out of
-order; 4 of 32 filters of block4/conv4_3 and 10 of 32 of block5/conv5_3 never change (D_i = 0,
-S_i = 0, Z_i = 1); VGG-16's Table IV least_D drop is 0 while random draws drop 2 % +- 0.5 %.
+--findings hold (the default) builds the data so that every finding of report_findings.py holds,
+with margins no seed can undo; --findings fail so that every one does not hold. Per Table III layer
+(conv1..conv5) and record t (u = t / steps in (0, 1]):
+
+  hold  VGG-16    mean D 1e-2 * 10^(-i/2) (falls by sqrt(10) per layer, and per weight faster);
+                  S = (0.6, 0.5, 0.4, 0.3, 0.2) x (1.3 - 0.6 u), falling with depth and over training;
+                  Z = (0.05, 0.15, 0.3, 0.5, 0.7) x (0.7 + 0.6 u), rising with both (so S and Z move
+                  against each other); 4 of 32 filters of conv4 and 10 of 32 of conv5 never change
+                  (D_i = 0, S_i = 0, Z_i = 1); filters' D spread lognormal(0, 0.8);
+                  Table IV: least_D drop 0, most_Z 0.1 points, random (1.0, 1.5, 2.0, 2.5, 3.0) +- 0.2
+                  points over 5 draws.
+        ResNet-50 mean D (2.0, 2.5, 1.8, 2.2, 1.0) x 1e-3 (out of order, within a factor 2.5, conv5
+                  least); S = (0.50, 0.52, 0.49, 0.51, 0.48) x (1.3 - 0.6 u); Z = (0.60, 0.62, 0.58,
+                  0.61, 0.57) x u (small at first, rising); no frozen filter; filters' D spread
+                  lognormal(0, 0.15); random drops (1.0, 0.2, 0.2, 0.2, 0.2) +- 0.1 points.
+  fail  VGG-16    mean D 1e-4 * 10^(i/2) (rises, also per weight); S = (0.86, 0.88, 0.90, 0.92, 0.94)
+                  x (1.05 - 0.1 u) (rises with depth, near 1, falls over training like Z);
+                  Z = (0.5, 0.4, 0.3, 0.2, 0.1) x (1.3 - 0.6 u); no frozen filter; filters' D spread
+                  lognormal(0, 0.1); least_D and most_Z drop 4 points, random (3.0, 2.5, 2.0, 1.5, 1.0)
+                  +- 0.2 points.
+        ResNet-50 mean D (1.0, 1.1, 1.2, 1.3, 5.0) x 1e-3 (conv5 most); S = 0.95 x (1.05 - 0.1 u);
+                  Z = 0.5 x (1.3 - 0.6 u) (large at first, falling); filters' D spread lognormal(0, 2),
+                  one frozen filter in conv5; random drops (0.1, 0.5, 0.5, 0.5, 5.0) +- 0.1 points.
+Per-filter values scatter around the layer's (D_i by the filter's lognormal factor and +-30 %
+noise, S_i and Z_i by +-0.02); D_i also scales with (lr / lr0)^2 at the learning-rate halvings.
 Every random number comes from numpy.random.default_rng(seed) (seed 1 by default).
 """
 
@@ -84,23 +105,35 @@ def lr_at(step):
     return LR * 0.5 ** sum(step > s for s in LR_HALVE)
 
 
-def recorder_files(d, layers, base_D, frozen, rng, series=True):
-    """metrics.csv, filter_summary.csv and (series) series/ for the given layers: D_i = base_D[name]
-    * (lr/LR)^2 * g_i * noise, filters in frozen[name] never change."""
+class Layer:
+    """What one layer's records are built from: D (the layer's D before the learning-rate
+    scaling), S(u) and Z(u) (its S and Z at training fraction u), the lognormal sigma of its
+    filters' D and the filters that never change."""
+
+    def __init__(self, D, S, Z, sigma=0.5, frozen=()):
+        self.D, self.S, self.Z, self.sigma, self.frozen = D, S, Z, sigma, list(frozen)
+
+
+def recorder_files(d, layers, spec, rng, series=True):
+    """metrics.csv, filter_summary.csv and (series) series/ for the given layers, each built from
+    spec[name] (a Layer): D_i = D * (lr/LR)^2 * g_i * noise, S_i = S(u) + noise, Z_i = Z(u) + noise;
+    the frozen filters never change (D_i = 0, S_i = 0, Z_i = 1)."""
     steps = np.arange(RECORD_EVERY, STEPS + 1, RECORD_EVERY)
+    u = (steps / STEPS)[:, None]
     R = len(steps)
     metrics = ["step_prev,step,layer,D,S,Z,n_filters,nonfinite"]
     summary = ["layer,filter,steps,D_mean,D_min,D_max,frac_S_zero,frac_Z_one"]
     per_layer = {}
     for name, shape in layers:
         N = shape[0]
-        g = rng.lognormal(0.0, 0.5, N)
+        L = spec[name]
+        g = rng.lognormal(0.0, L.sigma, N)
         moving = np.ones(N, bool)
-        moving[frozen.get(name, [])] = False
+        moving[L.frozen] = False
         scale = np.array([(lr_at(s) / LR) ** 2 for s in steps])[:, None]
-        Di = base_D[name] * scale * g[None, :] * rng.uniform(0.7, 1.3, (R, N)) * moving[None, :]
-        Si = np.clip(0.4 * np.sqrt(scale) + rng.uniform(-0.05, 0.05, (R, N)), 0.01, 1) * moving[None, :]
-        Zi = np.where(moving[None, :], np.clip(rng.uniform(0.0, 0.2, (R, N)), 0, 0.99), 1.0)
+        Di = L.D * scale * g[None, :] * rng.uniform(0.7, 1.3, (R, N)) * moving[None, :]
+        Si = np.clip(L.S(u) + rng.uniform(-0.02, 0.02, (R, N)), 0.0, 1.0) * moving[None, :]
+        Zi = np.where(moving[None, :], np.clip(L.Z(u) + rng.uniform(-0.02, 0.02, (R, N)), 0.0, 1.0), 1.0)
         per_layer[name] = (Di, Si, Zi)
     for r, s in enumerate(steps):
         for name, shape in layers:
@@ -129,7 +162,9 @@ def recorder_files(d, layers, base_D, frozen, rng, series=True):
     return per_layer
 
 
-def driver_run(d, model, layers, t3, base_D, frozen, table4_drops, rng):
+def driver_run(d, model, layers, t3, spec, table4_drops, rng):
+    """A paper-driver run directory; table4_drops per Table III layer: (least_D drop, most_Z drop,
+    random drop mean, random drop std), accuracies as fractions."""
     os.makedirs(d, exist_ok=True)
     cfg = {"model": model, "width": 0.125, "input_size": 32, "dataset": "synthetic fixture", "classes": 10,
            "train_images": 640, "test_images": 160, "steps": STEPS, "batch": 16, "lr": LR,
@@ -145,7 +180,7 @@ def driver_run(d, model, layers, t3, base_D, frozen, table4_drops, rng):
         log.append(f"{s},{s * 16 / 640!r},{float(2.3 * np.exp(-s / 150) + 0.1)!r},{min(1.0, 0.1 + s / 400)!r},"
                    f"{lr_at(s)!r},{s * 0.06!r}")
     write(os.path.join(d, "train_log.csv"), "\n".join(log) + "\n")
-    recorder_files(d, layers, base_D, frozen, rng)
+    recorder_files(d, layers, spec, rng)
 
     # First-layer weights: a random walk, filter i moving at speed (i + 1) / O.
     O, I, H, W = layers[0][1]
@@ -192,31 +227,70 @@ def driver_run(d, model, layers, t3, base_D, frozen, table4_drops, rng):
     write(os.path.join(d, "table4.md"), "\n".join(md) + "\n")
 
 
+def const(v):
+    return lambda u: v + 0 * u
+
+
+def vgg_spec(layers, hold):
+    """VGG-16's layers (see the module docstring); the layers outside Table III sit in between."""
+    if hold:
+        spec = {n: Layer(1e-2 * 10 ** (-0.25 * i), const(0.4), const(0.2), 0.8) for i, (n, _) in enumerate(layers)}
+        for i, n in enumerate(VGG_T3):
+            s0, z0 = (0.6, 0.5, 0.4, 0.3, 0.2)[i], (0.05, 0.15, 0.3, 0.5, 0.7)[i]
+            spec[n] = Layer(1e-2 * 10 ** (-0.5 * i), lambda u, s0=s0: s0 * (1.3 - 0.6 * u),
+                            lambda u, z0=z0: z0 * (0.7 + 0.6 * u), 0.8)
+        spec["block4/conv4_3"].frozen = list(range(4))
+        spec["block5/conv5_3"].frozen = list(range(10, 20))
+        drops = [(0.0, 0.001, r, 0.002) for r in (0.010, 0.015, 0.020, 0.025, 0.030)]
+    else:
+        spec = {n: Layer(1e-4 * 10 ** (0.25 * i), const(0.9), const(0.3), 0.1) for i, (n, _) in enumerate(layers)}
+        for i, n in enumerate(VGG_T3):
+            s0, z0 = (0.86, 0.88, 0.90, 0.92, 0.94)[i], (0.5, 0.4, 0.3, 0.2, 0.1)[i]
+            spec[n] = Layer(1e-4 * 10 ** (0.5 * i), lambda u, s0=s0: s0 * (1.05 - 0.1 * u),
+                            lambda u, z0=z0: z0 * (1.3 - 0.6 * u), 0.1)
+        drops = [(0.04, 0.04, r, 0.002) for r in (0.030, 0.025, 0.020, 0.015, 0.010)]
+    return spec, drops
+
+
+def resnet_spec(layers, hold):
+    if hold:
+        spec = {n: Layer(2e-3, lambda u: 0.5 * (1.3 - 0.6 * u), lambda u: 0.6 * u, 0.15) for n, _ in layers}
+        for n, d, s0, z1 in zip(RESNET_T3, (2.0e-3, 2.5e-3, 1.8e-3, 2.2e-3, 1.0e-3), (0.50, 0.52, 0.49, 0.51, 0.48),
+                                (0.60, 0.62, 0.58, 0.61, 0.57)):
+            spec[n] = Layer(d, lambda u, s0=s0: s0 * (1.3 - 0.6 * u), lambda u, z1=z1: z1 * u, 0.15)
+        drops = [(0.001, 0.001, r, 0.001) for r in (0.010, 0.002, 0.002, 0.002, 0.002)]
+    else:
+        spec = {n: Layer(1e-3, lambda u: 0.95 * (1.05 - 0.1 * u), lambda u: 0.5 * (1.3 - 0.6 * u), 2.0)
+                for n, _ in layers}
+        for n, d in zip(RESNET_T3, (1.0e-3, 1.1e-3, 1.2e-3, 1.3e-3, 5.0e-3)):
+            spec[n].D = d
+        spec[RESNET_T3[4]].frozen = [0]
+        drops = [(0.001, 0.001, r, 0.001) for r in (0.001, 0.005, 0.005, 0.005, 0.050)]
+    return spec, drops
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
+    ap.add_argument("--findings", choices=("hold", "fail"), default="hold",
+                    help="build the runs so that every finding holds, or so that none does")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
+    hold = args.findings == "hold"
 
     vl = vgg_layers()
-    base = {n: 1e-2 * 10 ** (-0.5 * i / 2) for i, (n, _) in enumerate(vl)}  # falls with depth
-    for i, n in enumerate(VGG_T3):
-        base[n] = 1e-2 * 10 ** (-0.5 * i)  # Table III layers: exactly sqrt(10) apart
-    driver_run(os.path.join(args.out, "vgg16"), "vgg16", vl, VGG_T3, base,
-               {"block4/conv4_3": list(range(4)), "block5/conv5_3": list(range(10, 20))},
-               [(0.0, 0.001, 0.02, 0.005)] * 5, rng)
+    spec, drops = vgg_spec(vl, hold)
+    driver_run(os.path.join(args.out, "vgg16"), "vgg16", vl, VGG_T3, spec, drops, rng)
 
     rl = resnet_layers()
-    base = {n: 2e-3 for n, _ in rl}
-    for n, v in zip(RESNET_T3, (2.0e-3, 2.5e-3, 1.8e-3, 2.2e-3, 1.0e-3)):
-        base[n] = v
-    driver_run(os.path.join(args.out, "resnet50"), "resnet50", rl, RESNET_T3, base, {},
-               [(0.004, 0.003, 0.003, 0.004)] * 5, rng)
+    spec, drops = resnet_spec(rl, hold)
+    driver_run(os.path.join(args.out, "resnet50"), "resnet50", rl, RESNET_T3, spec, drops, rng)
 
     al = [(f"features.{2 * i}.weight", [4 + 2 * i, 3, 3, 3]) for i in range(6)] + [('odd,name "x"', [5, 3, 1, 1])]
-    recorder_files(os.path.join(args.out, "analyze"), al, {n: 1e-3 / (i + 1) for i, (n, _) in enumerate(al)},
-                   {}, rng, series=False)
+    recorder_files(os.path.join(args.out, "analyze"), al,
+                   {n: Layer(1e-3 / (i + 1), const(0.4), const(0.1)) for i, (n, _) in enumerate(al)}, rng,
+                   series=False)
 
 
 if __name__ == "__main__":

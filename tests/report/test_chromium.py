@@ -8,11 +8,15 @@ The report of the fixture runs (make_fixture.py) is written to a temporary direc
   1. A copy with a probe (inline script, first thing in <head>) is loaded with --dump-dom. The
      probe records every error event (a resource that failed to load, a script error) and every
      console.error, and on the load event writes into the DOM one line
-       FEVO-PROBE images=N broken=B errors=E ...
-     where broken counts the <img> not complete or with naturalWidth 0. The line must be there
-     (the page loaded), with N = the number of figures, B = 0 and E = 0.
-  2. The same probe on a copy with one image's data cut short must report broken=1 (the probe
-     can fail).
+       FEVO-PROBE images=N broken=B first=ID top=T above=A open=O errors=E ...
+     where broken counts the <img> not complete or with naturalWidth 0, ID is the id of the
+     page's first table, T the distance in CSS pixels from the top of the page to it, A the number
+     of images drawn above its bottom and O the number of open <details>. The line must be there
+     (the page loaded), with N = the number of figures, B = 0, E = 0, and the findings table
+     first, at the top (ID = findings, T < 150 with the window's 1280 px width, A = 0), the run
+     settings folded (O = 0).
+  2. The same probe on a copy with one image's data cut short must report broken=1, and on a
+     copy with a figure moved to the top of the page above=1 and T >= 150 (the probe can fail).
   3. The unmodified report.html is screenshotted; the PNG must decode, have the window's size
      and not be blank (more than 2 % of its pixels differ from the top-left one, many colours).
 Exit status 0 when all hold; 1 with the reason otherwise. The report itself holds no script.
@@ -48,9 +52,17 @@ PROBE = """<script>
   window.addEventListener('load', function () {
     var imgs = document.images, bad = 0;
     for (var i = 0; i < imgs.length; i++) if (!imgs[i].complete || imgs[i].naturalWidth === 0) bad++;
+    var t = document.querySelector('table'), top = -1, above = 0;
+    if (t) {
+      var r = t.getBoundingClientRect();
+      top = Math.round(r.top + window.scrollY);
+      for (var k = 0; k < imgs.length; k++) if (imgs[k].getBoundingClientRect().top < r.bottom) above++;
+    }
     var p = document.createElement('pre');
     p.id = 'fevo-probe';
-    p.textContent = 'FEVO-PROBE images=' + imgs.length + ' broken=' + bad + ' errors=' + errs.length + (errs.length ? ' ' + errs.join(' | ') : '');
+    p.textContent = 'FEVO-PROBE images=' + imgs.length + ' broken=' + bad + ' first=' + (t ? t.id : 'none') +
+      ' top=' + top + ' above=' + above + ' open=' + document.querySelectorAll('details[open]').length +
+      ' errors=' + errs.length + (errs.length ? ' ' + errs.join(' | ') : '');
     document.body.appendChild(p);
   });
 })();
@@ -77,12 +89,15 @@ def probe(exe, tmp, html, name):
         doc = f.read()
     with open(path, "w", encoding="utf-8") as f:
         f.write(doc.replace("<head>", "<head>\n" + PROBE, 1))
-    p = chromium(exe, os.path.join(tmp, "profile-" + name), "--dump-dom", "file://" + path)
-    m = re.search(r"FEVO-PROBE images=(\d+) broken=(\d+) errors=(\d+)([^<]*)", p.stdout)
+    p = chromium(exe, os.path.join(tmp, "profile-" + name), "--dump-dom", f"--window-size={WINDOW[0]},{WINDOW[1]}",
+                 "file://" + path)
+    m = re.search(r"FEVO-PROBE images=(\d+) broken=(\d+) first=(\S+) top=(-?\d+) above=(\d+) open=(\d+) "
+                  r"errors=(\d+)([^<]*)", p.stdout)
     if not m:
         fail(f"the probe did not run in {path} (page not loaded?); chromium exit {p.returncode}, "
              f"stderr tail:\n{p.stderr[-2000:]}")
-    return int(m.group(1)), int(m.group(2)), int(m.group(3)), m.group(4).strip()
+    return {"images": int(m.group(1)), "broken": int(m.group(2)), "first": m.group(3), "top": int(m.group(4)),
+            "above": int(m.group(5)), "open": int(m.group(6)), "errors": int(m.group(7)), "detail": m.group(8).strip()}
 
 
 def main():
@@ -102,10 +117,16 @@ def main():
         html = p.stdout.strip().splitlines()[-1]
         n_figs = len([f for f in os.listdir(os.path.join(out, "figures")) if f.endswith(".png")])
 
-        images, broken, errors, detail = probe(exe, tmp, html, "probe.html")
-        print(f"report.html: {images} images, {broken} broken, {errors} load errors {detail}")
-        if images != n_figs or broken or errors:
+        r = probe(exe, tmp, html, "probe.html")
+        print(f"report.html: {r['images']} images, {r['broken']} broken, {r['errors']} load errors {r['detail']}; "
+              f"first table '{r['first']}' at {r['top']} px, {r['above']} images above its end, "
+              f"{r['open']} open <details>")
+        if r["images"] != n_figs or r["broken"] or r["errors"]:
             fail(f"expected {n_figs} images, 0 broken, 0 errors")
+        if r["first"] != "findings" or not 0 <= r["top"] < 150 or r["above"]:
+            fail("the findings table is not the first thing on the page")
+        if r["open"]:
+            fail("the run settings are not folded")
 
         # Negative control: one image's PNG data cut short must be seen as broken.
         with open(html, encoding="utf-8") as f:
@@ -114,10 +135,21 @@ def main():
         bad = os.path.join(out, "bad.html")
         with open(bad, "w", encoding="utf-8") as f:
             f.write(doc[:i] + "iVBORw0KGgo" + doc[doc.index('"', i):])
-        _, broken_bad, _, _ = probe(exe, tmp, bad, "probe_bad.html")
+        broken_bad = probe(exe, tmp, bad, "probe_bad.html")["broken"]
         print(f"negative control (one truncated image): {broken_bad} broken")
         if broken_bad != 1:
             fail("the probe did not see the truncated image")
+        # Negative control: a figure moved above the findings table must be seen there.
+        a, b = doc.index("<figure>"), doc.index("</figure>") + len("</figure>")
+        moved = doc[:a] + doc[b:]
+        moved = moved.replace("<body>\n", "<body>\n" + doc[a:b] + "\n", 1)
+        bad = os.path.join(out, "bad_order.html")
+        with open(bad, "w", encoding="utf-8") as f:
+            f.write(moved)
+        r = probe(exe, tmp, bad, "probe_order.html")
+        print(f"negative control (a figure first): findings table at {r['top']} px, {r['above']} images above")
+        if r["above"] != 1 or r["top"] < 150:
+            fail("the probe did not see the figure above the findings table")
 
         shot = os.path.join(tmp, "shot.png")
         p = chromium(exe, os.path.join(tmp, "profile-shot"), f"--screenshot={shot}",

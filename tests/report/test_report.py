@@ -2,20 +2,28 @@
 """Tests of tools/fevo_report.py on the synthetic runs of make_fixture.py (unittest, no pytest):
 
   * every figure is written as PNG and SVG; each PNG decodes, has the size of its layout and is
-    not one colour; each SVG parses as XML;
+    not one colour; each SVG parses as XML; Fig. 2 puts the runs side by side, one row per
+    quantity, each row on one y-range;
   * report.html is self-contained (every image a PNG data URI equal to the file, no script, no
-    network reference) and links files that exist;
-  * the numbers of its tables equal the CSV files (Table IV, per-layer statistics, settings);
-  * the observations on the fixture (built so that all four hold), and each check turning to
-    "does not hold" / "cannot be checked" when the data say so;
-  * a `fevo analyze` directory alone: Fig. 2 and Fig. 4, five layers spread over depth;
+    network reference) and links files that exist; its findings table comes first, then the
+    figures, then the run settings, folded;
+  * the numbers of its tables equal the CSV files (Table IV, per-layer statistics with D per
+    weight from config.json's shapes, settings), findings.csv and findings.json equal the table;
+  * every finding's criterion on runs built to hold (make_fixture.py --findings hold: every row
+    holds) and built not to hold (--findings fail: every row does not hold, each with its "why"),
+    and at the edges of each criterion (a test's p just above or below 0.05, a failing third of
+    training, missing Table IV rows or draws, no layer shapes: "cannot be checked");
+  * --compare: the verdicts that changed between two reports;
+  * a `fevo analyze` directory alone: Fig. 2 (D, S, Z) and Fig. 4, five layers spread over depth;
   * missing and malformed inputs: exit status 2 and one line naming the file.
 
-    python3 tests/report/test_report.py [-v]
+    python3 tests/report/test_report.py [-v]      (FEVO_TEST_SEED=N: the fixture's seed, 1 by default)
 """
 
 import base64
+import contextlib
 import csv
+import io
 import json
 import math
 import os
@@ -39,27 +47,44 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.image as mpimg  # noqa: E402
 
+import fevo_report  # noqa: E402
 import report_data  # noqa: E402
 import report_figures as figs  # noqa: E402
-import report_observations as obs  # noqa: E402
+import report_findings as fnd  # noqa: E402
+
+SEED = int(os.environ.get("FEVO_TEST_SEED", "1"))
+print(f"test_report: fixture seed {SEED} (FEVO_TEST_SEED)", file=sys.stderr)
 
 
 class Page(HTMLParser):
-    """Tables (by id: list of rows of cell texts, header row first), img srcs, hrefs, scripts."""
+    """Tables (by id: list of rows of cell texts, header row first; a cell with rowspan repeats in
+    the rows it spans), img srcs, hrefs, scripts, element ids in document order."""
 
     def __init__(self):
         super().__init__()
-        self.tables, self.imgs, self.hrefs, self.srcs, self.scripts = {}, [], [], [], 0
+        self.tables, self.imgs, self.hrefs, self.srcs, self.scripts, self.ids = {}, [], [], [], 0, []
+        self.details_depth, self.in_details = 0, set()
         self._table = self._row = self._cell = None
+        self._span = {}  # column -> (remaining rows, text)
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
+        if "id" in a:
+            self.ids.append(a["id"])
+        if tag == "details":
+            self.details_depth += 1
         if tag == "table":
-            self._table = self.tables.setdefault(a.get("id", f"anon{len(self.tables)}"), [])
+            tid = a.get("id", f"anon{len(self.tables)}")
+            self._table = self.tables.setdefault(tid, [])
+            self._span = {}
+            if self.details_depth:
+                self.in_details.add(tid)
         elif tag == "tr" and self._table is not None:
             self._row = []
+            self._fill()
         elif tag in ("td", "th") and self._row is not None:
             self._cell = []
+            self._cell_span = int(a.get("rowspan", "1"))
         elif tag == "img":
             self.imgs.append(a.get("src", ""))
         elif tag == "a" and "href" in a:
@@ -70,10 +95,26 @@ class Page(HTMLParser):
             if k in a:
                 self.srcs.append(a[k])
 
+    def _fill(self):
+        while len(self._row) in self._span:
+            col = len(self._row)
+            left, text = self._span[col]
+            self._row.append(text)
+            if left <= 1:
+                del self._span[col]
+            else:
+                self._span[col] = (left - 1, text)
+
     def handle_endtag(self, tag):
+        if tag == "details":
+            self.details_depth -= 1
         if tag in ("td", "th") and self._cell is not None:
-            self._row.append("".join(self._cell).strip())
+            text = "".join(self._cell).strip()
+            if self._cell_span > 1:
+                self._span[len(self._row)] = (self._cell_span - 1, text)
+            self._row.append(text)
             self._cell = None
+            self._fill()
         elif tag == "tr" and self._row is not None:
             self._table.append(self._row)
             self._row = None
@@ -87,6 +128,15 @@ class Page(HTMLParser):
 
 def run_tool(*args):
     return subprocess.run([sys.executable, TOOL, *args], capture_output=True, text=True, timeout=120)
+
+
+def run_main(*args):
+    """fevo_report.main in this process (no interpreter start, for the many bad-input cases):
+    a CompletedProcess-like (returncode, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = fevo_report.main(list(args))
+    return subprocess.CompletedProcess(args, rc, out.getvalue(), err.getvalue())
 
 
 def read_csv(path):
@@ -109,14 +159,18 @@ def dict_rows(table):
 
 
 class Fixture:
-    dir = None
+    """The fixture runs, built once: get() those built so that every finding holds, get("fail")
+    those built so that none does."""
+    dirs = {}
 
     @classmethod
-    def get(cls):
-        if cls.dir is None:
-            cls.dir = tempfile.mkdtemp(prefix="fevo_report_test_")
-            subprocess.run([sys.executable, os.path.join(HERE, "make_fixture.py"), cls.dir], check=True)
-        return cls.dir
+    def get(cls, findings="hold"):
+        if findings not in cls.dirs:
+            d = tempfile.mkdtemp(prefix=f"fevo_report_test_{findings}_")
+            subprocess.run([sys.executable, os.path.join(HERE, "make_fixture.py"), d, "--findings", findings,
+                            "--seed", str(SEED)], check=True)
+            cls.dirs[findings] = d
+        return cls.dirs[findings]
 
 
 class FullReport(unittest.TestCase):
@@ -142,9 +196,7 @@ class FullReport(unittest.TestCase):
             exp[f"fig1_{m}"] = figs.fig1_size_px(min(w.shape[1], figs.FIG1_MAX_FILTERS),
                                                  min(w.shape[0], figs.FIG1_MAX_STEPS))
             exp[f"fig3_{m}"] = figs.fig3_size_px(5)
-        for m in ("vgg16", "resnet50", "analyze"):
-            for k in "DSZ":
-                exp[f"fig2_{m}_{k}"] = figs.FIG2_SIZE_PX
+        exp["fig2"] = figs.fig2_size_px(3, 4)  # three runs; D, D per weight, S, Z
         exp["fig4"] = figs.fig4_size_px(3)
         return exp
 
@@ -244,6 +296,16 @@ class FullReport(unittest.TestCase):
                     self.assertEqual(int(t["filters"]), int(rows[0]["n_filters"]))
                     for k in "DSZ":
                         self.assertSig(t[f"mean {k}"], sum(float(r[k]) for r in rows) / len(rows))
+                    if m == "analyze":  # no shapes: no D per weight
+                        self.assertEqual((t["shape [O, I, H, W]"], t["C x H x W"], t["mean D per weight"]),
+                                         ("\u2014",) * 3)
+                    else:
+                        shape = {e["name"]: e["shape"] for e in
+                                 load_json(os.path.join(self.fx, m, "config.json"))["conv_layers"]}[t["layer"]]
+                        chw = shape[1] * shape[2] * shape[3]
+                        self.assertEqual(json.loads(t["shape [O, I, H, W]"]), shape)
+                        self.assertEqual(int(t["C x H x W"]), chw)
+                        self.assertSig(t["mean D per weight"], sum(float(r["D"]) for r in rows) / len(rows) / chw)
                     barely = sum(float(r["frac_S_zero"]) >= 0.9 for r in filt)
                     self.assertEqual(int(t["barely changing"]), barely)
                     self.assertAlmostEqual(float(t["barely changing (%)"]), 100 * barely / len(filt), places=2)
@@ -261,67 +323,375 @@ class FullReport(unittest.TestCase):
             for k, v in summ.items():
                 self.assertSig(t["summary: " + k], float(v))
 
-    def test_observations_hold_on_fixture(self):
-        table = self.page.tables["observations"]
-        self.assertEqual([r[2] for r in table[1:]], ["holds"] * 4)
-        # The numbers quoted: rho of VGG-16 is -1 (means sqrt(10) apart).
-        self.assertIn("Spearman rho(depth, mean D) = -1.00", table[1][3])
+    def test_findings_hold_on_fixture(self):
+        table = dict_rows(self.page.tables["findings"])
+        self.assertEqual(len(table), len(fnd.check_all(fixture_runs("vgg16", "resnet50"))))
+        self.assertEqual({r["verdict"] for r in table}, {"holds"})
+        # Every finding, in order, each quantity of the per-metric ones, D per weight beside D.
+        self.assertEqual(list(dict.fromkeys(r[""] for r in table)), [f.key for f in fnd.FINDINGS])
+        f1 = [r for r in table if r[""] == "F1"]
+        self.assertEqual([r["quantity"] for r in f1], ["D", "D per weight", "S", "Z"])
+        self.assertEqual([r["quantity"] for r in table if r[""] == "F2"], ["D", "D per weight", "S", "Z"])
+        # The numbers quoted: rho of VGG-16 is -1 (means sqrt(10) apart), exact p = 1/120.
+        self.assertIn("Spearman rho(depth, mean D) = -1.00, exact one-sided p = 0.008", f1[0]["this run"])
+        self.assertIn("\u201cwe can observe obvious stratification in VGGNet", f1[0]["the paper (section)"])
+        self.assertIn("Sec. IV-C", f1[0]["the paper (section)"])
+        self.assertNotIn('id="why"', self.html)  # nothing to explain
+
+    def test_findings_files_equal_table(self):
+        table = dict_rows(self.page.tables["findings"])
+        data = load_json(os.path.join(self.out, "findings.json"))
+        rows = read_csv(os.path.join(self.out, "findings.csv"))
+        self.assertEqual(len(data["rows"]), len(table))
+        self.assertEqual(len(rows), len(table))
+        for t, j, c in zip(table, data["rows"], rows):
+            self.assertEqual((t[""], t["model"], t["quantity"], t["verdict"], t["this run"]),
+                             (j["finding"], j["model"], j["quantity"], j["status"], j["numbers"]))
+            self.assertEqual(j["id"], c["id"])
+            self.assertEqual((c["status"], c["numbers"]), (j["status"], j["numbers"]))
+        self.assertEqual([r["label"] for r in data["runs"]], ["vgg16", "resnet50", "analyze"])
+        self.assertEqual(data["runs"][0]["steps"], load_json(os.path.join(self.fx, "vgg16", "config.json"))["steps"])
+
+    def test_page_order(self):
+        """Findings first (the first table, nothing drawn before it), then the figures, then the
+        settings, folded."""
+        first_table = self.html.index("<table")
+        self.assertEqual(first_table, self.html.index('<table id="findings"'))
+        self.assertLess(first_table, self.html.index("<img"))
+        self.assertEqual(self.html[:first_table].count("<p"), 0)
+        marks = ['<table id="findings"', 'alt="Fig. 2', 'alt="Fig. 4', 'id="table4-vgg16"', 'id="layers-vgg16"',
+                 'alt="Fig. 1', 'alt="Fig. 3', 'id="settings"', 'id="settings-vgg16"']
+        pos = [self.html.index(m) for m in marks]
+        self.assertEqual(pos, sorted(pos), marks)
+        for m in ("vgg16", "resnet50"):
+            self.assertIn(f"settings-{m}", self.page.in_details)
+        self.assertNotIn("findings", self.page.in_details)
+        self.assertNotIn("<details open", self.html)
+
+    def test_fig2_layout(self):
+        """Runs side by side, one row per quantity, each row on one y-range (S, Z: 0 to 1)."""
+        runs = fixture_runs("vgg16", "resnet50", "analyze")
+        fig, axes, size = figs.fig2_axes(runs)
+        try:
+            self.assertEqual(size, figs.fig2_size_px(3, 4))
+            self.assertEqual(sorted({k for k, _ in axes}), sorted(["D", "Dw", "S", "Z"]))
+            for key in ("D", "Dw", "S", "Z"):
+                boxes = [axes[(key, r.label)].get_position() for r in runs]
+                self.assertEqual(len({round(b.y0, 6) for b in boxes}), 1, key)  # one row
+                self.assertEqual([b.x0 for b in boxes], sorted(b.x0 for b in boxes))  # left to right
+                drawn = [r for r in runs if key != "Dw" or r.has_shapes()]
+                self.assertEqual(len({axes[(key, r.label)].get_ylim() for r in drawn}), 1, key)
+            for key in ("S", "Z"):
+                self.assertEqual(axes[(key, "vgg16")].get_ylim(), (0.0, 1.0))
+            self.assertEqual(axes[("D", "vgg16")].get_yscale(), "log")
+            # Rows top to bottom: D, D per weight, S, Z.
+            ys = [axes[(k, "vgg16")].get_position().y0 for k in ("D", "Dw", "S", "Z")]
+            self.assertEqual(ys, sorted(ys, reverse=True))
+            # Without shapes, the D per weight panel says why instead of drawing.
+            self.assertEqual(len(axes[("Dw", "analyze")].lines), 0)
+            self.assertIn("needs the layers' shapes", axes[("Dw", "analyze")].texts[0].get_text())
+            self.assertEqual(len(axes[("Dw", "vgg16")].lines), 5 + 2)  # five layers, two lr halvings
+        finally:
+            import matplotlib.pyplot as plt
+            plt.close(fig)
 
 
-def fixture_runs(*models):
-    return report_data.load_runs([os.path.join(Fixture.get(), m) for m in models])
+def fixture_runs(*models, findings="hold"):
+    return report_data.load_runs([os.path.join(Fixture.get(findings), m) for m in models])
 
 
-class Observations(unittest.TestCase):
-    def test_spearman(self):
-        self.assertAlmostEqual(obs.spearman([1, 2, 3, 4, 5], [5, 4, 3, 2, 1]), -1.0)
-        self.assertAlmostEqual(obs.spearman([1, 2, 3, 4, 5], [1, 2, 3, 5, 4]), 0.9)
-        # Ties take their average rank: ranks of y are 1.5 1.5 3 4 5.
-        self.assertEqual(list(obs.ranks([2, 2, 5, 7, 9])), [1.5, 1.5, 3, 4, 5])
-        self.assertTrue(math.isnan(obs.spearman([1, 2, 3], [4, 4, 4])))
-        # p of rho <= -0.9 over the 120 orders of 5 values: the reverse order and its 4 adjacent swaps.
-        self.assertAlmostEqual(obs.spearman_p_below([1, 2, 3, 4, 5], [5, 4, 3, 1, 2]), 5 / 120)
-        self.assertAlmostEqual(obs.spearman_p_below([1, 2, 3, 4, 5], [5, 4, 3, 2, 1]), 1 / 120)
+def by_id(rows):
+    return {r.id: r for r in rows}
 
-    def test_1_does_not_hold_when_means_rise(self):
+
+class FailingRuns(unittest.TestCase):
+    """make_fixture.py --findings fail: every row does not hold, each explained on the page."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.fx = Fixture.get("fail")
+        cls.out = os.path.join(cls.fx, "out")
+        cls.proc = run_tool(os.path.join(cls.fx, "vgg16"), os.path.join(cls.fx, "resnet50"), "--out", cls.out)
+        if cls.proc.returncode != 0:
+            raise AssertionError(f"fevo_report.py failed ({cls.proc.returncode}):\n{cls.proc.stderr}")
+        cls.html = read_text(os.path.join(cls.out, "report.html"))
+        cls.page = Page()
+        cls.page.feed(cls.html)
+
+    def test_every_row_does_not_hold_with_a_why(self):
+        rows = fnd.check_all(fixture_runs("vgg16", "resnet50", findings="fail"))
+        self.assertEqual(len(dict_rows(self.page.tables["findings"])), len(rows))
+        for r in rows:
+            with self.subTest(row=r.id):
+                self.assertEqual(r.status, fnd.NOT_HOLD, r.numbers)
+                self.assertTrue(r.why)
+                self.assertIn(f'id="why-{r.id}"', self.html)
+                self.assertIn(f'href="#why-{r.id}"', self.html)
+        self.assertEqual({r["verdict"] for r in dict_rows(self.page.tables["findings"])}, {"does not hold why"})
+        # The why paragraphs come right after the table, before the figures.
+        self.assertLess(self.html.index('id="findings"'), self.html.index('id="why"'))
+        self.assertLess(self.html.index('id="why"'), self.html.index("<img"))
+
+    def test_why_is_built_from_the_numbers(self):
+        rows = by_id(fnd.check_all(fixture_runs("vgg16", "resnet50", findings="fail")))
+        self.assertIn("mean D rises with depth (rho = +1.00)", rows["F1-VGG16-D"].why)
+        self.assertIn("Spearman rho(C x H x W, mean D)", rows["F1-VGG16-D"].why)
+        self.assertIn("VGG-16's mean Z does not rise with depth", rows["F2-both-Z"].why)
+        self.assertIn("conv5's mean D", rows["F3-ResNet50-D"].why)
+        self.assertIn("starts at Z =", rows["F4-ResNet50-Z"].why)
+        self.assertIn("no filter of the five layers", rows["F7-VGG16-filters"].why)
+        self.assertIn("ResNet-50 has 1 barely changing filters", rows["F9-ResNet50-filters"].why)
+        self.assertIn("conv5 drops more than conv1", rows["T4-ResNet50-random"].why)
+
+    def test_compare_lists_changed_verdicts(self):
+        hold_out = os.path.join(self.fx, "out_hold")
+        p = run_tool(os.path.join(Fixture.get(), "vgg16"), os.path.join(Fixture.get(), "resnet50"), "--out", hold_out)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        out = os.path.join(self.fx, "out_cmp")
+        p = run_tool(os.path.join(self.fx, "vgg16"), os.path.join(self.fx, "resnet50"), "--out", out,
+                     "--compare", hold_out)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        html = read_text(os.path.join(out, "report.html"))
+        page = Page()
+        page.feed(html)
+        n = len(fnd.check_all(fixture_runs("vgg16", "resnet50")))
+        changes = dict_rows(page.tables["changes"])
+        self.assertEqual(len(changes), n)
+        self.assertEqual({(c["verdict there"], c["verdict here"]) for c in changes}, {("holds", "does not hold why")})
+        self.assertIn(f"{n} of {n} rows changed verdict", html)
+        self.assertLess(html.index('id="findings"'), html.index('id="verdict-changes"'))
+        self.assertLess(html.index('id="changes"'), html.index("<img"))
+        # Compared with itself (its findings.json): nothing changed, no table of changes.
+        out2 = os.path.join(self.fx, "out_self")
+        p = run_tool(os.path.join(self.fx, "vgg16"), os.path.join(self.fx, "resnet50"), "--out", out2,
+                     "--compare", os.path.join(out, "findings.json"))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        html = read_text(os.path.join(out2, "report.html"))
+        self.assertIn(f"0 of {n} rows changed verdict, {n} kept it", html)
+        page = Page()
+        page.feed(html)
+        self.assertNotIn("changes", page.tables)
+
+    def test_compare_settings_that_differ(self):
+        hold, fail = Fixture.get(), self.fx
+        with tempfile.TemporaryDirectory() as tmp:
+            run = os.path.join(tmp, "vgg16")
+            shutil.copytree(os.path.join(fail, "vgg16"), run)
+            cfg = load_json(os.path.join(run, "config.json"))
+            cfg["width"], cfg["steps"] = 0.25, 400
+            with open(os.path.join(run, "config.json"), "w") as f:
+                json.dump(cfg, f)
+            a, b = os.path.join(tmp, "a"), os.path.join(tmp, "b")
+            self.assertEqual(run_tool(os.path.join(hold, "vgg16"), "--out", a).returncode, 0)
+            p = run_tool(run, "--out", b, "--compare", a)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            page = Page()
+            page.feed(read_text(os.path.join(b, "report.html")))
+            diffs = {(r["run"], r["setting"]): (r["there"], r["here"])
+                     for r in dict_rows(page.tables["changes-settings"])}
+            self.assertEqual(diffs[("vgg16", "width")], ("0.125", "0.25"))
+            self.assertEqual(diffs[("vgg16", "steps")], ("200", "400"))
+
+    def test_compare_bad_input(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            bad = os.path.join(tmp, "findings.json")
+            with open(bad, "w") as f:
+                f.write('{"rows": 3}')
+            p = run_main(os.path.join(self.fx, "vgg16"), "--out", os.path.join(tmp, "out"), "--compare", bad)
+            self.assertEqual(p.returncode, 2)
+            self.assertIn(bad, p.stderr)
+            self.assertIn("not a findings.json", p.stderr)
+            p = run_main(os.path.join(self.fx, "vgg16"), "--out", os.path.join(tmp, "out"), "--compare", tmp + "/none")
+            self.assertEqual(p.returncode, 2)
+            self.assertIn("missing", p.stderr)
+
+
+def scaled(a, mean):
+    """A series rescaled to the given finite mean (its shape over training kept)."""
+    a = np.asarray(a, dtype=np.float64)
+    return a / np.mean(a) * mean
+
+
+class Criteria(unittest.TestCase):
+    """Each criterion at its edges, on the holding fixture changed in memory."""
+
+    def test_statistics(self):
+        self.assertAlmostEqual(fnd.spearman([1, 2, 3, 4, 5], [5, 4, 3, 2, 1]), -1.0)
+        self.assertAlmostEqual(fnd.spearman([1, 2, 3, 4, 5], [1, 2, 3, 5, 4]), 0.9)
+        # Ties take their average rank: y's ranks 1.5 1.5 3 4 5, whose Pearson correlation with
+        # 1..5 is 9.5 / sqrt(10 * 9.5).
+        self.assertAlmostEqual(fnd.spearman([1, 2, 3, 4, 5], [2, 2, 5, 7, 9]), 9.5 / math.sqrt(95))
+        self.assertTrue(math.isnan(fnd.spearman([1, 2, 3], [4, 4, 4])))
+        # rho <= -0.9 over the 120 orders of 5 values: the reverse order and its 4 adjacent swaps.
+        self.assertAlmostEqual(fnd.spearman_exact_p([1, 2, 3, 4, 5], [5, 4, 3, 1, 2], "less"), 5 / 120)
+        self.assertAlmostEqual(fnd.spearman_exact_p([1, 2, 3, 4, 5], [5, 4, 3, 2, 1], "less"), 1 / 120)
+        self.assertAlmostEqual(fnd.spearman_exact_p([1, 2, 3, 4, 5], [1, 2, 3, 4, 5], "greater"), 1 / 120)
+        self.assertAlmostEqual(fnd.spearman_exact_p([1, 2, 3, 4, 5], [1, 2, 3, 4, 5], "less"), 1.0)
+        # The paper's own Table IV(a) random drops against depth (quoted in T3's criterion).
+        rho = fnd.spearman([1, 2, 3, 4, 5], [0.0272, 0.0292, 0.0522, 0.0149, 0.1988])
+        p = fnd.spearman_exact_p([1, 2, 3, 4, 5], [0.0272, 0.0292, 0.0522, 0.0149, 0.1988], "greater")
+        self.assertAlmostEqual(rho, 0.4)
+        self.assertAlmostEqual(p, 31 / 120)
+        self.assertIn("rho = +0.40, p = 0.26", fnd.FINDINGS[[f.key for f in fnd.FINDINGS].index("T3")].criterion)
+        # One random trial against draws of mean 2, std 0.5, 5 draws: t = (2 - 0.1) / (0.5 sqrt(1 + 1/5)),
+        # 4 degrees of freedom.
+        p = fnd.random_vs_one({"draws": 5, "drop_mean": 0.02, "drop_std": 0.005}, 0.001)
+        self.assertAlmostEqual(p, float(__import__("scipy").stats.t.sf(0.019 / (0.005 * math.sqrt(1.2)), 4)))
+        self.assertTrue(math.isnan(fnd.random_vs_one({"draws": 1, "drop_mean": 0.02, "drop_std": 0.0}, 0.0)))
+
+    def test_D_per_weight_defined_once(self):
+        self.assertEqual(report_data.weights_per_filter([4, 2, 3, 3]), 18)
+        self.assertEqual(report_data.D_per_weight(36.0, [4, 2, 3, 3]), 2.0)
         vgg, = fixture_runs("vgg16")
-        names = vgg.selected
-        ds = [vgg.metrics[n].D for n in names]
-        for n, d in zip(names, reversed(ds)):
-            vgg.metrics[n].D = d
-        v = obs.check_1(vgg)
-        self.assertEqual(v.status, obs.NOT_HOLD)
-        self.assertIn("rho(depth, mean D) = 1.00", v.text)
+        name = vgg.selected[1]
+        np.testing.assert_array_equal(vgg.series(name, "Dw"), vgg.metrics[name].D / 144)  # [16, 16, 3, 3]
+        st = fnd.layer_stats(vgg)[1]
+        self.assertAlmostEqual(st.mean["Dw"], st.mean["D"] / 144)
 
-    def test_2_does_not_hold_with_models_swapped(self):
+    def test_F1_order_by_chance_or_not_through_training(self):
+        vgg, = fixture_runs("vgg16")
+        n = vgg.selected
+        # conv4 and conv5 swapped: one adjacent pair out of order, rho = -0.9, p = 5/120: holds.
+        m = vgg.metrics
+        m[n[3]].D, m[n[4]].D = m[n[4]].D, m[n[3]].D
+        row = by_id(fnd.check_all([vgg]))["F1-VGG16-D"]
+        self.assertEqual(row.status, fnd.HOLDS, row.numbers)
+        self.assertIn("rho(depth, mean D) = -0.90, exact one-sided p = 0.042", row.numbers)
+        # conv2 and conv4 swapped as well: rho = -0.6, p > 0.05.
+        m[n[1]].D, m[n[4]].D = m[n[4]].D, m[n[1]].D
+        row = by_id(fnd.check_all([vgg]))["F1-VGG16-D"]
+        self.assertEqual(row.status, fnd.NOT_HOLD)
+        self.assertIn("arise by chance with p = ", row.why)
+        # Ordered over the run, but conv1 the least changed layer in the first third of the records.
+        vgg, = fixture_runs("vgg16")
+        d = vgg.metrics[vgg.selected[0]].D
+        d[:len(fnd.split_thirds(d)[0])] *= 1e-4
+        row = by_id(fnd.check_all([vgg]))["F1-VGG16-D"]
+        self.assertEqual(row.status, fnd.NOT_HOLD)
+        self.assertIn('not "through the entire training"', row.why)
+        self.assertIn("the early third", row.why)
+
+    def test_F1_D_rises_with_size_but_holds_per_weight(self):
+        """mean D grows with C x H x W while the change per weight falls with depth: the why says so."""
+        vgg, = fixture_runs("vgg16")
+        for i, name in enumerate(vgg.selected):
+            c = (3, 16, 64, 256, 1024)[i]
+            vgg.shapes[name] = [8, c, 3, 3]
+            vgg.metrics[name].D = scaled(vgg.metrics[name].D, 1e-6 * 0.5 ** i * c * 9)
+        rows = by_id(fnd.check_all([vgg]))
+        self.assertEqual(rows["F1-VGG16-D"].status, fnd.NOT_HOLD)
+        self.assertEqual(rows["F1-VGG16-Dw"].status, fnd.HOLDS)
+        self.assertIn("mean D rises with depth", rows["F1-VGG16-D"].why)
+        self.assertIn("Spearman rho(C x H x W, mean D) = +1.00", rows["F1-VGG16-D"].why)
+        self.assertIn("the paper's finding holds per weight", rows["F1-VGG16-D"].why)
+
+    def test_no_shapes_no_D_per_weight(self):
         vgg, res = fixture_runs("vgg16", "resnet50")
-        self.assertEqual(obs.check_2(vgg, res).status, obs.HOLDS)
-        self.assertEqual(obs.check_2(res, vgg).status, obs.NOT_HOLD)
+        vgg.shapes = {}
+        rows = by_id(fnd.check_all([vgg, res]))
+        for rid in ("F1-VGG16-Dw", "F2-both-Dw"):
+            self.assertEqual(rows[rid].status, fnd.CANNOT)
+            self.assertIn("needs the layers' shapes", rows[rid].numbers)
+        self.assertEqual(rows["F1-VGG16-D"].status, fnd.HOLDS)
 
-    def test_3_does_not_hold_without_barely_changing_filters(self):
+    def test_F2_as_strong_in_resnet(self):
+        vgg, res = fixture_runs("vgg16", "resnet50")
+        ctx = fnd.Context([vgg, res])
+        self.assertEqual({r.status for r in fnd.check_weaker_in_resnet(ctx, fnd.FINDINGS[1])}, {fnd.HOLDS})
+        ctx.resnet = fixture_runs("vgg16")[0]  # a second VGG-16 as "ResNet-50": as strong, as wide
+        rows = fnd.check_weaker_in_resnet(ctx, fnd.FINDINGS[1])
+        self.assertEqual({r.status for r in rows}, {fnd.NOT_HOLD})
+        self.assertIn("as strongly ordered", rows[0].why)
+
+    def test_F3_least_on_average_only(self):
+        _, res = fixture_runs("vgg16", "resnet50")
+        lowest = np.min([res.metrics[n].D for n in res.selected[:4]], axis=0)
+        d5 = res.metrics[res.selected[4]].D
+        m = (len(d5) - 1) // 2  # conv5 far below the rest in fewer than half of the records
+        d5[:m] = lowest[:m] * 1e-3
+        d5[m:] = lowest[m:] * 1.05  # and just above the least of the others in the rest
+        ctx = fnd.Context([res])
+        rows = by_id(fnd.check_top_least(ctx, fnd.FINDINGS[2]))
+        row = rows["F3-ResNet50-D"]
+        self.assertEqual(row.status, fnd.NOT_HOLD, row.numbers)
+        self.assertIn("the least changed layer in only", row.why)
+
+    def test_F4_F6_constant_Z(self):
+        _, res = fixture_runs("vgg16", "resnet50")
+        res.metrics[res.selected[0]].Z[:] = 0.0
+        rows = by_id(fnd.check_all([res]))
+        self.assertEqual(rows["F4-ResNet50-Z"].status, fnd.NOT_HOLD)
+        self.assertIn("conv1's Z is constant (0)", rows["F4-ResNet50-Z"].why)
+        self.assertEqual(rows["F6-ResNet50-SZ"].status, fnd.NOT_HOLD)
+        self.assertIn("conv1's Z is constant (0) over its records", rows["F6-ResNet50-SZ"].why)
+
+    def test_F5_S_near_1_in_one_layer(self):
+        vgg, = fixture_runs("vgg16")
+        s = vgg.metrics[vgg.selected[2]].S
+        s[: len(s) // 5 + 1] = 0.95  # just over a fifth of conv3's records: more than 10 %
+        row = by_id(fnd.check_all([vgg]))["F5-VGG16-S"]
+        self.assertEqual(row.status, fnd.NOT_HOLD)
+        self.assertIn("conv3's S is 0.9 or more", row.why)
+        vgg, = fixture_runs("vgg16")
+        vgg.metrics[vgg.selected[2]].S[0] = 0.95  # one record of 20: 5 %, within the bound
+        self.assertEqual(by_id(fnd.check_all([vgg]))["F5-VGG16-S"].status, fnd.HOLDS)
+
+    def test_F8_larger_share_by_chance(self):
         vgg, = fixture_runs("vgg16")
         for n in vgg.selected:
-            vgg.filters[n].frac_S_zero[:] = 0.5
-        v = obs.check_3(vgg)
-        self.assertEqual(v.status, obs.NOT_HOLD)
-        self.assertIn("no filter", v.text)
-        # Only in the lower layers: exist, but not more in the upper ones.
-        vgg.filters[vgg.selected[0]].frac_S_zero[:2] = 1.0
-        self.assertEqual(obs.check_3(vgg).status, obs.NOT_HOLD)
+            vgg.filters[n].frac_S_zero[:] = 0.0
+        vgg.filters[vgg.selected[4]].frac_S_zero[0] = 1.0  # 1 of 32 in conv5, none below
+        rows = by_id(fnd.check_all([vgg]))
+        self.assertEqual(rows["F7-VGG16-filters"].status, fnd.HOLDS)
+        self.assertEqual(rows["F8-VGG16-filters"].status, fnd.NOT_HOLD)
+        self.assertIn("arises by chance", rows["F8-VGG16-filters"].why)
 
-    def test_4_does_not_hold_when_gap_within_spread(self):
-        vgg, = fixture_runs("vgg16")
-        for r in vgg.table4:
+    def test_table4_missing_selection_or_draws(self):
+        vgg, res = fixture_runs("vgg16", "resnet50")
+        vgg.table4 = [r for r in vgg.table4 if r["criterion"] != "most_Z"]
+        for r in res.table4:
             if r["criterion"] == "random":
-                r["drop_std"] = 0.05  # larger than the gap of 0.02
-        v = obs.check_4(vgg)
-        self.assertEqual(v.status, obs.NOT_HOLD)
-        self.assertIn("gap > std in 0 of 5", v.text)
+                r["draws"] = 1
+        rows = by_id(fnd.check_all([vgg, res]))
+        for rid in ("T1-VGG16-most_Z", "T2-VGG16-most_Z"):
+            self.assertEqual(rows[rid].status, fnd.CANNOT)
+            self.assertIn("no most_Z", rows[rid].numbers)
+        self.assertEqual(rows["T1-VGG16-least_D"].status, fnd.HOLDS)
+        self.assertEqual(rows["T2-VGG16-least_D"].status, fnd.HOLDS)
+        for rid in ("T4-ResNet50-random", "T5-both-random"):
+            self.assertEqual(rows[rid].status, fnd.CANNOT)
+            self.assertIn("fewer than 2 random draws", rows[rid].numbers)
+
+    def test_T1_T2_T4_edges(self):
+        vgg, res = fixture_runs("vgg16", "resnet50")
+        by = {(r["layer"], r["criterion"]): r for r in vgg.table4}
+        by[(vgg.selected[0], "least_D")]["drop_mean"] = 0.006  # just over 0.5 points
+        for n in vgg.selected[:3]:  # random no clearer than its spread in three layers: 2 of 5 left
+            by[(n, "random")]["drop_std"] = 0.05
+        for r in res.table4:
+            if r["criterion"] == "random" and r["layer"] == res.selected[0]:
+                r["drop_std"] = 0.05  # conv1 largest, but within its draws' spread
+        rows = by_id(fnd.check_all([vgg, res]))
+        self.assertEqual(rows["T1-VGG16-least_D"].status, fnd.NOT_HOLD)
+        self.assertIn("conv1 (0.600 points)", rows["T1-VGG16-least_D"].why)
+        self.assertEqual(rows["T1-VGG16-most_Z"].status, fnd.HOLDS)
+        self.assertEqual(rows["T2-VGG16-least_D"].status, fnd.NOT_HOLD)
+        self.assertIn("in only 2 of 5 layers", rows["T2-VGG16-least_D"].why)
+        self.assertEqual(rows["T4-ResNet50-random"].status, fnd.NOT_HOLD)
+        self.assertIn("but not clearly more than", rows["T4-ResNet50-random"].why)
 
     def test_cannot_be_checked_without_the_models(self):
         res, ana = fixture_runs("resnet50", "analyze")
-        verdicts = obs.check_all([res, ana])
-        self.assertEqual([v.status for v in verdicts], [obs.CANNOT] * 4)
+        rows = fnd.check_all([res, ana])
+        for r in rows:
+            with self.subTest(row=r.id):
+                if r.model in ("VGG-16", "both"):
+                    self.assertEqual(r.status, fnd.CANNOT)
+                    self.assertIn("no VGG-16 paper-driver run", r.numbers)
+                else:
+                    self.assertEqual(r.status, fnd.HOLDS)
+        rows = fnd.check_all(fixture_runs("analyze"))
+        self.assertEqual({r.status for r in rows}, {fnd.CANNOT})
 
 
 class GrayscaleFirstLayer(unittest.TestCase):
@@ -350,11 +720,16 @@ class AnalyzeOnly(unittest.TestCase):
         p = run_tool(os.path.join(fx, "analyze"), "--out", out)
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual(sorted(os.listdir(os.path.join(out, "figures"))),
-                         sorted(f"{n}.{e}" for n in ("fig2_analyze_D", "fig2_analyze_S", "fig2_analyze_Z", "fig4")
-                                for e in ("png", "svg")))
+                         sorted(f"{n}.{e}" for n in ("fig2", "fig4") for e in ("png", "svg")))
+        a = mpimg.imread(os.path.join(out, "figures", "fig2.png"))
+        self.assertEqual((a.shape[1], a.shape[0]), figs.fig2_size_px(1, 3))  # D, S, Z: no shapes
+        html = read_text(os.path.join(out, "report.html"))
         page = Page()
-        page.feed(read_text(os.path.join(out, "report.html")))
-        self.assertEqual([r[2] for r in page.tables["observations"][1:]], [obs.CANNOT] * 4)
+        page.feed(html)
+        self.assertEqual({r["verdict"] for r in dict_rows(page.tables["findings"])}, {fnd.CANNOT})
+        self.assertIn("D per weight needs the layers' shapes [O, I, H, W] (config.json <code>conv_layers</code>",
+                      html)
+        self.assertIn("holds none, so only D is shown for it", html)
         self.assertNotIn("table4-analyze", page.tables)
         self.assertEqual(len(page.tables["layers-analyze"]) - 1, 5)
         self.assertEqual(report_data.spread_layers(list("abcdefg")), ["a", "c", "d", "e", "g"])
@@ -369,7 +744,7 @@ class BadInputs(unittest.TestCase):
             run = os.path.join(tmp, "vgg16")
             shutil.copytree(os.path.join(Fixture.get(), "vgg16"), run)
             mutate(run)
-            p = run_tool(run, "--out", os.path.join(tmp, "out"))
+            p = run_main(run, "--out", os.path.join(tmp, "out"))
             self.assertEqual(p.returncode, 2, p.stderr)
             lines = p.stderr.strip().splitlines()
             self.assertEqual(len(lines), 1, p.stderr)
@@ -413,6 +788,14 @@ class BadInputs(unittest.TestCase):
             self.write(p, json.dumps(cfg))
         self.case(mutate, "config.json", "block9/conv9_9")
 
+    def test_bad_layer_shape(self):
+        def mutate(r):
+            p = os.path.join(r, "config.json")
+            cfg = load_json(p)
+            cfg["conv_layers"][1]["shape"] = [8, 0, 3, 3]
+            self.write(p, json.dumps(cfg))
+        self.case(mutate, "config.json", "layer 'block1/conv1_2' has shape [8, 0, 3, 3]")
+
     def test_missing_table4(self):
         self.case(lambda r: os.remove(os.path.join(r, "table4.csv")), "table4.csv", "missing")
 
@@ -437,8 +820,8 @@ class BadInputs(unittest.TestCase):
 
 
 def tearDownModule():
-    if Fixture.dir:
-        shutil.rmtree(Fixture.dir, ignore_errors=True)
+    for d in Fixture.dirs.values():
+        shutil.rmtree(d, ignore_errors=True)
 
 
 if __name__ == "__main__":

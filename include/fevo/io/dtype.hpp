@@ -11,10 +11,14 @@
 // supports little-endian hosts only (every platform fevo targets).
 #pragma once
 
+#include "../config.hpp"
+
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -285,6 +289,19 @@ filter_view<const T> layer_view(const unsigned char* data, dtype type,
 }
 
 }  // namespace detail
+
+/// The (filter, channel, row, col) extents that layer_view gives a tensor of `shape` in `lay`,
+/// without its data: rank 4 as the layout says, rank 2 as out x in x 1 x 1. Other ranks: none.
+inline std::optional<std::array<std::size_t, 4>> layer_extents(const std::vector<std::uint64_t>& shape, layout lay) {
+  const auto z = [&](std::size_t i) { return static_cast<std::size_t>(shape[i]); };
+  if (shape.size() == 4)
+    return lay == layout::oihw ? std::array<std::size_t, 4>{z(0), z(1), z(2), z(3)}
+                               : std::array<std::size_t, 4>{z(3), z(2), z(0), z(1)};
+  if (shape.size() == 2)
+    return lay == layout::oihw ? std::array<std::size_t, 4>{z(0), z(1), 1, 1}
+                               : std::array<std::size_t, 4>{z(1), z(0), 1, 1};
+  return std::nullopt;
+}
 
 /// Element `i` of `data` (dtype `t`, little-endian, any alignment) as a double. Analysable dtypes
 /// only; used by tools and tests that print or compare values.

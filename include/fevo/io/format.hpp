@@ -14,6 +14,8 @@
 // Needs libzip (it includes npz.hpp).
 #pragma once
 
+#include "../config.hpp"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -25,6 +27,7 @@
 
 #include "../error.hpp"
 #include "npy.hpp"
+#include "pickle.hpp"
 #include "npz.hpp"
 #include "safetensors.hpp"
 
@@ -39,16 +42,6 @@ inline const char* format_name(file_format f) {
     case file_format::npz: return "npz";
   }
   return "?";
-}
-
-/// The error for a pickle file: says that fevo never unpickles it and how to convert it.
-inline ::fevo::error open_error_for_pickle(const std::string& path) {
-  return ::fevo::error(
-      "fevo: " + path +
-      ": is a Python pickle (a PyTorch checkpoint: .pt, .pth, .ckpt); fevo never unpickles files, "
-      "since loading a pickle can run arbitrary code. Convert it to safetensors in Python, after "
-      "loading the weights into your model (torch.load(path, weights_only=True)): "
-      "safetensors.torch.save_file(model.state_dict(), path)");
 }
 
 namespace detail {
@@ -111,15 +104,13 @@ inline file_format detect_format(const std::string& path) {
     bool pickle = false;
     for (zip_int64_t i = 0; i < n && !pickle; ++i) {
       const char* name = zip_get_name(z, zip_uint64_t(i), 0);
-      if (name && (detail::ends_with(name, ".pkl") || detail::ends_with(name, "/version") ||
-                   detail::ends_with(name, "/byteorder")))
-        pickle = true;
+      if (name && is_torch_zip_member(name)) pickle = true;
     }
     zip_discard(z);
     if (pickle) throw open_error_for_pickle(path);
     return file_format::npz;
   }
-  if (got >= 2 && b[0] == 0x80 && b[1] >= 2 && b[1] <= 5) throw open_error_for_pickle(path);
+  if (starts_like_pickle(b, got)) throw open_error_for_pickle(path);
   if (detail::ends_with(path, ".bin") && got >= 2 && b[0] == 0x80)
     throw open_error_for_pickle(path);
   fail(path, ": unknown file format: not safetensors, .npy or .npz (fevo reads those; ",

@@ -31,6 +31,8 @@
 //   the file stored it. Views and writers always work on C order.
 #pragma once
 
+#include "../config.hpp"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -45,7 +47,9 @@
 #include <utility>
 #include <vector>
 
+#include "../detail/npy_writer.hpp"
 #include "../error.hpp"
+#include "pickle.hpp"
 #include "../view.hpp"
 #include "atomic_write.hpp"
 #include "dtype.hpp"
@@ -299,8 +303,10 @@ inline npy_header parse_npy_header(const unsigned char* p, std::size_t n, std::u
                                    const std::string& name, const npy_options& opt = {}) {
   using ::fevo::detail::fail;
   static const unsigned char magic[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
-  if (n < 6 || std::memcmp(p, magic, 6) != 0)
+  if (n < 6 || std::memcmp(p, magic, 6) != 0) {
+    if (starts_like_pickle(p, n)) throw open_error_for_pickle(name);
     fail(name, ": not a .npy file (it does not start with the magic string \\x93NUMPY)");
+  }
   if (n < 10) fail(name, ": file ends inside the .npy preamble (", n, " bytes)");
   npy_header h;
   h.major = p[6];
@@ -362,8 +368,8 @@ inline npy_header parse_npy_header(const unsigned char* p, std::size_t n, std::u
   h.data_offset = pre + hlen;
   const std::uint64_t have = file_size - h.data_offset;
   if (have < h.nbytes)
-    fail(name, ": data is truncated: shape ", shape_string(h.shape), " of ", hp.descr, " needs ",
-         h.nbytes, " bytes but the file has ", have, " after the header");
+    fail(name, ": truncated: the header needs ", h.nbytes, " bytes of data (shape ", shape_string(h.shape),
+         " of ", hp.descr, "), the file holds ", have);
   if (have > h.nbytes)
     fail(name, ": ", have - h.nbytes, " trailing bytes after the data (shape ",
          shape_string(h.shape), " of ", hp.descr, " needs ", h.nbytes, " bytes)");
@@ -394,8 +400,11 @@ inline npy_array npy_from_buffer(std::vector<unsigned char>&& buf, const std::st
   return a;
 }
 
-/// Reads a whole regular file; fevo::error naming it on any failure.
-inline std::vector<unsigned char> read_file(const std::string& path) {
+/// Reads a regular file, its first `limit` bytes at most (the whole file by default), and gives its
+/// size in *file_size when asked; fevo::error naming it on any failure.
+inline std::vector<unsigned char> read_file(const std::string& path,
+                                            std::uint64_t limit = ~std::uint64_t(0),
+                                            std::uint64_t* file_size = nullptr) {
   using ::fevo::detail::fail;
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail(path, ": cannot open: ", errno_text(errno));
@@ -409,9 +418,10 @@ inline std::vector<unsigned char> read_file(const std::string& path) {
     ::close(fd);
     fail(path, ": not a regular file", S_ISDIR(st.st_mode) ? " (a directory)" : "");
   }
+  if (file_size) *file_size = std::uint64_t(st.st_size);
   std::vector<unsigned char> buf;
   try {
-    buf.resize(std::size_t(st.st_size));
+    buf.resize(std::size_t(std::min<std::uint64_t>(std::uint64_t(st.st_size), limit)));
   } catch (...) {
     ::close(fd);
     throw;
@@ -445,31 +455,20 @@ inline npy_array read_npy(const std::string& path, const npy_options& opt = {}) 
   return detail::npy_from_buffer(detail::read_file(path), path, opt);
 }
 
+/// Reads and validates a .npy file's header alone (dtype, shape, and that the file holds exactly
+/// the data it declares), reading no more than the header's bytes.
+inline npy_header read_npy_header(const std::string& path, const npy_options& opt = {}) {
+  std::uint64_t size = 0;
+  const std::vector<unsigned char> head = detail::read_file(path, 12 + npy_max_header_size, &size);
+  return parse_npy_header(head.data(), head.size(), size, path, opt);
+}
+
 /// The header NumPy would write for this array: version 1.0 (2.0 when the header needs more
 /// than 65535 bytes), padded with spaces and a newline so that the data starts at a multiple of 64.
 inline std::string npy_header_bytes(dtype type, const std::vector<std::uint64_t>& shape) {
   const char* descr = detail::npy_descr(type);
   if (!descr) ::fevo::detail::fail(".npy has no type code for dtype ", dtype_name(type));
-  std::string dict = std::string("{'descr': '") + descr + "', 'fortran_order': False, 'shape': (";
-  for (std::size_t i = 0; i < shape.size(); ++i) dict += (i ? ", " : "") + std::to_string(shape[i]);
-  if (shape.size() == 1) dict += ',';  // "(3,)": a 1-tuple
-  dict += "), }";
-  const auto build = [&](int major) {
-    const std::size_t pre = major == 1 ? 10 : 12;
-    std::string h = dict;
-    const std::size_t total = pre + h.size() + 1;
-    h.append((64 - total % 64) % 64, ' ');
-    h += '\n';
-    std::string out = "\x93NUMPY";
-    out += char(major);
-    out += char(0);
-    const std::uint64_t len = h.size();
-    for (std::size_t i = 0; i < pre - 8; ++i) out += char((len >> (8 * i)) & 0xff);
-    return out + h;
-  };
-  std::string v1 = build(1);
-  if (v1.size() - 10 <= 65535) return v1;
-  return build(2);
+  return ::fevo::detail::npy_header(descr, shape);
 }
 
 /// Writes a .npy file atomically (see atomic_write): `data` holds the product of `shape`
@@ -479,16 +478,15 @@ inline std::string npy_header_bytes(dtype type, const std::vector<std::uint64_t>
 inline void write_npy(const std::string& path, dtype type, const std::vector<std::uint64_t>& shape,
                       const void* data) {
   using ::fevo::detail::fail;
-  if (!detail::npy_descr(type)) fail(path, ": .npy has no type code for dtype ", dtype_name(type));
+  const char* descr = detail::npy_descr(type);
+  if (!descr) fail(path, ": .npy has no type code for dtype ", dtype_name(type));
   std::uint64_t elements = 0, nbytes = 0;
   if (!detail::shape_bytes(shape, type, elements, nbytes))
     fail(path, ": shape ", shape_string(shape), " overflows");
   if (nbytes > 0 && data == nullptr) fail(path, ": data is a null pointer");
-  const std::string header = npy_header_bytes(type, shape);
-  atomic_write(path, [&](std::FILE* f) {
-    write_bytes(f, header.data(), header.size(), path);
-    write_bytes(f, data, std::size_t(nbytes), path);
-  });
+  ::fevo::detail::npy_writer w(path, descr, shape);
+  w.write(data, std::size_t(nbytes));
+  w.commit();
 }
 
 /// Writes an npy_array (its bytes must be C order, as after a read).

@@ -22,6 +22,8 @@
 // An npz_archive is not thread-safe (libzip's archive handle is not).
 #pragma once
 
+#include "../config.hpp"
+
 #include <zip.h>
 
 #include <fcntl.h>
@@ -38,6 +40,7 @@
 
 #include "../error.hpp"
 #include "npy.hpp"
+#include "pickle.hpp"
 
 namespace fevo::io {
 
@@ -176,6 +179,7 @@ class npz_archive {
         fail(name_, ": cannot read member ", i, ": ", zip_strerror(z));
       const unsigned need = ZIP_STAT_NAME | ZIP_STAT_SIZE | ZIP_STAT_COMP_SIZE;
       if ((st.valid & need) != need) fail(name_, ": member ", i, " has no name or size");
+      if (is_torch_zip_member(st.name)) throw open_error_for_pickle(name_);  // torch.save's zip format
       npz_member m;
       m.name = st.name;
       m.index = zip_uint64_t(i);

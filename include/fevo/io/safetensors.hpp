@@ -4,7 +4,8 @@
 //   fevo::io::safetensors_file f("step_100.safetensors");       // mmap + full validation
 //   for (const auto& t : f.tensors()) ...                         // name, dtype, shape, bytes
 //   std::vector<float> scratch;
-//   auto v = fevo::io::view_of<float>(f, *f.find("conv1.weight"), fevo::io::layout::oihw, scratch);
+//   auto v = fevo::io::view_of<float>(f, f.at("conv1.weight"), fevo::io::layout::oihw, scratch);
+//   // (at: fevo::error naming the file and its tensors when there is none; find: nullptr)
 //
 // Layout of a file: 8 bytes N (little-endian u64), N bytes of UTF-8 JSON (the header), then the
 // data buffer. The header is an object mapping each tensor name to
@@ -36,6 +37,8 @@
 // modified while open.
 #pragma once
 
+#include "../config.hpp"
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -58,6 +61,8 @@
 
 #include "../error.hpp"
 #include "../view.hpp"
+#include "detail/safetensors_sax.hpp"
+#include "pickle.hpp"
 #include "atomic_write.hpp"
 #include "dtype.hpp"
 
@@ -89,212 +94,34 @@ struct safetensors_header {
   std::uint64_t data_size = 0;                  ///< bytes of the data buffer
 };
 
-namespace detail {
-
-/// SAX handler for the header: accepts exactly the safetensors schema, rejects duplicate keys
-/// at every level, and stops at the first problem with a message (no DOM is built; nesting
-/// deeper than the schema is refused at once, so a hostile header cannot recurse deeply).
-class safetensors_sax {
- public:
-  using json = nlohmann::json;
-  struct raw_tensor {
-    std::string name;
-    std::string dtype;
-    std::vector<std::uint64_t> shape, offsets;
-    bool has_dtype = false, has_shape = false, has_offsets = false;
-  };
-  std::vector<raw_tensor> tensors;
-  std::map<std::string, std::string> metadata;
-  std::string error;      ///< the first problem found (without file name)
-  std::string error_tensor;  ///< the tensor it concerns, if any
-
-  bool null() { return scalar("null"); }
-  bool boolean(bool) { return scalar("a boolean"); }
-  bool number_integer(json::number_integer_t v) {
-    if (v < 0) return fail_value("a negative number (" + std::to_string(v) + ")");
-    return number(std::uint64_t(v));
-  }
-  bool number_unsigned(json::number_unsigned_t v) { return number(v); }
-  bool number_float(json::number_float_t, const json::string_t& s) {
-    return fail_value("a non-integer number (" + s + ")");
-  }
-  bool binary(json::binary_t&) { return scalar("binary data"); }
-  bool string(json::string_t& s) {
-    switch (state_) {
-      case in_metadata:
-        metadata.emplace(key_, s);
-        return true;
-      case in_tensor:
-        if (key_ == "dtype") {
-          tensors.back().dtype = s;
-          return true;
-        }
-        return fail_value("a string (\"" + s + "\")");
-      default:
-        return scalar("a string");
-    }
-  }
-  bool start_object(std::size_t) {
-    switch (state_) {
-      case start:
-        state_ = in_root;
-        return true;
-      case in_root:
-        if (key_ == "__metadata__") {
-          state_ = in_metadata;
-          seen_.clear();
-          return true;
-        }
-        state_ = in_tensor;
-        seen_.clear();
-        tensors.push_back(raw_tensor{});
-        tensors.back().name = key_;
-        return true;
-      default:
-        return fail_value("an object");
-    }
-  }
-  bool key(json::string_t& k) {
-    switch (state_) {
-      case in_root:
-        if (!root_keys_.insert(k).second) {
-          return k == "__metadata__" ? fail("\"__metadata__\" appears twice")
-                                     : fail_tensor(k, "duplicate tensor name: the name appears "
-                                                      "more than once in the header");
-        }
-        break;
-      case in_metadata:
-        if (!seen_.insert(k).second)
-          return fail("__metadata__: duplicate key '" + k + "'");
-        break;
-      case in_tensor:
-        if (!seen_.insert(k).second)
-          return fail_tensor(tensors.back().name, "duplicate key '" + k + "' in its entry");
-        if (k != "dtype" && k != "shape" && k != "data_offsets")
-          return fail_tensor(tensors.back().name,
-                             "unknown key '" + k + "' (an entry has dtype, shape, data_offsets)");
-        break;
-      default:
-        break;
-    }
-    key_ = k;
-    return true;
-  }
-  bool end_object() {
-    switch (state_) {
-      case in_root:
-        state_ = done;
-        return true;
-      case in_metadata:
-        state_ = in_root;
-        return true;
-      case in_tensor: {
-        const raw_tensor& t = tensors.back();
-        const char* missing = !seen_.count("dtype")          ? "dtype"
-                              : !seen_.count("shape")        ? "shape"
-                              : !seen_.count("data_offsets") ? "data_offsets"
-                                                             : nullptr;
-        if (missing)
-          return fail_tensor(t.name, std::string("its entry has no '") + missing + "' key");
-        state_ = in_root;
-        return true;
-      }
-      default:
-        return fail("unexpected end of object");
-    }
-  }
-  bool start_array(std::size_t) {
-    if (state_ == in_tensor && (key_ == "shape" || key_ == "data_offsets")) {
-      state_ = in_array;
-      return true;
-    }
-    return fail_value("an array");
-  }
-  bool end_array() {
-    if (state_ != in_array) return fail("unexpected end of array");
-    state_ = in_tensor;
-    raw_tensor& t = tensors.back();
-    if (key_ == "data_offsets") {
-      t.has_offsets = true;
-      if (t.offsets.size() != 2)
-        return fail_tensor(t.name, "data_offsets has " + std::to_string(t.offsets.size()) +
-                                       " elements; it must be [begin, end]");
-    } else {
-      t.has_shape = true;
-    }
-    return true;
-  }
-  bool parse_error(std::size_t position, const std::string&, const json::exception& ex) {
-    std::string what = ex.what();
-    // "[json.exception.parse_error.101] parse error at line 1, column 7: syntax error ..."
-    const auto colon = what.find(": ");
-    if (colon != std::string::npos) what = what.substr(colon + 2);
-    return fail("header is not valid JSON (at byte " + std::to_string(position) + "): " + what);
-  }
-
- private:
-  enum state_t { start, in_root, in_metadata, in_tensor, in_array, done };
-  state_t state_ = start;
-  std::string key_;
-  std::unordered_set<std::string> root_keys_, seen_;
-
-  bool fail(std::string m) {
-    if (error.empty()) error = std::move(m);
-    return false;
-  }
-  bool fail_tensor(const std::string& name, std::string m) {
-    if (error.empty()) error_tensor = name;
-    return fail(std::move(m));
-  }
-  /// A value of the wrong kind where the schema wants something else.
-  bool fail_value(const std::string& what) {
-    switch (state_) {
-      case start:
-        return fail("header is " + what + ", not a JSON object");
-      case in_root:
-        if (key_ == "__metadata__") return fail("__metadata__ is " + what + ", not an object");
-        return fail_tensor(key_, "its entry is " + what + ", not an object");
-      case in_metadata:
-        return fail("__metadata__ value of key '" + key_ + "' is " + what +
-                    "; metadata values must be strings");
-      case in_tensor:
-        if (key_ == "dtype") return fail_tensor(tensors.back().name, "dtype is " + what + ", not a string");
-        return fail_tensor(tensors.back().name, key_ + " is " + what + ", not an array of integers");
-      case in_array:
-        return fail_tensor(tensors.back().name, key_ + " contains " + what +
-                                                    "; it must hold non-negative integers");
-      default:
-        return fail("unexpected " + what + " after the header object");
-    }
-  }
-  bool scalar(const char* what) { return fail_value(what); }
-  bool number(std::uint64_t v) {
-    if (state_ != in_array) return fail_value("a number");
-    raw_tensor& t = tensors.back();
-    auto& dst = key_ == "shape" ? t.shape : t.offsets;
-    dst.push_back(v);
-    return true;
-  }
-};
-
-}  // namespace detail
 
 /// Parses and validates a whole safetensors file held in memory (`n` bytes at `p`); `name` is used
 /// in error messages. Throws fevo::error on any violation listed in the file comment.
 inline safetensors_header parse_safetensors(const unsigned char* p, std::size_t n,
                                             const std::string& name) {
   using ::fevo::detail::fail;
-  if (n < 8)
+  if (n < 8) {
+    if (starts_like_pickle(p, n)) throw open_error_for_pickle(name);
     fail(name, ": file is ", n, " bytes, too short for a safetensors file (an 8-byte header "
          "length comes first)");
+  }
   std::uint64_t hlen = 0;
   for (int i = 7; i >= 0; --i) hlen = (hlen << 8) | p[i];
+  // Not a plausible safetensors file (its header length does not fit): say what else it is, where
+  // its first bytes tell. (A valid file's length may begin with the bytes of a pickle's opcode,
+  // 0x80 0x02: only an implausible one is taken for something else.)
+  const bool fits = hlen >= 2 && hlen <= safetensors_max_header_size && hlen <= n - 8;
+  if (!fits) {
+    if (starts_like_pickle(p, n)) throw open_error_for_pickle(name);
+    if (p[0] == 'P' && p[1] == 'K' && p[2] == 3 && p[3] == 4)
+      fail(name, ": is a zip archive (an .npz, or a PyTorch checkpoint), not a safetensors file");
+  }
   if (hlen > safetensors_max_header_size)
     fail(name, ": header length ", hlen, " exceeds the limit of ", safetensors_max_header_size,
          " bytes (not a safetensors file, or a corrupt one)");
   if (hlen > n - 8)
-    fail(name, ": header length ", hlen, " is larger than the ", n - 8,
-         " bytes that follow it in the file (truncated file?)");
+    fail(name, ": truncated: the header needs ", hlen, " bytes, the file holds ", n - 8,
+         " after its 8-byte length");
   if (hlen == 0) fail(name, ": header length is 0; the header must be a JSON object");
 
   const unsigned char* h = p + 8;
@@ -322,6 +149,17 @@ inline safetensors_header parse_safetensors(const unsigned char* p, std::size_t 
   out.header_size = hlen;
   out.data_start = 8 + hlen;
   out.data_size = n - 8 - hlen;
+  // A file cut short: its tensors reach past the end of the data buffer.
+  std::uint64_t needed = 0;
+  const std::string* last = nullptr;  // the tensor that ends last
+  for (const auto& r : sax.tensors)
+    if (r.offsets[1] >= needed) {
+      needed = r.offsets[1];
+      last = &r.name;
+    }
+  if (needed > out.data_size)
+    fail(name, ": truncated: the header needs ", needed, " bytes of data, the file holds ", out.data_size,
+         " (tensor '", *last, "' ends at byte ", needed, " of the data)");
   out.metadata = std::move(sax.metadata);
   out.tensors.reserve(sax.tensors.size());
   for (auto& r : sax.tensors) {
@@ -403,10 +241,11 @@ class safetensors_file {
       fail(path, ": not a regular file", S_ISDIR(st.st_mode) ? " (a directory)" : "");
     }
     const std::uint64_t size = std::uint64_t(st.st_size);
-    if (size < 8) {
+    if (size < 8) {  // too short to map usefully: parse_safetensors says what it is
+      unsigned char head[8] = {};
+      const ::ssize_t got = ::pread(fd, head, std::size_t(size), 0);
       ::close(fd);
-      fail(path, ": file is ", size, " bytes, too short for a safetensors file (an 8-byte "
-           "header length comes first)");
+      parse_safetensors(head, got > 0 ? std::size_t(got) : 0, path);
     }
     if (size > std::uint64_t(std::numeric_limits<std::size_t>::max())) {
       ::close(fd);
@@ -454,10 +293,23 @@ class safetensors_file {
   const std::vector<tensor_info>& tensors() const { return h_.tensors; }
   /// "__metadata__" (empty when the file has none).
   const std::map<std::string, std::string>& metadata() const { return h_.metadata; }
-  /// The tensor called `name`, or nullptr.
+  /// The tensor called `name`, or nullptr (see at()).
   const tensor_info* find(const std::string& name) const {
     const auto it = index_.find(name);
     return it == index_.end() ? nullptr : &h_.tensors[it->second];
+  }
+  /// The tensor called `name`; fevo::error naming the file and listing (up to 20 of) the tensors
+  /// it has when there is none.
+  const tensor_info& at(const std::string& name) const {
+    if (const tensor_info* t = find(name)) return *t;
+    std::string have;
+    const std::size_t shown = std::min<std::size_t>(h_.tensors.size(), 20);
+    for (std::size_t k = 0; k < shown; ++k) have += (k ? ", '" : "'") + h_.tensors[k].name + "'";
+    if (h_.tensors.size() > shown) have += ", ... (" + std::to_string(h_.tensors.size() - shown) + " more)";
+    ::fevo::detail::fail(path_, ": tensor '", name, "' is missing; ",
+                         h_.tensors.empty() ? std::string("the file holds no tensor")
+                                            : "it has " + std::to_string(h_.tensors.size()) + " tensor" +
+                                                  (h_.tensors.size() == 1 ? "" : "s") + ": " + have);
   }
   /// The first byte of a tensor's data; may be misaligned for its dtype (see view_of).
   const unsigned char* data(const tensor_info& t) const {

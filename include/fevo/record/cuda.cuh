@@ -17,6 +17,8 @@
 // record's step_prev is the failed record's step, which shows as a gap in metrics.csv.
 #pragma once
 
+#include "../config.hpp"
+
 #include <cuda_runtime_api.h>
 
 #include <cstddef>

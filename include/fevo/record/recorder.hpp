@@ -31,13 +31,14 @@
 // previous row's step).
 #pragma once
 
+#include "../config.hpp"
+
 #include <array>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <functional>
-#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -46,6 +47,7 @@
 #include <utility>
 #include <vector>
 
+#include "../detail/tau.hpp"
 #include "../fevo.hpp"
 #include "run_writer.hpp"
 
@@ -118,11 +120,7 @@ class recorder_base {
   template <class CT>
   recorder_base(recorder_options options, CT /*compute type tag*/) : opts_(std::move(options)) {
     FEVO_EXPECTS(!opts_.out_dir.empty(), "recorder: out_dir is empty");
-    FEVO_EXPECTS(opts_.tau == opts_.tau && opts_.tau >= 0 &&
-                     opts_.tau <= std::numeric_limits<double>::max(),
-                 "recorder: tau must be finite and non-negative, got ", opts_.tau);
-    FEVO_EXPECTS(static_cast<CT>(opts_.tau) <= std::numeric_limits<CT>::max(), "recorder: tau ",
-                 opts_.tau, " is not finite in the compute type");
+    ::fevo::detail::check_tau<CT>(opts_.tau, "recorder: ");
   }
 
   /// Writes the summaries (close()); never throws: an error is printed to stderr. Call close()
@@ -188,7 +186,7 @@ class recorder_base {
   }
 
   recorder_options opts_;
-  std::vector<layer_desc> desc_;
+  std::vector<layer_info> desc_;
   std::unordered_set<std::string> names_;
   std::vector<filter_results> per_;
   std::unique_ptr<run_writer> writer_;

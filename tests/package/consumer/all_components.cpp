@@ -20,18 +20,10 @@
 #include <fevo/thrust.hpp>
 #include <fevo/xtensor.hpp>
 
-namespace {
-
-int failures = 0;
-
-void check(bool ok, const char* what) {
-  std::printf("%s: %s\n", ok ? "ok  " : "FAIL", what);
-  failures += ok ? 0 : 1;
-}
-
-}  // namespace
+#include "check.hpp"
 
 int main(int argc, char** argv) {
+  using namespace consumer;
   if (argc != 2) {
     std::fprintf(stderr, "usage: %s SCRATCH_DIR (emptied first)\n", argv[0]);
     return 2;
@@ -40,23 +32,19 @@ int main(int argc, char** argv) {
   try {
     std::filesystem::remove_all(dir);
     std::filesystem::create_directories(dir);
-    // 2 filters x 1 channel x 1 x 2. d = {0.5, 0, 1, 1}, tau = 0.5:
-    // D = (0.25 + 0 + 1 + 1) / 2 = 1.125; S = 2 changed / 4 = 0.5; Z = 1 zero channel / 2 = 0.5.
-    const std::vector<float> a{0, 0, 0, 0}, b{0.5f, 0, 1, 1};
     const auto pa = fevo::oihw(a.data(), 2, 1, 1, 2), pb = fevo::oihw(b.data(), 2, 1, 1, 2);
-    const auto expected = [](const fevo::layer_metrics& m) { return m.D == 1.125 && m.S == 0.5 && m.Z == 0.5; };
-    check(expected(fevo::compute(fevo::seq, pa, pb, 0.5)), "fevo::seq");
-    check(expected(fevo::compute(fevo::cpu::par, pa, pb, 0.5)), "fevo::cpu::par");
-    check(expected(fevo::compute(fevo::thrust::par, pa, pb, 0.5)), "fevo::thrust::par (OpenMP device system)");
+    check(expected(fevo::compute(fevo::seq, pa, pb, tau)), "fevo::seq");
+    check(expected(fevo::compute(fevo::cpu::par, pa, pb, tau)), "fevo::cpu::par");
+    check(expected(fevo::compute(fevo::thrust::par, pa, pb, tau)), "fevo::thrust::par (OpenMP device system)");
 
     Eigen::Tensor<float, 4, Eigen::RowMajor> ea(2, 1, 1, 2), eb(2, 1, 1, 2);
     std::copy(a.begin(), a.end(), ea.data());
     std::copy(b.begin(), b.end(), eb.data());
-    check(expected(fevo::compute(fevo::seq, fevo::from_eigen(ea), fevo::from_eigen(eb), 0.5)), "fevo::from_eigen");
+    check(expected(fevo::compute(fevo::seq, fevo::from_eigen(ea), fevo::from_eigen(eb), tau)), "fevo::from_eigen");
 
     xt::xarray<float> xa = xt::zeros<float>({2, 1, 1, 2}), xb = xa;
     std::copy(b.begin(), b.end(), xb.begin());
-    check(expected(fevo::compute(fevo::seq, fevo::from_xtensor(xa), fevo::from_xtensor(xb), 0.5)),
+    check(expected(fevo::compute(fevo::seq, fevo::from_xtensor(xa), fevo::from_xtensor(xb), tau)),
           "fevo::from_xtensor");
 
     const std::vector<std::uint64_t> shape{2, 1, 1, 2};
@@ -64,7 +52,7 @@ int main(int argc, char** argv) {
     const fevo::io::npy_array back = fevo::io::read_npy(dir + "/b.npy");
     std::vector<float> nb;
     const auto vnb = fevo::io::view_of<float>(back, fevo::io::layout::oihw, nb);
-    check(back.shape == shape && expected(fevo::compute(fevo::seq, pa, vnb, 0.5)), "fevo::io npy round trip");
+    check(back.shape == shape && expected(fevo::compute(fevo::seq, pa, vnb, tau)), "fevo::io npy round trip");
 
     fevo::io::write_safetensors(dir + "/ab.safetensors", {{"a", fevo::io::dtype::f32, shape, a.data()},
                                                           {"b", fevo::io::dtype::f32, shape, b.data()}});
@@ -72,7 +60,7 @@ int main(int argc, char** argv) {
     std::vector<float> sa, sb;
     const auto va = fevo::io::view_of<float>(f, *f.find("a"), fevo::io::layout::oihw, sa);
     const auto vb = fevo::io::view_of<float>(f, *f.find("b"), fevo::io::layout::oihw, sb);
-    check(expected(fevo::compute(fevo::cpu::par, va, vb, 0.5)), "fevo::io safetensors round trip");
+    check(expected(fevo::compute(fevo::cpu::par, va, vb, tau)), "fevo::io safetensors round trip");
 
     bool refused = false;
     try {
@@ -85,7 +73,7 @@ int main(int argc, char** argv) {
     std::vector<float> live = a;
     fevo::record::recorder_options o;
     o.out_dir = dir + "/run";
-    o.tau = 0.5;
+    o.tau = tau;
     fevo::record::recorder<float> rec(o);
     rec.add_layer("conv", fevo::oihw(static_cast<const float*>(live.data()), 2, 1, 1, 2));
     rec.start(0);

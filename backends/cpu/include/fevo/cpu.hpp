@@ -14,6 +14,8 @@
 // CPU's features (cpu/isa.hpp); fevo::cpu::instruction_set() names it.
 #pragma once
 
+#include <fevo/config.hpp>
+
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -29,6 +31,11 @@
 
 #if defined(_OPENMP)
 #include <omp.h>
+#elif !defined(FEVO_CPU_SERIAL)
+// Without OpenMP (no -fopenmp, or a target that does not link fevo::cpu / OpenMP::OpenMP_CXX),
+// fevo::cpu::par still gives the same results, on one thread, whatever .threads(n) asks.
+// Define FEVO_CPU_SERIAL to say that this is meant.
+#warning "fevo::cpu is compiled without OpenMP: fevo::cpu::par will run on one thread. Link the CMake target fevo::cpu (or compile with -fopenmp), or define FEVO_CPU_SERIAL if one thread is meant."
 #endif
 
 // The kernels, once per instruction set (see cpu/isa.hpp). Every header they need is included
@@ -71,6 +78,15 @@ struct parallel_policy {
   int num_threads = 0;  ///< 0: OpenMP's default (OMP_NUM_THREADS or the core count)
   /// A copy of this policy that uses n threads.
   constexpr parallel_policy threads(int n) const { return parallel_policy{n}; }
+  /// The threads a call with this policy runs on: num_threads, else OpenMP's default; 1 where
+  /// fevo::cpu was compiled without OpenMP.
+  int thread_count() const {
+#if defined(_OPENMP)
+    return num_threads > 0 ? num_threads : omp_get_max_threads();
+#else
+    return 1;
+#endif
+  }
 };
 inline constexpr parallel_policy par{};
 
@@ -144,12 +160,7 @@ void evaluate(const parallel_policy& policy, layer_task<T, host_space>* tasks, s
     std::size_t task, first, count;
   };
   const detail::isa kernel = detail::active_isa();
-  int threads = 1;
-#if defined(_OPENMP)
-  threads = policy.num_threads > 0 ? policy.num_threads : omp_get_max_threads();
-#else
-  (void)policy;
-#endif
+  int threads = policy.thread_count();
   std::size_t total = 0;
   for (std::size_t k = 0; k < n_tasks; ++k) total += tasks[k].prev.size();
   if (total < detail::serial_weights) threads = 1;

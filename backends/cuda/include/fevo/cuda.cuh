@@ -21,6 +21,8 @@
 // synchronous with respect to the host (they return results), ordered on the policy's stream.
 #pragma once
 
+#include <fevo/config.hpp>
+
 #include <string>
 #include <type_traits>
 #include <vector>

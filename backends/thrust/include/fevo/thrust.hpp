@@ -10,6 +10,8 @@
 // merged per layer in filter order. Same semantics and the same counts as every other backend.
 #pragma once
 
+#include <fevo/config.hpp>
+
 #include <cstddef>
 #include <cstdint>
 #include <string>

@@ -3,6 +3,8 @@
 // recorder's journal and checkpoint. crc32c("123456789") == 0xE3069283.
 #pragma once
 
+#include "../../config.hpp"
+
 #include <cstddef>
 #include <cstdint>
 

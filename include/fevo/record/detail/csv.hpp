@@ -4,6 +4,8 @@
 // bits ("nan", "inf", "-inf" for non-finite values; Python's float() and NumPy read these).
 #pragma once
 
+#include "../../config.hpp"
+
 #include <charconv>
 #include <cmath>
 #include <cstdint>

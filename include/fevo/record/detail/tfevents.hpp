@@ -10,14 +10,25 @@
 // Event per record() holding every scalar of that step (fevo/<layer>/D, /S, /Z).
 #pragma once
 
+#include "../../config.hpp"
+
 #include <cstdint>
 #include <cstring>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "../../detail/little_endian.hpp"
+#include "../../detail/posix_file.hpp"
 #include "crc32c.hpp"
-#include "io.hpp"
+
+namespace fevo::record::detail {
+using ::fevo::detail::file;
+using ::fevo::detail::get_f64;
+using ::fevo::detail::get_u32;
+using ::fevo::detail::get_u64;
+using ::fevo::detail::put_u64;
+}  // namespace fevo::record::detail
 
 namespace fevo::record::detail::tb {
 

@@ -15,6 +15,8 @@
 // never picks the AVX-512 copy of a function for an AVX2 caller.
 #pragma once
 
+#include <fevo/config.hpp>
+
 #include <atomic>
 #include <cstdint>
 #include <vector>

@@ -15,6 +15,10 @@
 // A float sum that overflowed, or one so small (< 2^-90) that float squares may have lost
 // subnormal bits while some change is non-zero, is recomputed exactly; the same test finds the
 // non-finite changes, so they are counted only then.
+// config.hpp first, as in every fevo header (its include guard makes this a no-op inside
+// <fevo/cpu.hpp>'s target regions; it defines macros only).
+#include <fevo/config.hpp>
+
 #if !defined(FEVO_CPU_KERNEL_NS) || !defined(FEVO_CPU_KERNEL_ISA)
 #error "fevo/cpu/kernel.hpp is included by <fevo/cpu.hpp> only"
 #endif

@@ -7,6 +7,10 @@
 // by a 16-bit shift, f16 exactly (F16C on x86-64-v3 and up; integer code otherwise). A comparison
 // gives a `cmp` (a mask register, or a vector of all-ones lanes) from which the kernels take the
 // changed bits (bit k = lane k) and per-lane counts.
+// config.hpp first, as in every fevo header (its include guard makes this a no-op inside
+// <fevo/cpu.hpp>'s target regions; it defines macros only).
+#include <fevo/config.hpp>
+
 #if !defined(FEVO_CPU_KERNEL_NS) || !defined(FEVO_CPU_KERNEL_ISA)
 #error "fevo/cpu/simd.hpp is included by <fevo/cpu.hpp> only"
 #endif

@@ -2,6 +2,8 @@
 // needs for it. Independent of the instruction set (kernel.hpp has the walks themselves).
 #pragma once
 
+#include <fevo/config.hpp>
+
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>

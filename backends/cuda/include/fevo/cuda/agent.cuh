@@ -18,6 +18,8 @@
 // (compare-and-advance: 12 bytes of traffic per f32 weight instead of 16).
 #pragma once
 
+#include <fevo/config.hpp>
+
 #include <cstddef>
 #include <cstdint>
 #include <cstring>

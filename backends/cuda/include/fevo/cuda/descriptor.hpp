@@ -2,6 +2,8 @@
 // layer and the kernels (kernels.cuh) read, and the arithmetic both sides share. No CUDA here.
 #pragma once
 
+#include <fevo/config.hpp>
+
 #include <cstddef>
 #include <cstdint>
 

@@ -4,6 +4,8 @@
 // these functions before it includes kernels.cuh.)
 #pragma once
 
+#include <fevo/config.hpp>
+
 #include <cstdint>
 
 namespace fevo::cuda::detail {

@@ -19,6 +19,8 @@
 //   void finish();                      waits for everything above
 #pragma once
 
+#include <fevo/config.hpp>
+
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>

@@ -18,6 +18,8 @@
 // fixed order, so results are deterministic.
 #pragma once
 
+#include <fevo/config.hpp>
+
 #include <cstddef>
 #include <cstdint>
 

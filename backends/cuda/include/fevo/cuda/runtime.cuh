@@ -2,6 +2,8 @@
 // and pinned staging memory reused across calls, occupancy, and the launches. Needs nvcc.
 #pragma once
 
+#include <fevo/config.hpp>
+
 #include <cstddef>
 #include <unordered_set>
 #include <vector>

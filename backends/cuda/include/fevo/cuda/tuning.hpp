@@ -23,6 +23,8 @@
 // is measured faster there becomes the default; until then none is.
 #pragma once
 
+#include <fevo/config.hpp>
+
 #include <cstddef>
 #include <cstdint>
 

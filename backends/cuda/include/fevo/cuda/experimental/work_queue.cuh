@@ -5,6 +5,8 @@
 // kernel's bits: the same filters folded by the same agent, in another order of warps.
 #pragma once
 
+#include <fevo/config.hpp>
+
 #include <cstddef>
 #include <cstdint>
 

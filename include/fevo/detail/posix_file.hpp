@@ -1,32 +1,33 @@
-// Private file helpers of the recorder (POSIX): a file descriptor that raises fevo::error naming
-// the path on every failure, an atomic whole-file writer (temporary file in the same directory,
-// write, fsync, rename, fsync the directory), directory creation and listing, little-endian
-// encoding. Kept in fevo::record::detail so that they do not clash with <fevo/io/...>.
+// Files and directories through POSIX calls, every failure a fevo::error that names the path and
+// the system's reason: a file descriptor (positioned reads and writes, truncate, fsync), directory
+// creation, listing and fsync, path helpers. Shared by fevo::io and fevo::record; POSIX only.
 #pragma once
+
+#include "../config.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cerrno>
 #include <cstdint>
-#include <cstring>
 #include <string>
 #include <system_error>
 #include <utility>
 #include <vector>
 
-#include "../../error.hpp"
+#include "../error.hpp"
 
-namespace fevo::record::detail {
+namespace fevo::detail {
 
-/// Throws fevo::error "fevo: <what> '<path>': <strerror(err)>".
+/// The system's text for an errno value ("No such file or directory").
+inline std::string errno_text(int e) { return std::generic_category().message(e); }
+
+/// Throws fevo::error "fevo: <what> '<path>': <errno_text(err)>".
 [[noreturn]] inline void io_fail(const char* what, const std::string& path, int err) {
-  ::fevo::detail::fail(what, " '", path, "': ", std::error_code(err, std::generic_category()).message());
+  fail(what, " '", path, "': ", errno_text(err));
 }
 
 inline std::string join_path(const std::string& dir, const std::string& name) {
@@ -34,6 +35,7 @@ inline std::string join_path(const std::string& dir, const std::string& name) {
   return dir.back() == '/' ? dir + name : dir + "/" + name;
 }
 
+/// The directory part of a path ("." when there is none).
 inline std::string parent_dir(const std::string& path) {
   const auto p = path.find_last_of('/');
   if (p == std::string::npos) return ".";
@@ -68,7 +70,7 @@ inline void make_dirs(const std::string& dir) {
   }
   struct stat st;
   if (::stat(dir.c_str(), &st) != 0) io_fail("cannot stat", dir, errno);
-  if (!S_ISDIR(st.st_mode)) ::fevo::detail::fail("'", dir, "' exists and is not a directory");
+  if (!S_ISDIR(st.st_mode)) fail("'", dir, "' exists and is not a directory");
 }
 
 /// Names of the entries of a directory (without "." and "..").
@@ -92,16 +94,20 @@ inline void remove_file(const std::string& path) {
   if (::unlink(path.c_str()) != 0 && errno != ENOENT) io_fail("cannot remove", path, errno);
 }
 
-/// fsync of a directory, so that a rename or a new entry in it is durable.
-inline void fsync_dir(const std::string& dir) {
+/// fsync of a directory (so that a rename or a new entry in it is durable); 0 or the errno of
+/// the failure. File systems that cannot fsync a directory (EINVAL, EROFS) are not a failure.
+inline int try_fsync_dir(const std::string& dir) noexcept {
   const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) io_fail("cannot open directory", dir, errno);
-  if (::fsync(fd) != 0 && errno != EINVAL && errno != EROFS) {  // EINVAL: fs without dir fsync
-    const int err = errno;
-    ::close(fd);
-    io_fail("cannot fsync directory", dir, err);
-  }
+  if (fd < 0) return errno;
+  int err = 0;
+  if (::fsync(fd) != 0 && errno != EINVAL && errno != EROFS) err = errno;
   ::close(fd);
+  return err;
+}
+
+/// fsync of a directory; fevo::error naming it on failure.
+inline void fsync_dir(const std::string& dir) {
+  if (const int err = try_fsync_dir(dir)) io_fail("cannot fsync directory", dir, err);
 }
 
 /// A file descriptor with the path it was opened from; every failure throws fevo::error naming it.
@@ -123,11 +129,15 @@ class file {
   ~file() { close_quietly(); }
 
   void open(const std::string& path, int flags, mode_t mode = 0666) {
+    if (!try_open(path, flags, mode)) io_fail("cannot open", path, errno);
+  }
+  /// open() that reports a failure by returning false, with errno set.
+  bool try_open(const std::string& path, int flags, mode_t mode = 0666) {
     close_quietly();
     path_ = path;
     do fd_ = ::open(path.c_str(), flags | O_CLOEXEC, mode);
     while (fd_ < 0 && errno == EINTR);
-    if (fd_ < 0) io_fail("cannot open", path, errno);
+    return fd_ >= 0;
   }
   bool is_open() const { return fd_ >= 0; }
   int fd() const { return fd_; }
@@ -140,15 +150,22 @@ class file {
   }
   /// Writes all of [data, data + n) at `offset` (a short write is retried, never left silent).
   void pwrite_all(const void* data, std::size_t n, std::uint64_t offset) {
-    write_fully(data, n, [&](const char* p, std::size_t k) {
+    const int err = write_fully(data, n, [&](const char* p, std::size_t k) {
       const ssize_t w = ::pwrite(fd_, p, k, static_cast<off_t>(offset));
       if (w > 0) offset += static_cast<std::uint64_t>(w);
       return w;
     });
+    if (err) io_fail("cannot write", path_, err);
   }
   /// Writes all of [data, data + n) at the current position.
   void write_all(const void* data, std::size_t n) {
-    write_fully(data, n, [&](const char* p, std::size_t k) { return ::write(fd_, p, k); });
+    if (const int err = try_write_all(data, n)) io_fail("cannot write", path_, err);
+  }
+  /// write_all() that reports a failure by its errno (0: all written; a write of 0 bytes counts
+  /// as ENOSPC). `written` counts the bytes that were written.
+  int try_write_all(const void* data, std::size_t n, std::uint64_t* written = nullptr) noexcept {
+    return write_fully(
+        data, n, [&](const char* p, std::size_t k) { return ::write(fd_, p, k); }, written);
   }
   /// Reads up to n bytes at `offset`; returns how many were read (less only at end of file).
   std::size_t pread_some(void* data, std::size_t n, std::uint64_t offset) const {
@@ -179,32 +196,44 @@ class file {
 #endif
   }
   void sync() {
-    if (fd_ < 0) return;  // closed: nothing left to sync
-    if (::fsync(fd_) != 0 && errno != EINVAL && errno != EROFS) io_fail("cannot fsync", path_, errno);
+    if (const int err = try_sync()) io_fail("cannot fsync", path_, err);
+  }
+  /// sync() that reports a failure by its errno (0: synced, or closed: nothing left to sync).
+  /// File systems without fsync (EINVAL, EROFS) are not a failure.
+  int try_sync() noexcept {
+    if (fd_ < 0) return 0;
+    return ::fsync(fd_) != 0 && errno != EINVAL && errno != EROFS ? errno : 0;
   }
   /// Closes and reports the error of close() (NFS reports delayed write errors there).
   void close() {
-    if (fd_ < 0) return;
+    if (const int err = try_close()) io_fail("cannot close", path_, err);
+  }
+  /// close() that reports a failure by its errno (0: closed, or was not open).
+  int try_close() noexcept {
+    if (fd_ < 0) return 0;
     const int fd = std::exchange(fd_, -1);
-    if (::close(fd) != 0 && errno != EINTR) io_fail("cannot close", path_, errno);
+    return ::close(fd) != 0 && errno != EINTR ? errno : 0;
   }
 
  private:
   /// Calls write(p, k) (a write(2)-like call: bytes written, or -1 with errno) until all of
-  /// [data, data + n) is written; EINTR is retried, an error or a write of 0 bytes throws.
+  /// [data, data + n) is written; EINTR is retried. Returns 0, or the errno of the failure (a
+  /// write of 0 bytes: ENOSPC).
   template <class Write>
-  void write_fully(const void* data, std::size_t n, Write write) {
+  static int write_fully(const void* data, std::size_t n, Write write, std::uint64_t* written = nullptr) {
     const char* p = static_cast<const char*>(data);
     while (n > 0) {
       const ssize_t w = write(p, n);
       if (w < 0) {
         if (errno == EINTR) continue;
-        io_fail("cannot write", path_, errno);
+        return errno;
       }
-      if (w == 0) io_fail("cannot write", path_, ENOSPC);
+      if (w == 0) return ENOSPC;
       p += w;
       n -= static_cast<std::size_t>(w);
+      if (written) *written += static_cast<std::uint64_t>(w);
     }
+    return 0;
   }
   void close_quietly() noexcept {
     if (fd_ >= 0) ::close(fd_);
@@ -214,55 +243,6 @@ class file {
   std::string path_;
 };
 
-/// Marker in the names of the recorder's temporary files; start() removes leftovers of a crash.
-inline constexpr const char* temp_marker = ".fevo-tmp.";
-
-/// A whole file written atomically: the bytes go to a temporary file in the same directory,
-/// which commit() fsyncs and renames over `path` before fsyncing the directory. Readers see the
-/// old file or the new one, never a short one. Without commit() the temporary file is removed.
-class atomic_file {
- public:
-  explicit atomic_file(std::string path) : path_(std::move(path)) {
-    static std::atomic<unsigned> counter{0};
-    tmp_ = join_path(parent_dir(path_), "." + base_name(path_) + temp_marker +
-                                            std::to_string(::getpid()) + "." +
-                                            std::to_string(counter.fetch_add(1)));
-    f_.open(tmp_, O_WRONLY | O_CREAT | O_TRUNC, 0666);
-  }
-  atomic_file(const atomic_file&) = delete;
-  atomic_file& operator=(const atomic_file&) = delete;
-  ~atomic_file() {
-    if (!committed_) {
-      f_ = file();
-      ::unlink(tmp_.c_str());
-    }
-  }
-  void write(const void* data, std::size_t n) {
-    if (n == 0) return;
-    f_.write_all(data, n);
-  }
-  void write(const std::string& s) { write(s.data(), s.size()); }
-  const std::string& path() const { return path_; }
-  void commit() {
-    f_.sync();
-    f_.close();
-    if (::rename(tmp_.c_str(), path_.c_str()) != 0) io_fail("cannot rename a temporary file onto", path_, errno);
-    committed_ = true;
-    fsync_dir(parent_dir(path_));
-  }
-
- private:
-  std::string path_, tmp_;
-  file f_;
-  bool committed_ = false;
-};
-
-inline void write_file_atomic(const std::string& path, const std::string& content) {
-  atomic_file f(path);
-  f.write(content);
-  f.commit();
-}
-
 /// The whole content of a file.
 inline std::string read_file(const std::string& path) {
   file f(path, O_RDONLY);
@@ -271,34 +251,4 @@ inline std::string read_file(const std::string& path) {
   return out;
 }
 
-// ---- little-endian encoding ---------------------------------------------------------------------
-
-inline void put_u32(unsigned char* p, std::uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<unsigned char>(v >> (8 * i));
-}
-inline void put_u64(unsigned char* p, std::uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<unsigned char>(v >> (8 * i));
-}
-inline void put_f64(unsigned char* p, double v) {
-  std::uint64_t u;
-  std::memcpy(&u, &v, 8);
-  put_u64(p, u);
-}
-inline std::uint32_t get_u32(const unsigned char* p) {
-  std::uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v |= std::uint32_t(p[i]) << (8 * i);
-  return v;
-}
-inline std::uint64_t get_u64(const unsigned char* p) {
-  std::uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= std::uint64_t(p[i]) << (8 * i);
-  return v;
-}
-inline double get_f64(const unsigned char* p) {
-  const std::uint64_t u = get_u64(p);
-  double v;
-  std::memcpy(&v, &u, 8);
-  return v;
-}
-
-}  // namespace fevo::record::detail
+}  // namespace fevo::detail

@@ -1,0 +1,25 @@
+# The first diagnostic a compile of fevo's headers gives: cmake -DCOMMAND="compiler;args..."
+# -DEXPECT=REGEX [-DNOT=REGEX] -P first_error.cmake. Passes when the compile fails (or warns, with
+# -DWARNING=ON, and succeeds) and its first "error" (or "warning") line matches EXPECT, and when
+# no line of its output matches NOT.
+execute_process(COMMAND ${COMMAND} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+set(all "${out}\n${err}")
+if(WARNING)
+  set(kind "warning")
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "expected a successful compile with a warning, got exit ${rc}:\n${all}")
+  endif()
+else()
+  set(kind "error")
+  if(rc EQUAL 0)
+    message(FATAL_ERROR "expected the compile to fail, it succeeded:\n${all}")
+  endif()
+endif()
+string(REGEX MATCH "[^\n]*${kind}[^\n]*" first "${all}")
+if(NOT first MATCHES "${EXPECT}")
+  message(FATAL_ERROR "the first ${kind} line does not match '${EXPECT}':\n  ${first}\nwhole output:\n${all}")
+endif()
+if(DEFINED NOT AND all MATCHES "${NOT}")
+  message(FATAL_ERROR "the output matches '${NOT}', which it must not:\n${all}")
+endif()
+message(STATUS "first ${kind}: ${first}")
