@@ -4,12 +4,50 @@
 
 #if defined(FEVO_TEST_HAVE_CPU)
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <string>
 
 namespace {
+
+std::string kernel_list() {
+  std::string s;
+  for (const auto i : fevo::cpu::detail::supported_isas()) s += std::string(s.empty() ? "" : ", ") + fevo::cpu::detail::isa_name(i);
+  return s;
+}
+
+/// FEVO_TEST_CPU_KERNEL=generic|avx2|avx512 (ctest's cpu.kernel.* tests): every fevo::cpu call of
+/// the run uses that kernel, forced before the first test case. Where this CPU cannot run it, the
+/// run stops at once with exit status 77, which ctest reports as skipped (never as passed).
+struct forced_kernel {
+  std::unique_ptr<fevo::cpu::detail::isa_override> force;
+  forced_kernel() {
+    namespace d = fevo::cpu::detail;
+    const char* e = std::getenv("FEVO_TEST_CPU_KERNEL");
+    if (!e || !*e) return;
+    for (const d::isa i : {d::isa::generic, d::isa::avx2, d::isa::avx512}) {
+      if (std::strcmp(e, d::isa_name(i)) != 0) continue;
+      const std::vector<d::isa> runs = d::supported_isas();
+      if (std::find(runs.begin(), runs.end(), i) == runs.end()) {
+        std::printf("FEVO_TEST_CPU_KERNEL=%s: this CPU (or this build) cannot run that kernel; it runs %s. "
+                    "Skipped.\n", e, kernel_list().c_str());
+        std::fflush(stdout);
+        std::exit(77);
+      }
+      force = std::make_unique<d::isa_override>(i);
+      std::printf("FEVO_TEST_CPU_KERNEL=%s: every fevo::cpu call of this run uses that kernel\n", e);
+      return;
+    }
+    std::fprintf(stderr, "FEVO_TEST_CPU_KERNEL must be generic, avx2 or avx512, not '%s'\n", e);
+    std::exit(2);
+  }
+};
+const forced_kernel forced_kernel_;
 
 bool same_bits(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; }
 
@@ -221,12 +259,6 @@ void check_same_as_generic(const kernel_run& got, const kernel_run& generic) {
   CHECK(bad == -1);
 }
 
-std::string kernel_list() {
-  std::string s;
-  for (const auto i : fevo::cpu::detail::supported_isas()) s += std::string(s.empty() ? "" : ", ") + fevo::cpu::detail::isa_name(i);
-  return s;
-}
-
 }  // namespace
 
 TEST_CASE("cpu::par: every kernel this CPU supports gives the generic kernel's counts", "[cpu][isa]") {
@@ -323,8 +355,8 @@ TEST_CASE("cpu::par: NaN, infinities, huge and tiny changes on the lanes walk (H
 
 TEST_CASE("cpu::instruction_set names the kernel evaluate runs", "[cpu][isa]") {
   namespace d = fevo::cpu::detail;
-  const std::string best = d::isa_name(d::best_isa());
-  CHECK(std::string(fevo::cpu::instruction_set()) == best);
+  const std::string best = d::isa_name(d::best_isa()), running = fevo::cpu::instruction_set();
+  CHECK(running == (forced_kernel_.force ? d::isa_name(d::active_isa()) : best));
   CHECK(d::supported_isas().front() == d::isa::generic);
   CHECK(d::supported_isas().back() == d::best_isa());
 #if FEVO_CPU_X86_DISPATCH
@@ -342,7 +374,7 @@ TEST_CASE("cpu::instruction_set names the kernel evaluate runs", "[cpu][isa]") {
     const d::isa_override force(d::isa::generic);
     CHECK(std::string(fevo::cpu::instruction_set()) == "generic");
   }
-  CHECK(std::string(fevo::cpu::instruction_set()) == best);
+  CHECK(std::string(fevo::cpu::instruction_set()) == running);
 }
 
 #endif  // FEVO_TEST_HAVE_CPU
