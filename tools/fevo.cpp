@@ -501,9 +501,11 @@ int main(int argc, char** argv) {
   CLI::App app{"fevo: how the conv filters of a network evolve between training snapshots", "fevo"};
   app.require_subcommand(1);
   app.footer(help_footer);
+  // The version, then which of fevo::cpu's kernels (instruction sets) this machine runs.
   app.set_version_flag("--version", "fevo " + std::to_string(FEVO_VERSION_MAJOR) + "." +
                                         std::to_string(FEVO_VERSION_MINOR) + "." +
-                                        std::to_string(FEVO_VERSION_PATCH));
+                                        std::to_string(FEVO_VERSION_PATCH) + "\nCPU kernels: " +
+                                        fevo::cpu::instruction_set());
 
   analyze_options ao;
   std::string layout = "oihw", patterns;
