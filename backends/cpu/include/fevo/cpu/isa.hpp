@@ -37,6 +37,9 @@
 #include <immintrin.h>
 #else
 #define FEVO_CPU_X86_DISPATCH 0
+#if defined(__SSE2__) && FEVO_CPU_VECTOR_EXTENSIONS
+#include <emmintrin.h>  // the generic kernel's movemask on x86-64
+#endif
 #endif
 
 /// Defined where fevo::cpu::instruction_set() and the ISA selection exist.

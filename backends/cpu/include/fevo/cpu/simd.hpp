@@ -271,10 +271,16 @@ inline vf load(const float* p) {
   std::memcpy(&v, p, sizeof v);
   return v;
 }
+/// L 16-bit patterns widened to 32 bits.
 inline vu load_u16(const std::uint16_t* p) {
+#if defined(__SSE2__)
+  const __m128i h = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));  // 8 bytes, no more
+  return (vu)_mm_unpacklo_epi16(h, _mm_setzero_si128());
+#else
   std::uint16_t h[L];
   std::memcpy(h, p, sizeof h);
   return vu{h[0], h[1], h[2], h[3]};
+#endif
 }
 inline vf load(const bfloat16* p) { return (vf)(load_u16(&p->bits) << 16); }
 inline vf load(const half* p) {
@@ -299,8 +305,12 @@ inline vf sub(vf a, vf b) { return a - b; }
 inline vf abs(vf d) { return (vf)((vu)d & 0x7fffffffu); }
 inline cmp changed(vf abs_d, vf tau) { return ~(abs_d <= tau); }  // NaN: (NaN <= tau) is false
 inline std::uint64_t bits(cmp c) {
+#if defined(__SSE2__)
+  return static_cast<std::uint32_t>(_mm_movemask_ps((__m128)c));  // the lanes' sign bits
+#else
   const vu x = (vu)c & vu{1u, 2u, 4u, 8u};  // lane k contributes bit k
   return x[0] | x[1] | x[2] | x[3];
+#endif
 }
 inline vi count(vi acc, cmp c) { return acc - c; }
 inline vi count_bits(vi acc, std::uint32_t m) { return acc + (vi)(((vu{} + m) >> vu{0, 1, 2, 3}) & 1u); }
