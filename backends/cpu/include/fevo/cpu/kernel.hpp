@@ -493,11 +493,20 @@ inline void fold_lane_chunk(const T* pa, const T* pb, std::size_t m, const lane_
   simd::vf sq[NV];
   simd::vd2 acc[NV];
   simd::vi cnt[NV], nz[NV];
+  // (if/else, not one ?: per total: GCC 12.2 at -O2 with -fsanitize=address,undefined compiled
+  // the ?: form of the generic kernel so that vector 0's counts went to vector 1.)
   for (std::size_t v = 0; v < NV; ++v) {
-    sq[v] = first ? simd::zero() : simd::load(tot.sq + L * v);
-    acc[v] = first ? simd::zero_d() : simd::load_d(tot.acc + L * v);
-    cnt[v] = first ? simd::zero_i() : simd::load_u32(tot.cnt + L * v);
-    nz[v] = first ? simd::zero_i() : simd::load_u32(tot.nz + L * v);
+    if (first) {
+      sq[v] = simd::zero();
+      acc[v] = simd::zero_d();
+      cnt[v] = simd::zero_i();
+      nz[v] = simd::zero_i();
+    } else {
+      sq[v] = simd::load(tot.sq + L * v);
+      acc[v] = simd::load_d(tot.acc + L * v);
+      cnt[v] = simd::load_u32(tot.cnt + L * v);
+      nz[v] = simd::load_u32(tot.nz + L * v);
+    }
   }
   [[maybe_unused]] T ta[L] = {}, tb[L] = {};
   for (std::size_t j = 0; j < ch.n; ++j) {
