@@ -1,11 +1,19 @@
-// CPU benchmark of fevo's fused pass against a pure read of both snapshots, a three-pass Eigen
-// formulation and the LibTorch eager formulation, on the conv weights of VGG-16 and ResNet-50.
+// CPU benchmark of fevo's fused pass against a plain vectorised read of both snapshots, a
+// three-pass Eigen formulation and the LibTorch eager formulation, on the conv weights of VGG-16
+// and ResNet-50.
 //
-//   fevo_bench_cpu [--quick] [--benchmark_filter=...]      (FEVO_BENCH_QUICK=1 is --quick)
+//   fevo_bench_cpu [--quick] [--dram-mb=N] [--benchmark_filter=...]   (FEVO_BENCH_QUICK=1 is --quick)
 //
 // Every contender runs on 2 threads and reports the bytes of both snapshots it must read (GB/s).
-// Before timing, fevo, Eigen and LibTorch are checked to agree on D, S and Z (fp32). After the
-// runs a ratio table compares them; missed targets are reported, never turned into a failure.
+// Data sets: each model once ("cache": one model's pair, which this VM's caches largely hold) and
+// the model repeated in a row until a pair holds at least --dram-mb MB ("dram"), in f32, bf16 and
+// f16, viewed as OIHW (PyTorch) and, over the same bytes, as HWIO (TensorFlow). fevo is timed as a
+// user calls it: one compute_layers call for the whole model ("layers"), one compute call per layer
+// ("calls"), per layer with per-filter results ("per") and with channel counts R_ic ("R"); the read
+// baseline the same two ways (one parallel region over the whole buffer, or one per layer).
+// Before timing, fevo, Eigen and LibTorch are checked to agree on D, S and Z (fp32). Repetitions
+// of all benchmarks are interleaved in random order; after the runs a table gives every ratio
+// with its target. Missed targets are reported, never turned into a failure.
 #include <benchmark/benchmark.h>
 
 #include <fevo/cpu.hpp>
@@ -18,6 +26,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -29,6 +38,7 @@
 #endif
 #include <unistd.h>
 
+#include "default_build.hpp"
 #include "models.hpp"
 
 #ifndef FEVO_BENCH_HAVE_EIGEN
@@ -49,8 +59,8 @@ namespace fb = fevo_bench;
 
 namespace {
 
-constexpr int kThreads = 2;
-constexpr double kTau = 2e-4;        // the paper's initial learning rate
+constexpr int kThreads = fb::kThreads;
+constexpr double kTau = fb::kTau;    // the paper's initial learning rate
 constexpr double kPrevStd = 0.05;    // prev ~ N(0, 0.05)
 constexpr double kStepStd = 3e-4;    // next = prev + N(0, 3e-4) for the weights that move
 constexpr double kFrozen = 0.30;     // share of weights that do not change at all
@@ -116,56 +126,86 @@ class rng {
   bool have_ = false;
 };
 
+/// Both snapshots of `copies` copies of a model in one element type, each snapshot one contiguous
+/// buffer (copy k at k * shape.total), and their layer pairs viewed as OIHW and as HWIO.
 template <class T>
-std::vector<fevo::layer_pair<T>> make_pairs(const fb::model_shape& s, const T* prev, const T* next) {
-  std::vector<fevo::layer_pair<T>> v;
-  for (const fb::layer_shape& l : s.layers)
-    v.push_back({l.name, fevo::oihw(prev + l.offset, l.o, l.i, l.h, l.w),
-                 fevo::oihw(next + l.offset, l.o, l.i, l.h, l.w)});
-  return v;
-}
+struct snapshots {
+  std::size_t copies = 0, weights = 0;  ///< weights: of all copies
+  buffer<T> prev, next;
+  fb::pair_list<T> oihw, hwio;
 
-/// One model's two snapshots in three element types, each snapshot one contiguous buffer.
-struct model_data {
-  fb::model_shape shape;
-  buffer<float> prev32, next32;
-  buffer<fevo::bfloat16> prev_bf, next_bf;
-  buffer<fevo::half> prev_h, next_h;
-  std::vector<fevo::layer_pair<float>> pairs32;
-  std::vector<fevo::layer_pair<fevo::bfloat16>> pairs_bf;
-  std::vector<fevo::layer_pair<fevo::half>> pairs_h;
+  void build(const fb::model_shape& s, std::size_t n_copies, const T* prev0, const T* next0) {
+    copies = n_copies;
+    weights = copies * s.total;
+    prev = make_buffer<T>(weights);
+    next = make_buffer<T>(weights);
+    for (std::size_t k = 0; k < copies; ++k) {  // copies of the first: distinct memory, same data
+      std::memcpy(prev.get() + k * s.total, prev0, s.total * sizeof(T));
+      std::memcpy(next.get() + k * s.total, next0, s.total * sizeof(T));
+    }
+    for (std::size_t k = 0; k < copies; ++k)
+      for (const fb::layer_shape& l : s.layers) {
+        const std::size_t at = k * s.total + l.offset;
+        const std::string name = copies > 1 ? std::to_string(k) + "." + l.name : l.name;
+        oihw.push_back({name, fevo::oihw(prev.get() + at, l.o, l.i, l.h, l.w),
+                        fevo::oihw(next.get() + at, l.o, l.i, l.h, l.w)});
+        // The same bytes as a TensorFlow kernel [H, W, I, O]: the data are i.i.d., so only the
+        // order in which the pass meets them changes.
+        hwio.push_back({name, fevo::hwio(prev.get() + at, l.h, l.w, l.i, l.o),
+                        fevo::hwio(next.get() + at, l.h, l.w, l.i, l.o)});
+      }
+  }
+  const fb::pair_list<T>& pairs(bool hwio_layout) const { return hwio_layout ? hwio : oihw; }
+};
 
-  model_data(fb::model_shape s, std::uint64_t seed) : shape(std::move(s)) {
+/// One model's conv weights, in f32, bf16 and f16, `copies` times in a row ("cache": once).
+struct dataset {
+  std::string residency;  ///< "cache" or "dram"
+  fb::model_shape shape;  ///< one copy
+  snapshots<float> f32;
+  snapshots<fevo::bfloat16> bf16;
+  snapshots<fevo::half> f16;
+
+  std::string prefix() const { return shape.name + "/" + residency + "/"; }
+};
+
+/// Random snapshots of one copy of the model in f32 and their bf16 and f16 roundings.
+struct one_copy {
+  std::vector<float> prev32, next32;
+  std::vector<fevo::bfloat16> prev_bf, next_bf;
+  std::vector<fevo::half> prev_h, next_h;
+
+  one_copy(const fb::model_shape& shape, std::uint64_t seed) {
     const std::size_t n = shape.total;
-    prev32 = make_buffer<float>(n);
-    next32 = make_buffer<float>(n);
-    prev_bf = make_buffer<fevo::bfloat16>(n);
-    next_bf = make_buffer<fevo::bfloat16>(n);
-    prev_h = make_buffer<fevo::half>(n);
-    next_h = make_buffer<fevo::half>(n);
+    prev32.resize(n), next32.resize(n), prev_bf.resize(n), next_bf.resize(n), prev_h.resize(n),
+        next_h.resize(n);
     const long long n_layers = static_cast<long long>(shape.layers.size());
 #pragma omp parallel for schedule(dynamic, 1) num_threads(kThreads)
     for (long long k = 0; k < n_layers; ++k) {
       const fb::layer_shape& l = shape.layers[static_cast<std::size_t>(k)];
       rng g(seed * 1000003ull + static_cast<std::uint64_t>(k));
-      float* p = prev32.get() + l.offset;
-      float* q = next32.get() + l.offset;
-      for (std::size_t j = 0; j < l.size(); ++j) {
-        p[j] = static_cast<float>(kPrevStd * g.normal());
-        q[j] = g.uniform() < kFrozen ? p[j] : static_cast<float>(p[j] + kStepStd * g.normal());
-      }
       for (std::size_t j = l.offset; j < l.offset + l.size(); ++j) {
-        prev_bf[j] = fevo::bfloat16::from_float(prev32[j]);
-        next_bf[j] = fevo::bfloat16::from_float(next32[j]);
-        prev_h[j] = fevo::half::from_float(prev32[j]);
-        next_h[j] = fevo::half::from_float(next32[j]);
+        const float p = static_cast<float>(kPrevStd * g.normal());
+        const float q = g.uniform() < kFrozen ? p : static_cast<float>(p + kStepStd * g.normal());
+        prev32[j] = p, next32[j] = q;
+        prev_bf[j] = fevo::bfloat16::from_float(p), next_bf[j] = fevo::bfloat16::from_float(q);
+        prev_h[j] = fevo::half::from_float(p), next_h[j] = fevo::half::from_float(q);
       }
     }
-    pairs32 = make_pairs<float>(shape, prev32.get(), next32.get());
-    pairs_bf = make_pairs<fevo::bfloat16>(shape, prev_bf.get(), next_bf.get());
-    pairs_h = make_pairs<fevo::half>(shape, prev_h.get(), next_h.get());
   }
 };
+
+std::unique_ptr<dataset> make_dataset(const fb::model_shape& shape, const one_copy& c,
+                                      const std::string& residency, std::size_t copies32,
+                                      std::size_t copies16) {
+  auto d = std::make_unique<dataset>();
+  d->residency = residency;
+  d->shape = shape;
+  d->f32.build(shape, copies32, c.prev32.data(), c.next32.data());
+  d->bf16.build(shape, copies16, c.prev_bf.data(), c.next_bf.data());
+  d->f16.build(shape, copies16, c.prev_h.data(), c.next_h.data());
+  return d;
+}
 
 // ---- read baseline: every byte of both snapshots once, vectorised, 2 threads ----------------------
 
@@ -190,8 +230,9 @@ float read_sum(const float* a, const float* b, std::size_t n) {
   return read_sum_of<float>(a, b, n, [](float x) { return x; });
 }
 /// Sums the raw 16-bit patterns (wrapping), which reads every byte once like the fp32 version.
-std::uint32_t read_sum(const fevo::bfloat16* a, const fevo::bfloat16* b, std::size_t n) {
-  return read_sum_of<std::uint32_t>(a, b, n, [](fevo::bfloat16 x) { return std::uint32_t(x.bits); });
+template <class T16>
+std::uint32_t read_sum(const T16* a, const T16* b, std::size_t n) {
+  return read_sum_of<std::uint32_t>(a, b, n, [](T16 x) { return std::uint32_t(x.bits); });
 }
 
 // ---- Eigen: D, S and Z as three separate expressions (three passes over each layer) ---------------
@@ -213,7 +254,7 @@ class eigen_three_pass {
   using row_array = Eigen::Array<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   using bool_rows = Eigen::Array<bool, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
-  eigen_three_pass(const model_data& m, float tau) : m_(m), tau_(tau) {
+  eigen_three_pass(const dataset& m, float tau) : m_(m), tau_(tau) {
     for (std::size_t k = 0; k < m.shape.layers.size(); ++k) {
       const fb::layer_shape& l = m.shape.layers[k];
       const std::size_t N = static_cast<std::size_t>(l.o);
@@ -253,8 +294,8 @@ class eigen_three_pass {
     const fb::layer_shape& l = m_.shape.layers[it.layer];
     const Index n = static_cast<Index>(it.n), K = static_cast<Index>(l.filter_size());
     const Index C = static_cast<Index>(l.i), HW = static_cast<Index>(l.h * l.w);
-    const float* pa = m_.prev32.get() + l.offset + it.f0 * l.filter_size();
-    const float* pb = m_.next32.get() + l.offset + it.f0 * l.filter_size();
+    const float* pa = m_.f32.prev.get() + l.offset + it.f0 * l.filter_size();
+    const float* pb = m_.f32.next.get() + l.offset + it.f0 * l.filter_size();
     Eigen::Map<const row_array> a(pa, n, K), b(pb, n, K);
     // eq. 1: D_i = ||d_i||^2
     Eigen::Map<Eigen::ArrayXf>(D_[it.layer].data() + it.f0, n) = (b - a).square().rowwise().sum();
@@ -271,7 +312,7 @@ class eigen_three_pass {
         C - anyc.rowwise().count();
   }
 
-  const model_data& m_;
+  const dataset& m_;
   float tau_;
   std::vector<item> items_;
   std::vector<std::vector<float>> D_;
@@ -286,9 +327,12 @@ class eigen_three_pass {
   return std::fabs(x - y) <= rel * std::max(std::fabs(x), std::fabs(y));
 }
 
-/// fevo (fp32) against Eigen and LibTorch: exact S and Z counts, D within 1e-5 relative.
-bool verify(model_data& m) {
-  const auto fv = fevo::compute_layers(fevo::cpu::par.threads(kThreads), m.pairs32, kTau);
+/// fevo (fp32, OIHW, one copy) against Eigen and LibTorch: exact S and Z counts, D within 1e-5
+/// relative; fevo on the HWIO view of a layer against the same layer transposed to OIHW; and the
+/// default-build code against this build's, count for count.
+bool verify(dataset& m) {
+  const auto& pairs = m.f32.oihw;
+  const auto fv = fevo::compute_layers(fevo::cpu::par.threads(kThreads), pairs, kTau);
   const std::size_t L = m.shape.layers.size();
   bool ok = true;
   [[maybe_unused]] auto fail = [&](const std::string& who, std::size_t k, const std::string& what, double a, double b) {
@@ -330,7 +374,7 @@ bool verify(model_data& m) {
 #endif
 #if FEVO_BENCH_HAVE_TORCH
   {
-    auto t = fb::make_torch_eager(m.shape, m.prev32.get(), m.next32.get(), false, kTau);
+    auto t = fb::make_torch_eager(m.shape, m.f32.prev.get(), m.f32.next.get(), false, kTau);
     const auto tv = t->verify();
     for (std::size_t k = 0; k < L; ++k) {
       const fevo::partial& p = fv[k].totals;
@@ -347,6 +391,42 @@ bool verify(model_data& m) {
     }
   }
 #endif
+  {
+    // The HWIO view of a layer's bytes is another layer; copied to OIHW, fevo must agree with
+    // itself count for count (the two layouts take different kernels).
+    const fb::layer_shape& l = m.shape.layers[m.shape.layers.size() / 2];
+    const auto& hp = m.f32.hwio[m.shape.layers.size() / 2];
+    std::vector<float> a(l.size()), b(l.size());
+    const std::size_t N = std::size_t(l.o), C = std::size_t(l.i), H = std::size_t(l.h), W = std::size_t(l.w);
+    for (std::size_t i = 0; i < N; ++i)
+      for (std::size_t c = 0; c < C; ++c)
+        for (std::size_t h = 0; h < H; ++h)
+          for (std::size_t w = 0; w < W; ++w) {
+            a[((i * C + c) * H + h) * W + w] = hp.prev(i, c, h, w);
+            b[((i * C + c) * H + h) * W + w] = hp.next(i, c, h, w);
+          }
+    const auto x = fevo::compute(fevo::cpu::par.threads(kThreads), hp.prev, hp.next, kTau);
+    const auto y = fevo::compute(fevo::cpu::par.threads(kThreads), fevo::oihw(a.data(), N, C, H, W),
+                                 fevo::oihw(b.data(), N, C, H, W), kTau);
+    if (x.totals.changed != y.totals.changed || x.totals.zero_channels != y.totals.zero_channels ||
+        !close_rel(x.D, y.D, 2 * fevo::cpu::D_relative_error)) {
+      std::fprintf(stderr, "VERIFICATION FAILED: %s, layer %s: HWIO and OIHW give %llu/%llu/%.17g "
+                   "and %llu/%llu/%.17g (changed, zero channels, D)\n", m.shape.name.c_str(),
+                   l.name.c_str(), (unsigned long long)x.totals.changed,
+                   (unsigned long long)x.totals.zero_channels, x.D,
+                   (unsigned long long)y.totals.changed, (unsigned long long)y.totals.zero_channels, y.D);
+      ok = false;
+    }
+  }
+  {
+    std::vector<fevo::layer_metrics> dv;
+    fb::default_build::compute_layers(pairs, dv);
+    for (std::size_t k = 0; k < L; ++k)
+      if (dv[k].totals.changed != fv[k].totals.changed ||
+          dv[k].totals.zero_channels != fv[k].totals.zero_channels ||
+          !close_rel(dv[k].D, fv[k].D, 2 * fevo::cpu::D_relative_error))
+        fail("the default build", k, "changed, zero channels or D", fv[k].D, dv[k].D);
+  }
   if (!ok) return false;
   const char* others = FEVO_BENCH_HAVE_EIGEN && FEVO_BENCH_HAVE_TORCH ? "Eigen == LibTorch"
                        : FEVO_BENCH_HAVE_EIGEN                        ? "Eigen"
@@ -362,8 +442,8 @@ bool verify(model_data& m) {
     std::printf("verify %-8s fp32: %zu layers, %zu weights; no Eigen or LibTorch built to compare "
                 "against", m.shape.name.c_str(), L, m.shape.total);
   }
-  std::printf("\n  model S = %.4f (layers %.4f..%.4f), Z = %.4f (layers %.4f..%.4f)\n", S_all, S_lo,
-              S_hi, Z_all, Z_lo, Z_hi);
+  std::printf("; HWIO == OIHW; default build == this build\n  model S = %.4f (layers %.4f..%.4f), "
+              "Z = %.4f (layers %.4f..%.4f)\n", S_all, S_lo, S_hi, Z_all, Z_lo, Z_hi);
   if (!(S_all > 0 && S_all < 1 && Z_all > 0 && Z_all < 1)) {
     std::fprintf(stderr, "VERIFICATION FAILED: %s: S or Z is degenerate (0 or 1) with tau = %g\n",
                  m.shape.name.c_str(), kTau);
@@ -385,18 +465,22 @@ class collecting_reporter : public benchmark::ConsoleReporter {
   collecting_reporter()
       : ConsoleReporter(isatty(STDOUT_FILENO) ? OO_ColorTabular : OO_Tabular) {}
 
+  /// The best repetition: its rates are the aggregate "max" (of rates), its time the aggregate
+  /// "min" (of times); with one repetition, that one.
   void ReportRuns(const std::vector<Run>& runs) override {
     for (const Run& r : runs) {
       if (r.error_occurred) continue;
       const bool agg = r.run_type == Run::RT_Aggregate;
-      if (agg ? r.aggregate_name != "median" : r.repetitions > 1) continue;
-      rate x;
-      if (auto it = r.counters.find("bytes_per_second"); it != r.counters.end())
-        x.bytes_per_s = it->second.value;
-      if (auto it = r.counters.find("items_per_second"); it != r.counters.end())
-        x.items_per_s = it->second.value;
-      x.ms_per_iter = r.GetAdjustedRealTime();  // every benchmark reports in milliseconds
-      rates[r.run_name.function_name] = x;
+      if (agg ? r.aggregate_name != "max" && r.aggregate_name != "min" : r.repetitions > 1) continue;
+      rate& x = rates[r.run_name.function_name];
+      if (!agg || r.aggregate_name == "max") {
+        if (auto it = r.counters.find("bytes_per_second"); it != r.counters.end())
+          x.bytes_per_s = it->second.value;
+        if (auto it = r.counters.find("items_per_second"); it != r.counters.end())
+          x.items_per_s = it->second.value;
+      }
+      if (!agg || r.aggregate_name == "min")
+        x.ms_per_iter = r.GetAdjustedRealTime();  // every benchmark reports in milliseconds
     }
     ConsoleReporter::ReportRuns(runs);
   }
@@ -411,11 +495,16 @@ struct run_config {
 
 template <class F>
 void add(const std::string& name, const run_config& cfg, F&& fn) {
+  // Best of the repetitions (the machine is shared: a slow repetition is another process's).
+  const auto lowest = [](const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); };
+  const auto highest = [](const std::vector<double>& v) { return *std::max_element(v.begin(), v.end()); };
   benchmark::RegisterBenchmark(name.c_str(), std::forward<F>(fn))
       ->UseRealTime()
       ->Unit(benchmark::kMillisecond)
       ->MinTime(cfg.min_time)
       ->Repetitions(cfg.repetitions)
+      ->ComputeStatistics("min", lowest)
+      ->ComputeStatistics("max", highest)
       ->DisplayAggregatesOnly(true);
 }
 
@@ -425,31 +514,127 @@ void set_rates(benchmark::State& st, std::size_t weights, std::size_t elem_bytes
   st.SetItemsProcessed(it * static_cast<std::int64_t>(weights));
 }
 
-template <class T>
-void fused(benchmark::State& st, const model_data* m, const std::vector<fevo::layer_pair<T>>* pairs) {
-  const auto policy = fevo::cpu::par.threads(kThreads);
-  for (auto _ : st) {
-    auto r = fevo::compute_layers(policy, *pairs, kTau);
-    benchmark::DoNotOptimize(r.data());
-    benchmark::ClobberMemory();
+const char* type_name(float) { return "f32"; }
+const char* type_name(fevo::bfloat16) { return "bf16"; }
+const char* type_name(fevo::half) { return "f16"; }
+
+/// The four ways a user calls fevo, each timed over every layer of the pairs.
+enum class call { layers, calls, per, R };
+const char* call_name(call c) {
+  switch (c) {
+    case call::layers: return "layers";
+    case call::calls: return "calls";
+    case call::per: return "per";
+    case call::R: return "R";
   }
-  set_rates(st, m->shape.total, sizeof(T));
+  return "?";
 }
 
-void register_model(const model_data* m, const run_config& cfg) {
-  const std::string p = m->shape.name + "/";
+template <class T>
+void register_fused(const std::string& p, const run_config& cfg, const snapshots<T>* s, bool hwio) {
+  const std::string where = p + (hwio ? "hwio/" : "oihw/");
+  const std::string ty = type_name(T{});
+  const auto policy = fevo::cpu::par.threads(kThreads);
+  for (const call c : {call::layers, call::calls, call::per, call::R}) {
+    add(where + call_name(c) + "/" + ty, cfg, [=](benchmark::State& st) {
+      const fb::pair_list<T>& pairs = s->pairs(hwio);
+      std::vector<fevo::filter_results> per(pairs.size());  // reused, as a recorder would
+      for (auto _ : st) {
+        switch (c) {
+          case call::layers: {
+            auto r = fevo::compute_layers(policy, pairs, kTau);
+            benchmark::DoNotOptimize(r.data());
+            break;
+          }
+          case call::calls:
+            for (const auto& l : pairs) {
+              auto m = fevo::compute(policy, l.prev, l.next, kTau);
+              benchmark::DoNotOptimize(m);
+            }
+            break;
+          case call::per:
+            for (std::size_t k = 0; k < pairs.size(); ++k) {
+              auto m = fevo::compute(policy, pairs[k].prev, pairs[k].next, kTau, per[k]);
+              benchmark::DoNotOptimize(m);
+            }
+            break;
+          case call::R:
+            for (std::size_t k = 0; k < pairs.size(); ++k) {
+              auto m = fevo::compute(policy, pairs[k].prev, pairs[k].next, kTau, per[k],
+                                     fevo::with_channel_counts);
+              benchmark::DoNotOptimize(m);
+            }
+            break;
+        }
+        benchmark::ClobberMemory();
+      }
+      set_rates(st, s->weights, sizeof(T));
+    });
+  }
+  // The same calls compiled without -march=native (the instruction set chosen at run time).
+  for (const call c : {call::layers, call::calls}) {
+    add(where + call_name(c) + "_default/" + ty, cfg, [=](benchmark::State& st) {
+      const fb::pair_list<T>& pairs = s->pairs(hwio);
+      std::vector<fevo::layer_metrics> out;
+      for (auto _ : st) {
+        if (c == call::layers)
+          fb::default_build::compute_layers(pairs, out);
+        else
+          fb::default_build::compute_calls(pairs, out);
+        benchmark::DoNotOptimize(out.data());
+        benchmark::ClobberMemory();
+      }
+      set_rates(st, s->weights, sizeof(T));
+    });
+  }
+#if defined(FEVO_CPU_ISA_DISPATCH)
+  // compute_layers on each other kernel this CPU can run (test-only selection): AVX-512 ships only
+  // where it beats AVX2, and the generic kernel shows what the dispatch buys.
+  for (const fevo::cpu::detail::isa i : fevo::cpu::detail::supported_isas()) {
+    if (i == fevo::cpu::detail::best_isa()) continue;
+    add(where + "layers_" + fevo::cpu::detail::isa_name(i) + "/" + ty, cfg, [=](benchmark::State& st) {
+      const fb::pair_list<T>& pairs = s->pairs(hwio);
+      const fevo::cpu::detail::isa_override force(i);
+      for (auto _ : st) {
+        auto r = fevo::compute_layers(policy, pairs, kTau);
+        benchmark::DoNotOptimize(r.data());
+        benchmark::ClobberMemory();
+      }
+      set_rates(st, s->weights, sizeof(T));
+    });
+  }
+#endif
+}
+
+template <class T>
+void register_reads(const std::string& p, const run_config& cfg, const snapshots<T>* s,
+                    const fb::model_shape* shape, const char* ty) {
+  add(p + "read/layers/" + ty, cfg, [=](benchmark::State& st) {
+    for (auto _ : st) benchmark::DoNotOptimize(read_sum(s->prev.get(), s->next.get(), s->weights));
+    set_rates(st, s->weights, sizeof(T));
+  });
+  add(p + "read/calls/" + ty, cfg, [=](benchmark::State& st) {
+    for (auto _ : st)
+      for (std::size_t k = 0; k < s->copies; ++k)
+        for (const fb::layer_shape& l : shape->layers) {
+          const std::size_t at = k * shape->total + l.offset;
+          benchmark::DoNotOptimize(read_sum(s->prev.get() + at, s->next.get() + at, l.size()));
+        }
+    set_rates(st, s->weights, sizeof(T));
+  });
+}
+
+void register_dataset(const dataset* m, const run_config& cfg) {
+  const std::string p = m->prefix();
+  for (const bool hwio : {false, true}) {
+    register_fused(p, cfg, &m->f32, hwio);
+    register_fused(p, cfg, &m->bf16, hwio);
+    register_fused(p, cfg, &m->f16, hwio);
+  }
+  register_reads(p, cfg, &m->f32, &m->shape, "f32");
+  register_reads(p, cfg, &m->bf16, &m->shape, "16bit");  // f16 reads the same bytes
+  if (m->residency != "cache") return;
   const std::size_t n = m->shape.total;
-  add(p + "fused/f32", cfg, [=](benchmark::State& st) { fused(st, m, &m->pairs32); });
-  add(p + "fused/bf16", cfg, [=](benchmark::State& st) { fused(st, m, &m->pairs_bf); });
-  add(p + "fused/f16", cfg, [=](benchmark::State& st) { fused(st, m, &m->pairs_h); });
-  add(p + "read_baseline/f32", cfg, [=](benchmark::State& st) {
-    for (auto _ : st) benchmark::DoNotOptimize(read_sum(m->prev32.get(), m->next32.get(), n));
-    set_rates(st, n, 4);
-  });
-  add(p + "read_baseline/bf16", cfg, [=](benchmark::State& st) {
-    for (auto _ : st) benchmark::DoNotOptimize(read_sum(m->prev_bf.get(), m->next_bf.get(), n));
-    set_rates(st, n, 2);
-  });
 #if FEVO_BENCH_HAVE_EIGEN
   add(p + "eigen_three_pass/f32", cfg, [=](benchmark::State& st) {
     eigen_three_pass e(*m, static_cast<float>(kTau));
@@ -464,7 +649,7 @@ void register_model(const model_data* m, const run_config& cfg) {
 #endif
 #if FEVO_BENCH_HAVE_TORCH
   add(p + "libtorch_eager/f32", cfg, [=](benchmark::State& st) {
-    auto t = fb::make_torch_eager(m->shape, m->prev32.get(), m->next32.get(), false, kTau);
+    auto t = fb::make_torch_eager(m->shape, m->f32.prev.get(), m->f32.next.get(), false, kTau);
     std::vector<fb::torch_layer_result> out;
     for (auto _ : st) {
       t->run(out);
@@ -473,7 +658,7 @@ void register_model(const model_data* m, const run_config& cfg) {
     set_rates(st, n, 4);
   });
   add(p + "libtorch_eager/bf16", cfg, [=](benchmark::State& st) {
-    auto t = fb::make_torch_eager(m->shape, m->prev_bf.get(), m->next_bf.get(), true, kTau);
+    auto t = fb::make_torch_eager(m->shape, m->bf16.prev.get(), m->bf16.next.get(), true, kTau);
     std::vector<fb::torch_layer_result> out;
     for (auto _ : st) {
       t->run(out);
@@ -482,69 +667,151 @@ void register_model(const model_data* m, const run_config& cfg) {
     set_rates(st, n, 2);
   });
 #endif
+  (void)n;
+}
+
+/// Small layers, one compute call each: the cost of a call beside the bytes it reads.
+struct small_layer {
+  std::string name;
+  long long o, i, k;
+  std::vector<float> prev, next;
+};
+
+void register_small(std::vector<small_layer>& smalls, const run_config& cfg) {
+  for (small_layer& s : smalls) {
+    const std::size_t n = std::size_t(s.o * s.i * s.k * s.k);
+    rng g(77);
+    s.prev.resize(n), s.next.resize(n);
+    for (std::size_t j = 0; j < n; ++j) {
+      s.prev[j] = float(kPrevStd * g.normal());
+      s.next[j] = g.uniform() < kFrozen ? s.prev[j] : float(s.prev[j] + kStepStd * g.normal());
+    }
+    const small_layer* sp = &s;
+    add("small/" + s.name + "/calls/f32", cfg, [=](benchmark::State& st) {
+      const auto a = fevo::oihw(sp->prev.data(), sp->o, sp->i, sp->k, sp->k);
+      const auto b = fevo::oihw(sp->next.data(), sp->o, sp->i, sp->k, sp->k);
+      const auto policy = fevo::cpu::par.threads(kThreads);
+      for (auto _ : st) {
+        // 100 calls per iteration, so that the timer's own cost does not count.
+        for (int r = 0; r < 100; ++r) {
+          auto m = fevo::compute(policy, a, b, kTau);
+          benchmark::DoNotOptimize(m);
+        }
+      }
+      set_rates(st, 100 * n, 4);
+    });
+  }
 }
 
 // ---- tables ------------------------------------------------------------------------------------
 
 void print_rates(const collecting_reporter& rep) {
-  std::printf("\n%-34s %10s %12s %12s\n", "benchmark (median)", "GB/s(1e9)", "Gweights/s", "ms/iter");
+  std::printf("\n%-40s %10s %12s %12s\n", "benchmark (best)", "GB/s(1e9)", "Gweights/s", "ms/iter");
   for (const auto& [name, r] : rep.rates)
-    std::printf("%-34s %10.2f %12.3f %12.3f\n", name.c_str(), r.bytes_per_s / 1e9,
+    std::printf("%-40s %10.2f %12.3f %12.3f\n", name.c_str(), r.bytes_per_s / 1e9,
                 r.items_per_s / 1e9, r.ms_per_iter);
 }
 
-void print_ratios(const collecting_reporter& rep, const std::vector<std::unique_ptr<model_data>>& models,
-                  bool quick) {
-  auto get = [&](const std::string& n, bool items) -> double {
+struct ratio_printer {
+  const collecting_reporter& rep;
+  int pass = 0, miss = 0;
+
+  double get(const std::string& n, bool items) const {
     auto it = rep.rates.find(n);
     if (it == rep.rates.end()) return -1;
     return items ? it->second.items_per_s : it->second.bytes_per_s;
-  };
-  std::printf("\nRatio table (2 threads, medians; rates are bytes of both snapshots read per second "
-              "unless marked 'element rate')%s\n",
-              quick ? "\n  ** --quick: tiny layers and run times, the ratios mean nothing **" : "");
-  std::printf("%-9s %-48s %8s %8s  %s\n", "model", "ratio", "value", "target", "status");
-  struct row {
-    const char* label;
-    std::string num, den;
-    bool items;
-    double target;  // <= 0: informational
-    const char* missing;
-  };
-  const char* no_torch = FEVO_BENCH_HAVE_TORCH ? "n/a (not run)" : "n/a (built without LibTorch)";
-  const char* no_eigen = FEVO_BENCH_HAVE_EIGEN ? "n/a (not run)" : "n/a (built without Eigen)";
-  for (const auto& mp : models) {
-    const std::string p = mp->shape.name + "/";
-    const row rows[] = {
-        {"fused f32 / read_baseline f32", p + "fused/f32", p + "read_baseline/f32", false, 0.9,
-         "n/a (not run)"},
-        {"fused f32 / libtorch_eager f32", p + "fused/f32", p + "libtorch_eager/f32", false, 5.0,
-         no_torch},
-        {"fused bf16 / fused f32 (element rate)", p + "fused/bf16", p + "fused/f32", true, 1.7,
-         "n/a (not run)"},
-        {"fused f32 / eigen_three_pass f32", p + "fused/f32", p + "eigen_three_pass/f32", false, 0,
-         no_eigen},
-        {"fused bf16 / read_baseline bf16", p + "fused/bf16", p + "read_baseline/bf16", false, 0,
-         "n/a (not run)"},
-        {"fused f16 / fused f32 (element rate)", p + "fused/f16", p + "fused/f32", true, 0,
-         "n/a (not run)"},
-        {"fused bf16 / libtorch_eager bf16", p + "fused/bf16", p + "libtorch_eager/bf16", false, 0,
-         no_torch},
-    };
-    for (const row& r : rows) {
-      const double a = get(r.num, r.items), b = get(r.den, r.items);
-      if (a <= 0 || b <= 0) {
-        std::printf("%-9s %-48s %8s %8s  %s\n", mp->shape.name.c_str(), r.label, "-", "", r.missing);
-        continue;
+  }
+  /// One row: num / den (byte rates, or element rates when `items`), against target (<= 0: info).
+  void row(const std::string& label, const std::string& num, const std::string& den, bool items,
+           double target, const char* missing = "n/a (not run)") {
+    const double a = get(num, items), b = get(den, items);
+    if (a <= 0 || b <= 0) {
+      std::printf("%-58s %8s %8s  %s\n", label.c_str(), "-", "", missing);
+      return;
+    }
+    print(label, a / b, target);
+  }
+  void print(const std::string& label, double v, double target) {
+    char t[16] = "";
+    if (target > 0) std::snprintf(t, sizeof t, ">= %.2f", target);
+    const char* status = target > 0 ? (v >= target ? "PASS" : "MISS") : "info";
+    if (target > 0) (v >= target ? pass : miss) += 1;
+    std::printf("%-58s %8.3f %8s  %s\n", label.c_str(), v, t, status);
+  }
+};
+
+void print_ratios(const collecting_reporter& rep, const std::vector<std::unique_ptr<dataset>>& sets,
+                  const std::vector<small_layer>& smalls, bool quick) {
+  std::printf("\nRatio table (%d threads, best of the interleaved repetitions; rates are bytes of both "
+              "snapshots read per second unless marked 'elements')%s\n",
+              kThreads, quick ? "\n  ** --quick: tiny layers and run times, the ratios mean nothing **" : "");
+  std::printf("%-58s %8s %8s  %s\n", "ratio", "value", "target", "status");
+  ratio_printer r{rep};
+  const char* types[] = {"f32", "bf16", "f16"};
+  for (const auto& m : sets) {
+    const std::string p = m->prefix();
+    std::printf("-- %s, %s: f32 pair %.0f MB (%zu cop%s), 16-bit pair %.0f MB (%zu cop%s)\n",
+                m->shape.name.c_str(), m->residency.c_str(), 2e-6 * 4 * double(m->f32.weights),
+                m->f32.copies, m->f32.copies == 1 ? "y" : "ies", 2e-6 * 2 * double(m->bf16.weights),
+                m->bf16.copies, m->bf16.copies == 1 ? "y" : "ies");
+    for (const char* lay : {"oihw", "hwio"})
+      for (const char* ty : types) {
+        const std::string f = p + lay + "/", read = std::string(ty) == "f32" ? "f32" : "16bit";
+        const std::string tag = p + lay + " " + ty + ": ";
+        r.row(tag + "compute_layers / read", f + "layers/" + ty, p + "read/layers/" + read, false, 0.9);
+        r.row(tag + "compute per layer / read per layer", f + "calls/" + ty, p + "read/calls/" + read, false, 0.9);
+        r.row(tag + "compute(per) per layer / read per layer", f + "per/" + ty, p + "read/calls/" + read, false, 0.85);
+        r.row(tag + "compute(per, R) per layer / read per layer", f + "R/" + ty, p + "read/calls/" + read, false, 0.7);
       }
-      const double v = a / b;
-      char target[16] = "";
-      if (r.target > 0) std::snprintf(target, sizeof target, ">= %.2f", r.target);
-      std::printf("%-9s %-48s %8.3f %8s  %s\n", mp->shape.name.c_str(), r.label, v, target,
-                  r.target > 0 ? (v >= r.target ? "PASS" : "MISS") : "info");
+    for (const char* lay : {"oihw", "hwio"})
+      for (const char* call_s : {"layers", "calls"}) {
+        const std::string f = p + lay + "/" + call_s + "/";
+        r.row(p + lay + " " + call_s + ": bf16 / f32 (elements)", f + "bf16", f + "f32", true, 1.8);
+        r.row(p + lay + " " + call_s + ": f16 / f32 (elements)", f + "f16", f + "f32", true, 0);
+      }
+    for (const char* lay : {"oihw", "hwio"})
+      for (const char* ty : types)
+        for (const char* call_s : {"layers", "calls"}) {
+          const std::string f = p + lay + "/" + call_s;
+          r.row(p + lay + " " + ty + " " + call_s + ": default build / native build",
+                f + "_default/" + ty, f + "/" + ty, false, 0.9);
+        }
+#if defined(FEVO_CPU_ISA_DISPATCH)
+    for (const fevo::cpu::detail::isa i : fevo::cpu::detail::supported_isas()) {
+      if (i == fevo::cpu::detail::best_isa()) continue;
+      for (const char* lay : {"oihw", "hwio"})
+        for (const char* ty : types) {
+          const std::string f = p + lay + "/layers";
+          r.row(p + lay + " " + ty + " layers: " + fevo::cpu::instruction_set() + " / " +
+                    fevo::cpu::detail::isa_name(i) + " kernel",
+                f + "/" + ty, f + "_" + fevo::cpu::detail::isa_name(i) + "/" + ty, false, 0);
+        }
+    }
+#endif
+    if (m->residency == "cache") {
+      const char* no_torch = FEVO_BENCH_HAVE_TORCH ? "n/a (not run)" : "n/a (built without LibTorch)";
+      const char* no_eigen = FEVO_BENCH_HAVE_EIGEN ? "n/a (not run)" : "n/a (built without Eigen)";
+      r.row(p + "oihw f32 layers / LibTorch eager f32", p + "oihw/layers/f32", p + "libtorch_eager/f32", false, 5.0, no_torch);
+      r.row(p + "oihw bf16 layers / LibTorch eager bf16", p + "oihw/layers/bf16", p + "libtorch_eager/bf16", false, 0, no_torch);
+      r.row(p + "oihw f32 layers / Eigen three-pass f32", p + "oihw/layers/f32", p + "eigen_three_pass/f32", false, 0, no_eigen);
     }
   }
-  std::printf("(targets are goals, not assertions: a MISS never changes the exit status)\n");
+  // Small layers: one call's cost against 2x its bytes at the read rate of the first cache data
+  // set, plus 2 us (target: bound / cost >= 1).
+  const double read_rate = sets.empty() ? -1 : r.get(sets.front()->prefix() + "read/layers/f32", false);
+  for (const small_layer& s : smalls) {
+    const auto it = rep.rates.find("small/" + s.name + "/calls/f32");
+    if (it == rep.rates.end() || read_rate <= 0) continue;
+    const double bytes = 2.0 * 4 * double(s.prev.size());
+    const double cost_us = it->second.ms_per_iter * 1e3 / 100;
+    const double bound_us = 2 * bytes / read_rate * 1e6 + 2;
+    char label[128];
+    std::snprintf(label, sizeof label, "small %s f32: (2 x %.0f B at %.0f GB/s + 2 us) / %.2f us",
+                  s.name.c_str(), bytes, read_rate / 1e9, cost_us);
+    r.print(label, bound_us / cost_us, s.name == "conv3x3x3x64" ? 1.0 : 0);
+  }
+  std::printf("%d PASS, %d MISS (targets are goals, not assertions: a MISS never changes the exit "
+              "status)\n", r.pass, r.miss);
 }
 
 /// CPU time of the whole machine and of this process, to tell how much of the 2 cores other
@@ -602,17 +869,28 @@ bool env_quick() {
   return e && *e && std::strcmp(e, "0") != 0;
 }
 
+/// Copies of a model so that a pair of its snapshots holds at least `mb` MB.
+std::size_t copies_for(const fb::model_shape& s, std::size_t elem_bytes, double mb) {
+  const double pair = 2.0 * double(s.total * elem_bytes);
+  return std::max<std::size_t>(2, static_cast<std::size_t>(std::ceil(mb * 1e6 / pair)));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  // --quick is ours; the rest goes to Google Benchmark. Repetitions of different benchmarks are
-  // interleaved in random order unless told otherwise, so that drift in the machine's memory
-  // bandwidth spreads over all contenders instead of biasing the ratios.
+  // --quick and --dram-mb are ours; the rest goes to Google Benchmark. Repetitions of different
+  // benchmarks are interleaved in random order unless told otherwise, so that drift in the
+  // machine's memory bandwidth spreads over all contenders instead of biasing the ratios.
   bool quick = env_quick(), interleave_given = false;
+  double dram_mb = 640;
   std::vector<char*> args{argv[0]};
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) {
       quick = true;
+      continue;
+    }
+    if (std::strncmp(argv[i], "--dram-mb=", 10) == 0) {
+      dram_mb = std::atof(argv[i] + 10);
       continue;
     }
     if (std::strncmp(argv[i], "--benchmark_enable_random_interleaving", 38) == 0)
@@ -646,11 +924,16 @@ int main(int argc, char** argv) {
 #endif
 
   const long long shrink = quick ? 16 : 1;
-  const run_config cfg = quick ? run_config{0.01, 1} : run_config{0.3, 5};
+  if (quick) dram_mb = 1;
+  const run_config cfg = quick ? run_config{0.002, 1} : run_config{0.1, 9};
   std::printf("fevo CPU benchmark%s: %d threads, tau = %g, prev ~ N(0, %g), %.0f%% of weights "
               "frozen, the rest moved by N(0, %g)\n",
               quick ? " (--quick)" : "", kThreads, kTau, kPrevStd, kFrozen * 100, kStepStd);
-  std::printf("baselines: read_baseline (OpenMP simd sum), %s, %s\n",
+#if defined(FEVO_CPU_ISA_DISPATCH)
+  std::printf("fevo::cpu kernel: %s (this build), %s (default build)\n", fevo::cpu::instruction_set(),
+              fb::default_build::instruction_set());
+#endif
+  std::printf("baselines: read (OpenMP simd sum), %s, %s\n",
 #if FEVO_BENCH_HAVE_EIGEN
               "Eigen " EIGEN_MAKESTRING(EIGEN_WORLD_VERSION) "." EIGEN_MAKESTRING(
                   EIGEN_MAJOR_VERSION) "." EIGEN_MAKESTRING(EIGEN_MINOR_VERSION) " three-pass",
@@ -668,30 +951,34 @@ int main(int argc, char** argv) {
                                              "trim threshold 1 GiB), so per-op tensors are reused"
                                            : "library defaults");
 
-  std::vector<std::unique_ptr<model_data>> models;
+  std::vector<std::unique_ptr<dataset>> sets;
   std::uint64_t seed = 1;
-  for (fb::model_shape s : {fb::vgg16(shrink), fb::resnet50(shrink)}) {
-    std::size_t w = 0;
-    for (const auto& l : s.layers) w += l.size();
+  for (const fb::model_shape& s : {fb::vgg16(shrink), fb::resnet50(shrink)}) {
     std::printf("model %-8s: %zu conv layers, %zu weights (%.2fM)%s\n", s.name.c_str(),
-                s.layers.size(), w, double(w) / 1e6, quick ? " [shrunk for --quick]" : "");
-    models.push_back(std::make_unique<model_data>(std::move(s), seed++));
+                s.layers.size(), s.total, double(s.total) / 1e6, quick ? " [shrunk for --quick]" : "");
+    const one_copy c(s, seed++);
+    sets.push_back(make_dataset(s, c, "cache", 1, 1));
+    sets.push_back(make_dataset(s, c, "dram", copies_for(s, 4, dram_mb), copies_for(s, 2, dram_mb)));
   }
-  for (auto& m : models)
-    if (!verify(*m)) {
+  for (auto& m : sets)
+    if (m->residency == "cache" && !verify(*m)) {
       std::fprintf(stderr, "fevo_bench_cpu: aborting: the implementations do not agree (see above)\n");
       return 1;
     }
   std::fflush(stdout);
 
-  for (const auto& m : models) register_model(m.get(), cfg);
+  std::vector<small_layer> smalls{{"conv3x3x3x64", 64, 3, 3, {}, {}},
+                                  {"conv1x1x64x64", 64, 64, 1, {}, {}},
+                                  {"conv3x3x64x64", 64, 64, 3, {}, {}}};
+  for (const auto& m : sets) register_dataset(m.get(), cfg);
+  register_small(smalls, cfg);
   collecting_reporter rep;
   const cpu_sample before = sample_cpu();
   benchmark::RunSpecifiedBenchmarks(&rep);
   const cpu_sample after = sample_cpu();
   print_rates(rep);
   print_contention(before, after);
-  print_ratios(rep, models, quick);
+  print_ratios(rep, sets, smalls, quick);
   benchmark::Shutdown();
   return 0;
 }

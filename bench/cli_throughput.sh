@@ -1,19 +1,29 @@
 #!/usr/bin/env bash
 # Streaming throughput of `fevo analyze` on a directory of safetensors snapshots already in the
 # page cache, against just reading the same files (`cat FILES > /dev/null`), in one run.
-#   bench/cli_throughput.sh [SNAPSHOTS=6] [BUILD_DIR=build-bench]
+#   bench/cli_throughput.sh [SNAPSHOTS=6] [BUILD_DIR=build-cli]
+# The command is built as `cmake --install` builds it for a user: Release, without FEVO_NATIVE, so
+# the CPU backend picks its kernel at run time (FEVO_NATIVE=ON in the environment builds with
+# -march=native instead, for comparison). FEVO=path/to/fevo times that binary instead of building.
 # Snapshots: the 53 conv layers of ResNet-50 in f32 (23.5M weights, 94 MB each), written with the
 # reference safetensors package. Target: analyze >= 0.8x the read rate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-6}
-build=${2:-build-bench}
+build=${2:-build-cli}
+native=${FEVO_NATIVE:-OFF}
 work=$(mktemp -d /tmp/fevo-cli-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DFEVO_NATIVE=ON -DFEVO_BUILD_TESTS=OFF >/dev/null
-cmake --build "$build" -j"$(nproc)" --target fevo_cli >/dev/null
-fevo="$build/tools/fevo"
+if [[ -n "${FEVO:-}" ]]; then
+  fevo=$FEVO
+else
+  cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DFEVO_NATIVE="$native" -DFEVO_BUILD_TESTS=OFF \
+        -DFEVO_BUILD_BENCH=OFF -DFEVO_BUILD_EXAMPLES=OFF >/dev/null
+  cmake --build "$build" -j"$(nproc)" --target fevo_cli >/dev/null
+  fevo="$build/tools/fevo"
+fi
+echo "fevo: $fevo ($("$fevo" --version 2>&1 | head -1); FEVO_NATIVE=$native)"
 
 python3 - "$work/snaps" "$n" <<'PY'
 import os, sys

@@ -56,6 +56,8 @@ struct seq_backend : host_backend {
 };
 
 #if defined(FEVO_TEST_HAVE_CPU)
+// The fevo::cpu::par backends run the kernel fevo::cpu picks for this CPU, or in fevo_test_backends
+// the one FEVO_TEST_CPU_KERNEL names (test_backends.cpp; ctest's cpu.kernel.* tests).
 struct cpu_par_backend : host_backend {
   static constexpr double d_relative_slack = fevo::cpu::D_relative_error;
   static constexpr const char* name = "fevo::cpu::par";

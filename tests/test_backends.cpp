@@ -4,9 +4,50 @@
 
 #if defined(FEVO_TEST_HAVE_CPU)
 
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <limits>
+#include <memory>
+#include <string>
 
 namespace {
+
+std::string kernel_list() {
+  std::string s;
+  for (const auto i : fevo::cpu::detail::supported_isas()) s += std::string(s.empty() ? "" : ", ") + fevo::cpu::detail::isa_name(i);
+  return s;
+}
+
+/// FEVO_TEST_CPU_KERNEL=generic|avx2|avx512 (ctest's cpu.kernel.* tests): every fevo::cpu call of
+/// the run uses that kernel, forced before the first test case. Where this CPU cannot run it, the
+/// run stops at once with exit status 77, which ctest reports as skipped (never as passed).
+struct forced_kernel {
+  std::unique_ptr<fevo::cpu::detail::isa_override> force;
+  forced_kernel() {
+    namespace d = fevo::cpu::detail;
+    const char* e = std::getenv("FEVO_TEST_CPU_KERNEL");
+    if (!e || !*e) return;
+    for (const d::isa i : {d::isa::generic, d::isa::avx2, d::isa::avx512}) {
+      if (std::strcmp(e, d::isa_name(i)) != 0) continue;
+      const std::vector<d::isa> runs = d::supported_isas();
+      if (std::find(runs.begin(), runs.end(), i) == runs.end()) {
+        std::printf("FEVO_TEST_CPU_KERNEL=%s: this CPU (or this build) cannot run that kernel; it runs %s. "
+                    "Skipped.\n", e, kernel_list().c_str());
+        std::fflush(stdout);
+        std::exit(77);
+      }
+      force = std::make_unique<d::isa_override>(i);
+      std::printf("FEVO_TEST_CPU_KERNEL=%s: every fevo::cpu call of this run uses that kernel\n", e);
+      return;
+    }
+    std::fprintf(stderr, "FEVO_TEST_CPU_KERNEL must be generic, avx2 or avx512, not '%s'\n", e);
+    std::exit(2);
+  }
+};
+const forced_kernel forced_kernel_;
 
 bool same_bits(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; }
 
@@ -58,7 +99,9 @@ TEST_CASE("cpu::par: results are bitwise the same for any number of threads", "[
   } specs[] = {{{300, 64, 3, 3}, L::oihw, L::oihw},        // 173K weights, 3 blocks of 113 filters
                {{40, 3, 70, 70}, L::hwio, L::padded},      // channels longer than a run
                {{2000, 40, 1, 1}, L::gapped, L::sliced_oihw},
-               {{3, 9000, 3, 3}, L::oihw, L::ohwi}};       // one filter per block
+               {{3, 9000, 3, 3}, L::oihw, L::ohwi},        // one filter per block
+               {{1100, 70, 3, 3}, L::hwio, L::hwio},       // lanes: blocks of filters per thread
+               {{130, 40, 1, 1}, L::sliced_hwio, L::hwio}}; // lanes: groups, whole vectors, a rest
   for_each_element_type([&](auto tg) {
     using T = typename decltype(tg)::type;
     std::vector<layer<T>> prevs, nexts;
@@ -169,6 +212,169 @@ TEST_CASE("cpu::par: blocks of tasks that share a buffer are interleaved, others
   std::vector<block> kept{{1, 0, 5}, {0, 0, 5}, {0, 5, 5}};
   fevo::cpu::detail::interleave_shared(apart, 2, kept);
   CHECK((kept[0].task == 1 && kept[1].task == 0 && kept[1].first == 0 && kept[2].first == 5));
+}
+
+// ---- the kernels of each instruction set (cpu/isa.hpp) --------------------------------------------
+
+namespace {
+
+/// D of two kernels: each is within D_relative_error of the exact sum, so within twice that of
+/// each other; NaN and infinities must agree.
+bool d_agrees(double a, double b) {
+  if (std::isnan(a) || std::isnan(b)) return std::isnan(a) && std::isnan(b);
+  if (std::isinf(a) || std::isinf(b)) return a == b;
+  return std::fabs(a - b) <= 2 * fevo::cpu::D_relative_error * std::max(std::fabs(a), std::fabs(b));
+}
+
+struct kernel_run {
+  fevo::layer_metrics m;
+  fevo::filter_results per;
+};
+
+template <class T>
+kernel_run run_kernel(fevo::cpu::detail::isa i, const fevo::filter_view<const T>& p,
+                      const fevo::filter_view<const T>& n, double tau, int threads) {
+  const fevo::cpu::detail::isa_override force(i);
+  kernel_run r;
+  r.m = fevo::compute(fevo::cpu::par.threads(threads), p, n, tau, r.per, fevo::with_channel_counts);
+  return r;
+}
+
+/// Every count of `got` equals the generic kernel's, and every D agrees within the bound.
+void check_same_as_generic(const kernel_run& got, const kernel_run& generic) {
+  CHECK(got.m.totals.changed == generic.m.totals.changed);
+  CHECK(got.m.totals.zero_channels == generic.m.totals.zero_channels);
+  CHECK(got.m.totals.nonfinite == generic.m.totals.nonfinite);
+  CHECK(got.m.totals.weights == generic.m.totals.weights);
+  CHECK(got.m.totals.channels == generic.m.totals.channels);
+  CHECK(d_agrees(got.m.D, generic.m.D));
+  CHECK(got.per.changed == generic.per.changed);
+  CHECK(got.per.zero_channels == generic.per.zero_channels);
+  CHECK(got.per.nonfinite == generic.per.nonfinite);
+  CHECK(got.per.channel_changed == generic.per.channel_changed);
+  long long bad = -1;
+  for (std::size_t i = 0; i < got.per.size() && bad < 0; ++i)
+    if (!d_agrees(got.per.D[i], generic.per.D[i])) bad = (long long)i;
+  INFO("first filter whose D disagrees: " << bad);
+  CHECK(bad == -1);
+}
+
+}  // namespace
+
+TEST_CASE("cpu::par: every kernel this CPU supports gives the generic kernel's counts", "[cpu][isa]") {
+  using namespace fevo_test;
+  const backend_scope<cpu_par_backend> scope_;
+  rng g = rng_for("cpu kernels");
+  INFO("seed=" << seed() << "; kernels this CPU supports: " << kernel_list() << " (best "
+               << fevo::cpu::detail::isa_name(fevo::cpu::detail::best_isa()) << ")");
+  // Tell the log which kernels this run could not reach (a CPU without AVX-512 or AVX2).
+  if (fevo::cpu::detail::supported_isas().size() < (FEVO_CPU_X86_DISPATCH ? 3u : 1u))
+    WARN("this CPU supports only the kernels " << kernel_list() << "; the others are not tested here");
+  using L = layout;
+  // One layout pair per walk: packed (OIHW), lanes (HWIO, sliced HWIO), rows (padded), general.
+  const layout_pair pairs[] = {{L::oihw, L::oihw}, {L::hwio, L::hwio}, {L::sliced_hwio, L::hwio},
+                               {L::padded, L::padded}, {L::hwio, L::ohwi}};
+  // Filters 1..70 (lanes: whole groups of 64, 1-3 whole vectors and a padded rest), channel
+  // sizes 1x1 .. 7x7 and longer than a run, several 64-weight steps and tails.
+  const shape shapes[] = {{70, 9, 3, 3}, {33, 64, 1, 1}, {17, 3, 7, 7}, {64, 65, 3, 3},
+                          {5, 520, 3, 3}, {2, 2, 70, 70}, {48, 5, 1, 1}, {1, 3, 3, 3}};
+  for (const shape& s : shapes)
+    for (const layout_pair lp : pairs)
+      for_each_element_type([&](auto tg) {
+        using T = typename decltype(tg)::type;
+        const double tau = pick_tau(g);
+        auto prev = make_layer<T>(s, lp.prev);
+        auto next = make_layer<T>(s, lp.next);
+        fill_changes(prev, next, tau, g);
+        if (g.chance(0.3)) {  // a non-finite change in some layers
+          next(g.below(s.N), g.below(s.C), g.below(s.H), g.below(s.W)) = make<T>(std::numeric_limits<double>::infinity());
+        }
+        INFO(s << ", " << type_name<T>() << ", layouts " << name(lp.prev) << " / " << name(lp.next)
+               << ", tau = " << tau);
+        const reference ref = reference_of(prev.cview(), next.cview(), tau);
+        const kernel_run generic = run_kernel(fevo::cpu::detail::isa::generic, prev.cview(), next.cview(), tau, 2);
+        check_metrics(generic.m, ref);
+        check_per_filter(generic.per, ref, true);
+        for (const auto i : fevo::cpu::detail::supported_isas()) {
+          INFO("kernel " << fevo::cpu::detail::isa_name(i));
+          for (const int threads : {1, 2}) {
+            const kernel_run k = run_kernel(i, prev.cview(), next.cview(), tau, threads);
+            check_same_as_generic(k, generic);
+            check_metrics(k.m, ref);
+            check_per_filter(k.per, ref, true);
+          }
+        }
+      });
+}
+
+TEST_CASE("cpu::par: NaN, infinities, huge and tiny changes on the lanes walk (HWIO)", "[cpu][isa]") {
+  using namespace fevo_test;
+  const backend_scope<cpu_par_backend> scope_;
+  rng g = rng_for("cpu lanes special");
+  INFO("seed=" << seed());
+  using L = layout;
+  const layout_pair pairs[] = {{L::hwio, L::hwio}, {L::sliced_hwio, L::hwio}};
+  const shape shapes[] = {{70, 5, 3, 3}, {19, 33, 1, 1}, {4, 3, 7, 7}};
+  const double inf = std::numeric_limits<double>::infinity();
+  for (const shape& s : shapes)
+    for (const layout_pair lp : pairs)
+      for_each_element_type([&](auto tg) {
+        using T = typename decltype(tg)::type;
+        const double big = std::is_same_v<T, fevo::half> ? 65504.0 : std::is_same_v<T, double> ? 1e150 : 1e30;
+        const int tiny = std::is_same_v<T, fevo::half> ? -20 : std::is_same_v<T, double> ? -510 : -70;
+        for (int kind = 0; kind < 4; ++kind) {
+          auto prev = make_layer<T>(s, lp.prev);
+          auto next = make_layer<T>(s, lp.next);
+          fill_changes(prev, next, 0.25, g);
+          // Filter 0: one NaN (kind 0), one infinity (1), one huge change (2); kind 3: every filter
+          // but the last changes by tiny amounts only, whose float squares underflow.
+          const std::size_t i = g.below(s.N), c = g.below(s.C), h = g.below(s.H), w = g.below(s.W);
+          if (kind == 0) next(i, c, h, w) = make<T>(std::nan(""));
+          if (kind == 1) prev(i, c, h, w) = make<T>(-inf);
+          if (kind == 2) prev(i, c, h, w) = make<T>(0.0), next(i, c, h, w) = make<T>(big);
+          if (kind == 3)
+            for_each_index(prev.view, [&](std::size_t a, std::size_t b, std::size_t y, std::size_t x) {
+              if (a + 1 == s.N) return;
+              prev(a, b, y, x) = make<T>(0.0);
+              next(a, b, y, x) = make<T>(g.chance(0.3) ? 0.0 : g.sign() * std::ldexp(1.0, tiny - int(g.below(8))));
+            });
+          INFO(s << ", " << type_name<T>() << ", layouts " << name(lp.prev) << " / " << name(lp.next)
+                 << ", case " << (kind == 0 ? "NaN" : kind == 1 ? "-Inf" : kind == 2 ? "huge" : "tiny"));
+          const reference ref = reference_of(prev.cview(), next.cview(), 0.25);
+          for (const auto isa : fevo::cpu::detail::supported_isas()) {
+            INFO("kernel " << fevo::cpu::detail::isa_name(isa));
+            const kernel_run k = run_kernel(isa, prev.cview(), next.cview(), 0.25, 2);
+            check_metrics(k.m, ref);
+            check_per_filter(k.per, ref, true);
+            if (kind == 2) CHECK(std::isfinite(k.m.D));
+            if (kind == 3) CHECK(k.per.D[0] > 0.0);
+          }
+        }
+      });
+}
+
+TEST_CASE("cpu::instruction_set names the kernel evaluate runs", "[cpu][isa]") {
+  namespace d = fevo::cpu::detail;
+  const std::string best = d::isa_name(d::best_isa()), running = fevo::cpu::instruction_set();
+  CHECK(running == (forced_kernel_.force ? d::isa_name(d::active_isa()) : best));
+  CHECK(d::supported_isas().front() == d::isa::generic);
+  CHECK(d::supported_isas().back() == d::best_isa());
+#if FEVO_CPU_X86_DISPATCH
+  // What cpuid says, checked against the compiler's own view of this CPU.
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx2"))
+    CHECK(best == "avx512");
+  else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    CHECK(best == "avx2");
+  if (!__builtin_cpu_supports("avx2")) CHECK(best == "generic");
+#else
+  CHECK(best == "generic");
+#endif
+  {
+    const d::isa_override force(d::isa::generic);
+    CHECK(std::string(fevo::cpu::instruction_set()) == "generic");
+  }
+  CHECK(std::string(fevo::cpu::instruction_set()) == running);
 }
 
 #endif  // FEVO_TEST_HAVE_CPU

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include <fevo/cpu/isa.hpp>
 #include <fevo/fevo.hpp>
 #include <fevo/io/format.hpp>
 #include <fevo/io/snapshot.hpp>
@@ -104,9 +105,11 @@ int main(int argc, char** argv) {
 #else
   const char* with_mpi = " (without MPI)";
 #endif
+  // The version, then which of fevo::cpu's kernels (instruction sets) this machine runs.
   app.set_version_flag("--version", "fevo " + std::to_string(FEVO_VERSION_MAJOR) + "." +
                                         std::to_string(FEVO_VERSION_MINOR) + "." +
-                                        std::to_string(FEVO_VERSION_PATCH) + with_mpi);
+                                        std::to_string(FEVO_VERSION_PATCH) + with_mpi +
+                                        "\nCPU kernels: " + fevo::cpu::instruction_set());
 
   analyze_options ao;
   std::string layout = "oihw", patterns;

@@ -7,7 +7,11 @@
 // are kept and summed per layer in filter order afterwards, so the results do not depend on the
 // number of threads. Layers that share a buffer (consecutive snapshot pairs of a series, or pairs
 // against one reference, passed in one compute_layers call) have their blocks at the same
-// filters processed together, so that the shared snapshot is read from memory once.
+// filters processed together, so that the shared snapshot is read from memory once. A call with
+// little work runs on the calling thread alone.
+//
+// The kernels are compiled for several instruction sets and one is chosen at run time from the
+// CPU's features (cpu/isa.hpp); fevo::cpu::instruction_set() names it.
 #pragma once
 
 #include <fevo/config.hpp>
@@ -15,12 +19,15 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include <fevo/fevo.hpp>
 
-#include "cpu/kernel.hpp"
+#include "cpu/isa.hpp"
+#include "cpu/walk.hpp"
 
 #if defined(_OPENMP)
 #include <omp.h>
@@ -31,11 +38,39 @@
 #warning "fevo::cpu is compiled without OpenMP: fevo::cpu::par will run on one thread. Link the CMake target fevo::cpu (or compile with -fopenmp), or define FEVO_CPU_SERIAL if one thread is meant."
 #endif
 
+// The kernels, once per instruction set (see cpu/isa.hpp). Every header they need is included
+// above, outside the target regions.
+#define FEVO_CPU_KERNEL_NS generic
+#define FEVO_CPU_KERNEL_ISA 0
+#include "cpu/simd.hpp"
+#include "cpu/kernel.hpp"
+#undef FEVO_CPU_KERNEL_NS
+#undef FEVO_CPU_KERNEL_ISA
+#if FEVO_CPU_X86_DISPATCH
+FEVO_CPU_TARGET_BEGIN(FEVO_CPU_AVX2_FEATURES)
+#define FEVO_CPU_KERNEL_NS avx2
+#define FEVO_CPU_KERNEL_ISA 1
+#include "cpu/simd.hpp"
+#include "cpu/kernel.hpp"
+#undef FEVO_CPU_KERNEL_NS
+#undef FEVO_CPU_KERNEL_ISA
+FEVO_CPU_TARGET_END
+FEVO_CPU_TARGET_BEGIN(FEVO_CPU_AVX512_FEATURES)
+#define FEVO_CPU_KERNEL_NS avx512
+#define FEVO_CPU_KERNEL_ISA 2
+#include "cpu/simd.hpp"
+#include "cpu/kernel.hpp"
+#undef FEVO_CPU_KERNEL_NS
+#undef FEVO_CPU_KERNEL_ISA
+FEVO_CPU_TARGET_END
+#endif
+
 namespace fevo::cpu {
+inline namespace FEVO_CPU_BASELINE_NS {
 
 /// Relative error of D beyond an exact double sum of exact squares, for float, half and bfloat16
-/// input on the vector path: at most 8 float squares per lane are summed before widening
-/// (8 * 2^-24 first order; cpu/simd.hpp). Within the library's bound of 1e-6 for f32 input.
+/// input on the vector paths: at most 8 float squares per lane are summed before widening
+/// (8 * 2^-24 first order; cpu/kernel.hpp). Within the library's bound of 1e-6 for f32 input.
 /// Double input and the other paths sum exact squares in double.
 inline constexpr double D_relative_error = 8 * 5.9604644775390625e-08 * (1 + 0x1p-20);
 
@@ -56,6 +91,26 @@ struct parallel_policy {
 inline constexpr parallel_policy par{};
 
 namespace detail {
+
+/// Below this many weights in a call, the pass runs on the calling thread: starting the other
+/// threads would cost more than they save.
+inline constexpr std::size_t serial_weights = std::size_t{1} << 14;
+/// Weights per block of work handed to a thread, at most (whole filters, so a block may be
+/// larger when one filter is).
+inline constexpr std::size_t block_weights = std::size_t{1} << 16;
+
+/// Folds filters [first, first + count) of task t into out[0 .. count) with the given kernel.
+template <class T>
+inline void fold_block(isa kernel, const layer_task<T, host_space>& t, walk how, std::size_t first,
+                       std::size_t count, partial* out, std::uint64_t* scratch) {
+  switch (kernel) {
+#if FEVO_CPU_X86_DISPATCH
+    case isa::avx512: avx512::fold_block(t, how, first, count, out, scratch); return;
+    case isa::avx2: avx2::fold_block(t, how, first, count, out, scratch); return;
+#endif
+    default: generic::fold_block(t, how, first, count, out, scratch); return;
+  }
+}
 
 /// Orders `blocks` so that tasks which read a common buffer (consecutive snapshot pairs share one
 /// snapshot; pairs against one reference share it) are processed block by block together: the
@@ -104,50 +159,65 @@ void evaluate(const parallel_policy& policy, layer_task<T, host_space>* tasks, s
   struct block {
     std::size_t task, first, count;
   };
-  // Blocks of about 64K weights: enough work per block, enough blocks to balance.
-  constexpr std::size_t block_weights = std::size_t{1} << 16;
+  const detail::isa kernel = detail::active_isa();
+  int threads = policy.thread_count();
+  std::size_t total = 0;
+  for (std::size_t k = 0; k < n_tasks; ++k) total += tasks[k].prev.size();
+  if (total < detail::serial_weights) threads = 1;
+
+  // Blocks of at most block_weights, but small enough that every thread gets a few.
+  const std::size_t per_block = std::max<std::size_t>(
+      1024, std::min(detail::block_weights, total / (4 * static_cast<std::size_t>(threads))));
   std::vector<block> blocks;
-  std::vector<std::vector<partial>> filters(n_tasks);
+  std::vector<std::size_t> first_filter(n_tasks + 1, 0);  // of each task in `filters`
   std::vector<detail::walk> walks(n_tasks);
+  std::size_t words = 0;  // scratch per thread
   for (std::size_t k = 0; k < n_tasks; ++k) {
     const auto& t = tasks[k];
-    const std::size_t n = t.prev.filters(), per = t.prev.filter_size();
-    const std::size_t step = per >= block_weights ? 1 : block_weights / per;
+    const std::size_t n = t.prev.filters(), fs = t.prev.filter_size();
+    walks[k] = detail::choose_walk<T>(t.prev, t.next);
+    first_filter[k + 1] = first_filter[k] + n;
+    std::size_t step = threads == 1 ? n : std::max<std::size_t>(1, per_block / fs);
+    if (walks[k] == detail::walk::lanes) {
+      // Lanes: blocks read a contiguous part of every position, so wide ones (up to
+      // max_lane_block filters, about two per thread for a layer), of whole cache lines.
+      const std::size_t unit = detail::lane_unit<T>, want = (n + 2 * threads - 1) / (2 * threads);
+      step = threads == 1 ? n : std::max<std::size_t>((want + unit - 1) / unit * unit, detail::lane_group_width(kernel));
+      step = std::min(step, detail::max_lane_block);
+    }
+    words = std::max(words, detail::scratch_words(t, walks[k], std::min(step, n), kernel));
     for (std::size_t first = 0; first < n; first += step)
       blocks.push_back({k, first, n - first < step ? n - first : step});
-    filters[k].resize(n);
-    walks[k] = detail::choose_walk(t.prev, t.next);
   }
   detail::interleave_shared(tasks, n_tasks, blocks);
+  std::vector<partial> filters(first_filter[n_tasks]);
+  const auto run = [&](const block& blk, std::uint64_t* scratch) {
+    detail::fold_block(kernel, tasks[blk.task], walks[blk.task], blk.first, blk.count,
+                       filters.data() + first_filter[blk.task] + blk.first, scratch);
+  };
 
   const long long n_blocks = static_cast<long long>(blocks.size());
-  const int threads = policy.thread_count();
-  // Scratch for each thread's run flags, allocated here so nothing inside the parallel region
-  // can throw.
-  std::vector<std::uint64_t> scratch(static_cast<std::size_t>(threads) * detail::scratch_bytes / 8);
+  if (threads == 1 || n_blocks == 1) {
+    std::vector<std::uint64_t> scratch(words);
+    for (const block& blk : blocks) run(blk, scratch.data());
+  } else {
+    // Scratch for every thread, allocated here so nothing inside the parallel region can throw.
+    std::vector<std::uint64_t> scratch(static_cast<std::size_t>(threads) * words);
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
 #endif
-  for (long long b = 0; b < n_blocks; ++b) {
-    int me = 0;
+    for (long long b = 0; b < n_blocks; ++b) {
+      int me = 0;
 #if defined(_OPENMP)
-    me = omp_get_thread_num();
+      me = omp_get_thread_num();
 #endif
-    std::uint64_t* mine = scratch.data() + static_cast<std::size_t>(me) * detail::scratch_bytes / 8;
-    std::uint8_t* my_flags = reinterpret_cast<std::uint8_t*>(mine);
-    std::uint64_t* my_bits = mine + detail::run_length / 8;
-    const block& blk = blocks[static_cast<std::size_t>(b)];
-    const auto& t = tasks[blk.task];
-    const bool with_r = t.per_filter && (t.want & want_R);
-    for (std::size_t i = blk.first; i < blk.first + blk.count; ++i) {
-      std::uint32_t* r_row =
-          with_r ? t.per_filter->channel_changed.data() + i * t.prev.channels() : nullptr;
-      detail::fold_filter(t, walks[blk.task], i, filters[blk.task][i], r_row, my_flags, my_bits);
+      run(blocks[static_cast<std::size_t>(b)], scratch.data() + static_cast<std::size_t>(me) * words);
     }
   }
-
-  // R_ic were written in place by fold_filter.
-  for (std::size_t k = 0; k < n_tasks; ++k) ::fevo::detail::finish_task(tasks[k], filters[k].data(), nullptr);
+  // R_ic were written in place by the kernels.
+  for (std::size_t k = 0; k < n_tasks; ++k)
+    ::fevo::detail::finish_task(tasks[k], filters.data() + first_filter[k], nullptr);
 }
 
+}  // namespace FEVO_CPU_BASELINE_NS
 }  // namespace fevo::cpu

@@ -1,298 +1,741 @@
-// The CPU backend's fused pass over one filter. Host only; vectorised with the vector
-// extensions of simd.hpp where the compiler has them, and with `omp simd` otherwise.
-#pragma once
-
+// The CPU backend's fused pass over a block of filters, for one instruction set: included by
+// <fevo/cpu.hpp> once per kernel namespace (FEVO_CPU_KERNEL_NS), after that namespace's vector
+// primitives (simd.hpp) and inside the same target region. Not a header to include on its own.
+//
+// One kernel per layout family (walk.hpp):
+//   packed  (OIHW)  each filter is contiguous: runs of whole channels, 64 weights per step, each
+//                   step's changed bits stored as one 64-bit word; S counts bits, Z and R_ic
+//                   take whole channels out of the words.
+//   lanes   (HWIO)  the filter axis is contiguous: vector lanes are filters, up to 64 filters per
+//                   pass over the (row, col, channel) positions; per-lane counts, and one word
+//                   of "changed" bits per channel ORed over its positions for Z.
+//   rows, general   any other strides: runs of contiguous rows, or element by element.
+// Float compute types (f32, f16, bf16) sum at most 8 float squares per lane before adding them to
+// double accumulators (fevo::cpu::D_relative_error); double data sums exact squares in double.
+// A float sum that overflowed, or one so small (< 2^-90) that float squares may have lost
+// subnormal bits while some change is non-zero, is recomputed exactly; the same test finds the
+// non-finite changes, so they are counted only then.
+// config.hpp first, as in every fevo header (its include guard makes this a no-op inside
+// <fevo/cpu.hpp>'s target regions; it defines macros only).
 #include <fevo/config.hpp>
 
-#include <cstddef>
-#include <cstdint>
-#include <cstring>
-#include <type_traits>
-
-#if defined(__AVX2__) || defined(__AVX512BW__)
-#include <immintrin.h>
+#if !defined(FEVO_CPU_KERNEL_NS) || !defined(FEVO_CPU_KERNEL_ISA)
+#error "fevo/cpu/kernel.hpp is included by <fevo/cpu.hpp> only"
 #endif
 
-#include <fevo/accumulator.hpp>
-#include <fevo/compute.hpp>
+namespace fevo::cpu {
+inline namespace FEVO_CPU_BASELINE_NS {
+namespace detail {
+namespace FEVO_CPU_KERNEL_NS {
 
-#include "simd.hpp"
+/// Float vectors per 64-weight step.
+inline constexpr std::size_t step_vectors = 64 / simd::L;
+/// Float vectors per lanes-walk pass: as many accumulators as the registers hold.
+inline constexpr std::size_t lane_vectors = FEVO_CPU_KERNEL_ISA == 2 ? 4 : 2;
+static_assert(lane_vectors * simd::L == lane_group_width(static_cast<isa>(FEVO_CPU_KERNEL_ISA)),
+              "lane_scratch_words() sizes the scratch by lane_group_width()");
+/// Groups of lanes in a block of at most max_lane_block filters (fold_lanes).
+inline constexpr std::size_t max_lane_groups = max_lane_block / (lane_vectors * simd::L) + 2;
 
-namespace fevo::cpu::detail {
+/// A float sum of squares below this is recomputed exactly if any change is non-zero: float
+/// squares of changes below 2^-63 lose bits to underflow, at most 2^-150 each, so above it the
+/// loss over a run (< 2^12 * 2^-150) is below 2^-48 relative.
+inline constexpr double tiny_sum = 0x1p-90;
 
-/// Elements per vectorised run: flags for one run fit in L1 next to the data.
-inline constexpr std::size_t run_length = 4096;
-/// Scratch one thread needs: run_length flag bytes, then their bits (+ a padding word).
-inline constexpr std::size_t scratch_bytes = run_length + (run_length / 64 + 1) * 8;
+template <class T>
+inline constexpr bool float_compute = std::is_same_v<compute_t<T>, float>;
 
 struct run_totals {
   double sum_sq;
-  std::uint32_t changed;    ///< only when counted (Flags == false)
-  std::uint32_t nonfinite;
+  std::uint64_t changed;
+  std::uint64_t nonfinite;
 };
 
-/// The accumulator's fold() over a contiguous run of weights [from, len), in plain loops that
-/// the compiler vectorises. Exact: d^2 in double as in fold().
-template <bool Flags, class T>
-inline run_totals fold_run_exact(const T* prev, const T* next, std::size_t from, std::size_t len,
-                                 compute_t<T> tau, std::uint8_t* __restrict flags) {
-  double sum_sq = 0;
-  std::uint32_t changed = 0;
-  if constexpr (Flags) {
-#pragma omp simd reduction(+ : sum_sq)
-    for (std::size_t j = from; j < len; ++j) {
-      const compute_t<T> d = load(next[j]) - load(prev[j]);
-      flags[j] = rule::changed(rule::magnitude(d), tau);
-      sum_sq += rule::square(d);
-    }
-  } else {
-#pragma omp simd reduction(+ : sum_sq, changed)
-    for (std::size_t j = from; j < len; ++j) {
-      const compute_t<T> d = load(next[j]) - load(prev[j]);
-      changed += rule::changed(rule::magnitude(d), tau);
-      sum_sq += rule::square(d);
-    }
-  }
-  return {sum_sq, changed, 0};
-}
-
-/// Counts the non-finite changes of a run, and its exact sum of squares.
+/// Exact sum of squares and non-finite count of a run (the accumulator's fold, element by element).
 template <class T>
-inline run_totals recount_run(const T* prev, const T* next, std::size_t len) {
+inline run_totals exact_sums(const T* a, const T* b, std::size_t len) {
   double sum_sq = 0;
-  std::uint32_t nonfinite = 0;
+  std::uint64_t nonfinite = 0;
   for (std::size_t j = 0; j < len; ++j) {
-    const compute_t<T> d = load(next[j]) - load(prev[j]);
+    const compute_t<T> d = load(b[j]) - load(a[j]);
     nonfinite += rule::nonfinite(rule::magnitude(d));
     sum_sq += rule::square(d);
   }
   return {sum_sq, 0, nonfinite};
 }
 
-/// The accumulator's fold() over a contiguous run of at most run_length weights, vectorised.
-/// With Flags, flags[j] = 1 where weight j changed and the caller counts them (R_ic, S);
-/// without, the changed weights are counted here. Non-finite changes are not tested per element:
-/// any of them makes the run's sum of squares non-finite, and only then is the run recounted.
-template <bool Flags, class T>
-inline run_totals fold_run(const T* prev, const T* next, std::size_t len, compute_t<T> tau,
-                           std::uint8_t* __restrict flags) {
-  run_totals r{0, 0, 0};
-  bool exact_needed = false;
-  std::size_t done = 0;
-#if FEVO_CPU_VECTOR_EXTENSIONS
-  if constexpr (std::is_same_v<compute_t<T>, float>) {
-    const simd::run_result v = simd::fold_steps<Flags>(prev, next, len, tau, flags);
-    r.sum_sq = v.sum_sq;
-    r.changed = v.changed;
-    exact_needed = v.exact_needed;
-    done = v.done;
+/// One step of the packed walk: 64 weights; their changed bits (bit k = weight k) are returned
+/// and each lane's square is added to sq.
+template <class T>
+inline std::uint64_t step(const T* a, const T* b, simd::vf tau, simd::vf (&sq)[step_vectors]) {
+  std::uint64_t w = 0;
+  for (std::size_t v = 0; v < step_vectors; ++v) {
+    const simd::vf d = simd::sub(simd::load(b + simd::L * v), simd::load(a + simd::L * v));
+    w |= simd::bits(simd::changed(simd::abs(d), tau)) << (simd::L * v);
+    sq[v] = simd::square_add(d, sq[v]);
   }
-#endif
-  const run_totals tail = fold_run_exact<Flags>(prev, next, done, len, tau, flags);
-  r.sum_sq += tail.sum_sq;
-  r.changed += tail.changed;
-  // Rare: some d is NaN or Inf, a square overflowed, or float squares underflowed.
-  if (exact_needed || !(r.sum_sq <= rule::max_finite<double>())) {
-    const run_totals exact = recount_run(prev, next, len);
-    r.sum_sq = exact.sum_sq;
-    r.nonfinite = exact.nonfinite;
-  }
-  return r;
+  return w;
 }
 
-/// Packs len flag bytes (0 or 1) into bits: bit j of words[j / 64] is flags[j]. Writes
-/// ceil(len / 64) words and one zero word after them (read by window()).
-inline void pack_flags(const std::uint8_t* flags, std::size_t len, std::uint64_t* words) {
-  const std::size_t full = len / 64;
-  for (std::size_t w = 0; w < full; ++w) {
-    const std::uint8_t* f = flags + 64 * w;
-    std::uint64_t bits;
-#if defined(__AVX512BW__)
-    bits = _mm512_test_epi8_mask(_mm512_loadu_si512(f), _mm512_set1_epi8(1));
-#elif defined(__AVX2__)
-    const auto lo = static_cast<std::uint32_t>(_mm256_movemask_epi8(
-        _mm256_slli_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(f)), 7)));
-    const auto hi = static_cast<std::uint32_t>(_mm256_movemask_epi8(
-        _mm256_slli_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(f + 32)), 7)));
-    bits = std::uint64_t(lo) | (std::uint64_t(hi) << 32);
-#else
-    bits = 0;
-    for (int k = 0; k < 8; ++k) {  // 8 bytes of 0/1 times this constant gather into the top byte
-      std::uint64_t x;
-      std::memcpy(&x, f + 8 * k, 8);
-      bits |= ((x * 0x0102040810204080ULL) >> 56) << (8 * k);
-    }
-#endif
-    words[w] = bits;
+/// A step over the first n (< 64) weights at a and b; nothing past them is read.
+template <class T>
+inline std::uint64_t step_first(const T* a, const T* b, std::size_t n, simd::vf tau,
+                                simd::vf (&sq)[step_vectors]) {
+  std::uint64_t w = 0;
+  for (std::size_t v = 0; v < step_vectors && simd::L * v < n; ++v) {
+    const std::size_t m = n - simd::L * v;
+    const simd::vf d = m >= simd::L ? simd::sub(simd::load(b + simd::L * v), simd::load(a + simd::L * v))
+                                    : simd::sub(simd::load_first(b + simd::L * v, m), simd::load_first(a + simd::L * v, m));
+    w |= simd::bits(simd::changed(simd::abs(d), tau)) << (simd::L * v);
+    sq[v] = simd::square_add(d, sq[v]);
   }
-  std::size_t nw = full;
-  if (len % 64) {
-    std::uint64_t bits = 0;
-    for (std::size_t j = 64 * full; j < len; ++j) bits |= std::uint64_t(flags[j]) << (j - 64 * full);
-    words[nw++] = bits;
-  }
-  words[nw] = 0;
+  return w;
 }
 
-/// The 64 bits starting at bit `at` (the padding word keeps the read in bounds).
+/// True when some change of the run is not zero (or not a number).
+template <class T>
+inline bool any_change(const T* a, const T* b, std::size_t len) {
+  std::size_t j = 0;
+  if constexpr (float_compute<T>) {
+    simd::vi nz = simd::zero_i();
+    for (; j + simd::L <= len; j += simd::L)
+      nz = simd::or_bits(nz, simd::abs(simd::sub(simd::load(b + j), simd::load(a + j))));
+    if (simd::any_lanes(nz)) return true;
+  }
+  for (; j < len; ++j)
+    if (!(load(b[j]) - load(a[j]) == 0)) return true;
+  return false;
+}
+
+/// The 64 bits starting at bit `at` (the zero word after the last one written keeps the read in
+/// bounds and defined).
 inline std::uint64_t window(const std::uint64_t* words, std::size_t at) {
   const std::size_t w = at / 64, sh = at % 64;
   return sh ? (words[w] >> sh) | (words[w + 1] << (64 - sh)) : words[w];
 }
 
-struct channel_counts {
-  std::uint64_t changed;  ///< sum of R_ic
-  std::uint64_t zeros;    ///< channels with R_ic == 0
+/// Masks to test k = 64 / hw channels of hw <= 64 bits at once: with L the low hw-1 bits and H
+/// the top bit of each hw-bit group, ((x & L) + L | x) & H has a group's top bit set exactly when
+/// the group is not all zero, and no carry crosses into the next group.
+struct channel_masks {
+  std::size_t hw = 0, k = 0;
+  std::uint64_t group = 0, low = 0, top = 0;
 };
+inline channel_masks masks_for(std::size_t hw) {
+  channel_masks z;
+  z.hw = hw;
+  if (hw == 0 || hw > 64) return z;
+  z.k = 64 / hw;
+  z.group = hw == 64 ? ~0ULL : (1ULL << hw) - 1;
+  for (std::size_t g = 0; g < z.k; ++g) {
+    z.low |= (z.group >> 1) << (g * hw);
+    z.top |= (1ULL << (hw - 1)) << (g * hw);
+  }
+  return z;
+}
 
-/// R_ic of `nc` consecutive channels of `hw` flags each (into r when not null), their sum and
-/// how many are zero. Without r, k = 64 / hw channels are tested at once: with L the low hw-1
-/// bits and H the top bit of each hw-bit group, ((x & L) + L | x) & H has a group's top bit set
-/// exactly when the group is not all zero, and no carry crosses into the next group.
-inline channel_counts count_channels(const std::uint8_t* flags, std::size_t nc, std::size_t hw,
-                                     std::uint32_t* r, std::uint64_t* words) {
-  const std::size_t len = nc * hw;
-  pack_flags(flags, len, words);
-  channel_counts t{0, 0};
-  for (std::size_t w = 0; w < (len + 63) / 64; ++w)
-    t.changed += static_cast<std::uint64_t>(__builtin_popcountll(words[w]));
-  if (r || hw > 64) {
-    for (std::size_t c = 0; c < nc; ++c) {
-      std::uint32_t rc = 0;
-      for (std::size_t o = 0; o < hw; o += 64) {
-        const std::size_t take = hw - o < 64 ? hw - o : 64;
-        const std::uint64_t x = window(words, c * hw + o);
-        rc += static_cast<std::uint32_t>(__builtin_popcountll(take == 64 ? x : x & ((1ULL << take) - 1)));
-      }
-      t.zeros += (rc == 0);
-      if (r) r[c] = rc;
+/// What fold_run does with each word of changed bits it makes.
+struct no_bits {  // nothing: S needs only their count
+  static constexpr bool store = false;
+  void word(const std::uint64_t*, std::size_t) {}
+};
+struct keep_bits {  // store them, for the caller to take R_ic out of
+  static constexpr bool store = true;
+  void word(const std::uint64_t*, std::size_t) {}
+};
+/// Store them and count the channels (of hw <= 64 bits) without a changed weight, k channels at a
+/// time, as soon as their bits are known: inside the loop that loads the weights, so that this
+/// work overlaps the memory reads instead of following them.
+struct zero_counter {
+  static constexpr bool store = true;
+  const channel_masks& z;
+  std::size_t len;      ///< bits of the run
+  std::size_t pos = 0;  ///< first bit of the next channel not counted
+  std::uint64_t zeros = 0;
+  /// words[0 .. ceil(known / 64)) hold the first `known` bits, and a zero word follows.
+  void word(const std::uint64_t* words, std::size_t known) {
+    const std::size_t limit = known < len ? known : len, span = z.k * z.hw;
+    for (; pos + span <= limit; pos += span) {
+      const std::uint64_t x = window(words, pos);
+      zeros += z.k - static_cast<std::uint64_t>(__builtin_popcountll((((x & z.low) + z.low) | x) & z.top));
     }
-    return t;
   }
-  if (hw == 1) {
-    t.zeros = nc - t.changed;
-    return t;
+  /// Counts the channels left after the last whole group of k; returns the run's zero channels.
+  std::uint64_t finish(const std::uint64_t* words) {
+    for (; pos < len; pos += z.hw) zeros += (window(words, pos) & z.group) == 0;
+    return zeros;
   }
-  const std::size_t k = 64 / hw;
-  std::uint64_t group = (hw == 64) ? ~0ULL : (1ULL << hw) - 1, low = 0, top = 0;
-  for (std::size_t g = 0; g < k; ++g) {
-    low |= (group >> 1) << (g * hw);
-    top |= (1ULL << (hw - 1)) << (g * hw);
-  }
-  std::size_t c = 0;
-  for (; c + k <= nc; c += k) {
-    const std::uint64_t x = window(words, c * hw);
-    t.zeros += k - static_cast<std::uint64_t>(__builtin_popcountll((((x & low) + low) | x) & top));
-  }
-  for (; c < nc; ++c) t.zeros += (window(words, c * hw) & group) == 0;
-  return t;
-}
-
-/// How a task's memory is walked, decided once per layer.
-enum class walk {
-  packed,   ///< each filter's C*H*W weights are contiguous in both snapshots
-  rows,     ///< each row of W weights is contiguous in both snapshots
-  general,  ///< any strides: element by element
 };
 
-template <class V>
-inline bool packed_filter(const V& v) {
-  const std::size_t H = v.rows(), W = v.cols(), C = v.channels();
-  return (W == 1 || v.stride(3) == 1) && (H == 1 || v.stride(2) == W) && (C == 1 || v.stride(1) == H * W);
-}
-template <class V>
-inline bool packed_rows(const V& v) {
-  return v.cols() == 1 || v.stride(3) == 1;
-}
-template <class V>
-inline walk choose_walk(const V& a, const V& b) {
-  if (packed_filter(a) && packed_filter(b)) return walk::packed;
-  if (packed_rows(a) && packed_rows(b) && a.cols() >= 8) return walk::rows;
-  return walk::general;
-}
+/// Store them and take R_ic of each channel (of 2..64 bits) out of them as soon as its bits are
+/// known, inside the loop that loads the weights (as zero_counter).
+struct r_counter {
+  static constexpr bool store = true;
+  const channel_masks& z;
+  std::size_t len;      ///< bits of the run
+  std::uint32_t* r;     ///< R_ic of the run's channels
+  std::size_t pos = 0;  ///< first bit of the next channel not counted
+  std::uint64_t zeros = 0;
+  void word(const std::uint64_t* words, std::size_t known) {
+    const std::size_t limit = known < len ? known : len;
+    if (z.hw == 1) {
+      // One weight per channel: R_ic is the bit itself, 16 channels at a time.
+      for (; pos + 16 <= limit; pos += 16, r += 16) {
+        const std::uint32_t m = static_cast<std::uint32_t>(window(words, pos)) & 0xffffu;
+        for (std::size_t o = 0; o < 16; o += simd::L) simd::expand_bits(m >> o, r + o);
+        zeros += static_cast<std::uint64_t>(__builtin_popcount(~m & 0xffffu));
+      }
+      if (known >= len)  // the last channels
+        for (; pos < len; ++pos) {
+          const std::uint32_t bit = static_cast<std::uint32_t>(window(words, pos)) & 1u;
+          *r++ = bit;
+          zeros += bit == 0;
+        }
+      return;
+    }
+    // k channels per window: the zero test of zero_counter for all of them, then each one's count.
+    const std::size_t span = z.k * z.hw;
+    for (; pos + span <= limit; pos += span) {
+      std::uint64_t x = window(words, pos);
+      zeros += z.k - static_cast<std::uint64_t>(__builtin_popcountll((((x & z.low) + z.low) | x) & z.top));
+      for (std::size_t j = 0; j < z.k; ++j, x >>= z.hw)
+        *r++ = static_cast<std::uint32_t>(__builtin_popcountll(x & z.group));
+    }
+    if (known >= len)  // the last channels
+      for (; pos < len; pos += z.hw) {
+        const auto rc = static_cast<std::uint32_t>(__builtin_popcountll(window(words, pos) & z.group));
+        *r++ = rc;
+        zeros += rc == 0;
+      }
+  }
+};
 
-/// Folds filter i of the task into `out`; writes R_ic into r_row when it is not null.
-template <class T>
-inline void fold_filter(const layer_task<T, host_space>& t, walk how, std::size_t i, partial& out,
-                        std::uint32_t* r_row, std::uint8_t* flags, std::uint64_t* bits) {
-  const auto& a = t.prev;
-  const auto& b = t.next;
-  const std::size_t C = a.channels(), H = a.rows(), W = a.cols(), HW = H * W;
-  const bool need_channels = (t.want & (want_Z | want_R)) != 0;
-  partial f;
-  if (how == walk::packed) {
-    const T* pa = a.data_handle() + i * a.stride(0);
-    const T* pb = b.data_handle() + i * b.stride(0);
-    if (HW <= run_length) {
-      // Runs of whole channels; flags give each channel's count.
-      const std::size_t per_run = run_length / HW;
-      for (std::size_t c0 = 0; c0 < C; c0 += per_run) {
-        const std::size_t nc = (C - c0 < per_run) ? C - c0 : per_run;
-        const std::size_t off = c0 * HW, len = nc * HW;
-        run_totals r;
-        if (need_channels && HW == 1 && !r_row) {
-          // One weight per channel: the zero channels are the unchanged weights.
-          r = fold_run<false>(pa + off, pb + off, len, t.tau, flags);
-          f.changed += r.changed;
-          f.zero_channels += nc - r.changed;
-        } else if (need_channels) {
-          r = fold_run<true>(pa + off, pb + off, len, t.tau, flags);
-          const channel_counts cc =
-              count_channels(flags, nc, HW, r_row ? r_row + c0 : nullptr, bits);
-          f.changed += cc.changed;
-          f.zero_channels += cc.zeros;
-        } else {
-          r = fold_run<false>(pa + off, pb + off, len, t.tau, flags);
-          f.changed += r.changed;
+/// Folds a contiguous run of `len` weights (at most run_length). When Bits::store, its changed
+/// bits go to bits[0 .. ceil(len / 64)) followed by one zero word, and bits_of.word() sees each.
+template <class Bits, class T>
+inline run_totals fold_run(const T* a, const T* b, std::size_t len, compute_t<T> tau,
+                           std::uint64_t* bits, Bits& bits_of) {
+  const std::size_t steps = len / 64, tail = len % 64;
+  run_totals r{0, 0, 0};
+  if constexpr (float_compute<T>) {
+    const simd::vf tv = simd::splat(tau);
+    simd::vf sq[step_vectors];
+    for (auto& s : sq) s = simd::zero();
+    simd::vd2 acc = simd::zero_d();
+    for (std::size_t s = 0; s < steps;) {
+      const std::size_t end = s + 8 < steps ? s + 8 : steps;  // <= 8 float squares per lane
+      for (; s < end; ++s) {
+        const std::uint64_t w = step(a + 64 * s, b + 64 * s, tv, sq);
+        r.changed += static_cast<std::uint64_t>(__builtin_popcountll(w));
+        if constexpr (Bits::store) {
+          bits[s] = w;
+          bits[s + 1] = 0;
+          bits_of.word(bits, 64 * (s + 1));
         }
-        f.sum_sq += r.sum_sq;
-        f.nonfinite += r.nonfinite;
-        f.weights += len;
-        f.channels += nc;
       }
-    } else {
-      // Channels larger than one run: sum the runs of each channel.
-      for (std::size_t c = 0; c < C; ++c) {
-        std::uint64_t rc = 0;
-        for (std::size_t o = 0; o < HW; o += run_length) {
-          const std::size_t len = (HW - o < run_length) ? HW - o : run_length;
-          const run_totals r = fold_run<false>(pa + c * HW + o, pb + c * HW + o, len, t.tau, flags);
-          f.sum_sq += r.sum_sq;
-          rc += r.changed;
-          f.nonfinite += r.nonfinite;
-        }
-        f.changed += rc;
-        f.weights += HW;
-        if (r_row) r_row[c] = static_cast<std::uint32_t>(rc);
-        close_channel(f, rc);
+      for (auto& s2 : sq) {
+        simd::widen_add(acc, s2);
+        s2 = simd::zero();
       }
+    }
+    if (tail) {
+      // The last weights as if padded with zeros (a zero change is not changed and adds nothing).
+      const std::uint64_t w = step_first(a + 64 * steps, b + 64 * steps, tail, tv, sq);
+      r.changed += static_cast<std::uint64_t>(__builtin_popcountll(w));
+      if constexpr (Bits::store) {
+        bits[steps] = w;
+        bits[steps + 1] = 0;
+        bits_of.word(bits, len);
+      }
+      for (std::size_t v = 0; v * simd::L < tail; ++v) simd::widen_add(acc, sq[v]);  // the rest are 0
+    }
+    r.sum_sq = simd::sum(acc);
+    // Rare: some d is NaN or Inf, a square overflowed float, or squares underflowed.
+    if (!(r.sum_sq <= rule::max_finite<double>()) || (r.sum_sq < tiny_sum && any_change(a, b, len))) {
+      const run_totals e = exact_sums(a, b, len);
+      r.sum_sq = e.sum_sq;
+      r.nonfinite = e.nonfinite;
     }
   } else {
-    for (std::size_t c = 0; c < C; ++c) {
-      partial ch;
-      for (std::size_t h = 0; h < H; ++h) {
-        const T* pa = &a(i, c, h, 0);
-        const T* pb = &b(i, c, h, 0);
-        if (how == walk::rows) {
-          for (std::size_t o = 0; o < W; o += run_length) {
-            const std::size_t len = (W - o < run_length) ? W - o : run_length;
-            const run_totals r = fold_run<false>(pa + o, pb + o, len, t.tau, flags);
-            ch.sum_sq += r.sum_sq;
-            ch.changed += r.changed;
-            ch.nonfinite += r.nonfinite;
-            ch.weights += len;
-          }
-        } else {
-          const std::size_t sa = a.stride(3), sb = b.stride(3);
-          for (std::size_t w = 0; w < W; ++w) fold(ch, pa[w * sa], pb[w * sb], t.tau);
-        }
+    // Double data: exact squares in double, 64 weights per word.
+    for (std::size_t s = 0; s * 64 < len; ++s) {
+      const std::size_t n = len - 64 * s < 64 ? len - 64 * s : 64;
+      const T* pa = a + 64 * s;
+      const T* pb = b + 64 * s;
+      std::uint64_t w = 0;
+      double sum = 0;
+      for (std::size_t j = 0; j < n; ++j) {
+        const compute_t<T> d = load(pb[j]) - load(pa[j]);
+        w |= std::uint64_t(rule::changed(rule::magnitude(d), tau)) << j;
+        sum += rule::square(d);
       }
-      if (r_row) r_row[c] = static_cast<std::uint32_t>(ch.changed);
-      close_channel(ch, ch.changed);
-      merge(f, ch);
+      r.sum_sq += sum;
+      r.changed += static_cast<std::uint64_t>(__builtin_popcountll(w));
+      if constexpr (Bits::store) {
+        bits[s] = w;
+        bits[s + 1] = 0;
+        bits_of.word(bits, 64 * s + n);
+      }
+    }
+    if (!(r.sum_sq <= rule::max_finite<double>())) r.nonfinite = exact_sums(a, b, len).nonfinite;
+  }
+  return r;
+}
+/// fold_run without the bits: S needs only their count.
+template <class T>
+inline run_totals fold_run(const T* a, const T* b, std::size_t len, compute_t<T> tau) {
+  no_bits none;
+  return fold_run(a, b, len, tau, nullptr, none);
+}
+
+/// R_ic of `nc` consecutive channels of z.hw bits each into r when it is not null, and how many
+/// of them are zero.
+inline std::uint64_t zero_channels(const std::uint64_t* words, std::size_t nc, const channel_masks& z,
+                                   std::uint32_t* r) {
+  const std::size_t hw = z.hw;
+  std::uint64_t zeros = 0;
+  if (hw == 1 && r) {
+    for (std::size_t c = 0; c < nc; c += 16) {
+      const std::uint32_t m = static_cast<std::uint32_t>(window(words, c)) & 0xffffu;
+      if (nc - c >= 16) {
+        for (std::size_t o = 0; o < 16; o += simd::L) simd::expand_bits(m >> o, r + c + o);
+      } else {
+        for (std::size_t k = 0; k < nc - c; ++k) r[c + k] = (m >> k) & 1u;
+      }
+      zeros += static_cast<std::uint64_t>(__builtin_popcount(~m & (nc - c >= 16 ? 0xffffu : (1u << (nc - c)) - 1)));
+    }
+    return zeros;
+  }
+  for (std::size_t c = 0; c < nc; ++c) {
+    std::uint32_t rc = 0;
+    for (std::size_t o = 0; o < hw; o += 64) {
+      const std::size_t take = hw - o < 64 ? hw - o : 64;
+      const std::uint64_t x = window(words, c * hw + o);
+      rc += static_cast<std::uint32_t>(__builtin_popcountll(take == 64 ? x : x & ((1ULL << take) - 1)));
+    }
+    zeros += (rc == 0);
+    if (r) r[c] = rc;
+  }
+  return zeros;
+}
+
+/// Whole channels per run of a packed filter: a multiple of 64 / gcd(hw, 64) channels where that
+/// fits, so that runs are whole 64-weight steps.
+inline std::size_t channels_per_run(std::size_t hw) {
+  std::size_t g = 64;
+  while (hw % g) g /= 2;
+  const std::size_t q = 64 / g;
+  return hw * q <= run_length ? run_length / (hw * q) * q : run_length / hw;
+}
+
+/// What the packed walk computes once per block rather than per filter.
+struct packed_plan {
+  std::size_t C, HW, per_run;
+  bool need_channels;
+  channel_masks z;
+};
+template <class Task>
+inline packed_plan plan_packed(const Task& t) {
+  packed_plan p;
+  p.C = t.prev.channels();
+  p.HW = t.prev.rows() * t.prev.cols();
+  p.per_run = p.HW <= run_length ? channels_per_run(p.HW) : 1;
+  p.need_channels = (t.want & (want_Z | want_R)) != 0;
+  p.z = masks_for(p.HW);
+  return p;
+}
+
+/// Folds filter i of a packed task into `out`; writes R_ic into r_row when it is not null.
+template <class T>
+inline void fold_packed(const layer_task<T, host_space>& t, const packed_plan& p, std::size_t i,
+                        partial& out, std::uint32_t* r_row, std::uint64_t* bits) {
+  const T* pa = t.prev.data_handle() + i * t.prev.stride(0);
+  const T* pb = t.next.data_handle() + i * t.next.stride(0);
+  const std::size_t C = p.C, HW = p.HW;
+  partial f;
+  if (HW <= run_length) {
+    for (std::size_t c0 = 0; c0 < C; c0 += p.per_run) {
+      const std::size_t nc = C - c0 < p.per_run ? C - c0 : p.per_run;
+      const std::size_t off = c0 * HW, len = nc * HW;
+      run_totals r;
+      if (!p.need_channels || (HW == 1 && !r_row)) {
+        r = fold_run(pa + off, pb + off, len, t.tau);
+        // One weight per channel: the zero channels are the unchanged weights.
+        if (p.need_channels) f.zero_channels += nc - r.changed;
+      } else if (!r_row && HW <= 64) {
+        zero_counter zc{p.z, len};
+        r = fold_run(pa + off, pb + off, len, t.tau, bits, zc);
+        f.zero_channels += zc.finish(bits);
+      } else if (HW <= 64) {
+        r_counter rc{p.z, len, r_row + c0};
+        r = fold_run(pa + off, pb + off, len, t.tau, bits, rc);
+        f.zero_channels += rc.zeros;
+      } else {
+        keep_bits keep;
+        r = fold_run(pa + off, pb + off, len, t.tau, bits, keep);
+        f.zero_channels += zero_channels(bits, nc, p.z, r_row ? r_row + c0 : nullptr);
+      }
+      f.sum_sq += r.sum_sq;
+      f.changed += r.changed;
+      f.nonfinite += r.nonfinite;
+      f.weights += len;
+      f.channels += nc;
+    }
+  } else {
+    // Channels longer than a run: sum the runs of each channel.
+    for (std::size_t c = 0; c < C; ++c) {
+      std::uint64_t rc = 0;
+      for (std::size_t o = 0; o < HW; o += run_length) {
+        const std::size_t len = HW - o < run_length ? HW - o : run_length;
+        const run_totals r = fold_run(pa + c * HW + o, pb + c * HW + o, len, t.tau);
+        f.sum_sq += r.sum_sq;
+        rc += r.changed;
+        f.nonfinite += r.nonfinite;
+      }
+      f.changed += rc;
+      f.weights += HW;
+      if (r_row) r_row[c] = static_cast<std::uint32_t>(rc);
+      close_channel(f, rc);
     }
   }
   out = f;
 }
 
-}  // namespace fevo::cpu::detail
+/// Folds filter i of a task with any strides: runs of contiguous rows, or element by element.
+template <class T>
+inline void fold_strided(const layer_task<T, host_space>& t, walk how, std::size_t i, partial& out,
+                         std::uint32_t* r_row) {
+  const auto& a = t.prev;
+  const auto& b = t.next;
+  const std::size_t C = a.channels(), H = a.rows(), W = a.cols();
+  partial f;
+  for (std::size_t c = 0; c < C; ++c) {
+    partial ch;
+    for (std::size_t h = 0; h < H; ++h) {
+      const T* pa = &a(i, c, h, 0);
+      const T* pb = &b(i, c, h, 0);
+      if (how == walk::rows) {
+        for (std::size_t o = 0; o < W; o += run_length) {
+          const std::size_t len = W - o < run_length ? W - o : run_length;
+          const run_totals r = fold_run(pa + o, pb + o, len, t.tau);
+          ch.sum_sq += r.sum_sq;
+          ch.changed += r.changed;
+          ch.nonfinite += r.nonfinite;
+          ch.weights += len;
+        }
+      } else {
+        const std::size_t sa = a.stride(3), sb = b.stride(3);
+        for (std::size_t w = 0; w < W; ++w) fold(ch, pa[w * sa], pb[w * sb], t.tau);
+      }
+    }
+    if (r_row) r_row[c] = static_cast<std::uint32_t>(ch.changed);
+    close_channel(ch, ch.changed);
+    merge(f, ch);
+  }
+  out = f;
+}
+
+/// The running totals of one group of lanes (G filters) of a lanes walk, kept in scratch memory
+/// between chunks of positions: per lane, the double sum of squares, the changed count and the
+/// OR of |d| bits (non-zero when some change is).
+struct lane_totals {
+  double* acc;
+  std::uint32_t* cnt;
+  std::uint32_t* nz;
+  float* sq;  ///< squares not yet added to acc (when a chunk ends before 8 positions)
+};
+
+/// Positions per chunk: 8 (the float-square cadence), or 4, 2 or 1 where the block is wide, so that
+/// its part of a chunk of both snapshots and of the next chunk, prefetched meanwhile, fit in
+/// 32 KiB of L1.
+inline std::size_t lane_chunk_positions(std::size_t block_bytes) {
+  std::size_t p = 8;
+  while (p > 1 && p * block_bytes * 4 > 32768) p /= 2;
+  return p;
+}
+
+/// The positions of one chunk (at most 8, so that each lane sums at most 8 float squares before
+/// they go to double): element offsets in prev and next, and the channel of each.
+struct lane_chunk {
+  std::size_t n;
+  std::size_t oa[8], ob[8], c[8];
+};
+
+/// Adds bit k of w to row[k] for the lanes k of a group (byte counters of R_ic, lanes walk).
+inline void count_bytes(std::uint8_t* row, std::uint64_t w) {
+#if FEVO_CPU_KERNEL_ISA == 2
+  static_assert(lane_vectors * simd::L == 64, "one 64-bit mask for 64 byte lanes");
+  const __m512i v = _mm512_loadu_si512(row);
+  _mm512_storeu_si512(row, _mm512_mask_sub_epi8(v, w, v, _mm512_set1_epi8(-1)));
+#elif FEVO_CPU_KERNEL_ISA == 1
+  static_assert(lane_vectors * simd::L == 16, "16 bits to 16 bytes");
+  const __m128i sel = _mm_setr_epi8(1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128);
+  const __m128i spread = _mm_shuffle_epi8(_mm_cvtsi32_si128(static_cast<int>(w & 0xffffu)),
+                                          _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
+  const __m128i set = _mm_cmpeq_epi8(_mm_and_si128(spread, sel), sel);  // -1 where the bit is set
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(row),
+                   _mm_sub_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row)), set));
+#else
+  for (std::size_t k = 0; k < lane_vectors * simd::L; ++k) row[k] = static_cast<std::uint8_t>(row[k] + ((w >> k) & 1u));
+#endif
+}
+
+/// One group of lanes over one chunk: lane j is filter g0 + j (the pointers are at filter g0), NV
+/// vectors; with Copy the group has m < L filters, copied into a zero-padded vector first. Z: the
+/// "any changed" word of each channel is kept; R: a counter per channel and lane, of type RC
+/// (bytes when no channel has more than 255 weights).
+template <class T, std::size_t NV, bool Copy, bool Z, bool R, class RC>
+inline void fold_lane_chunk(const T* pa, const T* pb, std::size_t m, const lane_chunk& ch,
+                            const lane_chunk& next, bool first, bool flush, simd::vf tv,
+                            lane_totals tot, std::uint64_t* any, std::size_t any_stride, RC* rc) {
+  constexpr std::size_t L = simd::L, G = lane_vectors * L;  // rc rows are G long in every group
+  static_assert(!R || Z, "R_ic are counted from the changed bits of Z");
+  simd::vf sq[NV];
+  simd::vd2 acc[NV];
+  simd::vi cnt[NV], nz[NV];
+  // (if/else, not one ?: per total: GCC 12.2 at -O2 with -fsanitize=address,undefined compiled
+  // the ?: form of the generic kernel so that vector 0's counts went to vector 1.)
+  for (std::size_t v = 0; v < NV; ++v) {
+    if (first) {
+      sq[v] = simd::zero();
+      acc[v] = simd::zero_d();
+      cnt[v] = simd::zero_i();
+      nz[v] = simd::zero_i();
+    } else {
+      sq[v] = simd::load(tot.sq + L * v);
+      acc[v] = simd::load_d(tot.acc + L * v);
+      cnt[v] = simd::load_u32(tot.cnt + L * v);
+      nz[v] = simd::load_u32(tot.nz + L * v);
+    }
+  }
+  [[maybe_unused]] T ta[L] = {}, tb[L] = {};
+  for (std::size_t j = 0; j < ch.n; ++j) {
+    if (j < next.n) {
+      // The hardware prefetchers do not follow a walk that reads a part of each position, group
+      // by group: fetch this group's part of the same position of the next chunk.
+      for (std::size_t o = 0; o < NV * L * sizeof(T); o += 64) {
+        __builtin_prefetch(reinterpret_cast<const char*>(pa + next.oa[j]) + o, 0, 3);
+        __builtin_prefetch(reinterpret_cast<const char*>(pb + next.ob[j]) + o, 0, 3);
+      }
+    }
+    const T* xa = pa + ch.oa[j];
+    const T* xb = pb + ch.ob[j];
+    if constexpr (Copy) {
+      std::memcpy(ta, xa, m * sizeof(T));
+      std::memcpy(tb, xb, m * sizeof(T));
+      xa = ta;
+      xb = tb;
+    }
+    [[maybe_unused]] std::uint64_t word = 0;
+    for (std::size_t v = 0; v < NV; ++v) {
+      const simd::vf d = simd::sub(simd::load(xb + L * v), simd::load(xa + L * v));
+      const simd::vf ad = simd::abs(d);
+      const simd::cmp k = simd::changed(ad, tv);
+      if constexpr (Z) word |= simd::bits(k) << (L * v);
+      sq[v] = simd::square_add(d, sq[v]);
+      cnt[v] = simd::count(cnt[v], k);
+      nz[v] = simd::or_bits(nz[v], ad);
+      if constexpr (R && !std::is_same_v<RC, std::uint8_t>) {
+        std::uint32_t* row = rc + ch.c[j] * G + L * v;
+        simd::store(row, simd::count(simd::load_u32(row), k));
+      }
+    }
+    if constexpr (Z) any[ch.c[j] * any_stride] |= word;
+    if constexpr (R && std::is_same_v<RC, std::uint8_t>) count_bytes(rc + ch.c[j] * G, word);
+  }
+  for (std::size_t v = 0; v < NV; ++v) {
+    if (flush) {
+      simd::widen_add(acc[v], sq[v]);
+      sq[v] = simd::zero();
+    }
+    simd::store(tot.sq + L * v, sq[v]);
+    simd::store(tot.acc + L * v, acc[v]);
+    simd::store(tot.cnt + L * v, cnt[v]);
+    simd::store(tot.nz + L * v, nz[v]);
+  }
+}
+
+/// A group of lanes: filters [g0, g0 + m) in nv vectors, or (copy) fewer than one vector's.
+struct lane_group {
+  std::size_t g0, m, nv;
+  bool copy;
+};
+
+template <class T, bool Z, bool R, class RC>
+inline void fold_lane_chunk(const lane_group& g, const T* pa, const T* pb, const lane_chunk& ch,
+                            const lane_chunk& next, bool first, bool flush, simd::vf tv,
+                            lane_totals tot, std::uint64_t* any, std::size_t any_stride, RC* rc) {
+  pa += g.g0;  // stride(0) == 1
+  pb += g.g0;
+  if (g.copy) return fold_lane_chunk<T, 1, true, Z, R>(pa, pb, g.m, ch, next, first, flush, tv, tot, any, any_stride, rc);
+  switch (g.nv) {
+    case lane_vectors:
+      return fold_lane_chunk<T, lane_vectors, false, Z, R>(pa, pb, g.m, ch, next, first, flush, tv, tot, any, any_stride, rc);
+#if FEVO_CPU_KERNEL_ISA == 2
+    case 3: return fold_lane_chunk<T, 3, false, Z, R>(pa, pb, g.m, ch, next, first, flush, tv, tot, any, any_stride, rc);
+    case 2: return fold_lane_chunk<T, 2, false, Z, R>(pa, pb, g.m, ch, next, first, flush, tv, tot, any, any_stride, rc);
+#endif
+    default: return fold_lane_chunk<T, 1, false, Z, R>(pa, pb, g.m, ch, next, first, flush, tv, tot, any, any_stride, rc);
+  }
+}
+
+/// Filters [first, first + count) of a lanes-walk task (stride(0) == 1 in both snapshots): lane
+/// j of a group is one filter. The positions (row, col, channel) are walked in chunks of 8, and
+/// each chunk is done for every group of the block before the next: the block's bytes of a
+/// position are read together, whatever the stride between positions. Each lane's arithmetic
+/// depends only on its own filter, so the results do not depend on how filters are grouped.
+template <class T>
+inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, std::size_t count,
+                       partial* out, std::uint32_t* r, std::uint64_t* scratch) {
+  constexpr std::size_t L = simd::L, G = lane_vectors * L;
+  const auto& a = t.prev;
+  const auto& b = t.next;
+  const std::size_t C = a.channels(), H = a.rows(), W = a.cols();
+  const bool need_channels = (t.want & (want_Z | want_R)) != 0;
+
+  // Groups: whole ones of G filters, one of fewer whole vectors, the rest padded to a vector.
+  lane_group groups[max_lane_groups];
+  std::size_t n_groups = 0;
+  {
+    std::size_t g = first;
+    const std::size_t end = first + count;
+    for (; end - g >= G; g += G) groups[n_groups++] = {g, G, lane_vectors, false};
+    if ((end - g) / L) {
+      groups[n_groups++] = {g, (end - g) / L * L, (end - g) / L, false};
+      g += (end - g) / L * L;
+    }
+    if (g < end) groups[n_groups++] = {g, end - g, 1, true};
+  }
+  // Scratch (lane_scratch_words): totals of every group, "any changed" bits [C][groups], and
+  // with R_ic a counter per channel and lane [groups][C][G].
+  std::uint64_t* words = scratch;
+  lane_totals tot[max_lane_groups];
+  for (std::size_t k = 0; k < n_groups; ++k) {
+    tot[k] = {reinterpret_cast<double*>(words), reinterpret_cast<std::uint32_t*>(words + G),
+              reinterpret_cast<std::uint32_t*>(words + G) + G, reinterpret_cast<float*>(words + 2 * G)};
+    words += 2 * G + G / 2;
+  }
+  std::uint64_t* any = need_channels ? words : nullptr;
+  if (any) {
+    std::memset(any, 0, C * n_groups * sizeof(std::uint64_t));
+    words += C * n_groups;
+  }
+  // R_ic counters: bytes when no channel has more than 255 weights, else 32-bit.
+  const bool byte_counters = H * W <= 255;
+  std::uint32_t* rc = r && !byte_counters ? reinterpret_cast<std::uint32_t*>(words) : nullptr;
+  std::uint8_t* rc8 = r && byte_counters ? reinterpret_cast<std::uint8_t*>(words) : nullptr;
+  if (rc) std::memset(rc, 0, n_groups * C * G * sizeof(std::uint32_t));
+  if (rc8) std::memset(rc8, 0, n_groups * C * G);
+
+  const simd::vf tv = simd::splat(t.tau);
+  const std::size_t positions = H * W * C;
+  const std::size_t P = lane_chunk_positions(count * sizeof(T));  // divides 8
+  std::size_t h = 0, w = 0, c = 0;
+  const auto next_chunk = [&](lane_chunk& ch, std::size_t p0) {
+    ch.n = p0 < positions ? (positions - p0 < P ? positions - p0 : P) : 0;
+    for (std::size_t j = 0; j < ch.n; ++j) {
+      ch.oa[j] = h * a.stride(2) + w * a.stride(3) + c * a.stride(1);
+      ch.ob[j] = h * b.stride(2) + w * b.stride(3) + c * b.stride(1);
+      ch.c[j] = c;
+      if (++c == C) {
+        c = 0;
+        if (++w == W) w = 0, ++h;
+      }
+    }
+  };
+  lane_chunk chunks[2];
+  next_chunk(chunks[0], 0);
+  for (std::size_t p0 = 0, cur = 0; p0 < positions; p0 += P, cur ^= 1) {
+    const lane_chunk& ch = chunks[cur];
+    next_chunk(chunks[cur ^ 1], p0 + P);
+    // Squares go to double every 8 positions of the filter, and at its end.
+    const bool flush = (p0 + ch.n) % 8 == 0 || p0 + ch.n == positions;
+    for (std::size_t k = 0; k < n_groups; ++k) {
+      const bool first_chunk = p0 == 0;
+      std::uint64_t* any_k = any ? any + k : nullptr;
+      const lane_chunk& nx = chunks[cur ^ 1];
+      const T* pa = a.data_handle();
+      const T* pb = b.data_handle();
+      if (rc8)
+        fold_lane_chunk<T, true, true>(groups[k], pa, pb, ch, nx, first_chunk, flush, tv, tot[k], any_k, n_groups, rc8 + k * C * G);
+      else if (rc)
+        fold_lane_chunk<T, true, true>(groups[k], pa, pb, ch, nx, first_chunk, flush, tv, tot[k], any_k, n_groups, rc + k * C * G);
+      else if (any)
+        fold_lane_chunk<T, true, false>(groups[k], pa, pb, ch, nx, first_chunk, flush, tv, tot[k], any_k, n_groups, rc);
+      else
+        fold_lane_chunk<T, false, false>(groups[k], pa, pb, ch, nx, first_chunk, flush, tv, tot[k], any_k, n_groups, rc);
+    }
+  }
+
+  for (std::size_t k = 0; k < n_groups; ++k) {
+    const lane_group& g = groups[k];
+    std::uint32_t zeros[G];
+    if (any) {
+      // Per lane, the channels in which it never changed.
+      simd::vi zc[lane_vectors];
+      for (auto& z : zc) z = simd::zero_i();
+      for (std::size_t cc = 0; cc < C; ++cc) {
+        const std::uint64_t unchanged = ~any[cc * n_groups + k];
+        for (std::size_t v = 0; v < lane_vectors; ++v)
+          zc[v] = simd::count_bits(zc[v], static_cast<std::uint32_t>(unchanged >> (L * v)) & ((1u << L) - 1));
+      }
+      for (std::size_t v = 0; v < lane_vectors; ++v) simd::store(zeros + L * v, zc[v]);
+    }
+    for (std::size_t j = 0; j < g.m; ++j) {
+      partial f;
+      f.sum_sq = tot[k].acc[j];
+      f.changed = tot[k].cnt[j];
+      f.weights = C * H * W;
+      f.channels = C;
+      f.zero_channels = any ? zeros[j] : 0;
+      if (!(f.sum_sq <= rule::max_finite<double>()) || (f.sum_sq < tiny_sum && tot[k].nz[j] != 0)) {
+        // Rare (see fold_run): this filter summed exactly.
+        const T* pa = a.data_handle() + g.g0 + j;
+        const T* pb = b.data_handle() + g.g0 + j;
+        double sum_sq = 0;
+        for (std::size_t y = 0; y < H; ++y)
+          for (std::size_t x = 0; x < W; ++x)
+            for (std::size_t cc = 0; cc < C; ++cc) {
+              const compute_t<T> d = load(pb[y * b.stride(2) + x * b.stride(3) + cc * b.stride(1)]) -
+                                     load(pa[y * a.stride(2) + x * a.stride(3) + cc * a.stride(1)]);
+              f.nonfinite += rule::nonfinite(rule::magnitude(d));
+              sum_sq += rule::square(d);
+            }
+        f.sum_sq = sum_sq;
+      }
+      out[g.g0 - first + j] = f;
+      if (rc)
+        for (std::size_t cc = 0; cc < C; ++cc) r[(g.g0 + j) * C + cc] = rc[(k * C + cc) * G + j];
+      if (rc8)
+        for (std::size_t cc = 0; cc < C; ++cc) r[(g.g0 + j) * C + cc] = rc8[(k * C + cc) * G + j];
+    }
+  }
+}
+
+/// Folds filters [first, first + count) of task t into out[0 .. count).
+template <class T>
+inline void fold_block(const layer_task<T, host_space>& t, walk how, std::size_t first,
+                       std::size_t count, partial* out, std::uint64_t* scratch) {
+  std::uint32_t* r =
+      t.per_filter && (t.want & want_R) ? t.per_filter->channel_changed.data() : nullptr;
+  const std::size_t C = t.prev.channels();
+  if constexpr (float_compute<T>) {
+    if (how == walk::lanes) {
+      fold_lanes(t, first, count, out, r, scratch);
+      return;
+    }
+  }
+  if (how == walk::packed) {
+    const packed_plan p = plan_packed(t);
+    for (std::size_t i = first; i < first + count; ++i)
+      fold_packed(t, p, i, out[i - first], r ? r + i * C : nullptr, scratch);
+    return;
+  }
+  for (std::size_t i = first; i < first + count; ++i)
+    fold_strided(t, how, i, out[i - first], r ? r + i * C : nullptr);
+}
+
+}  // namespace FEVO_CPU_KERNEL_NS
+}  // namespace detail
+}  // namespace FEVO_CPU_BASELINE_NS
+}  // namespace fevo::cpu

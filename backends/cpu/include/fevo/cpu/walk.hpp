@@ -1,0 +1,75 @@
+// How the CPU backend walks a layer's memory, decided once per layer, and the scratch each thread
+// needs for it. Independent of the instruction set (kernel.hpp has the walks themselves).
+#pragma once
+
+#include <fevo/config.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include <fevo/compute.hpp>
+
+#include "isa.hpp"
+
+namespace fevo::cpu {
+inline namespace FEVO_CPU_BASELINE_NS {
+namespace detail {
+
+/// Weights per vectorised run of a packed filter: its changed bits (64 words) stay in L1.
+inline constexpr std::size_t run_length = 4096;
+
+/// Filters of a lanes walk (below) per block of work, at most.
+inline constexpr std::size_t max_lane_block = 512;
+
+/// Filters a lanes walk keeps in registers at once: 4 vectors of 16 floats (AVX-512), 2 of 8
+/// (AVX2), 2 of 4 (generic).
+constexpr std::size_t lane_group_width(isa i) { return i == isa::avx512 ? 64 : i == isa::avx2 ? 16 : 8; }
+
+enum class walk {
+  packed,   ///< each filter's C*H*W weights are contiguous in both snapshots (OIHW)
+  lanes,    ///< the filter axis is contiguous in both (stride(0) == 1: HWIO); lanes are filters
+  rows,     ///< each row of W weights is contiguous in both snapshots
+  general,  ///< any strides: element by element
+};
+
+template <class V>
+inline bool packed_filter(const V& v) {
+  const std::size_t H = v.rows(), W = v.cols(), C = v.channels();
+  return (W == 1 || v.stride(3) == 1) && (H == 1 || v.stride(2) == W) && (C == 1 || v.stride(1) == H * W);
+}
+template <class V>
+inline bool packed_rows(const V& v) {
+  return v.cols() == 1 || v.stride(3) == 1;
+}
+template <class T, class V>
+inline walk choose_walk(const V& a, const V& b) {
+  // The lanes walk keeps a float accumulator per filter: float compute types only.
+  if (std::is_same_v<compute_t<T>, float> && a.filters() > 1 && a.stride(0) == 1 && b.stride(0) == 1)
+    return walk::lanes;
+  if (packed_filter(a) && packed_filter(b)) return walk::packed;
+  if (packed_rows(a) && packed_rows(b) && a.cols() >= 8) return walk::rows;
+  return walk::general;
+}
+
+/// 64-bit words of scratch one thread needs for a block of `filters` filters of task t with the
+/// given kernel: a run's changed bits and a zero word after them; or for a lanes walk, per group
+/// of lanes its totals (2.5 words a lane), per channel a word of "any changed" bits, and with R_ic
+/// a 32-bit counter per channel and lane (fold_lanes).
+template <class Task>
+inline std::size_t scratch_words(const Task& t, walk how, std::size_t filters, isa kernel) {
+  if (how != walk::lanes) return run_length / 64 + 2;
+  const std::size_t G = lane_group_width(kernel), groups = (filters + G - 1) / G + 1;
+  const std::size_t C = t.prev.channels();
+  const bool with_r = t.per_filter && (t.want & want_R);
+  return groups * (2 * G + G / 2 + C + (with_r ? C * G / 2 : 0));
+}
+
+/// Filters of a lanes-walk task that fill one cache line of its elements: blocks of filters
+/// given to threads are multiples of this, so that no two threads share a line.
+template <class T>
+inline constexpr std::size_t lane_unit = 64 / sizeof(T) > 0 ? 64 / sizeof(T) : 1;
+
+}  // namespace detail
+}  // namespace FEVO_CPU_BASELINE_NS
+}  // namespace fevo::cpu
