@@ -11,11 +11,14 @@ torch.set_num_threads for PyTorch), in one run:
   * fevo.compute_layers on the whole model, against the torch eager formula (the one a PyTorch
     user writes, layer by layer: d = b - a, D = d.pow(2).sum((1,2,3)).mean(), ...): target >= 5x;
   * fevo.compute_layers against the C++ fevo::compute_layers on the same memory (the extension's
-    private timing entry, the same compiled code without Python around it): target >= 0.9x;
+    private timing entry, the same compiled code without Python around it): target >= 0.9x; and,
+    to tell the binding's cost from pandas', the extension's call that returns the columns as a
+    tuple of NumPy arrays, from which fevo.compute_layers builds its DataFrame;
   * the per-call overhead of fevo.compute on a 3x3x3x64 layer: the Python call's time minus the
     C++ call's on the same memory (medians of single calls): target <= 5 us.
 
-With a usable CUDA device the same on CUDA tensors. Each time is the median of several calls.
+With a usable CUDA device the same on CUDA tensors. Each time is the median of several calls
+(whole models: of single calls in interleaved rounds).
 Targets are printed as PASS or MISS; the exit status is 0 either way (benchmarks never assert
 timings). --wait-for-quiet first waits (polling every 30 s, at most 20 minutes) for the 1-minute
 load average to fall below 1.5, and prints what it was.
@@ -159,9 +162,10 @@ def bench_models(device, reps, shrink, results):
     on_cuda = device == "cuda"
     sync = torch.cuda.synchronize if on_cuda else None
     print(f"\n## {device}: whole models, float32 ({'GPU' if on_cuda else f'{ARGS.threads} threads'})\n")
-    print("| model | weights | fevo.compute_layers, ms | GB/s | C++ compute_layers, ms | torch eager, ms "
-          "| fevo / torch eager (target >= 5) | fevo / C++ (target >= 0.9) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| model | weights | fevo.compute_layers, ms | GB/s | without the DataFrame, ms | C++ compute_layers, ms "
+          "| torch eager, ms | fevo / torch eager (target >= 5) | fevo / C++ (target >= 0.9) "
+          "| without the DataFrame / C++ |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for model, shapes in (("vgg16", vgg16(shrink)), ("resnet50", resnet50(shrink))):
         layers, total = model_data(shapes, seed=7)
         if on_cuda:
@@ -172,15 +176,26 @@ def bench_models(device, reps, shrink, results):
         ref = torch_eager(tl, TAU, sync).numpy()
         # The formulas agree (torch's float32 sums are approximate).
         assert np.allclose(df[["D", "S", "Z"]].to_numpy(), ref, rtol=1e-3, atol=1e-6), model
-        t_fevo = median_time(lambda: fevo.compute_layers(layers, TAU), reps)
-        t_cxx = statistics.median(_fevo._time_compute_layers(items, TAU, "oihw", reps + 1)[1:])
-        t_torch = median_time(lambda: torch_eager(tl, TAU, sync), reps)
+        # Interleaved: each round times one call of each, so that a change of the machine's load
+        # during the run reaches all of them alike; each figure is the median over the rounds.
+        for f in (lambda: fevo.compute_layers(layers, TAU), lambda: _fevo.compute_layers(items, TAU, "oihw"),
+                  lambda: torch_eager(tl, TAU, sync)):
+            f()
+        rounds = {"fevo": [], "bind": [], "cxx": [], "torch": []}
+        for _ in range(3 * reps):
+            rounds["fevo"].append(median_time(lambda: fevo.compute_layers(layers, TAU), 1, 0))
+            rounds["bind"].append(median_time(lambda: _fevo.compute_layers(items, TAU, "oihw"), 1, 0))
+            rounds["cxx"].append(_fevo._time_compute_layers(items, TAU, "oihw", 2)[1])
+            rounds["torch"].append(median_time(lambda: torch_eager(tl, TAU, sync), 1, 0))
+        t_fevo, t_bind, t_cxx, t_torch = (statistics.median(rounds[k]) for k in ("fevo", "bind", "cxx", "torch"))
         gbps = 2 * total * 4 / t_fevo / 1e9
         vs_torch, vs_cxx = t_torch / t_fevo, t_cxx / t_fevo
-        print(f"| {model} | {total:,} | {t_fevo * 1e3:.2f} | {gbps:.2f} | {t_cxx * 1e3:.2f} | {t_torch * 1e3:.1f} "
-              f"| {vs_torch:.1f}x {verdict(vs_torch >= 5)} | {vs_cxx:.2f} {verdict(vs_cxx >= 0.9)} |")
-        results[f"{device}/{model}"] = {"weights": total, "fevo_s": t_fevo, "cxx_s": t_cxx, "torch_eager_s": t_torch,
-                                        "fevo_GBps": gbps, "vs_torch": vs_torch, "vs_cxx": vs_cxx}
+        print(f"| {model} | {total:,} | {t_fevo * 1e3:.2f} | {gbps:.2f} | {t_bind * 1e3:.2f} | {t_cxx * 1e3:.2f} "
+              f"| {t_torch * 1e3:.1f} | {vs_torch:.1f}x {verdict(vs_torch >= 5)} | {vs_cxx:.2f} {verdict(vs_cxx >= 0.9)} "
+              f"| {t_cxx / t_bind:.2f} |")
+        results[f"{device}/{model}"] = {"weights": total, "fevo_s": t_fevo, "binding_s": t_bind, "cxx_s": t_cxx,
+                                        "torch_eager_s": t_torch, "fevo_GBps": gbps, "vs_torch": vs_torch,
+                                        "vs_cxx": vs_cxx, "binding_vs_cxx": t_cxx / t_bind}
 
 
 def bench_overhead(device, calls, results):
