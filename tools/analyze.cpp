@@ -4,7 +4,6 @@
 #include <fnmatch.h>
 
 #include <algorithm>
-#include <deque>
 #include <type_traits>
 
 #include <fevo/cpu.hpp>
@@ -140,36 +139,12 @@ void compute_chunk(backend b, const std::vector<pair_job>& jobs, const std::vect
                    const std::vector<std::size_t>& chunk, const analyze_options& o,
                    std::vector<std::vector<fevo::layer_metrics>>& metrics,
                    std::vector<std::vector<fevo::filter_results>>& per) {
-  for (io::dtype t : {io::dtype::f16, io::dtype::bf16, io::dtype::f32, io::dtype::f64}) {
-    std::vector<std::size_t> idx;
-    for (std::size_t j : chunk)
-      if (layers[j].type == t) idx.push_back(j);
-    if (idx.empty()) continue;
-    io::visit_element(t, [&](auto* tag) {
-      using T = std::remove_pointer_t<decltype(tag)>;
-      std::deque<std::vector<T>> scratch;  // stable: views may point into it
-      std::vector<fevo::layer_pair<T>> group;
-      for (const auto& job : jobs)
-        for (std::size_t j : idx) {
-          const std::string& name = layers[j].name;
-          scratch.emplace_back();
-          const auto pv = job.prev->view<T>(name, o.sel.lay, scratch.back(), o.sel.include_2d);
-          scratch.emplace_back();
-          const auto nv = job.next->view<T>(name, o.sel.lay, scratch.back(), o.sel.include_2d);
-          group.push_back({name, pv, nv});
-        }
-      std::vector<fevo::filter_results> gper;
-      const auto m = compute_with(b, group, o.tau, gper);
-      std::size_t q = 0;
-      for (std::size_t p = 0; p < jobs.size(); ++p)
-        for (std::size_t j : idx) {
-          metrics[p][j] = m[q];
-          per[p][j] = std::move(gper[q]);
-          ++q;
-        }
-      return 0;
-    });
-  }
+  compute_by_type(
+      b, jobs, layers, chunk, o, [](std::size_t j) { return j; }, [](std::size_t, const auto& v) { return v; },
+      [&](std::size_t p, std::size_t j, const fevo::layer_metrics& m, fevo::filter_results& f) {
+        metrics[p][j] = m;
+        per[p][j] = std::move(f);
+      });
 }
 
 /// The backend asked for, after the checks of the options every run starts with (threads,

@@ -8,11 +8,13 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <deque>
 #include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
 #include <system_error>
+#include <type_traits>
 #include <vector>
 
 #include <fevo/fevo.hpp>
@@ -105,6 +107,46 @@ struct pair_job {
   std::shared_ptr<const snapshot> prev, next;
   std::int64_t step_prev, step;
 };
+
+/// The backend calls of a window: for each element type in turn, one compute_with call over every
+/// pair of `jobs` and every item of `items` whose layer (layer_of(item), an index into `layers`)
+/// has that type, its views cut by slice(item, view); done(pair, item, metrics, per_filter) takes
+/// each result. Items are whole layers (the run in one process) or filter ranges of layers (the
+/// shares of an MPI run).
+template <class LayerOf, class Slice, class Done>
+void compute_by_type(backend b, const std::vector<pair_job>& jobs, const std::vector<snapshot::entry>& layers,
+                     const std::vector<std::size_t>& items, const analyze_options& o, LayerOf layer_of,
+                     Slice slice, Done done) {
+  for (io::dtype t : {io::dtype::f16, io::dtype::bf16, io::dtype::f32, io::dtype::f64}) {
+    std::vector<std::size_t> idx;
+    for (std::size_t q : items)
+      if (layers[layer_of(q)].type == t) idx.push_back(q);
+    if (idx.empty()) continue;
+    io::visit_element(t, [&](auto* tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      std::deque<std::vector<T>> scratch;  // stable: views may point into it
+      std::vector<fevo::layer_pair<T>> group;
+      for (const auto& job : jobs)
+        for (std::size_t q : idx) {
+          const std::string& name = layers[layer_of(q)].name;
+          scratch.emplace_back();
+          const auto pv = job.prev->view<T>(name, o.sel.lay, scratch.back(), o.sel.include_2d);
+          scratch.emplace_back();
+          const auto nv = job.next->view<T>(name, o.sel.lay, scratch.back(), o.sel.include_2d);
+          group.push_back({name, slice(q, pv), slice(q, nv)});
+        }
+      std::vector<fevo::filter_results> per;
+      const auto m = compute_with(b, group, o.tau, per);
+      std::size_t g = 0;
+      for (std::size_t p = 0; p < jobs.size(); ++p)
+        for (std::size_t q : idx) {
+          done(p, q, m[g], per[g]);
+          ++g;
+        }
+      return 0;
+    });
+  }
+}
 
 /// Requires every chosen layer in `next` with the dtype and shape it has in `first`.
 void check_layers(const snapshot::header& next, const snapshot::header& first,

@@ -13,8 +13,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <deque>
-#include <type_traits>
 #include <unordered_map>
 
 #include <fevo/detail/little_endian.hpp>
@@ -138,33 +136,12 @@ snapshot::header header_from(const std::vector<unsigned char>& b) {
 void compute_pieces(backend b, const std::vector<pair_job>& jobs, const std::vector<snapshot::entry>& layers,
                     const std::vector<piece>& pieces, const std::vector<std::size_t>& chunk, const analyze_options& o,
                     std::vector<std::vector<fevo::filter_results>>& per) {
-  for (io::dtype t : {io::dtype::f16, io::dtype::bf16, io::dtype::f32, io::dtype::f64}) {
-    std::vector<std::size_t> idx;
-    for (std::size_t q : chunk)
-      if (layers[pieces[q].layer].type == t) idx.push_back(q);
-    if (idx.empty()) continue;
-    io::visit_element(t, [&](auto* tag) {
-      using T = std::remove_pointer_t<decltype(tag)>;
-      std::deque<std::vector<T>> scratch;  // stable: views may point into it
-      std::vector<fevo::layer_pair<T>> group;
-      for (const auto& job : jobs)
-        for (std::size_t q : idx) {
-          const piece& pc = pieces[q];
-          const std::string& name = layers[pc.layer].name;
-          scratch.emplace_back();
-          const auto pv = job.prev->view<T>(name, o.sel.lay, scratch.back(), o.sel.include_2d);
-          scratch.emplace_back();
-          const auto nv = job.next->view<T>(name, o.sel.lay, scratch.back(), o.sel.include_2d);
-          group.push_back({name, pv.filter_slice(pc.first, pc.count), nv.filter_slice(pc.first, pc.count)});
-        }
-      std::vector<fevo::filter_results> gper;
-      compute_with(b, group, o.tau, gper);
-      std::size_t g = 0;
-      for (std::size_t p = 0; p < jobs.size(); ++p)
-        for (std::size_t q : idx) per[p][q] = std::move(gper[g++]);
-      return 0;
-    });
-  }
+  compute_by_type(
+      b, jobs, layers, chunk, o, [&](std::size_t q) { return pieces[q].layer; },
+      [&](std::size_t q, const auto& v) { return v.filter_slice(pieces[q].first, pieces[q].count); },
+      [&](std::size_t p, std::size_t q, const fevo::layer_metrics&, fevo::filter_results& f) {
+        per[p][q] = std::move(f);
+      });
 }
 
 /// Drops the pages of a piece from a snapshot's mapping: the whole tensor's, or, for a filter
