@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include <fevo/io/atomic_write.hpp>
+#include <fevo/record/detail/csv.hpp>
 
 #include "driver.hpp"
 
@@ -22,20 +23,6 @@ void append_number(std::string& out, double v) {
   char b[32];
   const auto r = std::to_chars(b, b + sizeof b, v);
   out.append(b, r.ptr);
-}
-
-/// A CSV field per RFC 4180: quoted, with quotes doubled, when it holds ',', '"' or a line break.
-void append_field(std::string& out, const std::string& s) {
-  if (s.find_first_of(",\"\r\n") == std::string::npos) {
-    out += s;
-    return;
-  }
-  out += '"';
-  for (char c : s) {
-    if (c == '"') out += '"';
-    out += c;
-  }
-  out += '"';
 }
 
 }  // namespace
@@ -74,7 +61,9 @@ void weight_change_log::record(std::int64_t step) {
     text_ += ',';
     text_ += std::to_string(step);
     text_ += ',';
-    append_field(text_, layers_[i].first);
+    // The recorder's CSV quoting (its layer names never hold a line break: the recorder refuses
+    // them, and these are the layers it records).
+    fevo::record::detail::csv::put_field(text_, layers_[i].first);
     text_ += ',';
     append_number(text_, change);
     text_ += ',';
