@@ -39,6 +39,7 @@ __all__ = [
     "compute",
     "compute_layers",
     "compute_partial",
+    "cpu_kernels",
     "cuda_available",
     "distributed",
     "finalize",
@@ -167,6 +168,14 @@ def finalize(total: Partial, n_filters: Optional[int] = None) -> LayerMetrics:
     shard then holds every filter).
     """
     return _fevo.finalize(total, n_filters)
+
+
+def cpu_kernels() -> str:
+    """The instruction set of the CPU kernels fevo runs on this machine: "avx512", "avx2" or
+    "generic" (the compiler's baseline: SSE2 on x86-64, NEON on AArch64). The kernels are compiled
+    for each and chosen once, at run time, from the CPU's features, so a build without -march runs
+    as fast as a native one; the `fevo` command's `fevo --version` names the same."""
+    return _fevo.cpu_kernels()
 
 
 def cuda_available() -> bool:

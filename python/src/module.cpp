@@ -817,6 +817,8 @@ NB_MODULE(_fevo, m) {
   m.def("extents", &py_extents, "array"_a.none(), "layout"_a,
         "The logical extents (filters, channels, rows, cols) of a weight array in a layout.");
   m.def("cuda_compiled", &cuda_compiled, "True when this build of fevo has its CUDA entry points.");
+  m.def("cpu_kernels", [] { return std::string(fevo::cpu::instruction_set()); },
+        "The instruction set of the CPU kernels fevo runs on this machine: 'avx512', 'avx2' or 'generic'.");
   m.def("cuda_available", &cuda_available,
         "True when this build of fevo has its CUDA entry points and a usable CUDA device is present.");
   m.def("_time_compute_layers", &py_time_compute_layers, "layers"_a, "tau"_a, "layout"_a, "repeat"_a,

@@ -1,6 +1,6 @@
 """The installed package: the CUDA entry points are there when nvcc was (FEVO_EXPECT_CUDA=1, set by
 ./run.sh test where it finds nvcc), typed stubs and py.typed, help(fevo.compute), the fevo
-command in the environment's scripts."""
+command in the environment's scripts, the CPU kernels chosen at run time."""
 import os
 import pydoc
 import shutil
@@ -50,3 +50,33 @@ def test_import_alone_does_not_import_torch_or_pandas():
     r = subprocess.run([sys.executable, "-c", "import sys, fevo; print('torch' in sys.modules, 'pandas' in sys.modules)"],
                        capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.split() == ["False", "False"], r.stdout + r.stderr
+
+
+def _best_kernel_from_cpuinfo():
+    """The kernel fevo should pick on this x86-64 Linux machine, from /proc/cpuinfo; None elsewhere."""
+    import platform
+    if platform.machine() != "x86_64" or not os.path.exists("/proc/cpuinfo"):
+        return None
+    with open("/proc/cpuinfo") as f:
+        flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
+    if flags is None:
+        return None
+    v3 = all(x in flags for x in ("avx2", "fma", "bmi1", "bmi2", "popcnt", "f16c"))
+    if v3 and all(x in flags for x in ("avx512f", "avx512bw", "avx512vl", "avx512dq")):
+        return "avx512"
+    return "avx2" if v3 else "generic"
+
+
+def test_cpu_kernels_chosen_at_run_time():
+    # The extension is built without -march: it still runs the best kernel the CPU has, the same
+    # one the installed fevo command names.
+    k = fevo.cpu_kernels()
+    assert k in ("avx512", "avx2", "generic"), k
+    expect = _best_kernel_from_cpuinfo()
+    if expect is not None:
+        assert k == expect, (k, expect)
+    scripts = sysconfig.get_path("scripts")
+    exe = os.path.join(scripts, "fevo")
+    exe = exe if os.path.exists(exe) else shutil.which("fevo")
+    r = subprocess.run([exe, "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and f"CPU kernels: {k}" in r.stdout.splitlines(), r.stdout + r.stderr
