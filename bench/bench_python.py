@@ -185,7 +185,7 @@ def bench_models(device, reps, shrink, results):
         for _ in range(3 * reps):
             rounds["fevo"].append(median_time(lambda: fevo.compute_layers(layers, TAU), 1, 0))
             rounds["bind"].append(median_time(lambda: _fevo.compute_layers(items, TAU, "oihw"), 1, 0))
-            rounds["cxx"].append(_fevo._time_compute_layers(items, TAU, "oihw", 2)[1])
+            rounds["cxx"].append(_fevo._time_compute_layers(items, TAU, "oihw", 1)[0])
             rounds["torch"].append(median_time(lambda: torch_eager(tl, TAU, sync), 1, 0))
         t_fevo, t_bind, t_cxx, t_torch = (statistics.median(rounds[k]) for k in ("fevo", "bind", "cxx", "torch"))
         gbps = 2 * total * 4 / t_fevo / 1e9
