@@ -51,6 +51,7 @@ inline void check_metrics(const fevo::layer_metrics& m, const reference& ref) {
   CHECK(m.Z == ref.Z());
   FEVO_CHECK_SUM(m.totals.sum_sq, ref.sum_sq, ref.weights);
   FEVO_CHECK_SUM(m.D, ref.D_layer(), ref.weights);
+  FEVO_CHECK_SUM(m.D_per_weight, ref.D_per_weight(), ref.weights);
 }
 
 inline void check_per_filter(const fevo::filter_results& per, const reference& ref, bool with_r) {

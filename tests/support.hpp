@@ -227,6 +227,8 @@ struct reference {
   std::vector<std::uint32_t> R;  ///< R_ic, [i * C + c]
 
   long double D_layer() const { return sum_sq / (long double)N; }
+  /// D per weight as the report defines it: D / (C H W).
+  long double D_per_weight() const { return D_layer() / (long double)(C * HW); }
   double S() const { return double(changed) / double(weights); }
   double Z() const { return double(zero_channels) / double(channels); }
 };

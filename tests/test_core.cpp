@@ -642,6 +642,7 @@ TEST_CASE("merge adds partials; finalize divides by the layer's filters", "[accu
   // Two filters of 2 channels of 3x3: D = 1.75 / 2, S = 5 / 36, Z = 1 / 4.
   const fevo::layer_metrics m = fevo::finalize(t, 2);
   CHECK(m.D == 0.875);
+  CHECK(m.D_per_weight == 1.75 / 36);  // = D / (C H W) = 0.875 / 18
   CHECK(m.S == 5.0 / 36);
   CHECK(m.Z == 0.25);
   CHECK(m.n_filters == 2);
@@ -650,6 +651,7 @@ TEST_CASE("merge adds partials; finalize divides by the layer's filters", "[accu
   // Nothing folded: all zero, no division by zero.
   const fevo::layer_metrics z = fevo::finalize(fevo::partial{}, 0);
   CHECK(z.D == 0.0);
+  CHECK(z.D_per_weight == 0.0);
   CHECK(z.S == 0.0);
   CHECK(z.Z == 0.0);
 }

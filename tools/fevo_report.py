@@ -7,7 +7,8 @@ Each RUNDIR is either a training run of the paper driver (config.json present; s
 directory contract in docs/report.md) or the output directory of `fevo analyze` (only
 metrics.csv and filter_summary.csv: Fig. 2 and Fig. 4 are drawn for it, named by its directory,
 over all its layers when it has at most five, else five spread evenly over depth, first and last
-included; D per weight needs the layers' shapes, which such a directory does not hold).
+included; D per weight is metrics.csv's D_per_weight column, present in either kind of directory
+recorded by this fevo).
 
 The page, in this order: the findings table (each of the paper's findings, per model and quantity,
 with its criterion, the run's numbers and the verdict; report_findings.py; and, beyond the paper,
@@ -152,7 +153,7 @@ def layers_html(run):
     for s in fnd.layer_stats(run):
         rows.append((f"conv{s.index}" if run.is_driver else str(s.index), esc(s.name), s.depth,
                      esc(json.dumps(s.shape)) if s.shape else "\u2014", s.chw if s.chw else "\u2014",
-                     s.n_filters, s.records, num(s.mean["D"]), num(s.mean["Dw"]) if s.shape else "\u2014",
+                     s.n_filters, s.records, num(s.mean["D"]), num(s.mean["Dw"]) if s.series["Dw"] is not None else "\u2014",
                      num(s.mean["R"]) if run.has_weight_change else "\u2014", num(s.mean["S"]), num(s.mean["Z"]), s.barely, f"{100 * s.barely_share:.2f}"))
     return table(f"layers-{run.label}", LAYER_HEADER, rows, numeric=LAYER_HEADER[4:])
 
@@ -339,7 +340,7 @@ def build(runs, outdir, compare=None):
     p, size = figs.fig2(runs, figdir, "fig2")
     lr = ("dashed lines: learning rate halved" if any(r.is_driver and r.config["lr_halve_steps"] for r in runs)
           else "no learning-rate change recorded")
-    no_shapes = [r.label for r in runs if not r.has_shapes()]
+    no_dw = [r.label for r in runs if not r.has_dw()]
     no_change = [r.label for r in runs if not r.has_weight_change]
     rows2 = figs.fig2_rows(runs)
     drawn.append(("fig2", p, size,
@@ -350,8 +351,8 @@ def build(runs, outdir, compare=None):
                   + "S (eq. 2) and Z (eq. 3) against the training step, for "
                   + "; ".join(f"{esc(r.label)}: {esc(r.selected_from)}" for r in runs)
                   + f"; {lr}. Each row has one y-range in every column (S and Z: 0 to 1)."
-                  + (f" D per weight needs the layers' shapes, which {esc(', '.join(no_shapes))} "
-                     "(`fevo analyze` output) does not hold: only D is shown for it." if no_shapes else "")
+                  + (f" {esc(', '.join(no_dw))} has no D_per_weight column in its metrics.csv (recorded "
+                     "before fevo wrote it): its D-per-weight panel says so." if no_dw and "Dw" in rows2 else "")
                   + (f" {esc(', '.join(no_change))} has no weight_change.csv: its relative-change panel says so."
                      if no_change and "R" in rows2 else "")))
     p, size = figs.fig4(runs, figdir, "fig4")
@@ -390,10 +391,9 @@ def build(runs, outdir, compare=None):
             "computed by the paper driver into weight_change.csv; A1). "
             "Criteria are fixed in tools/report_findings.py; the rows are also in "
             '<a href="findings.csv">findings.csv</a> and <a href="findings.json">findings.json</a>.</p>']
-    if no_shapes:
-        body.append(f'<p class="small">D per weight needs the layers\' shapes [O, I, H, W] (config.json '
-                    f"<code>conv_layers</code> of a paper-driver run); {esc(', '.join(no_shapes))} "
-                    "holds none, so only D is shown for it.</p>")
+    if no_dw:
+        body.append(f'<p class="small">{esc(", ".join(no_dw))}: metrics.csv has no <code>D_per_weight</code> '
+                    "column (recorded before fevo wrote it), so only D is shown for it.</p>")
     body.append(why_html(rows))
     body.append(between_html(between))
     if compare:

@@ -11,8 +11,9 @@ writes) is read when it is there and must then be well formed; a directory witho
 run, `fevo analyze` output) is read all the same, and the report says the data is absent.
 Any problem raises InputError(path, problem); the command turns it into one line and exit 2.
 
-It also defines, once for every part of the report, the per-weight companion of D (see
-weights_per_filter and D_per_weight) and the quantities a layer's series is read as (SERIES).
+It also names the quantities a layer's series is read as (SERIES). D per weight (D / (C H W)) is
+not computed here: it is fevo's own layer_metrics::D_per_weight, the D_per_weight column of
+metrics.csv (a run recorded before fevo wrote that column has none, and the report says so).
 """
 
 import csv
@@ -23,7 +24,9 @@ import re
 
 import numpy as np
 
-METRICS_HEADER = ["step_prev", "step", "layer", "D", "S", "Z", "n_filters", "nonfinite"]
+METRICS_HEADER = ["step_prev", "step", "layer", "D", "S", "Z", "n_filters", "nonfinite", "D_per_weight"]
+# metrics.csv of runs recorded before fevo wrote D per weight: read all the same, without it.
+METRICS_HEADER_V1 = METRICS_HEADER[:-1]
 SUMMARY_HEADER = ["layer", "filter", "steps", "D_mean", "D_min", "D_max", "frac_S_zero", "frac_Z_one"]
 TRAIN_LOG_HEADER = ["step", "epoch", "loss", "accuracy", "lr", "time_s"]
 TABLE4_HEADER = ["layer", "filters", "zeroed", "criterion", "draws", "baseline_accuracy",
@@ -44,18 +47,11 @@ def weights_per_filter(shape):
     return int(c) * int(h) * int(w)
 
 
-def D_per_weight(D, shape):
-    """The mean squared change per weight: eq. 1's D divided by C x H x W,
-        D_t / (C H W) = 1/(N C H W) sum_i ||f_i(t+1) - f_i(t)||_2^2,
-    the mean over all the layer's weights of their squared change (units: squared weight units).
-    D itself sums over a filter's C H W weights, so it grows with the filter's size even when every
-    weight moves by the same amount (with Adam, each weight moves by about the learning rate per
-    step); this quantity does not. Accepts a number or a numpy array."""
-    return D / weights_per_filter(shape)
-
-
 # The quantities of a layer's series, as the report names them: key -> (short label, description).
-# "Dw" is D_per_weight of the layer's D; it needs the layer's shape (config.json conv_layers).
+# "Dw" is metrics.csv's D_per_weight: D / (C H W) = 1/(N C H W) sum_i ||f_i(t+1) - f_i(t)||_2^2,
+# the mean over the layer's weights of their squared change. D sums over a filter's C H W weights,
+# so it grows with the filter's size even when every weight moves by the same amount (with Adam,
+# each weight moves by about the learning rate per step); D per weight does not.
 # "R" is the relative weight change of Agrawal et al. (arXiv 2011.06735) between consecutive
 # records, ||W_t - W_t-1||_1 / ||W_t-1||_1, from weight_change.csv; a run without that file has none.
 SERIES = {
@@ -85,9 +81,10 @@ def _parse(path, lineno, column, text, kind):
         raise InputError(path, f"line {lineno}: column '{column}' is not a number: {text!r}") from None
 
 
-def read_csv(path, header, types):
-    """Rows of a CSV file whose first line must be exactly `header`; `types` maps a column to
-    int or float (other columns stay strings). Returns a list of dicts."""
+def read_csv(path, header, types, older=None):
+    """Rows of a CSV file whose first line must be exactly `header` (or `older`, the header of an
+    earlier version of the file); `types` maps a column to int or float (other columns stay
+    strings). Returns a list of dicts."""
     if not os.path.isfile(path):
         raise InputError(path, "missing")
     try:
@@ -97,6 +94,8 @@ def read_csv(path, header, types):
         raise InputError(path, f"cannot be read: {e}") from None
     if not rows:
         raise InputError(path, "empty (expected the header " + ",".join(header) + ")")
+    if older is not None and rows[0] == older:
+        header = older
     if rows[0] != header:
         raise InputError(path, "header is " + ",".join(rows[0]) + ", expected " + ",".join(header))
     out = []
@@ -146,14 +145,16 @@ class LayerSeries:
 
     def __init__(self, name):
         self.name = name
-        self.step_prev, self.step, self.D, self.S, self.Z = [], [], [], [], []
+        self.step_prev, self.step, self.D, self.S, self.Z, self.Dw = [], [], [], [], [], []
         self.n_filters = None
 
-    def finish(self):
+    def finish(self, has_dw):
         for k in ("step_prev", "step"):
             setattr(self, k, np.asarray(getattr(self, k), dtype=np.int64))
-        for k in ("D", "S", "Z"):
+        for k in ("D", "S", "Z", "Dw"):
             setattr(self, k, np.asarray(getattr(self, k), dtype=np.float64))
+        if not has_dw:
+            self.Dw = None  # a run recorded before metrics.csv had D_per_weight
 
 
 class FilterSummary:
@@ -172,9 +173,11 @@ class FilterSummary:
 
 def read_metrics(path):
     rows = read_csv(path, METRICS_HEADER, {"step_prev": int, "step": int, "D": float, "S": float,
-                                           "Z": float, "n_filters": int, "nonfinite": int})
+                                           "Z": float, "n_filters": int, "nonfinite": int, "D_per_weight": float},
+                    older=METRICS_HEADER_V1)
     if not rows:
         raise InputError(path, "has no rows")
+    has_dw = "D_per_weight" in rows[0]
     layers = {}
     for r in rows:
         s = layers.get(r["layer"])
@@ -183,8 +186,10 @@ def read_metrics(path):
             s.n_filters = r["n_filters"]
         for k in ("step_prev", "step", "D", "S", "Z"):
             getattr(s, k).append(r[k])
+        if has_dw:
+            s.Dw.append(r["D_per_weight"])
     for s in layers.values():
-        s.finish()
+        s.finish(has_dw)
     return layers  # dict keeps the layers in the file's (registration, i.e. depth) order
 
 
@@ -389,6 +394,10 @@ class Run:
     def has_shapes(self, names=None):
         return all(n in self.shapes for n in (self.selected if names is None else names))
 
+    def has_dw(self, names=None):
+        """True when metrics.csv has D per weight for the layers (all of them, or `names`)."""
+        return all(self.metrics[n].Dw is not None for n in (self.selected if names is None else names))
+
     @property
     def has_weight_change(self):
         """True when weight_change.csv was read (it then holds every layer of metrics.csv)."""
@@ -396,11 +405,10 @@ class Run:
 
     def series(self, name, key):
         """A layer's series of one quantity of SERIES, float64 per record; None for "Dw" when
-        the layer's shape is unknown, and for "R" when weight_change.csv is absent."""
+        metrics.csv has no D_per_weight column, and for "R" when weight_change.csv is absent."""
         s = self.metrics[name]
         if key == "Dw":
-            shape = self.shape(name)
-            return None if shape is None else D_per_weight(s.D, shape)
+            return s.Dw
         if key == "R":
             return None if self.weight_change is None else self.weight_change[name].relative
         return getattr(s, key)

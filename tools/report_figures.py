@@ -107,19 +107,19 @@ LOG_ROWS = ("D", "Dw", "R")
 
 
 def fig2_rows(runs):
-    """The quantities Fig. 2 draws: D, D per weight (when some run has its layers' shapes), the
+    """The quantities Fig. 2 draws: D, D per weight (when some run's metrics.csv has it), the
     relative weight change (when some run has weight_change.csv), S, Z."""
-    have = {"Dw": any(r.has_shapes() for r in runs), "R": any(r.has_weight_change for r in runs)}
+    have = {"Dw": any(r.has_dw() for r in runs), "R": any(r.has_weight_change for r in runs)}
     return [k for k in ("D", "Dw", "R", "S", "Z") if have.get(k, True)]
 
 
 # What a panel says instead of a plot when its run lacks the data.
-ABSENT = {"Dw": "D per weight needs the layers' shapes\n[O, I, H, W] (config.json conv_layers);\nthis run has none",
+ABSENT = {"Dw": "no D_per_weight column in this run's\nmetrics.csv (recorded before fevo\nwrote it): no D per weight",
           "R": "no weight_change.csv in this run\n(an older paper driver, or fevo analyze\noutput): no relative change"}
 
 
 def _absent(run, key):
-    return (key == "Dw" and not run.has_shapes()) or (key == "R" and not run.has_weight_change)
+    return (key == "Dw" and not run.has_dw()) or (key == "R" and not run.has_weight_change)
 
 
 def fig2_size_px(n_runs, n_rows):

@@ -1,8 +1,8 @@
 """The paper's findings, each checked on a run's data by a criterion fixed here, before any data.
 
 Every finding is quoted with its section, and checked per model and, where the paper states it
-per metric, per quantity: D (eq. 1), D per weight (D / (C H W), report_data.D_per_weight: fevo's
-size-fair companion of D, shown beside every D finding), S (eq. 2) and Z (eq. 3). Each row ends in
+per metric, per quantity: D (eq. 1), D per weight (D / (C H W), fevo's layer_metrics::D_per_weight
+and metrics.csv's D_per_weight column: the size-fair companion of D, shown beside every D finding), S (eq. 2) and Z (eq. 3). Each row ends in
 "holds", "does not hold" or "cannot be checked" (with the reason), gives the numbers it was judged
 on, and, where it does not hold, a "why" sentence built from the numbers.
 
@@ -274,9 +274,9 @@ def quantity_label(key):
 
 def cannot_quantity(run, stats_, key):
     """The reason a quantity cannot be read for the run's five layers, or None."""
-    if key == "Dw" and any(s.shape is None for s in stats_):
-        return ("D per weight needs the layers' shapes [O, I, H, W] (config.json conv_layers); "
-                f"{run.label} has none.")
+    if key == "Dw" and any(s.series["Dw"] is None for s in stats_):
+        return (f"{run.label}'s metrics.csv has no D_per_weight column (recorded before fevo wrote D per "
+                "weight; record it again, or rerun `fevo analyze` on its snapshots).")
     if any(not math.isfinite(s.mean[key]) for s in stats_):
         return f"the mean {quantity_label(key)} of a layer is not finite (no finite record)."
     return None
@@ -420,7 +420,7 @@ def beside_D(st, model):
     claim = "F1: falls with depth" if model == "vgg16" else "F2: a weaker stratification than VGG-16's"
     text = (f"beside it, this paper's D ({claim}): rho(depth, mean D) = {r2(d.rho)}, exact one-sided p (falling) "
             f"{peq(d.p)}")
-    if all(s.chw for s in st):
+    if all(s.series["Dw"] is not None for s in st):
         dw = Trend(st, "Dw")
         text += f"; D per weight rho = {r2(dw.rho)}, p {peq(dw.p)}"
     return text
@@ -487,7 +487,7 @@ def between(runs):
             continue
         st = ctx.stats(run)
         d = Trend(st, "D")
-        dw = Trend(st, "Dw") if all(s.chw for s in st) else None
+        dw = Trend(st, "Dw") if all(s.series["Dw"] is not None for s in st) else None
         if model == "vgg16":
             paper = (f"eq. 1's D {trend_text(d)}, "
                      + ("as this paper finds (F1)" if d.significant else "against this paper's finding that it falls (F1)"))

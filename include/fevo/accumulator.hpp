@@ -89,6 +89,10 @@ struct layer_metrics {
   double D = 0;  ///< eq. 1: mean over filters of the squared L2 change
   double S = 0;  ///< eq. 2: mean share of weights with |d| > tau
   double Z = 0;  ///< eq. 3: mean share of channels where no weight has |d| > tau
+  /// D's size-fair companion: the mean over the layer's weights of their squared change,
+  /// sum_sq / (N C H W) = D / (C H W). D sums over a filter's C H W weights, so it grows with the
+  /// filter's size even when every weight moves by the same amount; this does not.
+  double D_per_weight = 0;
   std::uint64_t n_filters = 0;
   std::uint64_t nonfinite = 0;  ///< weights whose change is NaN or infinite
   partial totals;               ///< the merged totals D, S, Z were computed from
@@ -101,6 +105,7 @@ inline layer_metrics finalize(const partial& p, std::uint64_t n_filters) {
   m.nonfinite = p.nonfinite;
   m.totals = p;
   m.D = n_filters ? p.sum_sq / double(n_filters) : 0.0;
+  m.D_per_weight = p.weights ? p.sum_sq / double(p.weights) : 0.0;
   m.S = p.weights ? double(p.changed) / double(p.weights) : 0.0;
   m.Z = p.channels ? double(p.zero_channels) / double(p.channels) : 0.0;
   return m;

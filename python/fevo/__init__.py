@@ -120,8 +120,9 @@ def compute_layers(layers: Union[Mapping[str, Tuple[ArrayLike, ArrayLike]], Iter
 
     Returns:
         A DataFrame with one row per layer, in the order given: layer, D, S, Z, n_filters,
-        nonfinite (the metrics of fevo.compute; see help(fevo.compute) for the equations, tau and
-        the NaN rule).
+        nonfinite, D_per_weight (the columns of metrics.csv; the metrics of fevo.compute, see
+        help(fevo.compute) for the equations, tau and the NaN rule, and
+        help(fevo.LayerMetrics.D_per_weight)).
     """
     import pandas as pd
 
@@ -134,9 +135,9 @@ def compute_layers(layers: Union[Mapping[str, Tuple[ArrayLike, ArrayLike]], Iter
             items.append((name, pair[0], pair[1]))
     else:
         items = [tuple(item) for item in layers]
-    names, D, S, Z, n_filters, nonfinite = _fevo.compute_layers(items, tau, layout)
+    names, D, S, Z, n_filters, nonfinite, Dw = _fevo.compute_layers(items, tau, layout)
     return pd.DataFrame({"layer": names, "D": D, "S": S, "Z": Z, "n_filters": n_filters,
-                         "nonfinite": nonfinite})
+                         "nonfinite": nonfinite, "D_per_weight": Dw})
 
 
 def compute_partial(prev: ArrayLike, next: ArrayLike, tau: float, *, layout: str = "oihw") -> Partial:

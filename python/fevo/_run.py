@@ -27,16 +27,19 @@ class Run:
     steps: Optional[np.ndarray] = None
 
 
-def _read_csv(path: str, dtypes: Dict[str, str]):
+def _read_csv(path: str, dtypes: Dict[str, str], optional: Dict[str, str] = {}):
     import pandas as pd
 
     # Layer names are strings whatever they read like ("nan", "1"). The numbers are written as the
     # shortest decimal that reads back to the same double ("nan", "inf", "-inf"): read them back
     # exactly (pandas' default float parser may be off by an ulp).
+    every = {**dtypes, **optional}
     df = pd.read_csv(path, dtype={"layer": str}, keep_default_na=False, float_precision="round_trip",
-                     na_values={k: ["nan"] for k in dtypes if dtypes[k] == "float64"})
-    for col, dt in dtypes.items():
+                     na_values={k: ["nan"] for k in every if every[k] == "float64"})
+    for col, dt in every.items():
         if col not in df.columns:
+            if col in optional:
+                continue
             raise Error(f"fevo: read_run: '{path}' has no column '{col}' (columns {list(df.columns)})")
         df[col] = df[col].astype(dt)
     return df
@@ -61,7 +64,9 @@ def read_run(dir: "os.PathLike[str] | str") -> Run:
     data = data[: cut + 1]
     metrics = _read_csv(io.BytesIO(data), {"step_prev": "int64", "step": "int64", "D": "float64",
                                            "S": "float64", "Z": "float64", "n_filters": "int64",
-                                           "nonfinite": "int64"})
+                                           "nonfinite": "int64"},
+                        # runs recorded before fevo wrote D per weight have no such column
+                        optional={"D_per_weight": "float64"})
     summary = None
     summary_path = os.path.join(d, "filter_summary.csv")
     if os.path.exists(summary_path):

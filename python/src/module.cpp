@@ -532,7 +532,7 @@ nb::tuple py_compute_layers(nb::handle items, double tau, std::string_view layou
     for (std::size_t j = 0; j < idx.size(); ++j) out[idx[j]] = ms[j];
   }
   std::vector<std::string> names(n);
-  std::vector<double> D(n), S(n), Z(n);
+  std::vector<double> D(n), S(n), Z(n), Dw(n);
   std::vector<std::uint64_t> filters(n), nonfinite(n);
   for (std::size_t k = 0; k < n; ++k) {
     names[k] = g.pairs[k].name;
@@ -541,9 +541,11 @@ nb::tuple py_compute_layers(nb::handle items, double tau, std::string_view layou
     Z[k] = out[k].Z;
     filters[k] = out[k].n_filters;
     nonfinite[k] = out[k].nonfinite;
+    Dw[k] = out[k].D_per_weight;
   }
   return nb::make_tuple(names, numpy_of(std::move(D), {n}), numpy_of(std::move(S), {n}), numpy_of(std::move(Z), {n}),
-                        numpy_of(std::move(filters), {n}), numpy_of(std::move(nonfinite), {n}));
+                        numpy_of(std::move(filters), {n}), numpy_of(std::move(nonfinite), {n}),
+                        numpy_of(std::move(Dw), {n}));
 }
 
 /// The benchmark's C++ reference: seconds of each of `repeat` fevo::compute_layers calls on the
@@ -779,6 +781,10 @@ NB_MODULE(_fevo, m) {
                    "eq. 2: mean share of weights with |d| > tau.")
       .def_prop_ro("Z", [](const py_layer_metrics& r) { return r.m.Z; },
                    "eq. 3: mean share of channels in which no weight has |d| > tau.")
+      .def_prop_ro("D_per_weight", [](const py_layer_metrics& r) { return r.m.D_per_weight; },
+                   "D / (C H W): the mean over the layer's weights of their squared change. D sums over a "
+                   "filter's C H W weights, so it grows with the filter's size even when every weight moves "
+                   "by the same amount; this does not (compare layers of different sizes with it).")
       .def_prop_ro("n_filters", [](const py_layer_metrics& r) { return r.m.n_filters; }, "N, the layer's filters.")
       .def_prop_ro("nonfinite", [](const py_layer_metrics& r) { return r.m.nonfinite; },
                    "Weights whose change is NaN or infinite.")
@@ -788,8 +794,8 @@ NB_MODULE(_fevo, m) {
                    nb::sig("def filters(self) -> FilterMetrics | None"),
                    "Per-filter results (FilterMetrics) with per_filter=True or channel_counts=True, else None.")
       .def("__repr__", [](const py_layer_metrics& r) {
-        return nb::str("LayerMetrics(D={!r}, S={!r}, Z={!r}, n_filters={}, nonfinite={})")
-            .format(r.m.D, r.m.S, r.m.Z, r.m.n_filters, r.m.nonfinite);
+        return nb::str("LayerMetrics(D={!r}, S={!r}, Z={!r}, n_filters={}, nonfinite={}, D_per_weight={!r})")
+            .format(r.m.D, r.m.S, r.m.Z, r.m.n_filters, r.m.nonfinite, r.m.D_per_weight);
       });
 
   m.def("compute", &py_compute, "prev"_a.none(), "next"_a.none(), "tau"_a, "layout"_a, "per_filter"_a, "channel_counts"_a,
@@ -797,7 +803,7 @@ NB_MODULE(_fevo, m) {
   m.def("compute_partial", &py_compute_partial, "prev"_a.none(), "next"_a.none(), "tau"_a, "layout"_a,
         "fevo.compute_partial without its defaults; see fevo.compute_partial.");
   m.def("compute_layers", &py_compute_layers, "layers"_a, "tau"_a, "layout"_a,
-        "The columns of fevo.compute_layers' table: (names, D, S, Z, n_filters, nonfinite) for a sequence of "
+        "The columns of fevo.compute_layers' table: (names, D, S, Z, n_filters, nonfinite, D_per_weight) for a sequence of "
         "(name, prev, next) tuples.");
   m.def(
       "merge",

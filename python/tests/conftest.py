@@ -45,6 +45,7 @@ def oracle(prev, next, tau, compute_dtype):
     zero_i = (R == 0).sum(axis=1)
     return {
         "D": D_i.sum() / N,
+        "D_per_weight": D_i.sum() / N / (C * H * W),  # D / (C H W)
         "S": changed_i.sum() / (N * C * H * W),
         "Z": zero_i.sum() / (N * C),
         "nonfinite": int(nonfinite.sum()),
@@ -65,8 +66,10 @@ def assert_matches(m, o, rtol=1e-6):
     assert m.Z == o["Z"]
     if np.isfinite(o["D"]):
         assert m.D == pytest.approx(o["D"], rel=rtol, abs=0)
+        assert m.D_per_weight == pytest.approx(o["D_per_weight"], rel=rtol, abs=0)
     else:
         assert not np.isfinite(m.D)
+        assert not np.isfinite(m.D_per_weight)
     if m.filters is not None:
         f = m.filters
         np.testing.assert_array_equal(f.changed, o["changed"])

@@ -204,11 +204,14 @@ def test_compute_layers_equals_compute(rng):
     layers["f64"] = snapshots(rng, (5, 2, 3, 3), np.float64)
     layers["bf16"] = tuple(x.astype(ml_dtypes.bfloat16) for x in snapshots(rng, (5, 2, 3, 3), np.float32))
     df = fevo.compute_layers(layers, TAU)
-    assert list(df.columns) == ["layer", "D", "S", "Z", "n_filters", "nonfinite"]
+    assert list(df.columns) == ["layer", "D", "S", "Z", "n_filters", "nonfinite", "D_per_weight"]
     assert list(df["layer"]) == list(layers)
     for row, (name, (p, n)) in zip(df.itertuples(index=False), layers.items()):
         m = fevo.compute(p, n, TAU)
-        assert (row.D, row.S, row.Z, row.n_filters, row.nonfinite) == (m.D, m.S, m.Z, m.n_filters, m.nonfinite), name
+        assert (row.D, row.S, row.Z, row.n_filters, row.nonfinite, row.D_per_weight) == \
+            (m.D, m.S, m.Z, m.n_filters, m.nonfinite, m.D_per_weight), name
+        o = oracle(p, n, TAU, np.float64 if p.dtype == np.float64 else np.float32)
+        assert row.D_per_weight == pytest.approx(o["D_per_weight"], rel=1e-6, abs=0), name
     as_tuples = fevo.compute_layers([(name, p, n) for name, (p, n) in layers.items()], TAU)
     assert as_tuples.equals(df)
     assert len(fevo.compute_layers({}, TAU)) == 0

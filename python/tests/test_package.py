@@ -1,6 +1,7 @@
 """The installed package: the CUDA entry points are there when nvcc was (FEVO_EXPECT_CUDA=1, set by
 ./run.sh test where it finds nvcc), typed stubs and py.typed, help(fevo.compute), the fevo
 command in the environment's scripts, the CPU kernels chosen at run time."""
+import importlib.util
 import os
 import pydoc
 import shutil
@@ -52,27 +53,17 @@ def test_import_alone_does_not_import_torch_or_pandas():
     assert r.returncode == 0 and r.stdout.split() == ["False", "False"], r.stdout + r.stderr
 
 
-def _best_kernel_from_cpuinfo():
-    """The kernel fevo should pick on this x86-64 Linux machine, from /proc/cpuinfo; None elsewhere."""
-    import platform
-    if platform.machine() != "x86_64" or not os.path.exists("/proc/cpuinfo"):
-        return None
-    with open("/proc/cpuinfo") as f:
-        flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
-    if flags is None:
-        return None
-    v3 = all(x in flags for x in ("avx2", "fma", "bmi1", "bmi2", "popcnt", "f16c"))
-    if v3 and all(x in flags for x in ("avx512f", "avx512bw", "avx512vl", "avx512dq")):
-        return "avx512"
-    return "avx2" if v3 else "generic"
-
-
 def test_cpu_kernels_chosen_at_run_time():
     # The extension is built without -march: it still runs the best kernel the CPU has, the same
     # one the installed fevo command names.
     k = fevo.cpu_kernels()
     assert k in ("avx512", "avx2", "generic"), k
-    expect = _best_kernel_from_cpuinfo()
+    # The kernel the CPU's flags call for, as the `fevo --version` test (tests/cli/version.py) reads them.
+    spec = importlib.util.spec_from_file_location(
+        "fevo_cli_version_test", os.path.join(os.path.dirname(__file__), "..", "..", "tests", "cli", "version.py"))
+    version_test = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(version_test)
+    expect = version_test.expected_kernel()
     if expect is not None:
         assert k == expect, (k, expect)
     scripts = sysconfig.get_path("scripts")

@@ -195,19 +195,19 @@ def test_metrics_are_those_of_fevo_compute(tmp_path):
             if got:
                 for name, m in got.items():
                     e = fevo.compute(history[-2][name], history[-1][name], 0.01)
-                    assert (m.D, m.S, m.Z, m.n_filters) == (e.D, e.S, e.Z, e.n_filters)
+                    assert (m.D, m.S, m.Z, m.n_filters, m.D_per_weight) == (e.D, e.S, e.Z, e.n_filters, e.D_per_weight)
         assert rec.records == 3 and rec.last_recorded_step == 6 and rec.snapshot_step == 6
         assert rec.copy_bytes == sum(v.nbytes for v in w.values())
     run = fevo.read_run(tmp_path)
     m = run.metrics
-    assert list(m.columns) == ["step_prev", "step", "layer", "D", "S", "Z", "n_filters", "nonfinite"]
+    assert list(m.columns) == ["step_prev", "step", "layer", "D", "S", "Z", "n_filters", "nonfinite", "D_per_weight"]
     assert list(m["layer"]) == ["a", "b,c"] * 3
     assert list(m["step"]) == [2, 2, 4, 4, 6, 6] and list(m["step_prev"]) == [0, 0, 2, 2, 4, 4]
     for k in range(3):
         for name in w:
             e = fevo.compute(history[k][name], history[k + 1][name], 0.01, per_filter=True)
             row = m[(m["layer"] == name) & (m["step"] == 2 * (k + 1))].iloc[0]
-            assert (row.D, row.S, row.Z) == (e.D, e.S, e.Z)
+            assert (row.D, row.S, row.Z, row.D_per_weight) == (e.D, e.S, e.Z, e.D_per_weight)
             np.testing.assert_array_equal(run.series[name]["D"][k], e.filters.D)
             np.testing.assert_array_equal(run.series[name]["S"][k], e.filters.S)
     assert isinstance(run.series["a"]["D"], np.memmap)
@@ -225,6 +225,15 @@ def test_layer_names_that_read_like_numbers_stay_strings(tmp_path):
     m = fevo.read_run(tmp_path).metrics
     assert list(m["layer"]) == ["nan", "1"]
     assert np.isnan(m["D"][0]) and m["nonfinite"][0] == 2 and m["D"][1] == 0.0
+    assert np.isnan(m["D_per_weight"][0]) and m["D_per_weight"][1] == 0.0
+
+
+def test_read_run_reads_a_run_recorded_before_the_D_per_weight_column(tmp_path):
+    (tmp_path / "metrics.csv").write_text("step_prev,step,layer,D,S,Z,n_filters,nonfinite\n"
+                                          "0,1,conv1,0.5,0.25,nan,4,0\n")
+    m = fevo.read_run(tmp_path).metrics
+    assert list(m.columns) == ["step_prev", "step", "layer", "D", "S", "Z", "n_filters", "nonfinite"]
+    assert m["D"][0] == 0.5 and np.isnan(m["Z"][0])
 
 
 @pytest.mark.slow

@@ -39,7 +39,8 @@ def _metrics(a, b, tau, compute):
     R = changed.sum(axis=(2, 3))
     Z = int((R == 0).sum()) / float(n * c)
     nonfinite = int((~np.isfinite(d)).sum())
-    return D, S, Z, nonfinite
+    Dw = D / float(c * d.shape[2] * d.shape[3])  # D per weight: D / (C H W)
+    return D, S, Z, nonfinite, Dw
 
 
 def run(fevo, args):
@@ -53,15 +54,16 @@ def check(out_dir, expected, label):
     rows = list(csv.DictReader(open(os.path.join(out_dir, "metrics.csv"))))
     assert len(rows) == len(expected), f"{label}: {len(rows)} rows, expected {len(expected)}"
     bad = 0
-    for row, (key, (D, S, Z, nf)) in zip(rows, expected):
+    close = lambda want, got: (np.isnan(want) and np.isnan(got)) or want == got or abs(got - want) <= 1e-6 * abs(want)
+    for row, (key, (D, S, Z, nf, Dw)) in zip(rows, expected):
         got = (int(row["step_prev"]), int(row["step"]), row["layer"])
         if got != key:
             print(f"{label}: row {got} expected {key}"); bad += 1; continue
         gD, gS, gZ, gnf = float(row["D"]), float(row["S"]), float(row["Z"]), int(row["nonfinite"])
-        okD = (np.isnan(D) and np.isnan(gD)) or (D == gD) or abs(gD - D) <= 1e-6 * abs(D)
-        if not (okD and gS == S and gZ == Z and gnf == nf):
-            print(f"{label} {key}: fevo D={gD!r} S={gS!r} Z={gZ!r} nonfinite={gnf}; "
-                  f"numpy D={D!r} S={S!r} Z={Z!r} nonfinite={nf}")
+        gDw = float(row["D_per_weight"])
+        if not (close(D, gD) and close(Dw, gDw) and gS == S and gZ == Z and gnf == nf):
+            print(f"{label} {key}: fevo D={gD!r} S={gS!r} Z={gZ!r} nonfinite={gnf} D_per_weight={gDw!r}; "
+                  f"numpy D={D!r} S={S!r} Z={Z!r} nonfinite={nf} D_per_weight={Dw!r}")
             bad += 1
     return bad
 

@@ -43,7 +43,7 @@ def record_run(worker, d):
 def read_metrics(run):
     with open(os.path.join(run, "metrics.csv"), newline="") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["step_prev", "step", "layer", "D", "S", "Z", "n_filters", "nonfinite"], rows[0]
+    assert rows[0] == ["step_prev", "step", "layer", "D", "S", "Z", "n_filters", "nonfinite", "D_per_weight"], rows[0]
     rows = rows[1:]
     assert len(rows) == STEPS * len(LAYERS), len(rows)
     seen = set()

@@ -102,7 +102,7 @@ std::int64_t last_complete(const std::string& dir) {
   std::size_t in_group = 0;
   std::int64_t group_step = 0;
   for (std::size_t r = 1; r < rows.size(); ++r) {
-    if (rows[r].size() != 8) return last;  // a torn line that happened to end in '\n' cannot occur
+    if (rows[r].size() != 9) return last;  // a torn line that happened to end in '\n' cannot occur
     const std::int64_t step = std::stoll(rows[r][1]);
     if (rows[r][2] != layer_names[in_group]) return last;
     if (in_group == 0) group_step = step;
@@ -256,13 +256,13 @@ int main(int argc, char** argv) {
          rows.size(), 1 + std::size_t(steps) * layer_names.size());
   std::set<std::pair<std::int64_t, std::string>> seen;
   for (std::size_t r = 1; r < rows.size(); ++r) {
-    EXPECT(rows[r].size() == 8, "row %zu has %zu fields", r, rows[r].size());
-    if (rows[r].size() != 8) continue;
+    EXPECT(rows[r].size() == 9, "row %zu has %zu fields", r, rows[r].size());
+    if (rows[r].size() != 9) continue;
     const std::int64_t sp = std::stoll(rows[r][0]), s = std::stoll(rows[r][1]);
     EXPECT(seen.insert({s, rows[r][2]}).second, "duplicate row for step %lld layer %s", (long long)s,
            rows[r][2].c_str());
     EXPECT(sp == s - 1, "row %zu: step_prev %lld, step %lld", r, (long long)sp, (long long)s);
-    for (int f = 3; f < 6; ++f) to_double(rows[r][f]);
+    for (int f : {3, 4, 5, 8}) to_double(rows[r][f]);
   }
   for (std::int64_t s = 1; s <= steps; ++s)
     for (const auto& n : layer_names) EXPECT(seen.count({s, n}) == 1, "no row for step %lld layer %s", (long long)s, n.c_str());

@@ -181,12 +181,13 @@ void check_files(const std::string& dir, const std::vector<std::string>& names,
   const auto rows = parse_csv(slurp(dir + "/metrics.csv"), &complete);
   CHECK(complete);
   REQUIRE(rows.size() == 1 + results.size() * names.size());
-  CHECK(rows[0] == std::vector<std::string>{"step_prev", "step", "layer", "D", "S", "Z", "n_filters", "nonfinite"});
+  CHECK(rows[0] == std::vector<std::string>{"step_prev", "step", "layer", "D", "S", "Z", "n_filters", "nonfinite",
+                                            "D_per_weight"});
   std::size_t r = 1;
   for (const auto& res : results)
     for (std::size_t k = 0; k < names.size(); ++k, ++r) {
       INFO("metrics.csv row " << r);
-      REQUIRE(rows[r].size() == 8);
+      REQUIRE(rows[r].size() == 9);
       CHECK(std::stoll(rows[r][0]) == res.step_prev);
       CHECK(std::stoll(rows[r][1]) == res.step);
       CHECK(rows[r][2] == names[k]);
@@ -195,6 +196,7 @@ void check_files(const std::string& dir, const std::vector<std::string>& names,
       CHECK(same_bits(to_double(rows[r][5]), res.m[k].Z));
       CHECK(std::stoull(rows[r][6]) == res.m[k].n_filters);
       CHECK(std::stoull(rows[r][7]) == res.m[k].nonfinite);
+      CHECK(same_bits(to_double(rows[r][8]), res.m[k].D_per_weight));
     }
 
   // filter_summary.csv, against a direct computation
@@ -513,7 +515,7 @@ TEST_CASE("recorder: non-finite changes are counted and written as nan/inf", "[r
   }
   const auto rows = parse_csv(slurp(d / "metrics.csv"));
   REQUIRE(rows.size() == 3);
-  CHECK(rows[1] == std::vector<std::string>{"10", "20", "L", "nan", "0.027777777777777776", "0.75", "4", "2"});
+  CHECK(rows[1] == std::vector<std::string>{"10", "20", "L", "nan", "0.027777777777777776", "0.75", "4", "2", "nan"});
   CHECK(rows[2][3] == "nan");  // NaN - 0.5 is NaN again
   const auto sum = parse_csv(slurp(d / "filter_summary.csv"));
   REQUIRE(sum.size() == 5);
@@ -691,6 +693,49 @@ TEST_CASE("recorder: crash tails are repaired on reopening, with no lost or dupl
       check_same_run(ref.path(), d.path(), !compact, true);
     }
   }
+}
+
+TEST_CASE("recorder: a run recorded before the D_per_weight column resumes in its own format",
+          "[record][resume]") {
+  const std::uint64_t s = seed();
+  INFO("seed=" << s);
+  auto o = options("", true, true);
+  temp_dir ref("ref"), d;
+  reference_run(ref.path(), s, 8, o);
+  // metrics.csv as a run before the column wrote it: the header and every row without its last
+  // field (D_per_weight is last and numeric, so the last ',' starts it).
+  auto without_dw = [](const std::string& csv) {
+    std::string out;
+    for (std::size_t b = 0, e; b < csv.size(); b = e + 1) {
+      e = csv.find('\n', b);
+      REQUIRE(e != std::string::npos);
+      out += csv.substr(b, csv.rfind(',', e) - b) + "\n";
+    }
+    return out;
+  };
+  const std::string v1 = without_dw(slurp(ref / "metrics.csv"));
+  REQUIRE(v1.rfind("step_prev,step,layer,D,S,Z,n_filters,nonfinite\n", 0) == 0);
+  crash_after(d.path(), s, 0, 4, o);
+  const std::string before = without_dw(slurp(d / "metrics.csv"));
+  truncate_to(d / "metrics.csv", 0);
+  append_bytes(d / "metrics.csv", before + "4,5,conv1,0.12");  // and a torn last line
+  resume_and_finish(d.path(), s, 4, 4, 8, o);
+  CHECK(slurp(d / "metrics.csv") == v1);
+  CHECK(slurp(d / "filter_summary.csv") == slurp(ref / "filter_summary.csv"));
+  CHECK(same_events(read_events(ref.path()), read_events(d.path())));
+  // Rows of another width are damage, not a torn write.
+  const std::string csv = slurp(d / "metrics.csv");
+  std::string bad = csv;
+  bad.insert(csv.find('\n') + 1, "0,1,conv1,0,0,0,2,0,0\n");
+  truncate_to(d / "metrics.csv", 0);
+  append_bytes(d / "metrics.csv", bad);
+  auto o2 = o;
+  o2.out_dir = d.path();
+  model<float> m(s);
+  fevo::record::recorder<float> rec(o2);
+  m.add_to(rec);
+  m.fill(8);
+  CHECK_THROWS_WITH(rec.start(8), Catch::Contains("line 2") && Catch::Contains("8 fields"));
 }
 
 TEST_CASE("recorder: tensorboard enabled on a reopened run starts a file; disabling leaves it",

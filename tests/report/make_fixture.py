@@ -130,7 +130,7 @@ def recorder_files(d, layers, spec, rng, series=True):
     steps = np.arange(RECORD_EVERY, STEPS + 1, RECORD_EVERY)
     u = (steps / STEPS)[:, None]
     R = len(steps)
-    metrics = ["step_prev,step,layer,D,S,Z,n_filters,nonfinite"]
+    metrics = ["step_prev,step,layer,D,S,Z,n_filters,nonfinite,D_per_weight"]
     summary = ["layer,filter,steps,D_mean,D_min,D_max,frac_S_zero,frac_Z_one"]
     per_layer = {}
     for name, shape in layers:
@@ -147,8 +147,10 @@ def recorder_files(d, layers, spec, rng, series=True):
     for r, s in enumerate(steps):
         for name, shape in layers:
             Di, Si, Zi = per_layer[name]
-            metrics.append(f"{s - RECORD_EVERY},{s},{csv_field(name)},{float(Di[r].mean())!r},"
-                           f"{float(Si[r].mean())!r},{float(Zi[r].mean())!r},{shape[0]},0")
+            D = float(Di[r].mean())
+            metrics.append(f"{s - RECORD_EVERY},{s},{csv_field(name)},{D!r},"
+                           f"{float(Si[r].mean())!r},{float(Zi[r].mean())!r},{shape[0]},0,"
+                           f"{D / (shape[1] * shape[2] * shape[3])!r}")
     for name, shape in layers:
         Di, Si, Zi = per_layer[name]
         for i in range(shape[0]):

@@ -299,9 +299,11 @@ class FullReport(unittest.TestCase):
                     self.assertEqual(int(t["filters"]), int(rows[0]["n_filters"]))
                     for k in "DSZ":
                         self.assertSig(t[f"mean {k}"], sum(float(r[k]) for r in rows) / len(rows))
-                    if m == "analyze":  # no shapes: no D per weight; no weight_change.csv
-                        self.assertEqual((t["shape [O, I, H, W]"], t["C x H x W"], t["mean D per weight"],
-                                          t["mean relative change"]), ("\u2014",) * 4)
+                    # D per weight: metrics.csv's column, in either kind of directory
+                    self.assertSig(t["mean D per weight"], sum(float(r["D_per_weight"]) for r in rows) / len(rows))
+                    if m == "analyze":  # no shapes; no weight_change.csv
+                        self.assertEqual((t["shape [O, I, H, W]"], t["C x H x W"], t["mean relative change"]),
+                                         ("\u2014",) * 3)
                     else:
                         shape = {e["name"]: e["shape"] for e in
                                  load_json(os.path.join(self.fx, m, "config.json"))["conv_layers"]}[t["layer"]]
@@ -398,7 +400,7 @@ class FullReport(unittest.TestCase):
                 boxes = [axes[(key, r.label)].get_position() for r in runs]
                 self.assertEqual(len({round(b.y0, 6) for b in boxes}), 1, key)  # one row
                 self.assertEqual([b.x0 for b in boxes], sorted(b.x0 for b in boxes))  # left to right
-                drawn = [r for r in runs if (key != "Dw" or r.has_shapes()) and (key != "R" or r.has_weight_change)]
+                drawn = [r for r in runs if (key != "Dw" or r.has_dw()) and (key != "R" or r.has_weight_change)]
                 self.assertEqual(len({axes[(key, r.label)].get_ylim() for r in drawn}), 1, key)
             for key in ("S", "Z"):
                 self.assertEqual(axes[(key, "vgg16")].get_ylim(), (0.0, 1.0))
@@ -407,9 +409,9 @@ class FullReport(unittest.TestCase):
             # Rows top to bottom: D, D per weight, relative change, S, Z.
             ys = [axes[(k, "vgg16")].get_position().y0 for k in keys]
             self.assertEqual(ys, sorted(ys, reverse=True))
-            # Without shapes or weight_change.csv, the panel says why instead of drawing.
-            self.assertEqual(len(axes[("Dw", "analyze")].lines), 0)
-            self.assertIn("needs the layers' shapes", axes[("Dw", "analyze")].texts[0].get_text())
+            # Without weight_change.csv, the panel says why instead of drawing; D per weight is
+            # metrics.csv's, drawn for `fevo analyze` output too (its layers' shapes unknown).
+            self.assertEqual(len(axes[("Dw", "analyze")].lines), 5)
             self.assertEqual(len(axes[("R", "analyze")].lines), 0)
             self.assertIn("no weight_change.csv", axes[("R", "analyze")].texts[0].get_text())
             for key in ("Dw", "R"):
@@ -578,14 +580,18 @@ class Criteria(unittest.TestCase):
         self.assertAlmostEqual(p, float(__import__("scipy").stats.t.sf(0.019 / (0.005 * math.sqrt(1.2)), 4)))
         self.assertTrue(math.isnan(fnd.random_vs_one({"draws": 1, "drop_mean": 0.02, "drop_std": 0.0}, 0.0)))
 
-    def test_D_per_weight_defined_once(self):
+    def test_D_per_weight_is_the_metrics_csv_column(self):
+        """The report computes no D per weight of its own: it reads fevo's, metrics.csv's column."""
         self.assertEqual(report_data.weights_per_filter([4, 2, 3, 3]), 18)
-        self.assertEqual(report_data.D_per_weight(36.0, [4, 2, 3, 3]), 2.0)
         vgg, = fixture_runs("vgg16")
         name = vgg.selected[1]
-        np.testing.assert_array_equal(vgg.series(name, "Dw"), vgg.metrics[name].D / 144)  # [16, 16, 3, 3]
+        column = [float(r["D_per_weight"]) for r in read_csv(os.path.join(Fixture.get(), "vgg16", "metrics.csv"))
+                  if r["layer"] == name]
+        np.testing.assert_array_equal(vgg.series(name, "Dw"), column)
+        np.testing.assert_allclose(vgg.series(name, "Dw"), vgg.metrics[name].D / 144, rtol=1e-15)  # [16, 16, 3, 3]
         st = fnd.layer_stats(vgg)[1]
         self.assertAlmostEqual(st.mean["Dw"], st.mean["D"] / 144)
+        self.assertFalse(hasattr(report_data, "D_per_weight"))
 
     def test_F1_order_by_chance_or_not_through_training(self):
         vgg, = fixture_runs("vgg16")
@@ -617,6 +623,7 @@ class Criteria(unittest.TestCase):
             c = (3, 16, 64, 256, 1024)[i]
             vgg.shapes[name] = [8, c, 3, 3]
             vgg.metrics[name].D = scaled(vgg.metrics[name].D, 1e-6 * 0.5 ** i * c * 9)
+            vgg.metrics[name].Dw = vgg.metrics[name].D / (c * 9)
         rows = by_id(fnd.check_all([vgg]))
         self.assertEqual(rows["F1-VGG16-D"].status, fnd.NOT_HOLD)
         self.assertEqual(rows["F1-VGG16-Dw"].status, fnd.HOLDS)
@@ -624,13 +631,15 @@ class Criteria(unittest.TestCase):
         self.assertIn("Spearman rho(C x H x W, mean D) = +1.00", rows["F1-VGG16-D"].why)
         self.assertIn("the paper's finding holds per weight", rows["F1-VGG16-D"].why)
 
-    def test_no_shapes_no_D_per_weight(self):
+    def test_no_D_per_weight_column(self):
+        """A run recorded before metrics.csv had D_per_weight: its D-per-weight rows cannot be checked."""
         vgg, res = fixture_runs("vgg16", "resnet50")
-        vgg.shapes = {}
+        for s in vgg.metrics.values():
+            s.Dw = None
         rows = by_id(fnd.check_all([vgg, res]))
         for rid in ("F1-VGG16-Dw", "F2-both-Dw"):
             self.assertEqual(rows[rid].status, fnd.CANNOT)
-            self.assertIn("needs the layers' shapes", rows[rid].numbers)
+            self.assertIn("has no D_per_weight column", rows[rid].numbers)
         self.assertEqual(rows["F1-VGG16-D"].status, fnd.HOLDS)
 
     def test_F2_as_strong_in_resnet(self):
@@ -810,6 +819,7 @@ class RelativeChange(unittest.TestCase):
             c = (3, 16, 64, 256, 1024)[i]
             vgg.shapes[name] = [8, c, 3, 3]
             vgg.metrics[name].D = scaled(vgg.metrics[name].D, 1e-6 * 0.5 ** i * c * 9)
+            vgg.metrics[name].Dw = vgg.metrics[name].D / (c * 9)
         t = dict(fnd.between([vgg]))["VGG-16"]
         self.assertIn("eq. 1's D rises with depth (rho = +1.00, exact one-sided p = 0.008), against this paper's "
                       "finding that it falls (F1)", t)
@@ -896,18 +906,52 @@ class AnalyzeOnly(unittest.TestCase):
         self.assertEqual(sorted(os.listdir(os.path.join(out, "figures"))),
                          sorted(f"{n}.{e}" for n in ("fig2", "fig4") for e in ("png", "svg")))
         a = mpimg.imread(os.path.join(out, "figures", "fig2.png"))
-        self.assertEqual((a.shape[1], a.shape[0]), figs.fig2_size_px(1, 3))  # D, S, Z: no shapes
+        self.assertEqual((a.shape[1], a.shape[0]), figs.fig2_size_px(1, 4))  # D, D per weight, S, Z
         html = read_text(os.path.join(out, "report.html"))
         page = Page()
         page.feed(html)
         self.assertEqual({r["verdict"] for r in dict_rows(page.tables["findings"])}, {fnd.CANNOT})
-        self.assertIn("D per weight needs the layers' shapes [O, I, H, W] (config.json <code>conv_layers</code>",
-                      html)
-        self.assertIn("holds none, so only D is shown for it", html)
+        self.assertNotIn("has no <code>D_per_weight</code>", html)
         self.assertNotIn("table4-analyze", page.tables)
         self.assertEqual(len(page.tables["layers-analyze"]) - 1, 5)
         self.assertEqual(report_data.spread_layers(list("abcdefg")), ["a", "c", "d", "e", "g"])
         self.assertEqual(report_data.spread_layers(list("abc")), ["a", "b", "c"])
+
+
+class BeforeDPerWeight(unittest.TestCase):
+    """A run recorded before metrics.csv had its D_per_weight column is read all the same."""
+
+    def test_older_metrics_csv(self):
+        fx = Fixture.get()
+        with tempfile.TemporaryDirectory() as tmp:
+            d = os.path.join(tmp, "analyze")
+            shutil.copytree(os.path.join(fx, "analyze"), d)
+            path = os.path.join(d, "metrics.csv")
+            with open(path, newline="") as f:
+                rows = list(csv.reader(f))
+            self.assertEqual(rows[0][-1], "D_per_weight")
+            with open(path, "w", newline="") as f:
+                csv.writer(f, lineterminator="\n").writerows(r[:-1] for r in rows)
+            run, = report_data.load_runs([d])
+            self.assertFalse(run.has_dw())
+            self.assertIsNone(run.series(run.selected[0], "Dw"))
+            out = os.path.join(tmp, "out")
+            p = run_tool(d, "--out", out)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            a = mpimg.imread(os.path.join(out, "figures", "fig2.png"))
+            self.assertEqual((a.shape[1], a.shape[0]), figs.fig2_size_px(1, 3))  # D, S, Z
+            html = read_text(os.path.join(out, "report.html"))
+            self.assertIn("analyze: metrics.csv has no <code>D_per_weight</code> column", html)
+            page = Page()
+            page.feed(html)
+            self.assertEqual({r["mean D per weight"] for r in dict_rows(page.tables["layers-analyze"])}, {"\u2014"})
+            # A header of neither version is refused, naming both the file and what it expected.
+            rows[0][-1] = "D_per_filter"
+            with open(path, "w", newline="") as f:
+                csv.writer(f, lineterminator="\n").writerows(rows)
+            p = run_tool(d, "--out", os.path.join(tmp, "out2"))
+            self.assertEqual(p.returncode, 2)
+            self.assertIn("metrics.csv: header is", p.stderr)
 
 
 class BadInputs(unittest.TestCase):

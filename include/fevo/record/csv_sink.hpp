@@ -2,11 +2,15 @@
 //
 // metrics.csv            One row per (record, layer), appended and written to the kernel (one
 //                        write() per record, no user-space buffering) before record() returns:
-//                          step_prev,step,layer,D,S,Z,n_filters,nonfinite
+//                          step_prev,step,layer,D,S,Z,n_filters,nonfinite,D_per_weight
 //                        Rows of one record are consecutive, layers in registration order. The
 //                        layer name is quoted per RFC 4180 when it contains ',' or '"' (quotes
-//                        doubled). Integers in decimal; D, S, Z in the shortest decimal form that
-//                        reads back to the same double (std::to_chars; "nan", "inf", "-inf").
+//                        doubled). Integers in decimal; D, S, Z, D_per_weight in the shortest
+//                        decimal form that reads back to the same double (std::to_chars; "nan",
+//                        "inf", "-inf"). D_per_weight is layer_metrics::D_per_weight, D / (C H W).
+//
+// A run started before the D_per_weight column (header csv_header_v1, 8 fields) is continued in
+// its own format: a file never mixes rows of 8 and 9 fields.
 //
 // A new run writes the header line atomically. Reopening a run reads the file back (scan()): a
 // torn last line (no '\n', or it does not parse) and the rows of an incomplete last record are
@@ -35,7 +39,9 @@
 
 namespace fevo::record {
 
-inline constexpr const char* csv_header = "step_prev,step,layer,D,S,Z,n_filters,nonfinite";
+inline constexpr const char* csv_header = "step_prev,step,layer,D,S,Z,n_filters,nonfinite,D_per_weight";
+/// The header of runs recorded before the D_per_weight column; such a run is resumed as it is.
+inline constexpr const char* csv_header_v1 = "step_prev,step,layer,D,S,Z,n_filters,nonfinite";
 
 namespace detail {
 
@@ -68,14 +74,17 @@ class csv_sink : public detail::append_log {
     if (path_exists(path_)) {
       // Only a header, or a part of it, or a header and a torn line: nothing was recorded.
       const std::string content = read_file(path_);
-      const std::string h = std::string(csv_header) + "\n";
-      const bool empty = content.size() <= h.size()
-                             ? h.compare(0, content.size(), content) == 0
-                             : content.compare(0, h.size(), h) == 0 && content.find('\n', h.size()) == std::string::npos;
+      auto only_header = [&](const std::string& h) {
+        return content.size() <= h.size()
+                   ? h.compare(0, content.size(), content) == 0
+                   : content.compare(0, h.size(), h) == 0 && content.find('\n', h.size()) == std::string::npos;
+      };
+      const bool empty = only_header(std::string(csv_header) + "\n") || only_header(std::string(csv_header_v1) + "\n");
       FEVO_EXPECTS(empty, "recorder: '", path_, "' holds rows but '", journal_path,
                    "' does not exist: not a run this recorder can continue; use another directory");
     }
     write_file_atomic(path_, std::string(csv_header) + "\n");
+    legacy_ = false;
   }
   /// Opens the file for appending after a create().
   void open() {
@@ -94,14 +103,19 @@ class csv_sink : public detail::append_log {
   /// tail is left out; damage before the tail throws.
   std::uint64_t scan(const std::vector<layer_info>& layers,
                      std::vector<std::pair<std::int64_t, std::uint64_t>>& records,
-                     std::deque<csv_record>& kept) const {
+                     std::deque<csv_record>& kept) {
     FEVO_EXPECTS(path_exists(path_), "recorder: '", path_, "' is missing; cannot resume the run");
     file f(path_, O_RDONLY);
     const std::uint64_t size = f.size();
-    const std::string header = std::string(csv_header) + "\n";
+    std::string header = std::string(csv_header) + "\n";
+    const std::string header_v1 = std::string(csv_header_v1) + "\n";
     std::string head(std::min<std::uint64_t>(size, header.size()), '\0');
     f.pread_some(head.data(), head.size(), 0);
-    if (head.size() < header.size()) {
+    legacy_ = head.compare(0, header_v1.size(), header_v1) == 0;
+    if (legacy_) {
+      header = header_v1;
+      head.resize(header.size());
+    } else if (head.size() < header.size()) {
       // Interrupted creation (cannot happen with the atomic create, but harmless to repair).
       FEVO_EXPECTS(header.compare(0, head.size(), head) == 0, "recorder: '", path_,
                    "' does not start with the header ", csv_header);
@@ -110,7 +124,9 @@ class csv_sink : public detail::append_log {
       w.pwrite_all(header.data(), header.size(), 0);
       return header.size();
     }
-    FEVO_EXPECTS(head == header, "recorder: '", path_, "' does not start with the header ", csv_header);
+    FEVO_EXPECTS(head == header, "recorder: '", path_, "' does not start with the header ", csv_header,
+                 " (nor with that of runs recorded before its D_per_weight column)");
+    const std::size_t n_fields = legacy_ ? 8 : 9;
 
     const std::size_t L = layers.size();
     std::vector<std::string> fields;
@@ -152,12 +168,14 @@ class csv_sink : public detail::append_log {
       std::int64_t sp = 0, s = 0;
       double v[3];
       std::uint64_t nf = 0, nonfinite = 0;
-      const bool parsed = csv::split(line, fields) && fields.size() == 8 && csv::parse_int(fields[0], sp) &&
+      double dw = 0;
+      const bool parsed = csv::split(line, fields) && fields.size() == n_fields && csv::parse_int(fields[0], sp) &&
                           csv::parse_int(fields[1], s) && csv::parse_double(fields[3], v[0]) &&
                           csv::parse_double(fields[4], v[1]) && csv::parse_double(fields[5], v[2]) &&
-                          csv::parse_int(fields[6], nf) && csv::parse_int(fields[7], nonfinite);
+                          csv::parse_int(fields[6], nf) && csv::parse_int(fields[7], nonfinite) &&
+                          (legacy_ || csv::parse_double(fields[8], dw));
       if (!parsed) {
-        tail_or_fail(line_end, "does not parse as a row of 8 fields");
+        tail_or_fail(line_end, legacy_ ? "does not parse as a row of 8 fields" : "does not parse as a row of 9 fields");
         break;
       }
       const layer_info& want = layers[in_group];
@@ -185,40 +203,45 @@ class csv_sink : public detail::append_log {
     return header.size();
   }
 
-  /// The rows of one record.
-  static std::string rows(std::int64_t step_prev, std::int64_t step, const std::vector<layer_info>& layers,
-                          const std::vector<layer_metrics>& metrics) {
+  /// The rows of one record, in the file's format (without D_per_weight in a run resumed from
+  /// before that column).
+  std::string rows(std::int64_t step_prev, std::int64_t step, const std::vector<layer_info>& layers,
+                   const std::vector<layer_metrics>& metrics) const {
     std::string out;
-    for (std::size_t k = 0; k < layers.size(); ++k)
-      append_row(out, step_prev, step, layers[k].name, metrics[k].D, metrics[k].S, metrics[k].Z,
-                 metrics[k].n_filters, metrics[k].nonfinite);
+    for (std::size_t k = 0; k < layers.size(); ++k) append_row(out, step_prev, step, layers[k].name, metrics[k]);
     return out;
   }
 
+  /// Whether the file is of a run recorded before the D_per_weight column (known after scan()).
+  bool legacy() const { return legacy_; }
 
  private:
-  static void append_row(std::string& out, std::int64_t step_prev, std::int64_t step,
-                         const std::string& name, double D, double S, double Z,
-                         std::uint64_t n_filters, std::uint64_t nonfinite) {
+  void append_row(std::string& out, std::int64_t step_prev, std::int64_t step, const std::string& name,
+                  const layer_metrics& m) const {
     csv::put_int(out, step_prev);
     out += ',';
     csv::put_int(out, step);
     out += ',';
     csv::put_field(out, name);
     out += ',';
-    csv::put_double(out, D);
+    csv::put_double(out, m.D);
     out += ',';
-    csv::put_double(out, S);
+    csv::put_double(out, m.S);
     out += ',';
-    csv::put_double(out, Z);
+    csv::put_double(out, m.Z);
     out += ',';
-    csv::put_int(out, n_filters);
+    csv::put_int(out, m.n_filters);
     out += ',';
-    csv::put_int(out, nonfinite);
+    csv::put_int(out, m.nonfinite);
+    if (!legacy_) {
+      out += ',';
+      csv::put_double(out, m.D_per_weight);
+    }
     out += '\n';
   }
 
   std::string path_;
+  bool legacy_ = false;  ///< a run started before the D_per_weight column: 8 fields per row
 };
 
 }  // namespace detail

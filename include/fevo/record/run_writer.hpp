@@ -157,7 +157,7 @@ class run_writer {
                    " filters, got results of ", per_filter[k].size());
 
     journal_.encode(step_prev, step, metrics, per_filter);
-    const std::string rows = detail::csv_sink::rows(step_prev, step, layers_, metrics);
+    const std::string rows = csv_.rows(step_prev, step, layers_, metrics);
     std::string ev;
     if (tb_.is_open()) ev = tb_.event(step, metrics);
 
