@@ -73,10 +73,11 @@ def main():
                 if c[k] != g[k]:
                     print(f"{name}: {k} differs: cpu {c[k]} cuda {g[k]}")
                     failures += 1
-            dc, dg = float(c["D"]), float(g["D"])
-            if abs(dc - dg) > 1e-6 * abs(dg):
-                print(f"{name}: D differs beyond 1e-6: cpu {dc!r} cuda {dg!r}")
-                failures += 1
+            for k in ("D", "D_per_weight"):
+                dc, dg = float(c[k]), float(g[k])
+                if abs(dc - dg) > 1e-6 * abs(dg):
+                    print(f"{name}: {k} differs beyond 1e-6: cpu {dc!r} cuda {dg!r}")
+                    failures += 1
         s_cpu = rows(os.path.join(outs["cpu"], "filter_summary.csv"))
         s_gpu = rows(os.path.join(outs["cuda"], "filter_summary.csv"))
         for c, g in zip(s_cpu, s_gpu):
