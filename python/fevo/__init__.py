@@ -136,8 +136,10 @@ def compute_layers(layers: Union[Mapping[str, Tuple[ArrayLike, ArrayLike]], Iter
     else:
         items = [tuple(item) for item in layers]
     names, D, S, Z, n_filters, nonfinite, Dw = _fevo.compute_layers(items, tau, layout)
+    # The columns are new arrays that nothing else holds: the frame takes them as they are
+    # (copy=False), without copying them into one block.
     return pd.DataFrame({"layer": names, "D": D, "S": S, "Z": Z, "n_filters": n_filters,
-                         "nonfinite": nonfinite, "D_per_weight": Dw})
+                         "nonfinite": nonfinite, "D_per_weight": Dw}, copy=False)
 
 
 def compute_partial(prev: ArrayLike, next: ArrayLike, tau: float, *, layout: str = "oihw") -> Partial:
