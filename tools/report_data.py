@@ -391,9 +391,6 @@ class Run:
         """[O, I, H, W] of a layer, or None where the run does not say (a `fevo analyze` directory)."""
         return self.shapes.get(name)
 
-    def has_shapes(self, names=None):
-        return all(n in self.shapes for n in (self.selected if names is None else names))
-
     def has_dw(self, names=None):
         """True when metrics.csv has D per weight for the layers (all of them, or `names`)."""
         return all(self.metrics[n].Dw is not None for n in (self.selected if names is None else names))

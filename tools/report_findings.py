@@ -272,9 +272,14 @@ def quantity_label(key):
     return SERIES[key][0]
 
 
+def has_dw(stats_):
+    """True when every layer's D per weight was read (metrics.csv's D_per_weight column)."""
+    return all(s.series["Dw"] is not None for s in stats_)
+
+
 def cannot_quantity(run, stats_, key):
     """The reason a quantity cannot be read for the run's five layers, or None."""
-    if key == "Dw" and any(s.series["Dw"] is None for s in stats_):
+    if key == "Dw" and not has_dw(stats_):
         return (f"{run.label}'s metrics.csv has no D_per_weight column (recorded before fevo wrote D per "
                 "weight; record it again, or rerun `fevo analyze` on its snapshots).")
     if any(not math.isfinite(s.mean[key]) for s in stats_):
@@ -420,7 +425,7 @@ def beside_D(st, model):
     claim = "F1: falls with depth" if model == "vgg16" else "F2: a weaker stratification than VGG-16's"
     text = (f"beside it, this paper's D ({claim}): rho(depth, mean D) = {r2(d.rho)}, exact one-sided p (falling) "
             f"{peq(d.p)}")
-    if all(s.series["Dw"] is not None for s in st):
+    if has_dw(st):
         dw = Trend(st, "Dw")
         text += f"; D per weight rho = {r2(dw.rho)}, p {peq(dw.p)}"
     return text
@@ -487,7 +492,7 @@ def between(runs):
             continue
         st = ctx.stats(run)
         d = Trend(st, "D")
-        dw = Trend(st, "Dw") if all(s.series["Dw"] is not None for s in st) else None
+        dw = Trend(st, "Dw") if has_dw(st) else None
         if model == "vgg16":
             paper = (f"eq. 1's D {trend_text(d)}, "
                      + ("as this paper finds (F1)" if d.significant else "against this paper's finding that it falls (F1)"))

@@ -27,12 +27,13 @@ class Run:
     steps: Optional[np.ndarray] = None
 
 
-def _read_csv(path: str, dtypes: Dict[str, str], optional: Dict[str, str] = {}):
+def _read_csv(path: str, dtypes: Dict[str, str], optional: Optional[Dict[str, str]] = None):
     import pandas as pd
 
     # Layer names are strings whatever they read like ("nan", "1"). The numbers are written as the
     # shortest decimal that reads back to the same double ("nan", "inf", "-inf"): read them back
     # exactly (pandas' default float parser may be off by an ulp).
+    optional = optional or {}
     every = {**dtypes, **optional}
     df = pd.read_csv(path, dtype={"layer": str}, keep_default_na=False, float_precision="round_trip",
                      na_values={k: ["nan"] for k in every if every[k] == "float64"})

@@ -212,9 +212,6 @@ class csv_sink : public detail::append_log {
     return out;
   }
 
-  /// Whether the file is of a run recorded before the D_per_weight column (known after scan()).
-  bool legacy() const { return legacy_; }
-
  private:
   void append_row(std::string& out, std::int64_t step_prev, std::int64_t step, const std::string& name,
                   const layer_metrics& m) const {
