@@ -114,9 +114,8 @@ inline std::uint64_t window(const std::uint64_t* words, std::size_t at) {
   return sh ? (words[w] >> sh) | (words[w + 1] << (64 - sh)) : words[w];
 }
 
-/// Masks to test k = 64 / hw channels of hw <= 64 bits at once: with L the low hw-1 bits and H
-/// the top bit of each hw-bit group, ((x & L) + L | x) & H has a group's top bit set exactly when
-/// the group is not all zero, and no carry crosses into the next group.
+/// Masks to test k = 64 / hw channels of hw <= 64 bits at once (channel_windows::zeros_in): L
+/// the low hw-1 bits and H the top bit of each hw-bit group.
 struct channel_masks {
   std::size_t hw = 0, k = 0;
   std::uint64_t group = 0, low = 0, top = 0;
@@ -134,79 +133,111 @@ inline channel_masks masks_for(std::size_t hw) {
   return z;
 }
 
-/// What fold_run does with each word of changed bits it makes.
+/// What fold_run does with each word of changed bits it makes: take() sees every word as it is
+/// made (bit k = weight k of the 64, n <= 64 of them valid, the rest zero); with `store`, the
+/// words also go to memory and word() is called after each.
 struct no_bits {  // nothing: S needs only their count
   static constexpr bool store = false;
+  void take(std::uint64_t, std::size_t) {}
   void word(const std::uint64_t*, std::size_t) {}
 };
 struct keep_bits {  // store them, for the caller to take R_ic out of
   static constexpr bool store = true;
+  void take(std::uint64_t, std::size_t) {}
   void word(const std::uint64_t*, std::size_t) {}
 };
-/// Store them and count the channels (of hw <= 64 bits) without a changed weight, k channels at a
-/// time, as soon as their bits are known: inside the loop that loads the weights, so that this
-/// work overlaps the memory reads instead of following them.
-struct zero_counter {
-  static constexpr bool store = true;
-  const channel_masks& z;
-  std::size_t len;      ///< bits of the run
-  std::size_t pos = 0;  ///< first bit of the next channel not counted
-  std::uint64_t zeros = 0;
-  /// words[0 .. ceil(known / 64)) hold the first `known` bits, and a zero word follows.
-  void word(const std::uint64_t* words, std::size_t known) {
-    const std::size_t limit = known < len ? known : len, span = z.k * z.hw;
-    for (; pos + span <= limit; pos += span) {
-      const std::uint64_t x = window(words, pos);
-      zeros += z.k - static_cast<std::uint64_t>(__builtin_popcountll((((x & z.low) + z.low) | x) & z.top));
+/// The changed bits of a run of whole channels (of hw <= 64 bits each) in windows of k = 64 / hw
+/// channels, in order, as fold_run makes their words: the bits not yet in a window stay in a
+/// register (fewer than k * hw of them), never in memory, where a store and reload per word cost
+/// more than the counting itself.
+struct channel_windows {
+  std::uint64_t low, top, group;  ///< channel_masks (copies, so that they stay in registers)
+  std::size_t hw, k, span;
+  std::uint64_t pending = 0;  ///< bits not yet in a window, in the low `held` bits
+  std::size_t held = 0;
+  explicit channel_windows(const channel_masks& z)
+      : low(z.low), top(z.top), group(z.group), hw(z.hw), k(z.k), span(z.k * z.hw) {}
+  /// Calls f(x) for each window completed by the n bits of w (the rest of w zero): its k channels
+  /// are the low k * hw bits of x, channel j at bit j * hw.
+  template <class F>
+  void take(std::uint64_t w, std::size_t n, F&& f) {
+    // The held bits then w's: a 128-bit value (hi:lo) of held + n bits (held < span <= 64).
+    std::uint64_t lo = pending | (w << held);
+    std::uint64_t hi = held ? w >> (64 - held) : 0;
+    std::size_t total = held + n;
+    for (; total >= span; total -= span) {
+      f(lo);
+      if (span == 64) {
+        lo = hi;
+        hi = 0;
+      } else {
+        lo = (lo >> span) | (hi << (64 - span));
+        hi >>= span;
+      }
     }
+    pending = lo;  // total < span <= 64: all of it is in lo, and hi is 0
+    held = total;
   }
-  /// Counts the channels left after the last whole group of k; returns the run's zero channels.
-  std::uint64_t finish(const std::uint64_t* words) {
-    for (; pos < len; pos += z.hw) zeros += (window(words, pos) & z.group) == 0;
+  /// How many of the k channels in x have no changed weight: with L the low hw-1 bits and H the
+  /// top bit of each channel, ((x & L) + L | x) & H has a channel's top bit set exactly when the
+  /// channel is not all zero, and no carry crosses into the next channel.
+  std::uint64_t zeros_in(std::uint64_t x, std::uint64_t tops) const {
+    return static_cast<std::uint64_t>(__builtin_popcountll(tops)) -
+           static_cast<std::uint64_t>(__builtin_popcountll((((x & low) + low) | x) & tops));
+  }
+};
+
+/// Counts the channels (of hw <= 64 bits) without a changed weight, k at a time, as soon as their
+/// bits are known: inside the loop that loads the weights, so that this work overlaps the memory
+/// reads instead of following them.
+struct zero_counter {
+  static constexpr bool store = false;
+  channel_windows cw;
+  std::uint64_t zeros = 0;
+  explicit zero_counter(const channel_masks& z) : cw(z) {}
+  void word(const std::uint64_t*, std::size_t) {}
+  void take(std::uint64_t w, std::size_t n) {
+    cw.take(w, n, [this](std::uint64_t x) { zeros += cw.zeros_in(x, cw.top); });
+  }
+  /// Counts the channels after the last whole window (held is a multiple of hw at the end of a
+  /// run, below 64); returns the run's zero channels.
+  std::uint64_t finish() {
+    zeros += cw.zeros_in(cw.pending, cw.top & ((std::uint64_t{1} << cw.held) - 1));
     return zeros;
   }
 };
 
-/// Store them and take R_ic of each channel (of 2..64 bits) out of them as soon as its bits are
-/// known, inside the loop that loads the weights (as zero_counter).
+/// R_ic of each channel (of 1..64 bits) as soon as its bits are known, and the zero channels.
 struct r_counter {
-  static constexpr bool store = true;
-  const channel_masks& z;
-  std::size_t len;      ///< bits of the run
-  std::uint32_t* r;     ///< R_ic of the run's channels
-  std::size_t pos = 0;  ///< first bit of the next channel not counted
+  static constexpr bool store = false;
+  channel_windows cw;
+  std::uint32_t* r;  ///< R_ic of the next channel
   std::uint64_t zeros = 0;
-  void word(const std::uint64_t* words, std::size_t known) {
-    const std::size_t limit = known < len ? known : len;
-    if (z.hw == 1) {
+  r_counter(const channel_masks& z, std::uint32_t* r_row) : cw(z), r(r_row) {}
+  void word(const std::uint64_t*, std::size_t) {}
+  void take(std::uint64_t w, std::size_t n) {
+    if (cw.hw == 1) {
       // One weight per channel: R_ic is the bit itself, 16 channels at a time.
-      for (; pos + 16 <= limit; pos += 16, r += 16) {
-        const std::uint32_t m = static_cast<std::uint32_t>(window(words, pos)) & 0xffffu;
-        for (std::size_t o = 0; o < 16; o += simd::L) simd::expand_bits(m >> o, r + o);
-        zeros += static_cast<std::uint64_t>(__builtin_popcount(~m & 0xffffu));
-      }
-      if (known >= len)  // the last channels
-        for (; pos < len; ++pos) {
-          const std::uint32_t bit = static_cast<std::uint32_t>(window(words, pos)) & 1u;
-          *r++ = bit;
-          zeros += bit == 0;
-        }
+      std::size_t o = 0;
+      for (; o + 16 <= n; o += 16, r += 16)
+        for (std::size_t v = 0; v < 16; v += simd::L) simd::expand_bits(static_cast<std::uint32_t>(w >> (o + v)), r + v);
+      for (; o < n; ++o) *r++ = static_cast<std::uint32_t>(w >> o) & 1u;
+      zeros += n - static_cast<std::uint64_t>(__builtin_popcountll(w));  // w is 0 past n
       return;
     }
-    // k channels per window: the zero test of zero_counter for all of them, then each one's count.
-    const std::size_t span = z.k * z.hw;
-    for (; pos + span <= limit; pos += span) {
-      std::uint64_t x = window(words, pos);
-      zeros += z.k - static_cast<std::uint64_t>(__builtin_popcountll((((x & z.low) + z.low) | x) & z.top));
-      for (std::size_t j = 0; j < z.k; ++j, x >>= z.hw)
-        *r++ = static_cast<std::uint32_t>(__builtin_popcountll(x & z.group));
+    cw.take(w, n, [this](std::uint64_t x) {
+      zeros += cw.zeros_in(x, cw.top);
+      for (std::size_t j = 0; j < cw.k; ++j, x >>= cw.hw) *r++ = static_cast<std::uint32_t>(__builtin_popcountll(x & cw.group));
+    });
+  }
+  /// The channels after the last whole window; returns the run's zero channels.
+  std::uint64_t finish() {
+    for (; cw.held; cw.held -= cw.hw, cw.pending >>= cw.hw) {  // a multiple of hw, below 64
+      const auto rc = static_cast<std::uint32_t>(__builtin_popcountll(cw.pending & cw.group));
+      *r++ = rc;
+      zeros += rc == 0;
     }
-    if (known >= len)  // the last channels
-      for (; pos < len; pos += z.hw) {
-        const auto rc = static_cast<std::uint32_t>(__builtin_popcountll(window(words, pos) & z.group));
-        *r++ = rc;
-        zeros += rc == 0;
-      }
+    return zeros;
   }
 };
 
@@ -227,6 +258,7 @@ inline run_totals fold_run(const T* a, const T* b, std::size_t len, compute_t<T>
       for (; s < end; ++s) {
         const std::uint64_t w = step(a + 64 * s, b + 64 * s, tv, sq);
         r.changed += static_cast<std::uint64_t>(__builtin_popcountll(w));
+        bits_of.take(w, 64);
         if constexpr (Bits::store) {
           bits[s] = w;
           bits[s + 1] = 0;
@@ -242,6 +274,7 @@ inline run_totals fold_run(const T* a, const T* b, std::size_t len, compute_t<T>
       // The last weights as if padded with zeros (a zero change is not changed and adds nothing).
       const std::uint64_t w = step_first(a + 64 * steps, b + 64 * steps, tail, tv, sq);
       r.changed += static_cast<std::uint64_t>(__builtin_popcountll(w));
+      bits_of.take(w, tail);
       if constexpr (Bits::store) {
         bits[steps] = w;
         bits[steps + 1] = 0;
@@ -271,6 +304,7 @@ inline run_totals fold_run(const T* a, const T* b, std::size_t len, compute_t<T>
       }
       r.sum_sq += sum;
       r.changed += static_cast<std::uint64_t>(__builtin_popcountll(w));
+      bits_of.take(w, n);
       if constexpr (Bits::store) {
         bits[s] = w;
         bits[s + 1] = 0;
@@ -288,24 +322,10 @@ inline run_totals fold_run(const T* a, const T* b, std::size_t len, compute_t<T>
   return fold_run(a, b, len, tau, nullptr, none);
 }
 
-/// R_ic of `nc` consecutive channels of z.hw bits each into r when it is not null, and how many
-/// of them are zero.
-inline std::uint64_t zero_channels(const std::uint64_t* words, std::size_t nc, const channel_masks& z,
-                                   std::uint32_t* r) {
-  const std::size_t hw = z.hw;
+/// R_ic of `nc` consecutive channels of hw > 64 bits each (stored by keep_bits) into r when it is
+/// not null, and how many of them are zero.
+inline std::uint64_t zero_channels(const std::uint64_t* words, std::size_t nc, std::size_t hw, std::uint32_t* r) {
   std::uint64_t zeros = 0;
-  if (hw == 1 && r) {
-    for (std::size_t c = 0; c < nc; c += 16) {
-      const std::uint32_t m = static_cast<std::uint32_t>(window(words, c)) & 0xffffu;
-      if (nc - c >= 16) {
-        for (std::size_t o = 0; o < 16; o += simd::L) simd::expand_bits(m >> o, r + c + o);
-      } else {
-        for (std::size_t k = 0; k < nc - c; ++k) r[c + k] = (m >> k) & 1u;
-      }
-      zeros += static_cast<std::uint64_t>(__builtin_popcount(~m & (nc - c >= 16 ? 0xffffu : (1u << (nc - c)) - 1)));
-    }
-    return zeros;
-  }
   for (std::size_t c = 0; c < nc; ++c) {
     std::uint32_t rc = 0;
     for (std::size_t o = 0; o < hw; o += 64) {
@@ -363,17 +383,17 @@ inline void fold_packed(const layer_task<T, host_space>& t, const packed_plan& p
         // One weight per channel: the zero channels are the unchanged weights.
         if (p.need_channels) f.zero_channels += nc - r.changed;
       } else if (!r_row && HW <= 64) {
-        zero_counter zc{p.z, len};
+        zero_counter zc(p.z);
         r = fold_run(pa + off, pb + off, len, t.tau, bits, zc);
-        f.zero_channels += zc.finish(bits);
+        f.zero_channels += zc.finish();
       } else if (HW <= 64) {
-        r_counter rc{p.z, len, r_row + c0};
+        r_counter rc(p.z, r_row + c0);
         r = fold_run(pa + off, pb + off, len, t.tau, bits, rc);
-        f.zero_channels += rc.zeros;
+        f.zero_channels += rc.finish();
       } else {
         keep_bits keep;
         r = fold_run(pa + off, pb + off, len, t.tau, bits, keep);
-        f.zero_channels += zero_channels(bits, nc, p.z, r_row ? r_row + c0 : nullptr);
+        f.zero_channels += zero_channels(bits, nc, HW, r_row ? r_row + c0 : nullptr);
       }
       f.sum_sq += r.sum_sq;
       f.changed += r.changed;
