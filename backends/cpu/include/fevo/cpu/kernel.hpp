@@ -227,7 +227,8 @@ struct r_counter {
     }
     cw.take(w, n, [this](std::uint64_t x) {
       zeros += cw.zeros_in(x, cw.top);
-      for (std::size_t j = 0; j < cw.k; ++j, x >>= cw.hw) *r++ = static_cast<std::uint32_t>(__builtin_popcountll(x & cw.group));
+      for (std::size_t j = 0; j < cw.k; ++j)  // j * hw < 64 (a shift by 64 would be undefined)
+        *r++ = static_cast<std::uint32_t>(__builtin_popcountll((x >> (j * cw.hw)) & cw.group));
     });
   }
   /// The channels after the last whole window; returns the run's zero channels.
