@@ -135,16 +135,14 @@ inline channel_masks masks_for(std::size_t hw) {
 
 /// What fold_run does with each word of changed bits it makes: take() sees every word as it is
 /// made (bit k = weight k of the 64, n <= 64 of them valid, the rest zero); with `store`, the
-/// words also go to memory and word() is called after each.
+/// words also go to memory.
 struct no_bits {  // nothing: S needs only their count
   static constexpr bool store = false;
   void take(std::uint64_t, std::size_t) {}
-  void word(const std::uint64_t*, std::size_t) {}
 };
 struct keep_bits {  // store them, for the caller to take R_ic out of
   static constexpr bool store = true;
   void take(std::uint64_t, std::size_t) {}
-  void word(const std::uint64_t*, std::size_t) {}
 };
 /// The changed bits of a run of whole channels (of hw <= 64 bits each) in windows of k = 64 / hw
 /// channels, in order, as fold_run makes their words: the bits not yet in a window stay in a
@@ -195,7 +193,6 @@ struct zero_counter {
   channel_windows cw;
   std::uint64_t zeros = 0;
   explicit zero_counter(const channel_masks& z) : cw(z) {}
-  void word(const std::uint64_t*, std::size_t) {}
   void take(std::uint64_t w, std::size_t n) {
     cw.take(w, n, [this](std::uint64_t x) { zeros += cw.zeros_in(x, cw.top); });
   }
@@ -214,7 +211,6 @@ struct r_counter {
   std::uint32_t* r;  ///< R_ic of the next channel
   std::uint64_t zeros = 0;
   r_counter(const channel_masks& z, std::uint32_t* r_row) : cw(z), r(r_row) {}
-  void word(const std::uint64_t*, std::size_t) {}
   void take(std::uint64_t w, std::size_t n) {
     if (cw.hw == 1) {
       // One weight per channel: R_ic is the bit itself, 16 channels at a time.
@@ -243,7 +239,7 @@ struct r_counter {
 };
 
 /// Folds a contiguous run of `len` weights (at most run_length). When Bits::store, its changed
-/// bits go to bits[0 .. ceil(len / 64)) followed by one zero word, and bits_of.word() sees each.
+/// bits go to bits[0 .. ceil(len / 64)) followed by one zero word; bits_of.take() sees each as it is made.
 template <class Bits, class T>
 inline run_totals fold_run(const T* a, const T* b, std::size_t len, compute_t<T> tau,
                            std::uint64_t* bits, Bits& bits_of) {
@@ -263,7 +259,6 @@ inline run_totals fold_run(const T* a, const T* b, std::size_t len, compute_t<T>
         if constexpr (Bits::store) {
           bits[s] = w;
           bits[s + 1] = 0;
-          bits_of.word(bits, 64 * (s + 1));
         }
       }
       for (auto& s2 : sq) {
@@ -279,7 +274,6 @@ inline run_totals fold_run(const T* a, const T* b, std::size_t len, compute_t<T>
       if constexpr (Bits::store) {
         bits[steps] = w;
         bits[steps + 1] = 0;
-        bits_of.word(bits, len);
       }
       for (std::size_t v = 0; v * simd::L < tail; ++v) simd::widen_add(acc, sq[v]);  // the rest are 0
     }
@@ -309,7 +303,6 @@ inline run_totals fold_run(const T* a, const T* b, std::size_t len, compute_t<T>
       if constexpr (Bits::store) {
         bits[s] = w;
         bits[s + 1] = 0;
-        bits_of.word(bits, 64 * s + n);
       }
     }
     if (!(r.sum_sq <= rule::max_finite<double>())) r.nonfinite = exact_sums(a, b, len).nonfinite;
