@@ -336,11 +336,11 @@ int analyze_single(const analyze_options& o) {
         compute_chunk(b, jobs, layers, chunk, o, metrics, per);
         // Every snapshot of the window but the one the next window starts from (the last, or the
         // reference) is done with these layers.
+        std::vector<std::string> names;
+        for (std::size_t l : chunk) names.push_back(layers[l].name);
         for (const auto& j : jobs)
-          if (j.next != prev)
-            for (std::size_t l : chunk) j.next->evict(layers[l].name);
-        if (!ref_step)
-          for (std::size_t l : chunk) jobs.front().prev->evict(layers[l].name);
+          if (j.next != prev) j.next->evict(names);
+        if (!ref_step) jobs.front().prev->evict(names);
       }
       me.busy += busy.seconds();
       me.bytes += w * snapshot_bytes;

@@ -110,6 +110,10 @@ TEST_CASE("snapshot: a sharded checkpoint is one snapshot over its shards", "[io
   CHECK(fc.extent(1) == 8);
   s.evict("conv1.weight");  // pages dropped; the view reads them back
   CHECK(std::memcmp(v.data_handle(), data.at("conv1.weight").data(), data.at("conv1.weight").size()) == 0);
+  // Tensors of several shards in one call: each shard's ranges go to its own file.
+  s.evict(std::vector<std::string>{"fc.weight", "conv2.weight", "conv1.weight"});
+  CHECK(std::memcmp(v.data_handle(), data.at("conv1.weight").data(), data.at("conv1.weight").size()) == 0);
+  CHECK(std::memcmp(b.data_handle(), data.at("conv2.weight").data(), data.at("conv2.weight").size()) == 0);
 
   // read_header lists the same tensors, from the shards' headers alone.
   const auto h = io::snapshot::read_header(ck);

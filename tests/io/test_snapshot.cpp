@@ -105,6 +105,10 @@ TEST_CASE("snapshot: a safetensors file is mapped; tensors in data order, metada
       s.evict("conv.weight");
       s.evict("no such tensor");  // a no-op
       CHECK(view_matches(v, t, dc, conv));
+      // A list in one call (neighbours merged into one range, unknown names skipped): the same.
+      s.evict(std::vector<std::string>{"fc.weight", "no such tensor", "conv.weight"});
+      s.evict(std::vector<std::string>{});
+      CHECK(view_matches(v, t, dc, conv));
       // HWIO: the same tensor read as [H, W, I, O]: strides, still zero-copy.
       std::vector<T> scratch2;
       const auto h = s.view<T>("conv.weight", io::layout::hwio, scratch2);

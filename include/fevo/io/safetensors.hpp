@@ -328,6 +328,12 @@ class safetensors_file {
   /// valid: touched again, the data is read back from the file (or the page cache). A hint,
   /// never an error.
   void evict(const tensor_info& t) const { advise(t, MADV_DONTNEED); }
+  /// As evict(t), for the data bytes [begin, end) (offsets into the data section, as
+  /// tensor_info::offset): one call for the neighbouring tensors of a layer chunk.
+  void evict_data(std::uint64_t begin, std::uint64_t end) const {
+    if (!map_ || begin >= end || begin >= h_.data_size) return;
+    advise_range(base_ + h_.data_start + begin, std::min(end, h_.data_size) - begin, MADV_DONTNEED);
+  }
 
  private:
   safetensors_file() = default;
@@ -339,10 +345,13 @@ class safetensors_file {
   /// madvise over the whole pages that hold a tensor's data.
   void advise(const tensor_info& t, int advice) const {
     if (!map_ || t.nbytes == 0) return;
+    advise_range(data(t), t.nbytes, advice);
+  }
+  void advise_range(const unsigned char* p, std::uint64_t nbytes, int advice) const {
     const std::size_t page = std::size_t(::sysconf(_SC_PAGESIZE));
-    const std::uintptr_t b = reinterpret_cast<std::uintptr_t>(data(t));
+    const std::uintptr_t b = reinterpret_cast<std::uintptr_t>(p);
     const std::uintptr_t a = b & ~std::uintptr_t(page - 1);
-    ::madvise(reinterpret_cast<void*>(a), std::size_t(b - a + t.nbytes), advice);
+    ::madvise(reinterpret_cast<void*>(a), std::size_t(b - a + nbytes), advice);
   }
   void release() noexcept {
     if (map_) ::munmap(map_, map_len_);

@@ -52,6 +52,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "../error.hpp"
@@ -197,6 +198,30 @@ class snapshot {
           st->evict(part);
         }
   }
+  /// evict(name) for each of `names`, in as few calls to the kernel as their places allow: the
+  /// data of tensors less than evict_gap bytes apart in a file goes in one range (the bytes
+  /// between them too: whatever of them is mapped is read again if touched). Each madvise call
+  /// interrupts every other thread of the process to flush its TLB; `fevo analyze` dropping the
+  /// 53 layers of a ResNet-50 snapshot one by one spent 8 ms of a 16-snapshot run in them.
+  void evict(const std::vector<std::string>& names) const {
+    std::vector<std::pair<std::size_t, std::pair<std::uint64_t, std::uint64_t>>> ranges;  // source, [b, e)
+    for (const auto& name : names)
+      if (const entry* e = find(name))
+        if (const auto& st = readers_[e->source].st)
+          if (const tensor_info* t = st->find(name))
+            if (t->nbytes) ranges.push_back({e->source, {t->offset, t->offset + t->nbytes}});
+    std::sort(ranges.begin(), ranges.end());
+    for (std::size_t k = 0; k < ranges.size();) {
+      const std::size_t src = ranges[k].first;
+      std::uint64_t b = ranges[k].second.first, e = ranges[k].second.second;
+      for (++k; k < ranges.size() && ranges[k].first == src && ranges[k].second.first <= e + evict_gap; ++k)
+        e = std::max(e, ranges[k].second.second);
+      readers_[src].st->evict_data(b, e);
+    }
+  }
+  /// Tensors of evict(names) closer than this in a file are dropped in one call.
+  static constexpr std::uint64_t evict_gap = std::uint64_t{1} << 20;
+
   /// A safetensors file's __metadata__ (empty for .npy and .npz).
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
 
