@@ -4,7 +4,9 @@
 #   bench/cli_throughput.sh [SNAPSHOTS=6] [BUILD_DIR=build-cli]
 # The command is built as `cmake --install` builds it for a user: Release, without FEVO_NATIVE, so
 # the CPU backend picks its kernel at run time (FEVO_NATIVE=ON in the environment builds with
-# -march=native instead, for comparison). FEVO=path/to/fevo times that binary instead of building.
+# -march=native instead, for comparison). FEVO=path/to/fevo times that binary instead of building;
+# FEVO_BASE=path/to/other/fevo times a second binary in turn with it (e.g. one built from an older
+# commit), so that a change is measured in one run.
 # Snapshots: the 53 conv layers of ResNet-50 in f32 (23.5M weights, 94 MB each), written with the
 # reference safetensors package. Target: analyze >= 0.8x the read rate.
 set -euo pipefail
@@ -53,21 +55,31 @@ files=("$work"/snaps/*.safetensors)
 bytes=$(cat "${files[@]}" | wc -c)
 sync  # written back now, so that writeback does not run during the timings
 cat "${files[@]}" >/dev/null  # into the page cache
+base=${FEVO_BASE:-}
+[[ -n "$base" ]] && echo "baseline: $base ($("$base" --version 2>&1 | head -1))"
 best_cat=1e9
 best_fevo=1e9
+best_base=1e9
 for rep in 1 2 3 4 5; do
   t0=$(date +%s.%N); cat "${files[@]}" >/dev/null; t1=$(date +%s.%N)
   best_cat=$(python3 -c "print(min($best_cat, $t1 - $t0))")
   rm -rf "$work/out"
   t0=$(date +%s.%N); "$fevo" analyze "$work/snaps" --tau 2e-4 --out "$work/out"; t1=$(date +%s.%N)
   best_fevo=$(python3 -c "print(min($best_fevo, $t1 - $t0))")
+  if [[ -n "$base" ]]; then
+    rm -rf "$work/out"
+    t0=$(date +%s.%N); "$base" analyze "$work/snaps" --tau 2e-4 --out "$work/out"; t1=$(date +%s.%N)
+    best_base=$(python3 -c "print(min($best_base, $t1 - $t0))")
+  fi
 done
-python3 - "$bytes" "$best_cat" "$best_fevo" "$n" <<'PY'
+python3 - "$bytes" "$best_cat" "$best_fevo" "$n" "$best_base" "${base:+1}" <<'PY'
 import sys
-b, c, f, n = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+b, c, f, n, g = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
 print(f"{n} ResNet-50 f32 snapshots, {b / 1e6:.0f} MB, in the page cache (best of 5)")
 print(f"cat FILES > /dev/null : {c:.3f} s  {b / c / 1e9:.2f} GB/s")
 print(f"fevo analyze         : {f:.3f} s  {b / f / 1e9:.2f} GB/s  (each file is read once)")
+if sys.argv[6]:
+    print(f"baseline analyze     : {g:.3f} s  {b / g / 1e9:.2f} GB/s  ratio to read {c / g:.2f}; fevo / baseline rate {g / f:.2f}")
 r = c / f
 print(f"ratio analyze / read : {r:.2f}  (target >= 0.8) {'PASS' if r >= 0.8 else 'MISS'}")
 PY
