@@ -181,22 +181,19 @@ class snapshot {
   /// Drops a mapped tensor's pages from memory (they are read again if touched; views stay
   /// valid); a no-op for loaded tensors and unknown names.
   void evict(const std::string& name) const {
-    if (const entry* e = find(name))
-      if (const auto& st = readers_[e->source].st)
-        if (const tensor_info* t = st->find(name)) st->evict(*t);
+    std::size_t src = 0;
+    if (const tensor_info* t = mapped_info(name, src)) readers_[src].st->evict(*t);
   }
   /// Drops the pages of `nbytes` bytes of a mapped tensor's data from `offset` on (the whole pages
   /// they touch), e.g. those of a range of its filters; as evict(name) otherwise.
   void evict(const std::string& name, std::uint64_t offset, std::uint64_t nbytes) const {
-    if (const entry* e = find(name))
-      if (const auto& st = readers_[e->source].st)
-        if (const tensor_info* t = st->find(name)) {
-          if (offset >= t->nbytes) return;
-          tensor_info part = *t;
-          part.offset += offset;
-          part.nbytes = std::min(nbytes, t->nbytes - offset);
-          st->evict(part);
-        }
+    std::size_t src = 0;
+    const tensor_info* t = mapped_info(name, src);
+    if (!t || offset >= t->nbytes) return;
+    tensor_info part = *t;
+    part.offset += offset;
+    part.nbytes = std::min(nbytes, t->nbytes - offset);
+    readers_[src].st->evict(part);
   }
   /// evict(name) for each of `names`, in as few calls to the kernel as their places allow: the
   /// data of tensors less than evict_gap bytes apart in a file goes in one range (the bytes
@@ -205,11 +202,11 @@ class snapshot {
   /// 53 layers of a ResNet-50 snapshot one by one spent 8 ms of a 16-snapshot run in them.
   void evict(const std::vector<std::string>& names) const {
     std::vector<std::pair<std::size_t, std::pair<std::uint64_t, std::uint64_t>>> ranges;  // source, [b, e)
-    for (const auto& name : names)
-      if (const entry* e = find(name))
-        if (const auto& st = readers_[e->source].st)
-          if (const tensor_info* t = st->find(name))
-            if (t->nbytes) ranges.push_back({e->source, {t->offset, t->offset + t->nbytes}});
+    for (const auto& name : names) {
+      std::size_t src = 0;
+      if (const tensor_info* t = mapped_info(name, src))
+        if (t->nbytes) ranges.push_back({src, {t->offset, t->offset + t->nbytes}});
+    }
     std::sort(ranges.begin(), ranges.end());
     for (std::size_t k = 0; k < ranges.size();) {
       const std::size_t src = ranges[k].first;
@@ -359,6 +356,14 @@ class snapshot {
   }
 
  private:
+  /// The tensor called `name` in the safetensors file that maps it, and in `source` that file's
+  /// index; nullptr for loaded tensors (.npy, .npz) and unknown names.
+  const tensor_info* mapped_info(const std::string& name, std::size_t& source) const {
+    const entry* e = find(name);
+    if (!e || !readers_[e->source].st) return nullptr;
+    source = e->source;
+    return readers_[e->source].st->find(name);
+  }
   /// The tensors of one source: a mapped safetensors file, or loaded arrays.
   struct reader {
     std::unique_ptr<safetensors_file> st;
