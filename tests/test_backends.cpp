@@ -101,7 +101,8 @@ TEST_CASE("cpu::par: results are bitwise the same for any number of threads", "[
                {{2000, 40, 1, 1}, L::gapped, L::sliced_oihw},
                {{3, 9000, 3, 3}, L::oihw, L::ohwi},        // one filter per block
                {{1100, 70, 3, 3}, L::hwio, L::hwio},       // lanes: blocks of filters per thread
-               {{130, 40, 1, 1}, L::sliced_hwio, L::hwio}}; // lanes: groups, whole vectors, a rest
+               {{130, 40, 1, 1}, L::sliced_hwio, L::hwio},  // lanes: groups, whole vectors, a rest
+               {{300, 500, 3, 3}, L::hwio, L::hwio}};       // lanes: two segments of channels
   for_each_element_type([&](auto tg) {
     using T = typename decltype(tg)::type;
     std::vector<layer<T>> prevs, nexts;
@@ -127,6 +128,7 @@ TEST_CASE("cpu::par: results are bitwise the same for any number of threads", "[
                                      0.25, per, fevo::with_channel_counts);
         check_identical(m, one);
         check_identical(per, per1);
+        check_identical(fevo::compute(fevo::cpu::par.threads(threads), pairs[k].prev, pairs[k].next, 0.25), one);
       }
       INFO("default threads against threads(1)");
       check_identical(fevo::compute(fevo::cpu::par, pairs[k].prev, pairs[k].next, 0.25), one);
@@ -191,14 +193,14 @@ TEST_CASE("cpu::par: blocks of tasks that share a buffer are interleaved, others
     view prev, next;
   };
   struct block {
-    std::size_t task, first, count;
+    std::size_t task, first, count, c0;
   };
   float a[1], b[1], c[1], x[1], y[1];
   // Tasks 0, 2 and 3 share buffers (a-b, b-c, a-c); task 1 (x-y) shares nothing.
   const task tasks[] = {{{a}, {b}}, {{x}, {y}}, {{b}, {c}}, {{a}, {c}}};
   std::vector<block> blocks;
   for (std::size_t t = 0; t < 4; ++t)
-    for (std::size_t f = 0; f < 3; ++f) blocks.push_back({t, 10 * f, 10});
+    for (std::size_t f = 0; f < 3; ++f) blocks.push_back({t, 10 * f, 10, 0});
   fevo::cpu::detail::interleave_shared(tasks, 4, blocks);
   std::vector<std::pair<std::size_t, std::size_t>> order;
   for (const auto& bl : blocks) order.emplace_back(bl.task, bl.first);
@@ -209,7 +211,7 @@ TEST_CASE("cpu::par: blocks of tasks that share a buffer are interleaved, others
 
   // Nothing shared: the order is untouched.
   const task apart[] = {{{a}, {b}}, {{x}, {y}}};
-  std::vector<block> kept{{1, 0, 5}, {0, 0, 5}, {0, 5, 5}};
+  std::vector<block> kept{{1, 0, 5, 0}, {0, 0, 5, 0}, {0, 5, 5, 0}};
   fevo::cpu::detail::interleave_shared(apart, 2, kept);
   CHECK((kept[0].task == 1 && kept[1].task == 0 && kept[1].first == 0 && kept[2].first == 5));
 }

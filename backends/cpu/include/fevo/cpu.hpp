@@ -3,8 +3,9 @@
 //   fevo::layer_metrics m = fevo::compute(fevo::cpu::par, prev, next, tau);
 //   fevo::compute(fevo::cpu::par.threads(2), prev, next, tau);
 //
-// Work is split into blocks of whole filters across all layers of a call; each filter's totals
-// are kept and summed per layer in filter order afterwards, so the results do not depend on the
+// Work is split into blocks of whole filters across all layers of a call (large HWIO layers also
+// into two ranges of input channels, summed in order: lane_segments); each filter's totals are
+// kept and summed per layer in filter order afterwards, so the results do not depend on the
 // number of threads. Layers that share a buffer (consecutive snapshot pairs of a series, or pairs
 // against one reference, passed in one compute_layers call) have their blocks at the same
 // filters processed together, so that the shared snapshot is read from memory once. A call with
@@ -102,17 +103,49 @@ inline constexpr std::size_t serial_weights = std::size_t{1} << 14;
 /// 1-3% slower); 2^22 did no better. A series of pairs (fevo analyze) ran its pass 6% faster.
 inline constexpr std::size_t block_weights = std::size_t{1} << 20;
 
-/// Folds filters [first, first + count) of task t into out[0 .. count) with the given kernel.
+/// Folds filters [first, first + count) of task t, channels [c0, c1) on a lanes walk, into
+/// out[0 .. count) with the given kernel.
 template <class T>
 inline void fold_block(isa kernel, const layer_task<T, host_space>& t, walk how, std::size_t first,
-                       std::size_t count, partial* out, std::uint64_t* scratch) {
+                       std::size_t count, std::size_t c0, std::size_t c1, partial* out,
+                       std::uint64_t* scratch) {
   switch (kernel) {
 #if FEVO_CPU_X86_DISPATCH
-    case isa::avx512: avx512::fold_block(t, how, first, count, out, scratch); return;
-    case isa::avx2: avx2::fold_block(t, how, first, count, out, scratch); return;
+    case isa::avx512: avx512::fold_block(t, how, first, count, c0, c1, out, scratch); return;
+    case isa::avx2: avx2::fold_block(t, how, first, count, c0, c1, out, scratch); return;
 #endif
-    default: generic::fold_block(t, how, first, count, out, scratch); return;
+    default: generic::fold_block(t, how, first, count, c0, c1, out, scratch); return;
   }
+}
+
+/// Weights per segment of a lanes-walk layer, at least (lane_segments).
+inline constexpr std::size_t lane_segment_weights = std::size_t{1} << 19;
+/// Segments of a lanes-walk layer, at most.
+inline constexpr std::size_t max_lane_segments = 2;
+
+/// The segments a lanes walk (HWIO) splits a layer into: ranges of input channels, each of which
+/// is H * W contiguous runs of whole positions (every filter) in memory, where blocks of filters
+/// read a part of every position. Two threads splitting a layer by filters each read one half
+/// of every position, at 0.45 of a plain read on VGG-16's 3x3x512x512 layers from DRAM; split
+/// by positions, 0.77-0.87. bench_cpu, against blocks of filters only (median rates, two rounds
+/// in turn): VGG-16 HWIO f32 compute_layers 1.31-1.40x in cache, 1.20x from DRAM, per-layer calls
+/// 1.33-1.43x and 1.18-1.21x, bf16 1.06-1.17x; ResNet-50 (few layers of 2^20 weights) 1.00-1.08x.
+/// More segments did worse: up to 16 of at least 2^16 weights, VGG-16 f32 1.0-1.1x and ResNet-50
+/// bf16 per-layer calls 0.6-0.8x (each segment ends in a fold of every filter's totals); up to 4
+/// of 2^19 3-6% below two; two of at least 2^17 weights, ResNet-50 bf16 per-layer calls 0.89x.
+/// Layers of more than max_lane_block filters keep blocks of filters (ResNet-50 f32 layers 2-8%
+/// faster so). One cost: VGG-16 bf16/f16 with R_ic 0.84-0.88x in cache (f32 with R_ic
+/// 1.15-1.18x); keeping those in blocks of filters would make D depend on whether R_ic was asked
+/// for, and counters laid out [C][groups][G] did worse everywhere (0.75-0.9x). From the layer's
+/// shape alone, never the thread count or what else is computed: the segments' totals are summed
+/// in order, so the results do not depend on the number of threads.
+template <class Task>
+inline std::size_t lane_segments(const Task& t) {
+  const std::size_t weights = t.prev.size(), C = t.prev.channels();
+  if (t.prev.filters() > max_lane_block) return 1;
+  std::size_t k = 1;
+  while (k < max_lane_segments && 2 * k * lane_segment_weights <= weights && 2 * k <= C) k *= 2;
+  return k;
 }
 
 /// Orders `blocks` so that tasks which read a common buffer (consecutive snapshot pairs share one
@@ -151,7 +184,8 @@ void interleave_shared(const Task* tasks, std::size_t n_tasks, std::vector<Block
   std::stable_sort(blocks.begin(), blocks.end(), [&](const Block& x, const Block& y) {
     const std::size_t gx = group[x.task], gy = group[y.task];
     if (gx != gy) return gx < gy;
-    return x.first < y.first;  // stable: same filters keep task order
+    if (x.first != y.first) return x.first < y.first;
+    return x.c0 < y.c0;  // stable: same filters and channels keep task order
   });
 }
 
@@ -161,6 +195,7 @@ template <class T>
 void evaluate(const parallel_policy& policy, layer_task<T, host_space>* tasks, std::size_t n_tasks) {
   struct block {
     std::size_t task, first, count;
+    std::size_t c0, c1, segment;  ///< channels and segment of a lanes walk; 0, C, 0 otherwise
   };
   const detail::isa kernel = detail::active_isa();
   int threads = policy.thread_count();
@@ -174,49 +209,105 @@ void evaluate(const parallel_policy& policy, layer_task<T, host_space>* tasks, s
   std::vector<block> blocks;
   std::vector<std::size_t> first_filter(n_tasks + 1, 0);  // of each task in `filters`
   std::vector<detail::walk> walks(n_tasks);
+  // Lanes-walk layers of several segments: each segment's filter totals at
+  // segment_totals[first_segmented[k] + s * filters + i], summed in segment order afterwards.
+  std::vector<std::size_t> segments(n_tasks, 1), first_segmented(n_tasks, 0);
+  std::size_t n_segmented = 0;
   std::size_t words = 0;  // scratch per thread
   for (std::size_t k = 0; k < n_tasks; ++k) {
     const auto& t = tasks[k];
-    const std::size_t n = t.prev.filters(), fs = t.prev.filter_size();
+    const std::size_t n = t.prev.filters(), fs = t.prev.filter_size(), C = t.prev.channels();
     walks[k] = detail::choose_walk<T>(t.prev, t.next);
     first_filter[k + 1] = first_filter[k] + n;
     std::size_t step = threads == 1 ? n : std::max<std::size_t>(1, per_block / fs);
     if (walks[k] == detail::walk::lanes) {
-      // Lanes: blocks read a contiguous part of every position, so wide ones (up to
-      // max_lane_block filters, one per thread for a layer), of whole cache lines. (Two per
-      // thread, half as wide, ran 4-26% slower in bench_cpu's HWIO rows, four per thread slower
-      // still: the narrower a block, the shorter its contiguous run in each position.)
-      const std::size_t unit = detail::lane_unit<T>, want = (n + threads - 1) / threads;
-      step = threads == 1 ? n : std::max<std::size_t>((want + unit - 1) / unit * unit, detail::lane_group_width(kernel));
+      segments[k] = detail::lane_segments(t);
+      if (segments[k] > 1) {
+        first_segmented[k] = n_segmented;
+        n_segmented += segments[k] * n;
+      }
+      // Each segment in blocks of filters, one per thread that the segments leave, wide ones (up
+      // to max_lane_block filters) of whole cache lines: the wider a block, the longer its
+      // contiguous run in each position. (Two per thread, half as wide, ran 4-26% slower.)
+      const std::size_t per_segment = (static_cast<std::size_t>(threads) + segments[k] - 1) / segments[k];
+      const std::size_t unit = detail::lane_unit<T>, want = (n + per_segment - 1) / per_segment;
+      step = per_segment == 1 ? n : std::max<std::size_t>((want + unit - 1) / unit * unit, detail::lane_group_width(kernel));
       step = std::min(step, detail::max_lane_block);
     }
     words = std::max(words, detail::scratch_words(t, walks[k], std::min(step, n), kernel));
     for (std::size_t first = 0; first < n; first += step)
-      blocks.push_back({k, first, n - first < step ? n - first : step});
+      for (std::size_t s = 0; s < segments[k]; ++s)
+        blocks.push_back({k, first, n - first < step ? n - first : step, s * C / segments[k],
+                          (s + 1) * C / segments[k], s});
   }
   detail::interleave_shared(tasks, n_tasks, blocks);
   std::vector<partial> filters(first_filter[n_tasks]);
+  std::vector<partial> segment_totals(n_segmented);
   const auto run = [&](const block& blk, std::uint64_t* scratch) {
-    detail::fold_block(kernel, tasks[blk.task], walks[blk.task], blk.first, blk.count,
-                       filters.data() + first_filter[blk.task] + blk.first, scratch);
+    const std::size_t k = blk.task, n = tasks[k].prev.filters();
+    partial* out = segments[k] > 1 ? segment_totals.data() + first_segmented[k] + blk.segment * n + blk.first
+                                   : filters.data() + first_filter[k] + blk.first;
+    detail::fold_block(kernel, tasks[k], walks[k], blk.first, blk.count, blk.c0, blk.c1, out, scratch);
+  };
+  // The segments of a filter, summed in segment order, for filters [first, first + count) of task k.
+  const auto sum_segments = [&](std::size_t k, std::size_t first, std::size_t count) {
+    const std::size_t n = tasks[k].prev.filters();
+    const partial* seg = segment_totals.data() + first_segmented[k];
+    for (std::size_t i = first; i < first + count; ++i) {
+      partial f = seg[i];
+      for (std::size_t s = 1; s < segments[k]; ++s) merge(f, seg[s * n + i]);
+      filters[first_filter[k] + i] = f;
+    }
   };
 
   const long long n_blocks = static_cast<long long>(blocks.size());
   if (threads == 1 || n_blocks == 1) {
     std::vector<std::uint64_t> scratch(words);
     for (const block& blk : blocks) run(blk, scratch.data());
+    for (std::size_t k = 0; k < n_tasks; ++k)
+      if (segments[k] > 1) sum_segments(k, 0, tasks[k].prev.filters());
   } else {
-    // Scratch for every thread, allocated here so nothing inside the parallel region can throw.
+    // Scratch for every thread, and the pieces of the segments' sums (256 filters each),
+    // allocated here so nothing inside the parallel region can throw.
     std::vector<std::uint64_t> scratch(static_cast<std::size_t>(threads) * words);
+    std::vector<block> sums;
+    for (std::size_t k = 0; k < n_tasks; ++k)
+      if (segments[k] > 1)
+        for (std::size_t first = 0, n = tasks[k].prev.filters(); first < n; first += 256)
+          sums.push_back({k, first, n - first < 256 ? n - first : 256, 0, 0, 0});
+    const long long n_sums = static_cast<long long>(sums.size());
+    if (n_sums == 0) {
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
 #endif
-    for (long long b = 0; b < n_blocks; ++b) {
-      int me = 0;
+      for (long long b = 0; b < n_blocks; ++b) {
+        int me = 0;
 #if defined(_OPENMP)
-      me = omp_get_thread_num();
+        me = omp_get_thread_num();
 #endif
-      run(blocks[static_cast<std::size_t>(b)], scratch.data() + static_cast<std::size_t>(me) * words);
+        run(blocks[static_cast<std::size_t>(b)], scratch.data() + static_cast<std::size_t>(me) * words);
+      }
+    } else {
+      // Segments to sum: in the same parallel region, after the blocks' barrier.
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(threads)
+#endif
+      {
+        int me = 0;
+#if defined(_OPENMP)
+        me = omp_get_thread_num();
+#pragma omp for schedule(dynamic, 1)
+#endif
+        for (long long b = 0; b < n_blocks; ++b)
+          run(blocks[static_cast<std::size_t>(b)], scratch.data() + static_cast<std::size_t>(me) * words);
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+        for (long long m = 0; m < n_sums; ++m) {
+          const block& piece = sums[static_cast<std::size_t>(m)];
+          sum_segments(piece.task, piece.first, piece.count);
+        }
+      }
     }
   }
   // R_ic were written in place by the kernels.

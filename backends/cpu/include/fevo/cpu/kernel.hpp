@@ -593,18 +593,21 @@ inline void fold_lane_chunk(const lane_group& g, const T* pa, const T* pb, const
   }
 }
 
-/// Filters [first, first + count) of a lanes-walk task (stride(0) == 1 in both snapshots): lane
-/// j of a group is one filter. The positions (row, col, channel) are walked in chunks of 8, and
+/// Filters [first, first + count) of a lanes-walk task (stride(0) == 1 in both snapshots), over
+/// channels [c0, c1) (a segment of the layer, lane_segments; out gets the segment's totals, r its
+/// channels' R_ic): lane j of a group is one filter. The positions (row, col, channel) are walked
+/// in chunks of 8, and
 /// each chunk is done for every group of the block before the next: the block's bytes of a
 /// position are read together, whatever the stride between positions. Each lane's arithmetic
 /// depends only on its own filter, so the results do not depend on how filters are grouped.
 template <class T>
 inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, std::size_t count,
-                       partial* out, std::uint32_t* r, std::uint64_t* scratch) {
+                       std::size_t c0, std::size_t c1, partial* out, std::uint32_t* r,
+                       std::uint64_t* scratch) {
   constexpr std::size_t L = simd::L, G = lane_vectors * L;
   const auto& a = t.prev;
   const auto& b = t.next;
-  const std::size_t C = a.channels(), H = a.rows(), W = a.cols();
+  const std::size_t C = c1 - c0, C_all = a.channels(), H = a.rows(), W = a.cols();
   const bool need_channels = (t.want & (want_Z | want_R)) != 0;
 
   // Groups: whole ones of G filters, one of fewer whole vectors, the rest padded to a vector.
@@ -644,12 +647,12 @@ inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, st
   const simd::vf tv = simd::splat(t.tau);
   const std::size_t positions = H * W * C;
   const std::size_t P = lane_chunk_positions(count * sizeof(T));  // divides 8
-  std::size_t h = 0, w = 0, c = 0;
+  std::size_t h = 0, w = 0, c = 0;  // c: of the segment's channels
   const auto next_chunk = [&](lane_chunk& ch, std::size_t p0) {
     ch.n = p0 < positions ? (positions - p0 < P ? positions - p0 : P) : 0;
     for (std::size_t j = 0; j < ch.n; ++j) {
-      ch.oa[j] = h * a.stride(2) + w * a.stride(3) + c * a.stride(1);
-      ch.ob[j] = h * b.stride(2) + w * b.stride(3) + c * b.stride(1);
+      ch.oa[j] = h * a.stride(2) + w * a.stride(3) + (c0 + c) * a.stride(1);
+      ch.ob[j] = h * b.stride(2) + w * b.stride(3) + (c0 + c) * b.stride(1);
       ch.c[j] = c;
       if (++c == C) {
         c = 0;
@@ -709,7 +712,7 @@ inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, st
         double sum_sq = 0;
         for (std::size_t y = 0; y < H; ++y)
           for (std::size_t x = 0; x < W; ++x)
-            for (std::size_t cc = 0; cc < C; ++cc) {
+            for (std::size_t cc = c0; cc < c1; ++cc) {
               const compute_t<T> d = load(pb[y * b.stride(2) + x * b.stride(3) + cc * b.stride(1)]) -
                                      load(pa[y * a.stride(2) + x * a.stride(3) + cc * a.stride(1)]);
               f.nonfinite += rule::nonfinite(rule::magnitude(d));
@@ -719,23 +722,25 @@ inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, st
       }
       out[g.g0 - first + j] = f;
       if (rc)
-        for (std::size_t cc = 0; cc < C; ++cc) r[(g.g0 + j) * C + cc] = rc[(k * C + cc) * G + j];
+        for (std::size_t cc = 0; cc < C; ++cc) r[(g.g0 + j) * C_all + c0 + cc] = rc[(k * C + cc) * G + j];
       if (rc8)
-        for (std::size_t cc = 0; cc < C; ++cc) r[(g.g0 + j) * C + cc] = rc8[(k * C + cc) * G + j];
+        for (std::size_t cc = 0; cc < C; ++cc) r[(g.g0 + j) * C_all + c0 + cc] = rc8[(k * C + cc) * G + j];
     }
   }
 }
 
-/// Folds filters [first, first + count) of task t into out[0 .. count).
+/// Folds filters [first, first + count) of task t into out[0 .. count); a lanes walk only the
+/// channels [c0, c1) (the other walks take every channel: c0 == 0, c1 == channels()).
 template <class T>
 inline void fold_block(const layer_task<T, host_space>& t, walk how, std::size_t first,
-                       std::size_t count, partial* out, std::uint64_t* scratch) {
+                       std::size_t count, std::size_t c0, std::size_t c1, partial* out,
+                       std::uint64_t* scratch) {
   std::uint32_t* r =
       t.per_filter && (t.want & want_R) ? t.per_filter->channel_changed.data() : nullptr;
   const std::size_t C = t.prev.channels();
   if constexpr (float_compute<T>) {
     if (how == walk::lanes) {
-      fold_lanes(t, first, count, out, r, scratch);
+      fold_lanes(t, first, count, c0, c1, out, r, scratch);
       return;
     }
   }
