@@ -128,8 +128,8 @@ inline constexpr std::size_t max_lane_segments = 2;
 /// read a part of every position. Two threads splitting a layer by filters each read one half
 /// of every position, at 0.45 of a plain read on VGG-16's 3x3x512x512 layers from DRAM; split
 /// by positions, 0.77-0.87. bench_cpu, against blocks of filters only (median rates, two rounds
-/// in turn): VGG-16 HWIO f32 compute_layers 1.31-1.40x in cache, 1.20x from DRAM, per-layer calls
-/// 1.33-1.43x and 1.18-1.21x, bf16 1.06-1.17x; ResNet-50 (few layers of 2^20 weights) 1.00-1.08x.
+/// in turn): VGG-16 HWIO f32 compute_layers 1.44x in cache, 1.25x from DRAM, per-layer calls
+/// 1.41x and 1.23x, bf16/f16 1.01-1.16x; ResNet-50 (few layers of 2^20 weights) 0.98-1.06x.
 /// More segments did worse: up to 16 of at least 2^16 weights, VGG-16 f32 1.0-1.1x and ResNet-50
 /// bf16 per-layer calls 0.6-0.8x (each segment ends in a fold of every filter's totals); up to 4
 /// of 2^19 3-6% below two; two of at least 2^17 weights, ResNet-50 bf16 per-layer calls 0.89x.
