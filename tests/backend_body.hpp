@@ -111,8 +111,10 @@ fevo::layer_metrics check_backend(const fevo::filter_view<const T>& prev_host,
     check_per_filter(per, ref, false);
   }
   {
-    INFO("fevo::compute(policy, prev, next, tau, per_filter, fevo::with_channel_counts)");
+    INFO("fevo::compute(policy, prev, next, tau, per_filter, fevo::with_channel_counts), the counts "
+         "filled with garbage before (compute does not clear them: it writes each one)");
     fevo::filter_results per;
+    per.channel_changed.assign(ref.N * ref.C, 0xdeadbeefu);
     check_metrics(fevo::compute(policy, p, n, tau, per, fevo::with_channel_counts), ref);
     check_per_filter(per, ref, true);
   }

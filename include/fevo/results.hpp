@@ -69,7 +69,9 @@ struct filter_results {
     changed.assign(n_filters, 0);
     zero_channels.assign(n_filters, 0);
     nonfinite.assign(n_filters, 0);
-    channel_changed.assign(with_r ? n_filters * n_channels : 0, 0);
+    // Not cleared: every backend writes each of the N x C counts (a test fills them with garbage
+    // first), and clearing them first made a call with R_ic 1.05-1.5x slower (ResNet-50, VGG-16).
+    channel_changed.resize(with_r ? n_filters * n_channels : 0);
   }
 };
 
