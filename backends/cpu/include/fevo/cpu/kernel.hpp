@@ -593,22 +593,23 @@ inline void store_lane_counts(const std::uint8_t* rc8, std::size_t C, std::size_
       x[i + 8] = _mm512_unpackhi_epi16(y[2 * i], y[2 * i + 1]);
     }
     for (std::size_t i = 0; i < 8; ++i) {
-      y[i] = _mm512_unpacklo_epi32(x[2 * i], x[2 * i + 1]);
-      y[i + 8] = _mm512_unpackhi_epi32(x[2 * i], x[2 * i + 1]);
+      y[i] = _mm512_maskz_unpacklo_epi32(0xffff, x[2 * i], x[2 * i + 1]);
+      y[i + 8] = _mm512_maskz_unpackhi_epi32(0xffff, x[2 * i], x[2 * i + 1]);
     }
     for (std::size_t i = 0; i < 8; ++i) {
-      x[i] = _mm512_unpacklo_epi64(y[2 * i], y[2 * i + 1]);
-      x[i + 8] = _mm512_unpackhi_epi64(y[2 * i], y[2 * i + 1]);
+      x[i] = _mm512_maskz_unpacklo_epi64(0xff, y[2 * i], y[2 * i + 1]);
+      x[i + 8] = _mm512_maskz_unpackhi_epi64(0xff, y[2 * i], y[2 * i + 1]);
     }
     // x[i] now holds, in 128-bit lane q, the 16 channels' counts of lane 16 q + (i bit-reversed).
     const __mmask16 keep = static_cast<__mmask16>((1u << n) - 1);
     for (std::size_t i = 0; i < 16; ++i) {
       const std::size_t col = ((i & 1) << 3) | ((i & 2) << 1) | ((i & 4) >> 1) | ((i & 8) >> 3);
-      const __m128i q[4] = {_mm512_castsi512_si128(x[i]), _mm512_extracti32x4_epi32(x[i], 1),
-                            _mm512_extracti32x4_epi32(x[i], 2), _mm512_extracti32x4_epi32(x[i], 3)};
+      // (masked forms: GCC 12 warns that the unmasked ones read an uninitialised register)
+      const __m128i q[4] = {_mm512_maskz_extracti32x4_epi32(0xf, x[i], 0), _mm512_maskz_extracti32x4_epi32(0xf, x[i], 1),
+                            _mm512_maskz_extracti32x4_epi32(0xf, x[i], 2), _mm512_maskz_extracti32x4_epi32(0xf, x[i], 3)};
       for (std::size_t l = 0; l < 4; ++l) {
         const std::size_t j = 16 * l + col;
-        if (j < m) _mm512_mask_storeu_epi32(r + j * r_stride + c0, keep, _mm512_cvtepu8_epi32(q[l]));
+        if (j < m) _mm512_mask_storeu_epi32(r + j * r_stride + c0, keep, _mm512_maskz_cvtepu8_epi32(0xffff, q[l]));
       }
     }
   }
