@@ -270,42 +270,36 @@ void evaluate(const parallel_policy& policy, layer_task<T, host_space>* tasks, s
     // Scratch for every thread, and the pieces of the segments' sums (256 filters each),
     // allocated here so nothing inside the parallel region can throw.
     std::vector<std::uint64_t> scratch(static_cast<std::size_t>(threads) * words);
-    std::vector<block> sums;
+    struct piece {
+      std::size_t task, first, count;
+    };
+    std::vector<piece> sums;
     for (std::size_t k = 0; k < n_tasks; ++k)
       if (segments[k] > 1)
         for (std::size_t first = 0, n = tasks[k].prev.filters(); first < n; first += 256)
-          sums.push_back({k, first, n - first < 256 ? n - first : 256, 0, 0, 0});
+          sums.push_back({k, first, n - first < 256 ? n - first : 256});
     const long long n_sums = static_cast<long long>(sums.size());
-    if (n_sums == 0) {
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-#endif
-      for (long long b = 0; b < n_blocks; ++b) {
-        int me = 0;
-#if defined(_OPENMP)
-        me = omp_get_thread_num();
-#endif
-        run(blocks[static_cast<std::size_t>(b)], scratch.data() + static_cast<std::size_t>(me) * words);
-      }
-    } else {
-      // Segments to sum: in the same parallel region, after the blocks' barrier.
 #if defined(_OPENMP)
 #pragma omp parallel num_threads(threads)
 #endif
-      {
-        int me = 0;
+    {
+      int me = 0;
 #if defined(_OPENMP)
-        me = omp_get_thread_num();
-#pragma omp for schedule(dynamic, 1)
+      me = omp_get_thread_num();
+#pragma omp for schedule(dynamic, 1) nowait
 #endif
-        for (long long b = 0; b < n_blocks; ++b)
-          run(blocks[static_cast<std::size_t>(b)], scratch.data() + static_cast<std::size_t>(me) * words);
+      for (long long b = 0; b < n_blocks; ++b)
+        run(blocks[static_cast<std::size_t>(b)], scratch.data() + static_cast<std::size_t>(me) * words);
+      // Segments to sum, once every block is done: a barrier only in calls that have them (one
+      // on every call cost ResNet-50 bf16 per-layer calls a fifth of their speed).
+      if (n_sums > 0) {
 #if defined(_OPENMP)
-#pragma omp for schedule(static)
+#pragma omp barrier
+#pragma omp for schedule(static) nowait
 #endif
         for (long long m = 0; m < n_sums; ++m) {
-          const block& piece = sums[static_cast<std::size_t>(m)];
-          sum_segments(piece.task, piece.first, piece.count);
+          const piece& p = sums[static_cast<std::size_t>(m)];
+          sum_segments(p.task, p.first, p.count);
         }
       }
     }
