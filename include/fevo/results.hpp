@@ -70,7 +70,8 @@ struct filter_results {
     zero_channels.assign(n_filters, 0);
     nonfinite.assign(n_filters, 0);
     // Not cleared: every backend writes each of the N x C counts (a test fills them with garbage
-    // first), and clearing them first made a call with R_ic 1.05-1.5x slower (ResNet-50, VGG-16).
+    // first), and clearing them first made a call with R_ic up to 1.5x slower (ResNet-50 OIHW;
+    // docs/benchmarks.md).
     channel_changed.resize(with_r ? n_filters * n_channels : 0);
   }
 };
