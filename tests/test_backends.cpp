@@ -193,7 +193,7 @@ TEST_CASE("cpu::par: blocks of tasks that share a buffer are interleaved, others
     view prev, next;
   };
   struct block {
-    std::size_t task, first, count, c0;
+    std::size_t task, first, count, segment;
   };
   float a[1], b[1], c[1], x[1], y[1];
   // Tasks 0, 2 and 3 share buffers (a-b, b-c, a-c); task 1 (x-y) shares nothing.

@@ -185,7 +185,7 @@ void interleave_shared(const Task* tasks, std::size_t n_tasks, std::vector<Block
     const std::size_t gx = group[x.task], gy = group[y.task];
     if (gx != gy) return gx < gy;
     if (x.first != y.first) return x.first < y.first;
-    return x.c0 < y.c0;  // stable: same filters and channels keep task order
+    return x.segment < y.segment;  // stable: same filters and channels keep task order
   });
 }
 
@@ -195,7 +195,7 @@ template <class T>
 void evaluate(const parallel_policy& policy, layer_task<T, host_space>* tasks, std::size_t n_tasks) {
   struct block {
     std::size_t task, first, count;
-    std::size_t c0, c1, segment;  ///< channels and segment of a lanes walk; 0, C, 0 otherwise
+    std::size_t segment;  ///< of a lanes walk's layer (lane_segments); 0 otherwise
   };
   const detail::isa kernel = detail::active_isa();
   int threads = policy.thread_count();
@@ -216,7 +216,7 @@ void evaluate(const parallel_policy& policy, layer_task<T, host_space>* tasks, s
   std::size_t words = 0;  // scratch per thread
   for (std::size_t k = 0; k < n_tasks; ++k) {
     const auto& t = tasks[k];
-    const std::size_t n = t.prev.filters(), fs = t.prev.filter_size(), C = t.prev.channels();
+    const std::size_t n = t.prev.filters(), fs = t.prev.filter_size();
     walks[k] = detail::choose_walk<T>(t.prev, t.next);
     first_filter[k + 1] = first_filter[k] + n;
     std::size_t step = threads == 1 ? n : std::max<std::size_t>(1, per_block / fs);
@@ -237,17 +237,17 @@ void evaluate(const parallel_policy& policy, layer_task<T, host_space>* tasks, s
     words = std::max(words, detail::scratch_words(t, walks[k], std::min(step, n), kernel));
     for (std::size_t first = 0; first < n; first += step)
       for (std::size_t s = 0; s < segments[k]; ++s)
-        blocks.push_back({k, first, n - first < step ? n - first : step, s * C / segments[k],
-                          (s + 1) * C / segments[k], s});
+        blocks.push_back({k, first, n - first < step ? n - first : step, s});
   }
   detail::interleave_shared(tasks, n_tasks, blocks);
   std::vector<partial> filters(first_filter[n_tasks]);
   std::vector<partial> segment_totals(n_segmented);
   const auto run = [&](const block& blk, std::uint64_t* scratch) {
-    const std::size_t k = blk.task, n = tasks[k].prev.filters();
+    const std::size_t k = blk.task, n = tasks[k].prev.filters(), C = tasks[k].prev.channels();
     partial* out = segments[k] > 1 ? segment_totals.data() + first_segmented[k] + blk.segment * n + blk.first
                                    : filters.data() + first_filter[k] + blk.first;
-    detail::fold_block(kernel, tasks[k], walks[k], blk.first, blk.count, blk.c0, blk.c1, out, scratch);
+    detail::fold_block(kernel, tasks[k], walks[k], blk.first, blk.count, blk.segment * C / segments[k],
+                       (blk.segment + 1) * C / segments[k], out, scratch);
   };
   // The segments of a filter, summed in segment order, for filters [first, first + count) of task k.
   const auto sum_segments = [&](std::size_t k, std::size_t first, std::size_t count) {

@@ -569,54 +569,56 @@ inline void fold_lane_chunk(const T* pa, const T* pb, std::size_t m, const lane_
   }
 }
 
-/// R_ic of a group's lanes from its byte counters: row cc of rc8 (G bytes) counts channel cc for
-/// each lane; r[j * r_stride + cc] gets lane j's count for j < m, cc < C.
-inline void store_lane_counts(const std::uint8_t* rc8, std::size_t C, std::size_t m, std::uint32_t* r,
-                              std::size_t r_stride) {
+/// R_ic of a group's lanes from its counters (bytes or 32-bit): row cc of rc (G counters) counts
+/// channel cc for each lane; r[j * r_stride + cc] gets lane j's count for j < m, cc < C.
+template <class RC>
+inline void store_lane_counts(const RC* rc, std::size_t C, std::size_t m, std::uint32_t* r, std::size_t r_stride) {
   constexpr std::size_t G = lane_vectors * simd::L;
 #if FEVO_CPU_KERNEL_ISA == 2
-  // 16 channels at a time: their 16 rows of 64 bytes are four 16x16 byte blocks, one per 128-bit
-  // lane, transposed together by four rounds of unpacks; each lane's 16 counts are then widened
-  // and stored at once (against copying count by count: HWIO with R_ic 1.07-1.12x on VGG-16,
-  // 1.02-1.05x on ResNet-50). The other kernels copy count by count.
-  static_assert(G == 64, "rows of 64 byte counters");
-  for (std::size_t c0 = 0; c0 < C; c0 += 16) {
-    const std::size_t n = C - c0 < 16 ? C - c0 : 16;
-    __m512i x[16], y[16];
-    for (std::size_t i = 0; i < 16; ++i) x[i] = i < n ? _mm512_loadu_si512(rc8 + (c0 + i) * G) : _mm512_setzero_si512();
-    for (std::size_t i = 0; i < 8; ++i) {
-      y[i] = _mm512_unpacklo_epi8(x[2 * i], x[2 * i + 1]);
-      y[i + 8] = _mm512_unpackhi_epi8(x[2 * i], x[2 * i + 1]);
-    }
-    for (std::size_t i = 0; i < 8; ++i) {
-      x[i] = _mm512_unpacklo_epi16(y[2 * i], y[2 * i + 1]);
-      x[i + 8] = _mm512_unpackhi_epi16(y[2 * i], y[2 * i + 1]);
-    }
-    for (std::size_t i = 0; i < 8; ++i) {
-      y[i] = _mm512_maskz_unpacklo_epi32(0xffff, x[2 * i], x[2 * i + 1]);
-      y[i + 8] = _mm512_maskz_unpackhi_epi32(0xffff, x[2 * i], x[2 * i + 1]);
-    }
-    for (std::size_t i = 0; i < 8; ++i) {
-      x[i] = _mm512_maskz_unpacklo_epi64(0xff, y[2 * i], y[2 * i + 1]);
-      x[i + 8] = _mm512_maskz_unpackhi_epi64(0xff, y[2 * i], y[2 * i + 1]);
-    }
-    // x[i] now holds, in 128-bit lane q, the 16 channels' counts of lane 16 q + (i bit-reversed).
-    const __mmask16 keep = static_cast<__mmask16>((1u << n) - 1);
-    for (std::size_t i = 0; i < 16; ++i) {
-      const std::size_t col = ((i & 1) << 3) | ((i & 2) << 1) | ((i & 4) >> 1) | ((i & 8) >> 3);
-      // (masked forms: GCC 12 warns that the unmasked ones read an uninitialised register)
-      const __m128i q[4] = {_mm512_maskz_extracti32x4_epi32(0xf, x[i], 0), _mm512_maskz_extracti32x4_epi32(0xf, x[i], 1),
-                            _mm512_maskz_extracti32x4_epi32(0xf, x[i], 2), _mm512_maskz_extracti32x4_epi32(0xf, x[i], 3)};
-      for (std::size_t l = 0; l < 4; ++l) {
-        const std::size_t j = 16 * l + col;
-        if (j < m) _mm512_mask_storeu_epi32(r + j * r_stride + c0, keep, _mm512_maskz_cvtepu8_epi32(0xffff, q[l]));
+  if constexpr (std::is_same_v<RC, std::uint8_t>) {
+    // 16 channels at a time: their 16 rows of 64 bytes are four 16x16 byte blocks, one per 128-bit
+    // lane, transposed together by four rounds of unpacks; each lane's 16 counts are then widened
+    // and stored at once (against copying count by count: HWIO with R_ic 1.07-1.12x on VGG-16,
+    // 1.02-1.05x on ResNet-50). 32-bit counters, and the other kernels, are copied count by count.
+    static_assert(G == 64, "rows of 64 byte counters");
+    for (std::size_t c0 = 0; c0 < C; c0 += 16) {
+      const std::size_t n = C - c0 < 16 ? C - c0 : 16;
+      __m512i x[16], y[16];
+      for (std::size_t i = 0; i < 16; ++i) x[i] = i < n ? _mm512_loadu_si512(rc + (c0 + i) * G) : _mm512_setzero_si512();
+      for (std::size_t i = 0; i < 8; ++i) {
+        y[i] = _mm512_unpacklo_epi8(x[2 * i], x[2 * i + 1]);
+        y[i + 8] = _mm512_unpackhi_epi8(x[2 * i], x[2 * i + 1]);
+      }
+      for (std::size_t i = 0; i < 8; ++i) {
+        x[i] = _mm512_unpacklo_epi16(y[2 * i], y[2 * i + 1]);
+        x[i + 8] = _mm512_unpackhi_epi16(y[2 * i], y[2 * i + 1]);
+      }
+      for (std::size_t i = 0; i < 8; ++i) {
+        y[i] = _mm512_maskz_unpacklo_epi32(0xffff, x[2 * i], x[2 * i + 1]);
+        y[i + 8] = _mm512_maskz_unpackhi_epi32(0xffff, x[2 * i], x[2 * i + 1]);
+      }
+      for (std::size_t i = 0; i < 8; ++i) {
+        x[i] = _mm512_maskz_unpacklo_epi64(0xff, y[2 * i], y[2 * i + 1]);
+        x[i + 8] = _mm512_maskz_unpackhi_epi64(0xff, y[2 * i], y[2 * i + 1]);
+      }
+      // x[i] now holds, in 128-bit lane q, the 16 channels' counts of lane 16 q + (i bit-reversed).
+      const __mmask16 keep = static_cast<__mmask16>((1u << n) - 1);
+      for (std::size_t i = 0; i < 16; ++i) {
+        const std::size_t col = ((i & 1) << 3) | ((i & 2) << 1) | ((i & 4) >> 1) | ((i & 8) >> 3);
+        // (masked forms: GCC 12 warns that the unmasked ones read an uninitialised register)
+        const __m128i q[4] = {_mm512_maskz_extracti32x4_epi32(0xf, x[i], 0), _mm512_maskz_extracti32x4_epi32(0xf, x[i], 1),
+                              _mm512_maskz_extracti32x4_epi32(0xf, x[i], 2), _mm512_maskz_extracti32x4_epi32(0xf, x[i], 3)};
+        for (std::size_t l = 0; l < 4; ++l) {
+          const std::size_t j = 16 * l + col;
+          if (j < m) _mm512_mask_storeu_epi32(r + j * r_stride + c0, keep, _mm512_maskz_cvtepu8_epi32(0xffff, q[l]));
+        }
       }
     }
+    return;
   }
-#else
-  for (std::size_t j = 0; j < m; ++j)
-    for (std::size_t cc = 0; cc < C; ++cc) r[j * r_stride + cc] = rc8[cc * G + j];
 #endif
+  for (std::size_t j = 0; j < m; ++j)
+    for (std::size_t cc = 0; cc < C; ++cc) r[j * r_stride + cc] = rc[cc * G + j];
 }
 
 /// A group of lanes: filters [g0, g0 + m) in nv vectors, or (copy) fewer than one vector's.
@@ -770,9 +772,8 @@ inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, st
         f.sum_sq = sum_sq;
       }
       out[g.g0 - first + j] = f;
-      if (rc)
-        for (std::size_t cc = 0; cc < C; ++cc) r[(g.g0 + j) * C_all + c0 + cc] = rc[(k * C + cc) * G + j];
     }
+    if (rc) store_lane_counts(rc + k * C * G, C, g.m, r + g.g0 * C_all + c0, C_all);
     if (rc8) store_lane_counts(rc8 + k * C * G, C, g.m, r + g.g0 * C_all + c0, C_all);
   }
 }
