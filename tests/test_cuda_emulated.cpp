@@ -198,10 +198,16 @@ struct emulated_staged_backend : emulated<experimental::staged, 3> {
   static constexpr const char* name = "fevo::cuda kernels (emulated, experimental::staged, 3 blocks)";
 };
 
-using emulated_backends = std::tuple<emulated_backend, emulated_warp_backend, emulated_block_backend,
-                                     emulated_shared_warp_backend, emulated_queue_backend, emulated_staged_backend>;
-static_assert(std::tuple_size_v<emulated_backends> == 6,
-              "tests/CMakeLists.txt runs the emulated backends in ctest parts by index: update it");
+using all_emulated_backends = std::tuple<emulated_backend, emulated_warp_backend, emulated_block_backend,
+                                         emulated_shared_warp_backend, emulated_queue_backend, emulated_staged_backend>;
+static_assert(std::tuple_size_v<all_emulated_backends> == 6,
+              "tests/CMakeLists.txt builds one executable per emulated backend, by index: update it");
+#if defined(FEVO_TEST_EMULATED_BACKEND)
+/// This executable's backend (tests/CMakeLists.txt compiles this file once per backend, and once
+/// without FEVO_TEST_EMULATED_BACKEND for the cases beyond the shared body: smaller files that
+/// compile side by side, and ctest parts that share the cores evenly).
+using emulated_backends = std::tuple<std::tuple_element_t<FEVO_TEST_EMULATED_BACKEND, all_emulated_backends>>;
+#endif
 
 /// The environment of cuda_cases.hpp on the emulator.
 struct emulated_env {
@@ -230,8 +236,10 @@ struct emulated_env {
 
 }  // namespace fevo_test
 
+#if defined(FEVO_TEST_EMULATED_BACKEND)
 #define FEVO_TEST_BACKENDS ::fevo_test::emulated_backends
 #include "backend_body.hpp"
+#else
 #include "cuda_cases.hpp"
 
 namespace {
@@ -638,3 +646,4 @@ TEST_CASE("cuda emulated: in a work-queue pass, the first round of loads of ever
     check(emulated_policy<with_sharing<experimental::work_queue, sharing::never>>{blocks}, false);
   }
 }
+#endif  // FEVO_TEST_EMULATED_BACKEND
