@@ -257,7 +257,7 @@ case "$cmd" in
     say "sanitizer build (ASan + UBSan) and tests (build-asan/)"
     mkdir -p build-asan
     # -O1 -g1: the longest step here. Under the sanitizers -O1 compiles a file in half to three
-    # quarters of its -O2 time (a backend test 205 s -> 99 s, an I/O test 499 s -> 369 s of a
+    # quarters of its -O2 time (a backend test 205 s -> 99 s, an I/O test 210 s -> 137 s of a
     # 2 GHz core) for tests that run a fifth slower; -g1 (line tables) is all a sanitizer report's
     # stack (inlined frames included) needs, where full -g costs about a fifth more compile time.
     configure_build build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1 -DNDEBUG" \
