@@ -569,6 +569,13 @@ inline void fold_lane_chunk(const T* pa, const T* pb, std::size_t m, const lane_
   }
 }
 
+/// i (0-15) with its four bits reversed: after the four rounds of unpacks in store_lane_counts,
+/// the register of index i holds the counts of lane bit_reversed4(i) (in each 128-bit lane).
+constexpr std::size_t bit_reversed4(std::size_t i) {
+  return ((i & 1) << 3) | ((i & 2) << 1) | ((i & 4) >> 1) | ((i & 8) >> 3);
+}
+static_assert(bit_reversed4(1) == 8 && bit_reversed4(6) == 6 && bit_reversed4(11) == 13, "4-bit reversal");
+
 /// R_ic of a group's lanes from its counters (bytes or 32-bit): row cc of rc (G counters) counts
 /// channel cc for each lane; r[j * r_stride + cc] gets lane j's count for j < m, cc < C.
 template <class RC>
@@ -604,7 +611,7 @@ inline void store_lane_counts(const RC* rc, std::size_t C, std::size_t m, std::u
       // x[i] now holds, in 128-bit lane q, the 16 channels' counts of lane 16 q + (i bit-reversed).
       const __mmask16 keep = static_cast<__mmask16>((1u << n) - 1);
       for (std::size_t i = 0; i < 16; ++i) {
-        const std::size_t col = ((i & 1) << 3) | ((i & 2) << 1) | ((i & 4) >> 1) | ((i & 8) >> 3);
+        const std::size_t col = bit_reversed4(i);
         // (masked forms: GCC 12 warns that the unmasked ones read an uninitialised register)
         const __m128i q[4] = {_mm512_maskz_extracti32x4_epi32(0xf, x[i], 0), _mm512_maskz_extracti32x4_epi32(0xf, x[i], 1),
                               _mm512_maskz_extracti32x4_epi32(0xf, x[i], 2), _mm512_maskz_extracti32x4_epi32(0xf, x[i], 3)};
@@ -646,7 +653,7 @@ inline void store_lane_counts(const RC* rc, std::size_t C, std::size_t m, std::u
       }
       // x[i] now holds the 16 channels' counts of lane (i bit-reversed).
       for (std::size_t i = 0; i < 16; ++i) {
-        const std::size_t j = (((i & 1) << 3) | ((i & 2) << 1) | ((i & 4) >> 1) | ((i & 8) >> 3));
+        const std::size_t j = bit_reversed4(i);
         if (j >= m) continue;
         std::uint32_t* out = r + j * r_stride + c0;
         if (n == 16) {
