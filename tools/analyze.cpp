@@ -14,9 +14,7 @@
 #include <omp.h>
 #endif
 
-#ifdef FEVO_CLI_HAVE_CUDA
 #include "cuda_backend.hpp"
-#endif
 
 namespace fevo_cli {
 
@@ -49,11 +47,7 @@ std::vector<fevo::layer_metrics> compute_with(backend b, const std::vector<fevo:
   switch (b) {
     case backend::seq: return fevo::compute_layers(fevo::seq, pairs, tau, &per);
     case backend::thrust: return fevo::compute_layers(fevo::thrust::par, pairs, tau, &per);
-#ifdef FEVO_CLI_HAVE_CUDA
     case backend::cuda: return fevo_cli::compute_on_cuda(pairs, tau, per);
-#else
-    case backend::cuda: break;  // refused in analyze()
-#endif
     case backend::cpu: break;
   }
   return fevo::compute_layers(fevo::cpu::par, pairs, tau, &per);
@@ -154,13 +148,8 @@ backend setup(const analyze_options& o) {
   if (o.backend_name == "seq") b = backend::seq;
   else if (o.backend_name == "thrust") b = backend::thrust;
   else if (o.backend_name == "cuda") {
-#ifdef FEVO_CLI_HAVE_CUDA
-    fevo_cli::require_cuda_device();
+    fevo_cli::require_cuda_device();  // throws in a build without CUDA (without_cuda.cpp)
     b = backend::cuda;
-#else
-    fail("--backend cuda: this fevo command was built without CUDA (configure with nvcc found, "
-         "FEVO_ENABLE_CUDA=ON); use --backend cpu");
-#endif
   }
   else FEVO_EXPECTS(o.backend_name == "cpu", "--backend must be seq, cpu, thrust or cuda, got '", o.backend_name, "'");
   FEVO_EXPECTS(o.threads >= 0, "--threads must be at least 1, got ", o.threads);

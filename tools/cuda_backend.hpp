@@ -1,5 +1,6 @@
 // The fevo command's CUDA path (cuda_backend.cu, built by nvcc when fevo::cuda is): host views
 // of two snapshots are copied to the device with their strides and measured by fevo::cuda::par.
+// A build without CUDA links without_cuda.cpp instead, which refuses --backend cuda.
 #pragma once
 
 #include <vector>

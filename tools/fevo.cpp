@@ -100,11 +100,8 @@ int main(int argc, char** argv) {
   CLI::App app{"fevo: how the conv filters of a network evolve between training snapshots", "fevo"};
   app.require_subcommand(1);
   app.footer(help_footer);
-#ifdef FEVO_CLI_HAVE_MPI
-  const char* with_mpi = " (with MPI: mpirun -np K fevo analyze ...)";
-#else
-  const char* with_mpi = " (without MPI)";
-#endif
+  const char* with_mpi =
+      fevo_cli::world::built_with_mpi() ? " (with MPI: mpirun -np K fevo analyze ...)" : " (without MPI)";
   // The version, then which of fevo::cpu's kernels (instruction sets) this machine runs.
   app.set_version_flag("--version", "fevo " + std::to_string(FEVO_VERSION_MAJOR) + "." +
                                         std::to_string(FEVO_VERSION_MINOR) + "." +

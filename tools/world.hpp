@@ -5,6 +5,9 @@
 // Errors are collective in an MPI job: every step that may fail on some ranks ends with agree(),
 // after which every rank has the message of the lowest rank that failed (collective_error), the
 // root prints it and all exit 2; no rank is left waiting for another.
+//
+// Only world.cpp depends on whether the command has MPI (FEVO_CLI_HAVE_MPI): the other files of
+// the command compile once for a build with MPI and one without (tests/mpi's fevo_nompi).
 #pragma once
 
 #include <algorithm>
@@ -17,10 +20,6 @@
 #include <vector>
 
 #include <fevo/error.hpp>
-
-#ifdef FEVO_CLI_HAVE_MPI
-#include <fevo/mpi.hpp>
-#endif
 
 namespace fevo_cli {
 
@@ -58,41 +57,14 @@ class world {
   /// Starts MPI when a launcher started this process (in a build with MPI). Throws
   /// collective_error (printed by the launcher's rank 0 alone) when the processes cannot work
   /// together: a build without MPI started as several, or an MPI that sees each alone.
-  world(int& argc, char**& argv) {
-    const launch_info l = launched();
-    rank_ = l.rank;
-#ifdef FEVO_CLI_HAVE_MPI
-    if (!l.by.empty()) {
-      int provided = 0;
-      MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
-      mpi_ = true;
-      MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
-      MPI_Comm_size(MPI_COMM_WORLD, &size_);
-      if (size_ == 1 && l.size > 1) {
-        rank_ = l.rank;
-        fail_start("fevo: started as one of " + std::to_string(l.size) + " processes by " + l.by +
-                   ", but MPI sees this process alone (each would run the whole analysis): under Slurm use srun "
-                   "--mpi=pmix (or pmi2), or start fevo with mpirun");
-      }
-    }
-#else
-    (void)argc;
-    (void)argv;
-    if (l.size > 1)
-      fail_start("fevo: started as one of " + std::to_string(l.size) + " processes by " + l.by +
-                 ", but this fevo command was built without MPI (configure with -DFEVO_ENABLE_MPI=ON where an MPI "
-                 "is installed, e.g. Debian's libopenmpi-dev); run it as one process, or build it with MPI");
-#endif
-  }
-  ~world() {
-#ifdef FEVO_CLI_HAVE_MPI
-    int off = 0;
-    MPI_Finalized(&off);
-    if (mpi_ && !off) MPI_Finalize();
-#endif
-  }
+  world(int& argc, char**& argv);
+  ~world();
   world(const world&) = delete;
   world& operator=(const world&) = delete;
+
+  /// Whether this command was built with MPI (FEVO_CLI_HAVE_MPI in world.cpp, the one file that
+  /// depends on it).
+  static bool built_with_mpi();
 
   int rank() const { return rank_; }
   int size() const { return size_; }
@@ -102,13 +74,7 @@ class world {
 
   /// Collective: each rank's error message or none. When any rank has one, every rank throws
   /// collective_error with the lowest failing rank's message.
-  void agree(const std::optional<std::string>& mine) const {
-    std::optional<std::string> first = mine;
-#ifdef FEVO_CLI_HAVE_MPI
-    if (mpi_) first = fevo::mpi::first_error(MPI_COMM_WORLD, mine);
-#endif
-    if (first) throw collective_error(*first);
-  }
+  void agree(const std::optional<std::string>& mine) const;
 
   /// Runs f, then agree() on whether it failed on any rank.
   template <class F>
@@ -127,41 +93,14 @@ class world {
   }
 
   /// Rank 0's bytes on every rank.
-  void broadcast(std::vector<unsigned char>& b) const {
-#ifdef FEVO_CLI_HAVE_MPI
-    if (mpi_) fevo::mpi::broadcast(MPI_COMM_WORLD, b, 0);
-#else
-    (void)b;
-#endif
-  }
+  void broadcast(std::vector<unsigned char>& b) const;
   /// Every rank's bytes, in rank order, on rank 0; nothing elsewhere.
-  std::vector<std::vector<unsigned char>> gather(const std::vector<unsigned char>& mine) const {
-#ifdef FEVO_CLI_HAVE_MPI
-    if (mpi_) return fevo::mpi::gather(MPI_COMM_WORLD, 0)(mine);
-#endif
-    return {mine};
-  }
+  std::vector<std::vector<unsigned char>> gather(const std::vector<unsigned char>& mine) const;
   /// The element-wise sum over the ranks, on every rank.
-  std::vector<std::uint64_t> sum(std::vector<std::uint64_t> v) const {
-#ifdef FEVO_CLI_HAVE_MPI
-    if (mpi_ && !v.empty()) {
-      std::vector<std::uint64_t> out(v.size());
-      fevo::mpi::detail::check(MPI_Allreduce(v.data(), out.data(), int(v.size()), MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD),
-                               "MPI_Allreduce");
-      return out;
-    }
-#endif
-    return v;
-  }
+  std::vector<std::uint64_t> sum(std::vector<std::uint64_t> v) const;
 
  private:
-  [[noreturn]] void fail_start(const std::string& message) {
-#ifdef FEVO_CLI_HAVE_MPI
-    if (mpi_) MPI_Finalize();
-    mpi_ = false;
-#endif
-    throw collective_error(message);
-  }
+  [[noreturn]] void fail_start(const std::string& message);
 
   int rank_ = 0, size_ = 1;
   bool mpi_ = false;
