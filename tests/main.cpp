@@ -1,41 +1,5 @@
-// The main() of every fevo test executable: picks the run's seed, prints it once, runs Catch.
-//   FEVO_TEST_SEED=1234 ./fevo_test_backends     reproduces a run that printed "seed: 1234".
-#define CATCH_CONFIG_RUNNER
-#define CATCH_CONFIG_CONSOLE_WIDTH 200  // long INFO lines unbroken
-#include <catch2/catch.hpp>
+// The main() of fevo's test executables (those that need nothing before the run; the CUDA tests
+// first check for a device): the run of runner.cpp.
+#include "runner.hpp"
 
-#include <cerrno>
-#include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-#include <random>
-
-#include "support.hpp"
-
-namespace fevo_test {
-namespace {
-std::uint64_t run_seed = 0;
-}
-std::uint64_t seed() { return run_seed; }
-}  // namespace fevo_test
-
-int main(int argc, char* argv[]) {
-  const char* env = std::getenv("FEVO_TEST_SEED");
-  if (env && *env) {
-    char* end = nullptr;
-    errno = 0;
-    const unsigned long long s = std::strtoull(env, &end, 0);
-    if (errno != 0 || *end != '\0') {
-      std::fprintf(stderr, "FEVO_TEST_SEED must be an unsigned integer, got '%s'\n", env);
-      return 2;
-    }
-    fevo_test::run_seed = s;
-  } else {
-    std::random_device rd;
-    fevo_test::run_seed = (std::uint64_t(rd()) << 32) ^ rd();
-  }
-  std::printf("fevo test seed: %llu (set FEVO_TEST_SEED=%llu to reproduce)\n",
-              (unsigned long long)fevo_test::run_seed, (unsigned long long)fevo_test::run_seed);
-  std::fflush(stdout);
-  return Catch::Session().run(argc, argv);
-}
+int main(int argc, char* argv[]) { return fevo_test::run(argc, argv); }

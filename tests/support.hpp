@@ -21,7 +21,7 @@
 
 namespace fevo_test {
 
-/// The run's seed: FEVO_TEST_SEED when set, else a random one; main.cpp prints it.
+/// The run's seed: FEVO_TEST_SEED when set, else a random one; runner.cpp prints it.
 std::uint64_t seed();
 
 #if defined(FEVO_TEST_SANITIZE)

@@ -2,31 +2,24 @@
 // system. Each case's host data is copied to the device with its strides intact (upload), so the
 // body is the same one every other backend runs. Without a usable GPU the executable reports
 // "skipped" to ctest (exit code 77), never "passed".
-#define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
 #include <fevo/cuda.cuh>
 #include <fevo/thrust.hpp>
 
-#include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <typeinfo>
-#include <random>
 #include <vector>
 
 #include "backends.hpp"
 #include "cuda_cases.hpp"
+#include "runner.hpp"
 
 namespace fevo_test {
-
-namespace {
-std::uint64_t run_seed = 0;
-}
-std::uint64_t seed() { return run_seed; }
 
 /// Copies the memory a host view spans to the device and views it with the same strides.
 struct device_upload {
@@ -302,20 +295,5 @@ int main(int argc, char* argv[]) {
                 e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
     return 77;
   }
-  const char* env = std::getenv("FEVO_TEST_SEED");
-  if (env && *env) {
-    char* end = nullptr;
-    errno = 0;
-    fevo_test::run_seed = std::strtoull(env, &end, 0);
-    if (errno != 0 || *end != '\0') {
-      std::fprintf(stderr, "FEVO_TEST_SEED must be an unsigned integer, got '%s'\n", env);
-      return 2;
-    }
-  } else {
-    std::random_device rd;
-    fevo_test::run_seed = (std::uint64_t(rd()) << 32) ^ rd();
-  }
-  std::printf("fevo test seed: %llu (set FEVO_TEST_SEED=%llu to reproduce)\n",
-              (unsigned long long)fevo_test::run_seed, (unsigned long long)fevo_test::run_seed);
-  return Catch::Session().run(argc, argv);
+  return fevo_test::run(argc, argv);
 }

@@ -2,23 +2,21 @@
 // same metrics (D within 1e-12 relative: the device sums in another order; the counts exactly),
 // same rows, summaries and reopening. Without a usable GPU the executable exits with 77, which
 // ctest reports as skipped.
-#define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <random>
 #include <vector>
 
 #include <fevo/record/cuda.cuh>
 
+#include "../runner.hpp"
 #include "record_support.hpp"
 
 namespace {
 
 using namespace fevo_record_test;
-std::uint64_t run_seed = 0;
 
 template <class T>
 struct device_buffer {
@@ -40,7 +38,7 @@ bool close_rel(double a, double b) {
 
 template <class T>
 void compare_with_host() {
-  INFO("type " << fevo::element_traits<T>::name << " seed " << run_seed);
+  INFO("type " << fevo::element_traits<T>::name << " seed " << fevo_test::seed());
   temp_dir dh("cuda-host"), dd("cuda-dev");
   std::vector<T> a(6 * 4 * 3 * 3), b(3 * 3 * 5 * 8), c(5 * 7 * 2 * 2);
   device_buffer<T> da(a.size()), db(b.size()), dc(c.size());
@@ -52,7 +50,7 @@ void compare_with_host() {
       fevo::oihw<fevo::device_space>(static_cast<const T*>(dc.p), 5, 7, 2, 2).channel_slice(1, 4)};
   const char* names[] = {"conv1", "features/conv,\"2\"", "fc.weight"};
   auto fill = [&](std::int64_t step) {
-    for (unsigned k = 0; k < 3; ++k) synth_fill(host[k], run_seed, k, step);
+    for (unsigned k = 0; k < 3; ++k) synth_fill(host[k], fevo_test::seed(), k, step);
     da.upload(a);
     db.upload(b);
     dc.upload(c);
@@ -159,14 +157,5 @@ int main(int argc, char* argv[]) {
     std::printf("no usable CUDA device (%s): skipped\n", e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
     return 77;
   }
-  const char* env = std::getenv("FEVO_TEST_SEED");
-  if (env && *env) {
-    run_seed = std::strtoull(env, nullptr, 0);
-  } else {
-    std::random_device rd;
-    run_seed = (std::uint64_t(rd()) << 32) ^ rd();
-  }
-  std::printf("fevo test seed: %llu (set FEVO_TEST_SEED=%llu to reproduce)\n", (unsigned long long)run_seed,
-              (unsigned long long)run_seed);
-  return Catch::Session().run(argc, argv);
+  return fevo_test::run(argc, argv);
 }
