@@ -240,11 +240,12 @@ case "$cmd" in
     mkdir -p build
     # CUDA code for the GPU nvidia-smi finds; without one (CI), for sm_75 and sm_90, which between
     # them compile every architecture-dependent path of the kernels (below sm_80; asynchronous
-    # copies and dependent launches), in two thirds of the default list's time.
+    # copies and dependent launches), in two thirds of the default list's time; the GPU benchmark,
+    # which cannot run there, for sm_90 alone (bench/CMakeLists.txt).
     cuda_arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .' || true)
-    [[ "$cuda_arch" =~ ^[0-9]+$ ]] || cuda_arch=""
-    configure_build build -DFEVO_BUILD_TESTS=ON -DFEVO_BUILD_BENCH=ON "-DCMAKE_CUDA_ARCHITECTURES=${cuda_arch:-75-real;90}" \
-      "${cuobjdump_args[@]}"
+    cuda_args=("-DCMAKE_CUDA_ARCHITECTURES=$cuda_arch" -DFEVO_BENCH_CUDA_ARCHITECTURES=)
+    [[ "$cuda_arch" =~ ^[0-9]+$ ]] || cuda_args=("-DCMAKE_CUDA_ARCHITECTURES=75-real;90" -DFEVO_BENCH_CUDA_ARCHITECTURES=90)
+    configure_build build -DFEVO_BUILD_TESTS=ON -DFEVO_BUILD_BENCH=ON "${cuda_args[@]}" "${cuobjdump_args[@]}"
     # Passive OpenMP waiting: tests run side by side, and spinning threads would starve each other.
     if [ "$fast" = 1 ]; then
       (cd build && OMP_WAIT_POLICY=passive ctest --output-on-failure -j"$jobs" -L fast --no-tests=error)
