@@ -85,11 +85,8 @@ def fig1(run, outdir, stem):
         for c, k in enumerate(snaps):
             left = 150 + 80 * c + 4
             tile = tiles[c][grid * th // TILE_PX][:, grid * tw // TILE_PX]  # nearest neighbour
-            canvas[top:top + TILE_PX, left:left + TILE_PX, :3] = tile
-            canvas[top:top + TILE_PX, left:left + TILE_PX, 3] = 1
-            for edge in (np.s_[top, left:left + TILE_PX], np.s_[top + TILE_PX - 1, left:left + TILE_PX],
-                         np.s_[top:top + TILE_PX, left], np.s_[top:top + TILE_PX, left + TILE_PX - 1]):
-                canvas[edge] = (0, 0, 0, 1)
+            canvas[top:top + TILE_PX, left:left + TILE_PX] = (0, 0, 0, 1)  # the frame
+            canvas[top + 1:top + TILE_PX - 1, left + 1:left + TILE_PX - 1, :3] = tile[1:-1, 1:-1]
             if r == 0:
                 fig.text((left + TILE_PX / 2) / W, 1 - (top - 6) / H, f"{int(steps[k])}", ha="center",
                          va="bottom", fontsize=8)
