@@ -19,10 +19,9 @@
 
 #include <fevo/fevo.hpp>
 
-namespace fevo_test {
+#include "runner.hpp"  // fevo_test::seed(): the run's seed
 
-/// The run's seed: FEVO_TEST_SEED when set, else a random one; runner.cpp prints it.
-std::uint64_t seed();
+namespace fevo_test {
 
 #if defined(FEVO_TEST_SANITIZE)
 inline constexpr bool sanitized = true;  ///< ASan/UBSan build: the largest sizes are scaled down
