@@ -36,10 +36,8 @@ inline constexpr std::size_t step_vectors = 64 / simd::L;
 /// squares per step: eight accumulators, with tau, the masks and a step's temporaries, outgrow the
 /// 16 registers, and GCC kept some on the stack (a load and a store each per step). One thread on
 /// a 3x3 layer of 128 x 128 filters in cache (2 GHz Zen 1): f32 5.5 -> 4.7 cycles per 8 weights.
-template <class T>
 inline constexpr std::size_t step_accumulators = FEVO_CPU_KERNEL_ISA == 1 ? step_vectors / 2 : step_vectors;
-template <class T>
-inline constexpr std::size_t flush_steps = 8 * step_accumulators<T> / step_vectors;
+inline constexpr std::size_t flush_steps = 8 * step_accumulators / step_vectors;
 /// Float vectors per lanes-walk pass: as many accumulators as the registers hold.
 inline constexpr std::size_t lane_vectors = FEVO_CPU_KERNEL_ISA == 2 ? 4 : 2;
 static_assert(lane_vectors * simd::L == lane_group_width(static_cast<isa>(FEVO_CPU_KERNEL_ISA)),
@@ -79,7 +77,7 @@ inline run_totals exact_sums(const T* a, const T* b, std::size_t len) {
 template <class T>
 inline std::uint64_t step(const T* a, const T* b, simd::vf tau, simd::vf (&sq)[step_vectors]) {
   std::uint64_t w = 0;
-  constexpr std::size_t per = step_vectors / step_accumulators<T>;  // vectors per accumulator
+  constexpr std::size_t per = step_vectors / step_accumulators;  // vectors per accumulator
   for (std::size_t v = 0; v < step_vectors; ++v) {
     const simd::vf d = simd::sub(simd::load(b + simd::L * v), simd::load(a + simd::L * v));
     w |= simd::bits(simd::changed(simd::abs(d), tau)) << (simd::L * v);
@@ -105,7 +103,7 @@ inline constexpr spread_table spread{};
 /// 256-bit operation in two, and its vector pipes bound this loop). The even and odd changed
 /// bits go back into weight order through spread_table.
 inline std::uint64_t step(const bfloat16* a, const bfloat16* b, simd::vf tau, simd::vf (&sq)[step_vectors]) {
-  static_assert(step_accumulators<bfloat16> == step_vectors / 2, "two squares per accumulator and step");
+  static_assert(step_accumulators == step_vectors / 2, "two squares per accumulator and step");
   const __m256i odd = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
   std::uint64_t w = 0;
   for (std::size_t v = 0; v < step_vectors; v += 2) {
@@ -298,7 +296,7 @@ inline run_totals fold_run(const T* a, const T* b, std::size_t len, compute_t<T>
     for (auto& s : sq) s = simd::zero();
     simd::vd2 acc = simd::zero_d();
     for (std::size_t s = 0; s < steps;) {
-      const std::size_t end = s + flush_steps<T> < steps ? s + flush_steps<T> : steps;  // <= 8 float squares per lane
+      const std::size_t end = s + flush_steps < steps ? s + flush_steps : steps;  // <= 8 float squares per lane
       for (; s < end; ++s) {
         const std::uint64_t w = step(a + 64 * s, b + 64 * s, tv, sq);
         r.changed += static_cast<std::uint64_t>(__builtin_popcountll(w));
@@ -308,7 +306,7 @@ inline run_totals fold_run(const T* a, const T* b, std::size_t len, compute_t<T>
           bits[s + 1] = 0;
         }
       }
-      for (std::size_t v = 0; v < step_accumulators<T>; ++v) {
+      for (std::size_t v = 0; v < step_accumulators; ++v) {
         simd::widen_add(acc, sq[v]);
         sq[v] = simd::zero();
       }
