@@ -355,6 +355,60 @@ TEST_CASE("cpu::par: NaN, infinities, huge and tiny changes on the lanes walk (H
       });
 }
 
+TEST_CASE("cpu::par: filters of 1 to 64 weights, with NaN, infinities, huge and tiny changes next to them",
+          "[cpu][isa]") {
+  using namespace fevo_test;
+  const backend_scope<cpu_par_backend> scope_;
+  rng g = rng_for("cpu small filters");
+  INFO("seed=" << seed());
+  using L = layout;
+  // OIHW: contiguous filters, whose last vector reads on into the next filter's weights and must
+  // keep only its own; sliced and gapped: filters apart, read with masked loads.
+  const layout_pair pairs[] = {{L::oihw, L::oihw}, {L::sliced_oihw, L::oihw}, {L::oihw, L::gapped}};
+  const double inf = std::numeric_limits<double>::infinity();
+  for (std::size_t len = 1; len <= 64; ++len) {
+    std::vector<shape> shapes{{9, len, 1, 1}};
+    if (len % 9 == 0) shapes.push_back({5, len / 9, 3, 3});
+    if (len % 4 == 0) shapes.push_back({6, len / 4, 2, 2});
+    for (const shape& s : shapes)
+      for (const layout_pair lp : pairs)
+        for_each_element_type([&](auto tg) {
+          using T = typename decltype(tg)::type;
+          const double big = std::is_same_v<T, fevo::half> ? 65504.0 : std::is_same_v<T, double> ? 1e150 : 1e30;
+          const int tiny = std::is_same_v<T, fevo::half> ? -20 : std::is_same_v<T, double> ? -510 : -70;
+          for (int kind = 0; kind < 4; ++kind) {
+            auto prev = make_layer<T>(s, lp.prev);
+            auto next = make_layer<T>(s, lp.next);
+            fill_changes(prev, next, 0.25, g);
+            // The first weight of a filter after the first (in the last vector of the filter
+            // before it): NaN (kind 0), -Inf (1), a huge change (2); kind 3: every filter but that
+            // one changes by tiny amounts only, whose float squares underflow.
+            const std::size_t i = 1 + g.below(s.N - 1);
+            if (kind == 0) next(i, 0, 0, 0) = make<T>(std::nan(""));
+            if (kind == 1) prev(i, 0, 0, 0) = make<T>(-inf);
+            if (kind == 2) prev(i, 0, 0, 0) = make<T>(0.0), next(i, 0, 0, 0) = make<T>(big);
+            if (kind == 3)
+              for_each_index(prev.view, [&](std::size_t a, std::size_t b, std::size_t y, std::size_t x) {
+                if (a == i) return;
+                prev(a, b, y, x) = make<T>(0.0);
+                next(a, b, y, x) = make<T>(g.chance(0.3) ? 0.0 : g.sign() * std::ldexp(1.0, tiny - int(g.below(8))));
+              });
+            INFO(s << ", " << type_name<T>() << ", layouts " << name(lp.prev) << " / " << name(lp.next)
+                   << ", filter " << i << ", case " << (kind == 0 ? "NaN" : kind == 1 ? "-Inf" : kind == 2 ? "huge" : "tiny"));
+            const reference ref = reference_of(prev.cview(), next.cview(), 0.25);
+            for (const auto isa : fevo::cpu::detail::supported_isas()) {
+              INFO("kernel " << fevo::cpu::detail::isa_name(isa));
+              const kernel_run k = run_kernel(isa, prev.cview(), next.cview(), 0.25, 1);
+              check_metrics(k.m, ref);
+              check_per_filter(k.per, ref, true);
+              CHECK(k.per.nonfinite[i - 1] == 0);
+              if (kind == 3 && ref.D[i - 1] > 0) CHECK(k.per.D[i - 1] > 0.0);
+            }
+          }
+        });
+  }
+}
+
 TEST_CASE("cpu::instruction_set names the kernel evaluate runs", "[cpu][isa]") {
   namespace d = fevo::cpu::detail;
   const std::string best = d::isa_name(d::best_isa()), running = fevo::cpu::instruction_set();

@@ -5,7 +5,8 @@
 // One kernel per layout family (walk.hpp):
 //   packed  (OIHW)  each filter is contiguous: runs of whole channels, 64 weights per step, each
 //                   step's changed bits stored as one 64-bit word; S counts bits, Z and R_ic
-//                   take whole channels out of the words.
+//                   take whole channels out of the words; filters of at most 64 weights one
+//                   filter per word (fold_small).
 //   lanes   (HWIO)  the filter axis is contiguous: vector lanes are filters, up to 64 filters per
 //                   pass over the (row, col, channel) positions; per-lane counts, and one word
 //                   of "changed" bits per channel ORed over its positions for Z.
@@ -460,6 +461,69 @@ inline void fold_packed(const layer_task<T, host_space>& t, const packed_plan& p
   out = f;
 }
 
+/// Folds filters [first, first + count) of a packed task whose filters have 1 to 64 weights
+/// (C * H * W, as in a first 3x3 layer of 3 channels or a 1x1 layer of 64) into out, with R_ic
+/// into r + i * C when r is not null. One filter per pass of at most 64 / L vectors, its squares
+/// in one accumulator per 8 vectors (a lane sums at most 8 float squares), its changed bits one
+/// word in which all of its channels lie, counted at once. Where the filters are contiguous, the
+/// last vector reads on into the next filter's weights and keeps only its own lanes: a masked
+/// load only in the layer's last filters. (fold_packed per filter spent most of a 3x3x3x64 call
+/// on the per-run work around 27 weights: the masked load, eight accumulators on the stack, the
+/// channel windows.)
+template <class T>
+inline void fold_small(const layer_task<T, host_space>& t, const packed_plan& p, std::size_t first,
+                       std::size_t count, partial* out, std::uint32_t* r) {
+  constexpr std::size_t L = simd::L, A = step_vectors > 8 ? step_vectors / 8 : 1;
+  const std::size_t C = p.C, HW = p.HW, len = C * HW, nv = (len + L - 1) / L;
+  const std::size_t m = len - L * (nv - 1);  // lanes of the last vector: 1 .. L
+  const simd::lanes last = simd::first_lanes(m);
+  // Filters [0, whole) read their last vector whole: it ends inside the view.
+  const std::size_t N = t.prev.filters();
+  std::size_t whole = 0;
+  if (m == L)
+    whole = N;
+  else if (t.prev.stride(0) == len && t.next.stride(0) == len && N * len >= L * nv)
+    whole = (N * len - L * nv) / len + 1;
+  const std::uint64_t tops = p.z.top & (len == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << len) - 1);
+  const channel_windows cw(p.z);
+  const simd::vf tv = simd::splat(t.tau);
+  for (std::size_t i = first; i < first + count; ++i) {
+    const T* pa = t.prev.data_handle() + i * t.prev.stride(0);
+    const T* pb = t.next.data_handle() + i * t.next.stride(0);
+    simd::vf sq[A];
+    for (auto& s : sq) s = simd::zero();
+    std::uint64_t w = 0;
+    std::size_t v = 0;
+    for (; v + 1 < nv; ++v) {
+      const simd::vf d = simd::sub(simd::load(pb + L * v), simd::load(pa + L * v));
+      w |= simd::bits(simd::changed(simd::abs(d), tv)) << (L * v);
+      sq[v % A] = simd::square_add(d, sq[v % A]);
+    }
+    const simd::vf d = i < whole ? simd::keep(simd::sub(simd::load(pb + L * v), simd::load(pa + L * v)), last)
+                                 : simd::sub(simd::load_first(pb + L * v, m), simd::load_first(pa + L * v, m));
+    w |= simd::bits(simd::changed(simd::abs(d), tv)) << (L * v);
+    sq[v % A] = simd::square_add(d, sq[v % A]);
+    simd::vd2 acc = simd::zero_d();
+    for (const auto& s : sq) simd::widen_add(acc, s);
+    partial f;
+    f.sum_sq = simd::sum(acc);
+    // Rare: some d is NaN or Inf, a square overflowed float, or squares underflowed (fold_run).
+    if (!(f.sum_sq <= rule::max_finite<double>()) || (f.sum_sq < tiny_sum && any_change(pa, pb, len))) {
+      const run_totals e = exact_sums(pa, pb, len);
+      f.sum_sq = e.sum_sq;
+      f.nonfinite = e.nonfinite;
+    }
+    f.changed = static_cast<std::uint64_t>(__builtin_popcountll(w));
+    f.weights = len;
+    f.channels = C;
+    if (p.need_channels) f.zero_channels = cw.zeros_in(w, tops);
+    if (r)
+      for (std::size_t c = 0; c < C; ++c)  // c * HW < 64
+        r[i * C + c] = static_cast<std::uint32_t>(__builtin_popcountll((w >> (c * HW)) & p.z.group));
+    out[i - first] = f;
+  }
+}
+
 /// Folds filter i of a task with any strides: runs of contiguous rows, or element by element.
 template <class T>
 inline void fold_strided(const layer_task<T, host_space>& t, walk how, std::size_t i, partial& out,
@@ -892,6 +956,12 @@ inline void fold_block(const layer_task<T, host_space>& t, walk how, std::size_t
   }
   if (how == walk::packed) {
     const packed_plan p = plan_packed(t);
+    if constexpr (float_compute<T>) {
+      if (p.C * p.HW >= 1 && p.C * p.HW <= 64) {
+        fold_small(t, p, first, count, out, r);
+        return;
+      }
+    }
     for (std::size_t i = first; i < first + count; ++i)
       fold_packed(t, p, i, out[i - first], r ? r + i * C : nullptr, scratch);
     return;

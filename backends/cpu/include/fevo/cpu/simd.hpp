@@ -59,6 +59,10 @@ inline vf sub(vf a, vf b) { return _mm512_sub_ps(a, b); }
 inline vf abs(vf d) { return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(d), _mm512_set1_epi32(0x7fffffff))); }
 /// rule::changed: not (|d| <= tau), so NaN is changed (NLE, unordered: true).
 inline cmp changed(vf abs_d, vf tau) { return _mm512_cmp_ps_mask(abs_d, tau, _CMP_NLE_UQ); }
+/// The lanes below n (1 <= n <= L), for keep(); keep(d, m): d in those lanes, zero in the others.
+using lanes = __mmask16;
+inline lanes first_lanes(std::size_t n) { return static_cast<lanes>((1u << n) - 1); }
+inline vf keep(vf d, lanes m) { return _mm512_maskz_mov_ps(m, d); }
 inline std::uint64_t bits(cmp c) { return static_cast<std::uint64_t>(c); }
 /// Adds 1 to the lanes that compared true.
 inline vi count(vi acc, cmp c) { return _mm512_mask_sub_epi32(acc, c, acc, _mm512_set1_epi32(-1)); }
@@ -128,6 +132,12 @@ inline vf load_first(const T* p, std::size_t n) {
 inline vf sub(vf a, vf b) { return _mm256_sub_ps(a, b); }
 inline vf abs(vf d) { return _mm256_and_ps(d, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff))); }
 inline cmp changed(vf abs_d, vf tau) { return _mm256_cmp_ps(abs_d, tau, _CMP_NLE_UQ); }
+using lanes = __m256;
+inline lanes first_lanes(std::size_t n) {
+  return _mm256_castsi256_ps(
+      _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+}
+inline vf keep(vf d, lanes m) { return _mm256_and_ps(d, m); }
 inline std::uint64_t bits(cmp c) { return static_cast<std::uint32_t>(_mm256_movemask_ps(c)); }
 inline vi count(vi acc, cmp c) { return _mm256_sub_epi32(acc, _mm256_castps_si256(c)); }
 inline vi count_bits(vi acc, std::uint32_t m) {
@@ -203,6 +213,17 @@ inline cmp changed(vf abs_d, vf tau) {
   cmp c;
   for (int k = 0; k < L; ++k) c.v[k] = rule::changed(abs_d.v[k], tau.v[k]);
   return c;
+}
+using lanes = vi;
+inline lanes first_lanes(std::size_t n) {
+  lanes m{};
+  for (int k = 0; k < L; ++k) m.v[k] = static_cast<std::size_t>(k) < n;
+  return m;
+}
+inline vf keep(vf d, lanes m) {
+  for (int k = 0; k < L; ++k)
+    if (!m.v[k]) d.v[k] = 0;
+  return d;
 }
 inline std::uint64_t bits(cmp c) {
   std::uint64_t b = 0;
@@ -304,6 +325,9 @@ inline vf load_first(const T* p, std::size_t n) {
 inline vf sub(vf a, vf b) { return a - b; }
 inline vf abs(vf d) { return (vf)((vu)d & 0x7fffffffu); }
 inline cmp changed(vf abs_d, vf tau) { return ~(abs_d <= tau); }  // NaN: (NaN <= tau) is false
+using lanes = vi;
+inline lanes first_lanes(std::size_t n) { return vi{0, 1, 2, 3} < static_cast<std::int32_t>(n); }
+inline vf keep(vf d, lanes m) { return (vf)((vi)d & m); }
 inline std::uint64_t bits(cmp c) {
 #if defined(__SSE2__)
   return static_cast<std::uint32_t>(_mm_movemask_ps((__m128)c));  // the lanes' sign bits
