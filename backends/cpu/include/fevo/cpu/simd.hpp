@@ -326,7 +326,7 @@ inline vf sub(vf a, vf b) { return a - b; }
 inline vf abs(vf d) { return (vf)((vu)d & 0x7fffffffu); }
 inline cmp changed(vf abs_d, vf tau) { return ~(abs_d <= tau); }  // NaN: (NaN <= tau) is false
 using lanes = vi;
-inline lanes first_lanes(std::size_t n) { return vi{0, 1, 2, 3} < static_cast<std::int32_t>(n); }
+inline lanes first_lanes(std::size_t n) { return vi{0, 1, 2, 3} < (vi{} + static_cast<std::int32_t>(n)); }
 inline vf keep(vf d, lanes m) { return (vf)((vi)d & m); }
 inline std::uint64_t bits(cmp c) {
 #if defined(__SSE2__)
