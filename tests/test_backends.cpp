@@ -309,6 +309,21 @@ TEST_CASE("cpu::par: every kernel this CPU supports gives the generic kernel's c
       });
 }
 
+namespace {
+
+/// A change whose square overflows float, finite in the element type T.
+template <class T>
+constexpr double huge_change() {
+  return std::is_same_v<T, fevo::half> ? 65504.0 : std::is_same_v<T, double> ? 1e150 : 1e30;
+}
+/// An exponent of T at which changes (2^e and below) have float squares that underflow.
+template <class T>
+constexpr int tiny_exponent() {
+  return std::is_same_v<T, fevo::half> ? -20 : std::is_same_v<T, double> ? -510 : -70;
+}
+
+}  // namespace
+
 TEST_CASE("cpu::par: NaN, infinities, huge and tiny changes on the lanes walk (HWIO)", "[cpu][isa]") {
   using namespace fevo_test;
   const backend_scope<cpu_par_backend> scope_;
@@ -322,8 +337,8 @@ TEST_CASE("cpu::par: NaN, infinities, huge and tiny changes on the lanes walk (H
     for (const layout_pair lp : pairs)
       for_each_element_type([&](auto tg) {
         using T = typename decltype(tg)::type;
-        const double big = std::is_same_v<T, fevo::half> ? 65504.0 : std::is_same_v<T, double> ? 1e150 : 1e30;
-        const int tiny = std::is_same_v<T, fevo::half> ? -20 : std::is_same_v<T, double> ? -510 : -70;
+        const double big = huge_change<T>();
+        const int tiny = tiny_exponent<T>();
         for (int kind = 0; kind < 4; ++kind) {
           auto prev = make_layer<T>(s, lp.prev);
           auto next = make_layer<T>(s, lp.next);
@@ -374,8 +389,8 @@ TEST_CASE("cpu::par: filters of 1 to 64 weights, with NaN, infinities, huge and 
       for (const layout_pair lp : pairs)
         for_each_element_type([&](auto tg) {
           using T = typename decltype(tg)::type;
-          const double big = std::is_same_v<T, fevo::half> ? 65504.0 : std::is_same_v<T, double> ? 1e150 : 1e30;
-          const int tiny = std::is_same_v<T, fevo::half> ? -20 : std::is_same_v<T, double> ? -510 : -70;
+          const double big = huge_change<T>();
+          const int tiny = tiny_exponent<T>();
           for (int kind = 0; kind < 4; ++kind) {
             auto prev = make_layer<T>(s, lp.prev);
             auto next = make_layer<T>(s, lp.next);

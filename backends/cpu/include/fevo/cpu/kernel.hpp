@@ -153,6 +153,18 @@ inline bool any_change(const T* a, const T* b, std::size_t len) {
   return false;
 }
 
+/// A float pass's sum of squares of a run, recomputed exactly, with the run's non-finite count,
+/// where it cannot be trusted (rare): some d is NaN or Inf, a square overflowed float, or squares
+/// underflowed.
+template <class T>
+inline void settle(double& sum_sq, std::uint64_t& nonfinite, const T* a, const T* b, std::size_t len) {
+  if (!(sum_sq <= rule::max_finite<double>()) || (sum_sq < tiny_sum && any_change(a, b, len))) {
+    const run_totals e = exact_sums(a, b, len);
+    sum_sq = e.sum_sq;
+    nonfinite = e.nonfinite;
+  }
+}
+
 /// The 64 bits starting at bit `at` (the zero word after the last one written keeps the read in
 /// bounds and defined).
 inline std::uint64_t window(const std::uint64_t* words, std::size_t at) {
@@ -324,12 +336,7 @@ inline run_totals fold_run(const T* a, const T* b, std::size_t len, compute_t<T>
       for (std::size_t v = 0; v * simd::L < tail; ++v) simd::widen_add(acc, sq[v]);  // the rest are 0
     }
     r.sum_sq = simd::sum(acc);
-    // Rare: some d is NaN or Inf, a square overflowed float, or squares underflowed.
-    if (!(r.sum_sq <= rule::max_finite<double>()) || (r.sum_sq < tiny_sum && any_change(a, b, len))) {
-      const run_totals e = exact_sums(a, b, len);
-      r.sum_sq = e.sum_sq;
-      r.nonfinite = e.nonfinite;
-    }
+    settle(r.sum_sq, r.nonfinite, a, b, len);
   } else {
     // Double data: exact squares in double, 64 weights per word.
     for (std::size_t s = 0; s * 64 < len; ++s) {
@@ -507,12 +514,7 @@ inline void fold_small(const layer_task<T, host_space>& t, const packed_plan& p,
     for (const auto& s : sq) simd::widen_add(acc, s);
     partial f;
     f.sum_sq = simd::sum(acc);
-    // Rare: some d is NaN or Inf, a square overflowed float, or squares underflowed (fold_run).
-    if (!(f.sum_sq <= rule::max_finite<double>()) || (f.sum_sq < tiny_sum && any_change(pa, pb, len))) {
-      const run_totals e = exact_sums(pa, pb, len);
-      f.sum_sq = e.sum_sq;
-      f.nonfinite = e.nonfinite;
-    }
+    settle(f.sum_sq, f.nonfinite, pa, pb, len);
     f.changed = static_cast<std::uint64_t>(__builtin_popcountll(w));
     f.weights = len;
     f.channels = C;
