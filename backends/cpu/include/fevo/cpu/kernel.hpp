@@ -570,20 +570,24 @@ struct lane_totals {
   float* sq;  ///< squares not yet added to acc (when a chunk ends before 8 positions)
 };
 
-/// Positions per chunk: 8 (the float-square cadence), or 4, 2 or 1 where the block is wide, so that
-/// its part of a chunk of both snapshots and of the next chunk, prefetched meanwhile, fit in
-/// 32 KiB of L1.
+/// Positions per chunk: 32, or fewer where the block is wide, so that its part of a chunk of both
+/// snapshots and of the next chunk, prefetched meanwhile, fit in 32 KiB of L1. (Against chunks of
+/// at most 8, each group's totals leave registers a quarter as often.)
 inline std::size_t lane_chunk_positions(std::size_t block_bytes) {
-  std::size_t p = 8;
+  std::size_t p = 32;
   while (p > 1 && p * block_bytes * 4 > 32768) p /= 2;
   return p;
 }
 
-/// The positions of one chunk (at most 8, so that each lane sums at most 8 float squares before
-/// they go to double): element offsets in prev and next, and the channel of each.
+/// One chunk of positions: consecutive channels of one (row, col), so that a position is the
+/// last one's plus the channel stride in each snapshot. oa, ob: element offsets of the first
+/// position in prev and next; c: its channel (of the segment); flush_at: the first position of
+/// the chunk after which the squares go to double (every 8 positions of the segment, so that a
+/// lane sums at most 8 float squares, however the positions are chunked).
 struct lane_chunk {
-  std::size_t n;
-  std::size_t oa[8], ob[8], c[8];
+  std::size_t n = 0;
+  std::size_t oa = 0, ob = 0, c = 0;
+  std::size_t flush_at = 0;
 };
 
 /// Adds bit k of w to row[k] for the lanes k of a group (byte counters of R_ic, lanes walk).
@@ -606,13 +610,14 @@ inline void count_bytes(std::uint8_t* row, std::uint64_t w) {
 }
 
 /// One group of lanes over one chunk: lane j is filter g0 + j (the pointers are at filter g0), NV
-/// vectors; with Copy the group has m < L filters, copied into a zero-padded vector first. Z: the
-/// "any changed" word of each channel is kept; R: a counter per channel and lane, of type RC
-/// (bytes when no channel has more than 255 weights).
+/// vectors; with Copy the group has m < L filters, copied into a zero-padded vector first. sa, sb:
+/// the channel strides. Z: the "any changed" word of each channel is kept; R: a counter per channel
+/// and lane, of type RC (bytes when no channel has more than 255 weights). first: the totals start
+/// at zero; last: the squares go to double at the end.
 template <class T, std::size_t NV, bool Copy, bool Z, bool R, class RC>
-inline void fold_lane_chunk(const T* pa, const T* pb, std::size_t m, const lane_chunk& ch,
-                            const lane_chunk& next, bool first, bool flush, simd::vf tv,
-                            lane_totals tot, std::uint64_t* any, std::size_t any_stride, RC* rc) {
+inline void fold_lane_chunk(const T* pa, const T* pb, std::size_t m, std::size_t sa, std::size_t sb,
+                            const lane_chunk& ch, const lane_chunk& next, bool first, bool last,
+                            simd::vf tv, lane_totals tot, std::uint64_t* any, std::size_t any_stride, RC* rc) {
   constexpr std::size_t L = simd::L, G = lane_vectors * L;  // rc rows are G long in every group
   static_assert(!R || Z, "R_ic are counted from the changed bits of Z");
   simd::vf sq[NV];
@@ -634,42 +639,59 @@ inline void fold_lane_chunk(const T* pa, const T* pb, std::size_t m, const lane_
     }
   }
   [[maybe_unused]] T ta[L] = {}, tb[L] = {};
+  const T* xa = pa + ch.oa;
+  const T* xb = pb + ch.ob;
+  // The hardware prefetchers do not follow a walk that reads a part of each position, group by
+  // group: fetch this group's part of the same position of the next chunk, at xa + da, xb + db.
+  const std::ptrdiff_t da = static_cast<std::ptrdiff_t>(next.oa) - static_cast<std::ptrdiff_t>(ch.oa);
+  const std::ptrdiff_t db = static_cast<std::ptrdiff_t>(next.ob) - static_cast<std::ptrdiff_t>(ch.ob);
+  [[maybe_unused]] std::uint64_t* word_at = Z ? any + ch.c * any_stride : nullptr;
+  [[maybe_unused]] RC* row = R ? rc + ch.c * G : nullptr;
+  std::size_t flush_at = ch.flush_at;
   for (std::size_t j = 0; j < ch.n; ++j) {
     if (j < next.n) {
-      // The hardware prefetchers do not follow a walk that reads a part of each position, group
-      // by group: fetch this group's part of the same position of the next chunk.
       for (std::size_t o = 0; o < NV * L * sizeof(T); o += 64) {
-        __builtin_prefetch(reinterpret_cast<const char*>(pa + next.oa[j]) + o, 0, 3);
-        __builtin_prefetch(reinterpret_cast<const char*>(pb + next.ob[j]) + o, 0, 3);
+        __builtin_prefetch(reinterpret_cast<const char*>(xa + da) + o, 0, 3);
+        __builtin_prefetch(reinterpret_cast<const char*>(xb + db) + o, 0, 3);
       }
     }
-    const T* xa = pa + ch.oa[j];
-    const T* xb = pb + ch.ob[j];
+    const T* ya = xa;
+    const T* yb = xb;
     if constexpr (Copy) {
       std::memcpy(ta, xa, m * sizeof(T));
       std::memcpy(tb, xb, m * sizeof(T));
-      xa = ta;
-      xb = tb;
+      ya = ta;
+      yb = tb;
     }
+    xa += sa;
+    xb += sb;
     [[maybe_unused]] std::uint64_t word = 0;
     for (std::size_t v = 0; v < NV; ++v) {
-      const simd::vf d = simd::sub(simd::load(xb + L * v), simd::load(xa + L * v));
+      const simd::vf d = simd::sub(simd::load(yb + L * v), simd::load(ya + L * v));
       const simd::vf ad = simd::abs(d);
       const simd::cmp k = simd::changed(ad, tv);
       if constexpr (Z) word |= simd::bits(k) << (L * v);
       sq[v] = simd::square_add(d, sq[v]);
       cnt[v] = simd::count(cnt[v], k);
       nz[v] = simd::or_bits(nz[v], ad);
-      if constexpr (R && !std::is_same_v<RC, std::uint8_t>) {
-        std::uint32_t* row = rc + ch.c[j] * G + L * v;
-        simd::store(row, simd::count(simd::load_u32(row), k));
-      }
+      if constexpr (R && !std::is_same_v<RC, std::uint8_t>) simd::store(row + L * v, simd::count(simd::load_u32(row + L * v), k));
     }
-    if constexpr (Z) any[ch.c[j] * any_stride] |= word;
-    if constexpr (R && std::is_same_v<RC, std::uint8_t>) count_bytes(rc + ch.c[j] * G, word);
+    if constexpr (Z) {
+      *word_at |= word;
+      word_at += any_stride;
+    }
+    if constexpr (R && std::is_same_v<RC, std::uint8_t>) count_bytes(row, word);
+    if constexpr (R) row += G;
+    if (j == flush_at) {
+      for (std::size_t v = 0; v < NV; ++v) {
+        simd::widen_add(acc[v], sq[v]);
+        sq[v] = simd::zero();
+      }
+      flush_at += 8;
+    }
   }
   for (std::size_t v = 0; v < NV; ++v) {
-    if (flush) {
+    if (last) {
       simd::widen_add(acc[v], sq[v]);
       sq[v] = simd::zero();
     }
@@ -791,21 +813,22 @@ struct lane_group {
 };
 
 template <class T, bool Z, bool R, class RC>
-inline void fold_lane_chunk(const lane_group& g, const T* pa, const T* pb, const lane_chunk& ch,
-                            const lane_chunk& next, bool first, bool flush, simd::vf tv,
-                            lane_totals tot, std::uint64_t* any, std::size_t any_stride, RC* rc) {
+inline void fold_lane_chunk(const lane_group& g, const T* pa, const T* pb, std::size_t sa, std::size_t sb,
+                            const lane_chunk& ch, const lane_chunk& next, bool first, bool last,
+                            simd::vf tv, lane_totals tot, std::uint64_t* any, std::size_t any_stride, RC* rc) {
   pa += g.g0;  // stride(0) == 1
   pb += g.g0;
-  if (g.copy) return fold_lane_chunk<T, 1, true, Z, R>(pa, pb, g.m, ch, next, first, flush, tv, tot, any, any_stride, rc);
+#define FEVO_LANE_ARGS pa, pb, g.m, sa, sb, ch, next, first, last, tv, tot, any, any_stride, rc
+  if (g.copy) return fold_lane_chunk<T, 1, true, Z, R>(FEVO_LANE_ARGS);
   switch (g.nv) {
-    case lane_vectors:
-      return fold_lane_chunk<T, lane_vectors, false, Z, R>(pa, pb, g.m, ch, next, first, flush, tv, tot, any, any_stride, rc);
+    case lane_vectors: return fold_lane_chunk<T, lane_vectors, false, Z, R>(FEVO_LANE_ARGS);
 #if FEVO_CPU_KERNEL_ISA == 2
-    case 3: return fold_lane_chunk<T, 3, false, Z, R>(pa, pb, g.m, ch, next, first, flush, tv, tot, any, any_stride, rc);
-    case 2: return fold_lane_chunk<T, 2, false, Z, R>(pa, pb, g.m, ch, next, first, flush, tv, tot, any, any_stride, rc);
+    case 3: return fold_lane_chunk<T, 3, false, Z, R>(FEVO_LANE_ARGS);
+    case 2: return fold_lane_chunk<T, 2, false, Z, R>(FEVO_LANE_ARGS);
 #endif
-    default: return fold_lane_chunk<T, 1, false, Z, R>(pa, pb, g.m, ch, next, first, flush, tv, tot, any, any_stride, rc);
+    default: return fold_lane_chunk<T, 1, false, Z, R>(FEVO_LANE_ARGS);
   }
+#undef FEVO_LANE_ARGS
 }
 
 /// Filters [first, first + count) of a lanes-walk task (stride(0) == 1 in both snapshots), over
@@ -859,42 +882,44 @@ inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, st
   if (rc8) std::memset(rc8, 0, n_groups * C * G);
 
   const simd::vf tv = simd::splat(t.tau);
-  const std::size_t positions = H * W * C;
-  const std::size_t P = lane_chunk_positions(count * sizeof(T));  // divides 8
-  std::size_t h = 0, w = 0, c = 0;  // c: of the segment's channels
-  const auto next_chunk = [&](lane_chunk& ch, std::size_t p0) {
-    ch.n = p0 < positions ? (positions - p0 < P ? positions - p0 : P) : 0;
-    for (std::size_t j = 0; j < ch.n; ++j) {
-      ch.oa[j] = h * a.stride(2) + w * a.stride(3) + (c0 + c) * a.stride(1);
-      ch.ob[j] = h * b.stride(2) + w * b.stride(3) + (c0 + c) * b.stride(1);
-      ch.c[j] = c;
-      if (++c == C) {
-        c = 0;
-        if (++w == W) w = 0, ++h;
-      }
+  const std::size_t P = lane_chunk_positions(count * sizeof(T));
+  // Chunks of at most P consecutive channels of one (row, col); position p of the segment (in
+  // row, col, channel order) flushes its squares after p % 8 == 7, whatever the chunks.
+  std::size_t hw = 0, c = 0, p = 0;
+  const auto next_chunk = [&](lane_chunk& ch) {
+    if (hw == H * W) {
+      ch.n = 0;
+      return;
     }
+    const std::size_t y = hw / W, x = hw % W;
+    ch.n = C - c < P ? C - c : P;
+    ch.oa = y * a.stride(2) + x * a.stride(3) + (c0 + c) * a.stride(1);
+    ch.ob = y * b.stride(2) + x * b.stride(3) + (c0 + c) * b.stride(1);
+    ch.c = c;
+    ch.flush_at = 7 - p % 8;
+    p += ch.n;
+    if ((c += ch.n) == C) c = 0, ++hw;
   };
   lane_chunk chunks[2];
-  next_chunk(chunks[0], 0);
-  for (std::size_t p0 = 0, cur = 0; p0 < positions; p0 += P, cur ^= 1) {
+  next_chunk(chunks[0]);
+  const T* pa = a.data_handle();
+  const T* pb = b.data_handle();
+  const std::size_t sa = a.stride(1), sb = b.stride(1);
+  for (std::size_t cur = 0, first_chunk = 1; chunks[cur].n; cur ^= 1, first_chunk = 0) {
     const lane_chunk& ch = chunks[cur];
-    next_chunk(chunks[cur ^ 1], p0 + P);
-    // Squares go to double every 8 positions of the filter, and at its end.
-    const bool flush = (p0 + ch.n) % 8 == 0 || p0 + ch.n == positions;
+    const lane_chunk& nx = chunks[cur ^ 1];
+    next_chunk(chunks[cur ^ 1]);
+    const bool last = nx.n == 0;
     for (std::size_t k = 0; k < n_groups; ++k) {
-      const bool first_chunk = p0 == 0;
       std::uint64_t* any_k = any ? any + k : nullptr;
-      const lane_chunk& nx = chunks[cur ^ 1];
-      const T* pa = a.data_handle();
-      const T* pb = b.data_handle();
       if (rc8)
-        fold_lane_chunk<T, true, true>(groups[k], pa, pb, ch, nx, first_chunk, flush, tv, tot[k], any_k, n_groups, rc8 + k * C * G);
+        fold_lane_chunk<T, true, true>(groups[k], pa, pb, sa, sb, ch, nx, first_chunk, last, tv, tot[k], any_k, n_groups, rc8 + k * C * G);
       else if (rc)
-        fold_lane_chunk<T, true, true>(groups[k], pa, pb, ch, nx, first_chunk, flush, tv, tot[k], any_k, n_groups, rc + k * C * G);
+        fold_lane_chunk<T, true, true>(groups[k], pa, pb, sa, sb, ch, nx, first_chunk, last, tv, tot[k], any_k, n_groups, rc + k * C * G);
       else if (any)
-        fold_lane_chunk<T, true, false>(groups[k], pa, pb, ch, nx, first_chunk, flush, tv, tot[k], any_k, n_groups, rc);
+        fold_lane_chunk<T, true, false>(groups[k], pa, pb, sa, sb, ch, nx, first_chunk, last, tv, tot[k], any_k, n_groups, rc);
       else
-        fold_lane_chunk<T, false, false>(groups[k], pa, pb, ch, nx, first_chunk, flush, tv, tot[k], any_k, n_groups, rc);
+        fold_lane_chunk<T, false, false>(groups[k], pa, pb, sa, sb, ch, nx, first_chunk, last, tv, tot[k], any_k, n_groups, rc);
     }
   }
 
@@ -902,15 +927,13 @@ inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, st
     const lane_group& g = groups[k];
     std::uint32_t zeros[G];
     if (any) {
-      // Per lane, the channels in which it never changed.
-      simd::vi zc[lane_vectors];
-      for (auto& z : zc) z = simd::zero_i();
-      for (std::size_t cc = 0; cc < C; ++cc) {
-        const std::uint64_t unchanged = ~any[cc * n_groups + k];
-        for (std::size_t v = 0; v < lane_vectors; ++v)
-          zc[v] = simd::count_bits(zc[v], static_cast<std::uint32_t>(unchanged >> (L * v)) & ((1u << L) - 1));
+      // Per lane, the channels in which it never changed: byte counters, 255 channels at a time.
+      for (std::size_t j = 0; j < G; ++j) zeros[j] = 0;
+      for (std::size_t cc = 0; cc < C;) {
+        alignas(64) std::uint8_t zc[G] = {};
+        for (const std::size_t end = C - cc < 255 ? C : cc + 255; cc < end; ++cc) count_bytes(zc, ~any[cc * n_groups + k]);
+        for (std::size_t j = 0; j < G; ++j) zeros[j] += zc[j];
       }
-      for (std::size_t v = 0; v < lane_vectors; ++v) simd::store(zeros + L * v, zc[v]);
     }
     for (std::size_t j = 0; j < g.m; ++j) {
       partial f;
