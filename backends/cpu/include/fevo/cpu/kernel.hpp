@@ -834,9 +834,10 @@ inline void fold_lane_chunk(const lane_group& g, const T* pa, const T* pb, std::
 /// Filters [first, first + count) of a lanes-walk task (stride(0) == 1 in both snapshots), over
 /// channels [c0, c1) (a segment of the layer, lane_segments; out gets the segment's totals, r its
 /// channels' R_ic): lane j of a group is one filter. The positions (row, col, channel) are walked
-/// in chunks of 8, and each chunk is done for every group of the block before the next: the
-/// block's bytes of a position are read together, whatever the stride between positions. Each lane's arithmetic
-/// depends only on its own filter, so the results do not depend on how filters are grouped.
+/// in chunks of consecutive channels (lane_chunk), and each chunk is done for every group of the
+/// block before the next: the block's bytes of a position are read together, whatever the stride
+/// between positions. Each lane's arithmetic depends only on its own filter and the positions'
+/// order, so the results do not depend on how filters are grouped or positions chunked.
 template <class T>
 inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, std::size_t count,
                        std::size_t c0, std::size_t c1, partial* out, std::uint32_t* r,
