@@ -579,8 +579,9 @@ inline std::size_t lane_chunk_positions(std::size_t block_bytes) {
   return p;
 }
 
-/// One chunk of positions: consecutive channels of one (row, col), so that a position is the
-/// last one's plus the channel stride in each snapshot. oa, ob: element offsets of the first
+/// One chunk of positions: consecutive channels of one (row, col), or of several where the layer
+/// is contiguous (fold_lanes), so that a position is the last one's plus the channel stride in
+/// each snapshot. oa, ob: element offsets of the first
 /// position in prev and next; c: its channel (of the segment); flush_at: the first position of
 /// the chunk after which the squares go to double (every 8 positions of the segment, so that a
 /// lane sums at most 8 float squares, however the positions are chunked).
@@ -616,7 +617,7 @@ inline void count_bytes(std::uint8_t* row, std::uint64_t w) {
 /// at zero; last: the squares go to double at the end.
 template <class T, std::size_t NV, bool Copy, bool Z, bool R, class RC>
 inline void fold_lane_chunk(const T* pa, const T* pb, std::size_t m, std::size_t sa, std::size_t sb,
-                            const lane_chunk& ch, const lane_chunk& next, bool first, bool last,
+                            std::size_t C, const lane_chunk& ch, const lane_chunk& next, bool first, bool last,
                             simd::vf tv, lane_totals tot, std::uint64_t* any, std::size_t any_stride, RC* rc) {
   constexpr std::size_t L = simd::L, G = lane_vectors * L;  // rc rows are G long in every group
   static_assert(!R || Z, "R_ic are counted from the changed bits of Z");
@@ -645,49 +646,56 @@ inline void fold_lane_chunk(const T* pa, const T* pb, std::size_t m, std::size_t
   // group: fetch this group's part of the same position of the next chunk, at xa + da, xb + db.
   const std::ptrdiff_t da = static_cast<std::ptrdiff_t>(next.oa) - static_cast<std::ptrdiff_t>(ch.oa);
   const std::ptrdiff_t db = static_cast<std::ptrdiff_t>(next.ob) - static_cast<std::ptrdiff_t>(ch.ob);
-  [[maybe_unused]] std::uint64_t* word_at = Z ? any + ch.c * any_stride : nullptr;
-  [[maybe_unused]] RC* row = R ? rc + ch.c * G : nullptr;
+  [[maybe_unused]] std::uint64_t* word_at = nullptr;
+  [[maybe_unused]] RC* row = nullptr;
   std::size_t flush_at = ch.flush_at;
-  for (std::size_t j = 0; j < ch.n; ++j) {
-    if (j < next.n) {
-      for (std::size_t o = 0; o < NV * L * sizeof(T); o += 64) {
-        __builtin_prefetch(reinterpret_cast<const char*>(xa + da) + o, 0, 3);
-        __builtin_prefetch(reinterpret_cast<const char*>(xb + db) + o, 0, 3);
-      }
-    }
-    const T* ya = xa;
-    const T* yb = xb;
-    if constexpr (Copy) {
-      std::memcpy(ta, xa, m * sizeof(T));
-      std::memcpy(tb, xb, m * sizeof(T));
-      ya = ta;
-      yb = tb;
-    }
-    xa += sa;
-    xb += sb;
-    [[maybe_unused]] std::uint64_t word = 0;
-    for (std::size_t v = 0; v < NV; ++v) {
-      const simd::vf d = simd::sub(simd::load(yb + L * v), simd::load(ya + L * v));
-      const simd::vf ad = simd::abs(d);
-      const simd::cmp k = simd::changed(ad, tv);
-      if constexpr (Z) word |= simd::bits(k) << (L * v);
-      sq[v] = simd::square_add(d, sq[v]);
-      cnt[v] = simd::count(cnt[v], k);
-      nz[v] = simd::or_bits(nz[v], ad);
-      if constexpr (R && !std::is_same_v<RC, std::uint8_t>) simd::store(row + L * v, simd::count(simd::load_u32(row + L * v), k));
-    }
+  // A chunk that goes on to the next (row, col)s is walked as runs of the channels of each.
+  for (std::size_t j = 0, c = ch.c; j < ch.n; c = 0) {
     if constexpr (Z) {
-      *word_at |= word;
-      word_at += any_stride;
+      word_at = any + c * any_stride;
+      if constexpr (R) row = rc + c * G;
     }
-    if constexpr (R && std::is_same_v<RC, std::uint8_t>) count_bytes(row, word);
-    if constexpr (R) row += G;
-    if (j == flush_at) {
-      for (std::size_t v = 0; v < NV; ++v) {
-        simd::widen_add(acc[v], sq[v]);
-        sq[v] = simd::zero();
+    for (const std::size_t end = ch.n - j < C - c ? ch.n : j + (C - c); j < end; ++j) {
+      if (j < next.n) {
+        for (std::size_t o = 0; o < NV * L * sizeof(T); o += 64) {
+          __builtin_prefetch(reinterpret_cast<const char*>(xa + da) + o, 0, 3);
+          __builtin_prefetch(reinterpret_cast<const char*>(xb + db) + o, 0, 3);
+        }
       }
-      flush_at += 8;
+      const T* ya = xa;
+      const T* yb = xb;
+      if constexpr (Copy) {
+        std::memcpy(ta, xa, m * sizeof(T));
+        std::memcpy(tb, xb, m * sizeof(T));
+        ya = ta;
+        yb = tb;
+      }
+      xa += sa;
+      xb += sb;
+      [[maybe_unused]] std::uint64_t word = 0;
+      for (std::size_t v = 0; v < NV; ++v) {
+        const simd::vf d = simd::sub(simd::load(yb + L * v), simd::load(ya + L * v));
+        const simd::vf ad = simd::abs(d);
+        const simd::cmp k = simd::changed(ad, tv);
+        if constexpr (Z) word |= simd::bits(k) << (L * v);
+        sq[v] = simd::square_add(d, sq[v]);
+        cnt[v] = simd::count(cnt[v], k);
+        nz[v] = simd::or_bits(nz[v], ad);
+        if constexpr (R && !std::is_same_v<RC, std::uint8_t>) simd::store(row + L * v, simd::count(simd::load_u32(row + L * v), k));
+      }
+      if constexpr (R && std::is_same_v<RC, std::uint8_t>) count_bytes(row, word);
+      if constexpr (Z) {
+        *word_at |= word;
+        word_at += any_stride;
+        if constexpr (R) row += G;
+      }
+      if (j == flush_at) {
+        for (std::size_t v = 0; v < NV; ++v) {
+          simd::widen_add(acc[v], sq[v]);
+          sq[v] = simd::zero();
+        }
+        flush_at += 8;
+      }
     }
   }
   for (std::size_t v = 0; v < NV; ++v) {
@@ -814,11 +822,11 @@ struct lane_group {
 
 template <class T, bool Z, bool R, class RC>
 inline void fold_lane_chunk(const lane_group& g, const T* pa, const T* pb, std::size_t sa, std::size_t sb,
-                            const lane_chunk& ch, const lane_chunk& next, bool first, bool last,
+                            std::size_t C, const lane_chunk& ch, const lane_chunk& next, bool first, bool last,
                             simd::vf tv, lane_totals tot, std::uint64_t* any, std::size_t any_stride, RC* rc) {
   pa += g.g0;  // stride(0) == 1
   pb += g.g0;
-#define FEVO_LANE_ARGS pa, pb, g.m, sa, sb, ch, next, first, last, tv, tot, any, any_stride, rc
+#define FEVO_LANE_ARGS pa, pb, g.m, sa, sb, C, ch, next, first, last, tv, tot, any, any_stride, rc
   if (g.copy) return fold_lane_chunk<T, 1, true, Z, R>(FEVO_LANE_ARGS);
   switch (g.nv) {
     case lane_vectors: return fold_lane_chunk<T, lane_vectors, false, Z, R>(FEVO_LANE_ARGS);
@@ -884,22 +892,28 @@ inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, st
 
   const simd::vf tv = simd::splat(t.tau);
   const std::size_t P = lane_chunk_positions(count * sizeof(T));
-  // Chunks of at most P consecutive channels of one (row, col); position p of the segment (in
+  // Chunks of at most P consecutive positions; position p of the segment (in
   // row, col, channel order) flushes its squares after p % 8 == 7, whatever the chunks.
   std::size_t hw = 0, c = 0, p = 0;
+  // Where the next (row, col)'s first channel follows the last one's by the channel stride in both
+  // snapshots (a whole contiguous HWIO layer), a chunk goes on across (row, col): layers of few
+  // channels get chunks of P positions too.
+  const std::size_t positions = H * W * C;
+  const bool span = a.stride(3) == C * a.stride(1) && a.stride(2) == W * a.stride(3) &&
+                    b.stride(3) == C * b.stride(1) && b.stride(2) == W * b.stride(3);
   const auto next_chunk = [&](lane_chunk& ch) {
     if (hw == H * W) {
       ch.n = 0;
       return;
     }
     const std::size_t y = hw / W, x = hw % W;
-    ch.n = C - c < P ? C - c : P;
+    ch.n = span ? (positions - p < P ? positions - p : P) : (C - c < P ? C - c : P);
     ch.oa = y * a.stride(2) + x * a.stride(3) + (c0 + c) * a.stride(1);
     ch.ob = y * b.stride(2) + x * b.stride(3) + (c0 + c) * b.stride(1);
     ch.c = c;
     ch.flush_at = 7 - p % 8;
     p += ch.n;
-    if ((c += ch.n) == C) c = 0, ++hw;
+    for (c += ch.n; c >= C; c -= C) ++hw;
   };
   lane_chunk chunks[2];
   next_chunk(chunks[0]);
@@ -914,13 +928,13 @@ inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, st
     for (std::size_t k = 0; k < n_groups; ++k) {
       std::uint64_t* any_k = any ? any + k : nullptr;
       if (rc8)
-        fold_lane_chunk<T, true, true>(groups[k], pa, pb, sa, sb, ch, nx, first_chunk, last, tv, tot[k], any_k, n_groups, rc8 + k * C * G);
+        fold_lane_chunk<T, true, true>(groups[k], pa, pb, sa, sb, C, ch, nx, first_chunk, last, tv, tot[k], any_k, n_groups, rc8 + k * C * G);
       else if (rc)
-        fold_lane_chunk<T, true, true>(groups[k], pa, pb, sa, sb, ch, nx, first_chunk, last, tv, tot[k], any_k, n_groups, rc + k * C * G);
+        fold_lane_chunk<T, true, true>(groups[k], pa, pb, sa, sb, C, ch, nx, first_chunk, last, tv, tot[k], any_k, n_groups, rc + k * C * G);
       else if (any)
-        fold_lane_chunk<T, true, false>(groups[k], pa, pb, sa, sb, ch, nx, first_chunk, last, tv, tot[k], any_k, n_groups, rc);
+        fold_lane_chunk<T, true, false>(groups[k], pa, pb, sa, sb, C, ch, nx, first_chunk, last, tv, tot[k], any_k, n_groups, rc);
       else
-        fold_lane_chunk<T, false, false>(groups[k], pa, pb, sa, sb, ch, nx, first_chunk, last, tv, tot[k], any_k, n_groups, rc);
+        fold_lane_chunk<T, false, false>(groups[k], pa, pb, sa, sb, C, ch, nx, first_chunk, last, tv, tot[k], any_k, n_groups, rc);
     }
   }
 
