@@ -892,12 +892,12 @@ inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, st
 
   const simd::vf tv = simd::splat(t.tau);
   const std::size_t P = lane_chunk_positions(count * sizeof(T));
-  // Chunks of at most P consecutive positions; position p of the segment (in
-  // row, col, channel order) flushes its squares after p % 8 == 7, whatever the chunks.
+  // Chunks of at most P consecutive positions (row, col, channel order) of one (row, col), or,
+  // where the next (row, col)'s first channel follows the last one's by the channel stride in both
+  // snapshots (a whole contiguous HWIO layer), across (row, col), so that layers of few channels
+  // get long chunks too. Position p of the segment flushes its squares after p % 8 == 7, whatever
+  // the chunks.
   std::size_t hw = 0, c = 0, p = 0;
-  // Where the next (row, col)'s first channel follows the last one's by the channel stride in both
-  // snapshots (a whole contiguous HWIO layer), a chunk goes on across (row, col): layers of few
-  // channels get chunks of P positions too.
   const std::size_t positions = H * W * C;
   const bool span = a.stride(3) == C * a.stride(1) && a.stride(2) == W * a.stride(3) &&
                     b.stride(3) == C * b.stride(1) && b.stride(2) == W * b.stride(3);
