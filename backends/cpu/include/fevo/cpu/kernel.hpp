@@ -644,8 +644,9 @@ inline void fold_lane_chunk(const T* pa, const T* pb, std::size_t m, std::size_t
   const T* xb = pb + ch.ob;
   // The hardware prefetchers do not follow a walk that reads a part of each position, group by
   // group: fetch this group's part of the same position of the next chunk, at xa + da, xb + db,
-  // into L1 (AVX2; measured on Zen 1) or into L2 (AVX-512: on the Zen 4 VM, one thread, HWIO f32
-  // layers 0.83-0.89x the time of fetching into L1, 3x3 128x128 to 3x3 512x512; bf16 the same).
+  // into L1 (AVX2, as measured on Zen 1) or into L2 (AVX-512: on a Zen 4, one thread, HWIO f32
+  // layers from 3x3 128x128 to 3x3 512x512 in 0.81-0.89x the time of fetching into L1, bf16 0.99x;
+  // bench_cpu's 48 HWIO rows 0.59-0.91x, geometric mean 0.74x; docs/benchmarks.md).
   constexpr int locality = FEVO_CPU_KERNEL_ISA == 2 ? 2 : 3;
   const std::ptrdiff_t da = static_cast<std::ptrdiff_t>(next.oa) - static_cast<std::ptrdiff_t>(ch.oa);
   const std::ptrdiff_t db = static_cast<std::ptrdiff_t>(next.ob) - static_cast<std::ptrdiff_t>(ch.ob);
