@@ -572,7 +572,8 @@ struct lane_totals {
 
 /// Positions per chunk: 32, or fewer where the block is wide, so that its part of a chunk of both
 /// snapshots and of the next chunk, prefetched meanwhile, fit in 32 KiB of L1. (Against chunks of
-/// at most 8, each group's totals leave registers a quarter as often.)
+/// at most 8, each group's totals leave registers a quarter as often. The AVX-512 kernel prefetches
+/// into L2, and chunks of 128 KiB measured no better there: docs/benchmarks.md.)
 inline std::size_t lane_chunk_positions(std::size_t block_bytes) {
   std::size_t p = 32;
   while (p > 1 && p * block_bytes * 4 > 32768) p /= 2;
