@@ -582,10 +582,10 @@ inline std::size_t lane_chunk_positions(std::size_t block_bytes) {
 
 /// One chunk of positions: consecutive channels of one (row, col), or of several where the layer
 /// is contiguous (fold_lanes), so that a position is the last one's plus the channel stride in
-/// each snapshot. oa, ob: element offsets of the first
-/// position in prev and next; c: its channel (of the segment); flush_at: the first position of
-/// the chunk after which the squares go to double (every 8 positions of the segment, so that a
-/// lane sums at most 8 float squares, however the positions are chunked).
+/// each snapshot. oa, ob: element offsets of the first position in prev and next; c: its channel
+/// (of the segment); flush_at: the first position of the chunk after which the squares go to
+/// double (every 8 positions of the segment, so that a lane sums at most 8 float squares, however
+/// the positions are chunked).
 struct lane_chunk {
   std::size_t n = 0;
   std::size_t oa = 0, ob = 0, c = 0;
