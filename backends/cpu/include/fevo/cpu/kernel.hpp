@@ -42,7 +42,7 @@ inline constexpr std::size_t flush_steps = 8 * step_accumulators / step_vectors;
 /// Float vectors per lanes-walk pass: as many accumulators as the registers hold.
 inline constexpr std::size_t lane_vectors = FEVO_CPU_KERNEL_ISA == 2 ? 4 : 2;
 static_assert(lane_vectors * simd::L == lane_group_width(static_cast<isa>(FEVO_CPU_KERNEL_ISA)),
-              "lane_scratch_words() sizes the scratch by lane_group_width()");
+              "scratch_words() sizes the scratch by lane_group_width()");
 /// Groups of lanes in a block of at most max_lane_block filters (fold_lanes).
 inline constexpr std::size_t max_lane_groups = max_lane_block / (lane_vectors * simd::L) + 2;
 
@@ -819,6 +819,27 @@ inline void store_lane_counts(const RC* rc, std::size_t C, std::size_t m, std::u
     for (std::size_t cc = 0; cc < C; ++cc) r[j * r_stride + cc] = rc[cc * G + j];
 }
 
+/// R_ic of a group's lanes where every channel has one weight (H * W == 1): R_ic is lane j's bit
+/// in channel cc's changed word w[cc]; r[j * r_stride + cc] gets it for j < m, cc < C. Lane by
+/// lane, so that each lane's row of R_ic is written in order.
+inline void store_lane_bits(const std::uint64_t* w, std::size_t C, std::size_t m, std::uint32_t* r,
+                            std::size_t r_stride) {
+  for (std::size_t j = 0; j < m; ++j) {
+    std::uint32_t* out = r + j * r_stride;
+    std::size_t cc = 0;
+#if FEVO_CPU_KERNEL_ISA == 2
+    const __m512i bit = _mm512_set1_epi64(static_cast<long long>(std::uint64_t{1} << j));
+    const __m512i one = _mm512_set1_epi32(1);
+    for (; cc + 16 <= C; cc += 16) {
+      const __mmask8 lo = _mm512_test_epi64_mask(_mm512_loadu_si512(w + cc), bit);
+      const __mmask8 hi = _mm512_test_epi64_mask(_mm512_loadu_si512(w + cc + 8), bit);
+      _mm512_storeu_si512(out + cc, _mm512_maskz_mov_epi32(_mm512_kunpackb(hi, lo), one));
+    }
+#endif
+    for (; cc < C; ++cc) out[cc] = static_cast<std::uint32_t>((w[cc] >> j) & 1u);
+  }
+}
+
 /// A group of lanes: filters [g0, g0 + m) in nv vectors, or (copy) fewer than one vector's.
 struct lane_group {
   std::size_t g0, m, nv;
@@ -874,8 +895,8 @@ inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, st
     }
     if (g < end) groups[n_groups++] = {g, end - g, 1, true};
   }
-  // Scratch (lane_scratch_words): totals of every group, "any changed" bits [C][groups], and
-  // with R_ic a counter per channel and lane [groups][C][G].
+  // Scratch (scratch_words): totals of every group, "any changed" bits [C][groups], and with
+  // R_ic a counter per channel and lane [groups][C][G] (or, H * W == 1, one group's words).
   std::uint64_t* words = scratch;
   lane_totals tot[max_lane_groups];
   for (std::size_t k = 0; k < n_groups; ++k) {
@@ -888,10 +909,13 @@ inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, st
     std::memset(any, 0, C * n_groups * sizeof(std::uint64_t));
     words += C * n_groups;
   }
-  // R_ic counters: bytes when no channel has more than 255 weights, else 32-bit.
+  // R_ic counters: none where every channel has one weight (R_ic is then the channel's bit in the
+  // "any changed" word: store_lane_bits), bytes when no channel has more than 255 weights, else
+  // 32-bit.
+  const bool bits_only = r && H * W == 1;
   const bool byte_counters = H * W <= 255;
   std::uint32_t* rc = r && !byte_counters ? reinterpret_cast<std::uint32_t*>(words) : nullptr;
-  std::uint8_t* rc8 = r && byte_counters ? reinterpret_cast<std::uint8_t*>(words) : nullptr;
+  std::uint8_t* rc8 = r && byte_counters && !bits_only ? reinterpret_cast<std::uint8_t*>(words) : nullptr;
   if (rc) std::memset(rc, 0, n_groups * C * G * sizeof(std::uint32_t));
   if (rc8) std::memset(rc8, 0, n_groups * C * G);
 
@@ -978,6 +1002,12 @@ inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, st
         f.sum_sq = sum_sq;
       }
       out[g.g0 - first + j] = f;
+    }
+    if (bits_only) {
+      // The group's words, channel by channel, into the counters' scratch (C words of C * G / 2).
+      std::uint64_t* w = words;
+      for (std::size_t cc = 0; cc < C; ++cc) w[cc] = any[cc * n_groups + k];
+      store_lane_bits(w, C, g.m, r + g.g0 * C_all + c0, C_all);
     }
     if (rc) store_lane_counts(rc + k * C * G, C, g.m, r + g.g0 * C_all + c0, C_all);
     if (rc8) store_lane_counts(rc8 + k * C * G, C, g.m, r + g.g0 * C_all + c0, C_all);

@@ -56,14 +56,16 @@ inline walk choose_walk(const V& a, const V& b) {
 /// 64-bit words of scratch one thread needs for a block of `filters` filters of task t with the
 /// given kernel: a run's changed bits and a zero word after them; or for a lanes walk, per group
 /// of lanes its totals (2.5 words a lane), per channel a word of "any changed" bits, and with R_ic
-/// a 32-bit counter per channel and lane (fold_lanes).
+/// a counter per channel and lane, of a byte where no channel has more than 255 weights, else of
+/// 32 bits, or where every channel has one weight, a copy of one group's words (fold_lanes).
 template <class Task>
 inline std::size_t scratch_words(const Task& t, walk how, std::size_t filters, isa kernel) {
   if (how != walk::lanes) return run_length / 64 + 2;
   const std::size_t G = lane_group_width(kernel), groups = (filters + G - 1) / G + 1;
-  const std::size_t C = t.prev.channels();
+  const std::size_t C = t.prev.channels(), HW = t.prev.rows() * t.prev.cols();
   const bool with_r = t.per_filter && (t.want & want_R);
-  return groups * (2 * G + G / 2 + C + (with_r ? C * G / 2 : 0));
+  const std::size_t counters = !with_r ? 0 : HW == 1 ? C : groups * C * (HW <= 255 ? G / 8 : G / 2);
+  return groups * (2 * G + G / 2 + C) + counters;
 }
 
 /// Filters of a lanes-walk task that fill one cache line of its elements: blocks of filters
