@@ -1,7 +1,7 @@
 """Shared fixtures of fevo's Python tests: the run's seed, a NumPy oracle written from the paper's
 equations (independent of fevo), and helpers.
 
-The seed of random tests is printed in pytest's header; FEVO_TEST_SEED=N reproduces a run."""
+The seed of random tests is printed in pytest's header and summary; FEVO_TEST_SEED=N reproduces a run."""
 import os
 import random
 
@@ -13,6 +13,11 @@ SEED = int(os.environ.get("FEVO_TEST_SEED", random.SystemRandom().randrange(1 <<
 
 def pytest_report_header(config):
     return f"fevo test seed: {SEED} (FEVO_TEST_SEED={SEED} reproduces this run)"
+
+
+def pytest_terminal_summary(terminalreporter):
+    # Also at the end, where `pytest -q` (which leaves the header out) shows it next to a failure.
+    terminalreporter.write_line(f"fevo test seed: {SEED} (FEVO_TEST_SEED={SEED} reproduces this run)")
 
 
 def pytest_configure(config):

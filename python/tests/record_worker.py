@@ -24,20 +24,27 @@ def weights_at(seed, step, k, shape):
     return base + np.where(frozen, 0, noise * np.float32(1e-3) * np.float32(step ** 0.5))
 
 
+def say(line):
+    """One line in one write: under PYTHONUNBUFFERED (or -u) print() writes its pieces one by one,
+    and a kill between them would leave a torn line for the test to read."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def main():
     out, mode, seed, steps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     live = {name: weights_at(seed, 0, k, s) for k, (name, s) in enumerate(SHAPES.items())}
     series = mode == "series"
     rec = fevo.Recorder(live, 1e-3, out, every=1, per_filter_series=series, tensorboard=True,
                         journal_compact_bytes=1 << 20 if series else 16384)
-    print("resumed", rec.last_recorded_step if rec.last_recorded_step is not None else "none", flush=True)
+    say(f"resumed {rec.last_recorded_step if rec.last_recorded_step is not None else 'none'}")
     for step in range(1, steps + 1):
         for k, (name, s) in enumerate(SHAPES.items()):
             live[name][...] = weights_at(seed, step, k, s)  # in place, as an optimiser updates
         rec.step(step)
-        print("step", step, flush=True)
+        say(f"step {step}")
     rec.close()
-    print("done", flush=True)
+    say("done")
 
 
 if __name__ == "__main__":
