@@ -1004,7 +1004,7 @@ inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, st
       out[g.g0 - first + j] = f;
     }
     if (bits_only) {
-      // The group's words, channel by channel, into the counters' scratch (C words of C * G / 2).
+      // The group's words, channel by channel, into the C words of scratch left for them.
       std::uint64_t* w = words;
       for (std::size_t cc = 0; cc < C; ++cc) w[cc] = any[cc * n_groups + k];
       store_lane_bits(w, C, g.m, r + g.g0 * C_all + c0, C_all);
