@@ -279,6 +279,37 @@ struct r_counter {
       zeros += n - static_cast<std::uint64_t>(__builtin_popcountll(w));  // w is 0 past n
       return;
     }
+#if FEVO_CPU_KERNEL_ISA == 2
+    if (cw.k >= 2) {
+      // The window's k channels at once: channel j shifted down into qword j, masked, and
+      // counted by a nibble table and a sum of bytes (AVX-512 BW; VPOPCNTQ is not in the
+      // kernel's x86-64-v4), the k counts narrowed and stored together. (Masked forms: GCC 12
+      // warns that the unmasked ones read an uninitialised register.)
+      const __m512i shifts = _mm512_mullo_epi64(_mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7),
+                                                _mm512_set1_epi64(static_cast<long long>(cw.hw)));
+      const __m512i group = _mm512_set1_epi64(static_cast<long long>(cw.group));
+      const __m512i nibble = _mm512_set1_epi8(0x0f);
+      const __m512i table = _mm512_maskz_broadcast_i32x4(0xffff, _mm_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4));
+      const __m512i step = _mm512_set1_epi64(static_cast<long long>(8 * cw.hw));
+      cw.take(w, n, [&](std::uint64_t x) {
+        zeros += cw.zeros_in(x, cw.top);
+        const __m512i xs = _mm512_set1_epi64(static_cast<long long>(x));
+        __m512i sh = shifts;
+        // Eight channels a pass (k is 2 to 32); the qwords past the k-th are not stored (vpsrlvq
+        // makes those shifted by 64 or more zero).
+        for (std::size_t j = 0; j < cw.k; j += 8, sh = _mm512_add_epi64(sh, step)) {
+          const __m512i v = _mm512_and_si512(_mm512_maskz_srlv_epi64(0xff, xs, sh), group);
+          const __m512i c = _mm512_add_epi8(_mm512_shuffle_epi8(table, _mm512_and_si512(v, nibble)),
+                                            _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_maskz_srli_epi64(0xff, v, 4), nibble)));
+          const std::size_t m = cw.k - j < 8 ? cw.k - j : 8;
+          _mm256_mask_storeu_epi32(r, static_cast<__mmask8>((1u << m) - 1),
+                                   _mm512_maskz_cvtepi64_epi32(0xff, _mm512_sad_epu8(c, _mm512_setzero_si512())));
+          r += m;
+        }
+      });
+      return;
+    }
+#endif
     cw.take(w, n, [this](std::uint64_t x) {
       zeros += cw.zeros_in(x, cw.top);
       for (std::size_t j = 0; j < cw.k; ++j)  // j * hw < 64 (a shift by 64 would be undefined)
