@@ -9,15 +9,16 @@ import numpy as np
 import pytest
 
 SEED = int(os.environ.get("FEVO_TEST_SEED", random.SystemRandom().randrange(1 << 31)))
+SEED_LINE = f"fevo test seed: {SEED} (FEVO_TEST_SEED={SEED} reproduces this run)"
 
 
 def pytest_report_header(config):
-    return f"fevo test seed: {SEED} (FEVO_TEST_SEED={SEED} reproduces this run)"
+    return SEED_LINE
 
 
 def pytest_terminal_summary(terminalreporter):
     # Also at the end, where `pytest -q` (which leaves the header out) shows it next to a failure.
-    terminalreporter.write_line(f"fevo test seed: {SEED} (FEVO_TEST_SEED={SEED} reproduces this run)")
+    terminalreporter.write_line(SEED_LINE)
 
 
 def pytest_configure(config):
