@@ -71,7 +71,7 @@ struct filter_results {
     nonfinite.assign(n_filters, 0);
     // Not cleared: every backend writes each of the N x C counts (a test fills them with garbage
     // first), and clearing them first made a call with R_ic up to 1.5x slower (ResNet-50 OIHW;
-    // docs/benchmarks.md).
+    // docs/benchmarks-log.md).
     channel_changed.resize(with_r ? n_filters * n_channels : 0);
   }
 };

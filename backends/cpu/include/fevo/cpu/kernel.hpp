@@ -604,7 +604,7 @@ struct lane_totals {
 /// Positions per chunk: 32, or fewer where the block is wide, so that its part of a chunk of both
 /// snapshots and of the next chunk, prefetched meanwhile, fit in 32 KiB of L1. (Against chunks of
 /// at most 8, each group's totals leave registers a quarter as often. The AVX-512 kernel prefetches
-/// into L2, and chunks of 128 KiB measured no better there: docs/benchmarks.md.)
+/// into L2, and chunks of 128 KiB measured no better there: docs/benchmarks-log.md.)
 inline std::size_t lane_chunk_positions(std::size_t block_bytes) {
   std::size_t p = 32;
   while (p > 1 && p * block_bytes * 4 > 32768) p /= 2;
@@ -678,7 +678,7 @@ inline void fold_lane_chunk(const T* pa, const T* pb, std::size_t m, std::size_t
   // group: fetch this group's part of the same position of the next chunk, at xa + da, xb + db,
   // into L1 (AVX2, as measured on Zen 1) or into L2 (AVX-512: on a Zen 4, one thread, HWIO f32
   // layers from 3x3 128x128 to 3x3 512x512 in 0.81-0.89x the time of fetching into L1, bf16 0.99x;
-  // bench_cpu's 48 HWIO rows 0.59-0.91x, geometric mean 0.74x; docs/benchmarks.md).
+  // bench_cpu's 48 HWIO rows 0.59-0.91x, geometric mean 0.74x; docs/benchmarks-log.md).
   constexpr int locality = FEVO_CPU_KERNEL_ISA == 2 ? 2 : 3;
   const std::ptrdiff_t da = static_cast<std::ptrdiff_t>(next.oa) - static_cast<std::ptrdiff_t>(ch.oa);
   const std::ptrdiff_t db = static_cast<std::ptrdiff_t>(next.ob) - static_cast<std::ptrdiff_t>(ch.ob);
