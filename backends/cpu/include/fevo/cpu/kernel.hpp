@@ -685,6 +685,12 @@ inline void fold_lane_chunk(const T* pa, const T* pb, std::size_t m, std::size_t
   [[maybe_unused]] std::uint64_t* word_at = nullptr;
   [[maybe_unused]] RC* row = nullptr;
   std::size_t flush_at = ch.flush_at;
+  // AVX-512, f32, a whole group: the channel word from the four compare masks joined in mask
+  // registers (kunpckwd, kunpckdq) rather than moved out, shifted and ORed one by one. One thread,
+  // HWIO f32 layers from 3x3 128x128 to 1x1 1024x256 (Zen 4, two sets of four rounds in turn):
+  // 3-5% less time, 1-13% with R_ic; two threads 0-10%. bf16 measured 4% slower so and keeps the
+  // shifts, as does the packed walk's step (-3% to +4%); docs/benchmarks-log.md.
+  constexpr bool join_masks = FEVO_CPU_KERNEL_ISA == 2 && NV == 4 && std::is_same_v<T, float>;
   // A chunk that goes on to the next (row, col)s is walked as runs of the channels of each.
   for (std::size_t j = 0, c = ch.c; j < ch.n; c = 0) {
     if constexpr (Z) {
@@ -709,16 +715,22 @@ inline void fold_lane_chunk(const T* pa, const T* pb, std::size_t m, std::size_t
       xa += sa;
       xb += sb;
       [[maybe_unused]] std::uint64_t word = 0;
+      [[maybe_unused]] simd::cmp ks[NV];
       for (std::size_t v = 0; v < NV; ++v) {
         const simd::vf d = simd::sub(simd::load(yb + L * v), simd::load(ya + L * v));
         const simd::vf ad = simd::abs(d);
         const simd::cmp k = simd::changed(ad, tv);
-        if constexpr (Z) word |= simd::bits(k) << (L * v);
+        if constexpr (Z && join_masks) ks[v] = k;
+        if constexpr (Z && !join_masks) word |= simd::bits(k) << (L * v);
         sq[v] = simd::square_add(d, sq[v]);
         cnt[v] = simd::count(cnt[v], k);
         nz[v] = simd::or_bits(nz[v], ad);
         if constexpr (R && !std::is_same_v<RC, std::uint8_t>) simd::store(row + L * v, simd::count(simd::load_u32(row + L * v), k));
       }
+#if FEVO_CPU_KERNEL_ISA == 2
+      if constexpr (Z && join_masks)
+        word = _cvtmask64_u64(_mm512_kunpackd(_mm512_kunpackw(ks[3], ks[2]), _mm512_kunpackw(ks[1], ks[0])));
+#endif
       if constexpr (R && std::is_same_v<RC, std::uint8_t>) count_bytes(row, word);
       if constexpr (Z) {
         *word_at |= word;
