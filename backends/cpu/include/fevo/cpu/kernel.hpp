@@ -924,6 +924,10 @@ inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, st
   const auto& b = t.next;
   const std::size_t C = c1 - c0, C_all = a.channels(), H = a.rows(), W = a.cols();
   const bool need_channels = (t.want & (want_Z | want_R)) != 0;
+  // Where every channel has one weight (1x1 layers) and R_ic is not asked for, a lane's zero
+  // channels are its unchanged weights, C minus its changed count: no "any changed" words are
+  // kept (as in the packed walk's runs).
+  const bool count_only = need_channels && H * W == 1 && !r;
 
   // Groups: whole ones of G filters, one of fewer whole vectors, the rest padded to a vector.
   lane_group groups[max_lane_groups];
@@ -947,7 +951,7 @@ inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, st
               reinterpret_cast<std::uint32_t*>(words + G) + G, reinterpret_cast<float*>(words + 2 * G)};
     words += 2 * G + G / 2;
   }
-  std::uint64_t* any = need_channels ? words : nullptr;
+  std::uint64_t* any = need_channels && !count_only ? words : nullptr;
   if (any) {
     std::memset(any, 0, C * n_groups * sizeof(std::uint64_t));
     words += C * n_groups;
@@ -1028,7 +1032,7 @@ inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, st
       f.changed = tot[k].cnt[j];
       f.weights = C * H * W;
       f.channels = C;
-      f.zero_channels = any ? zeros[j] : 0;
+      f.zero_channels = any ? zeros[j] : count_only ? C - f.changed : 0;
       if (!(f.sum_sq <= rule::max_finite<double>()) || (f.sum_sq < tiny_sum && tot[k].nz[j] != 0)) {
         // Rare (see fold_run): this filter summed exactly.
         const T* pa = a.data_handle() + g.g0 + j;
