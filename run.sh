@@ -13,7 +13,8 @@ cd "$(dirname "$0")"
 root=$(pwd)
 jobs=$(nproc 2>/dev/null || echo 2)
 
-say() { printf '\n== %s\n' "$*"; }
+# Each step's heading says how long the command has run so far (where the minutes of a run go).
+say() { printf '\n== [%dm%02ds] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
 
 # Packages every command needs, and those only the test suite needs.
 base_pkgs=(build-essential cmake libeigen3-dev libxtensor-dev libtorch-dev)
