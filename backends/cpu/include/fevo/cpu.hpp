@@ -232,7 +232,15 @@ void evaluate(const parallel_policy& policy, layer_task<T, host_space>* tasks, s
       // Each segment in blocks of filters, one per thread that the segments leave, wide ones (up
       // to max_lane_block filters) of whole cache lines: the wider a block, the longer its
       // contiguous run in each position. (Two per thread, half as wide, ran 4-26% slower.)
-      const std::size_t per_segment = (static_cast<std::size_t>(threads) + segments[k] - 1) / segments[k];
+      // A layer that is a small part of a call of many layers (at most 1/(8 * threads) of its
+      // weights) goes to one thread whole, so that each thread reads whole positions of its
+      // layers in order instead of every other stretch of each position; the call's other layers
+      // keep the threads busy. bench_cpu compute_layers, HWIO, two threads, the two builds in turn
+      // twice (Zen 2, AVX2): ResNet-50 0.885-0.922 of the time, VGG-16 0.94-0.99, the read rows
+      // 1.00-1.04. Which thread folds a filter never changes its totals.
+      const bool whole = t.prev.size() * 8 * static_cast<std::size_t>(threads) <= total;
+      const std::size_t per_segment =
+          whole ? 1 : (static_cast<std::size_t>(threads) + segments[k] - 1) / segments[k];
       const std::size_t unit = detail::lane_unit<T>, want = (n + per_segment - 1) / per_segment;
       step = per_segment == 1 ? n : std::max<std::size_t>((want + unit - 1) / unit * unit, detail::lane_group_width(kernel));
       step = std::min(step, detail::max_lane_block);
