@@ -611,6 +611,39 @@ TEST_CASE("recorder: a closed run reopens; replayed steps are skipped; the files
   CHECK(parse_csv(slurp(d / "filter_summary.csv"))[1][2] == "10");
 }
 
+TEST_CASE("recorder: close() checkpoints and empties a journal whose records outweigh a checkpoint",
+          "[record][resume]") {
+  const std::uint64_t s = seed();
+  INFO("seed=" << s);
+  const auto o = options("", false, true);  // without the series the journal may be compacted
+  temp_dir ref("ref"), empty("empty"), d("resumed");
+  reference_run(ref.path(), s, 9, o);
+  reference_run(empty.path(), s, 0, o);  // the journal's header alone
+  const std::uint64_t header = slurp(empty / "fevo-state/journal.bin").size();
+  const std::string j = d / "fevo-state/journal.bin", ck = d / "fevo-state/summary.ckpt";
+  // 5 records of the 19 filters (584 bytes each) outweigh a checkpoint (964 bytes): close()
+  // checkpoints them and empties the journal.
+  reference_run(d.path(), s, 5, o);
+  CHECK(slurp(j).size() == header);
+  CHECK(exists(ck));
+  const std::string ck5 = slurp(ck);
+  // One record since the last checkpoint does not: close() syncs the journal and keeps it.
+  resume_and_finish(d.path(), s, 5, 5, 6, o);
+  const std::uint64_t record = slurp(j).size() - header;
+  CHECK(record == 24 * 19 + 32 * 3 + 32);
+  CHECK(slurp(ck) == ck5);
+  resume_and_finish(d.path(), s, 6, 6, 9, o);  // 3 records: compacted again
+  CHECK(slurp(j).size() == header);
+  check_same_run(ref.path(), d.path(), false, true);
+  // fsync_each_record has synced every record already: close() leaves the journal whole.
+  temp_dir f("fsynced");
+  auto of = o;
+  of.fsync_each_record = true;
+  reference_run(f.path(), s, 5, of);
+  CHECK(slurp(f / "fevo-state/journal.bin").size() == header + 5 * record);
+  CHECK(!exists(f / "fevo-state/summary.ckpt"));
+}
+
 TEST_CASE("recorder: fsync_each_record writes the same files", "[record][resume]") {
   const std::uint64_t s = seed();
   temp_dir ref("ref"), d;

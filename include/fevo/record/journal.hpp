@@ -8,9 +8,11 @@
 //
 // Compaction. Without per_filter_series, once the journal has grown by journal_compact_bytes
 // since the last checkpoint, the summary accumulators are checkpointed atomically (summary.ckpt)
-// and the journal is emptied. With per_filter_series the journal is kept whole (it is the series)
-// and checkpoints only shorten the replay when a run is reopened. Disk: 24 bytes per filter per
-// record with per_filter_series, at most about journal_compact_bytes without.
+// and the journal is emptied; so does the writer's close() (without fsync_each_record) where the
+// records since the last checkpoint take more bytes than a checkpoint (compaction_pays). With
+// per_filter_series the journal is kept whole (it is the series) and checkpoints only shorten the
+// replay when a run is reopened. Disk: 24 bytes per filter per record with per_filter_series, at
+// most about journal_compact_bytes without.
 //
 // Layout, all little-endian:
 // journal.bin header: "FEVOJRNL", u32 version (1), u32 text length, u64 record size, the text
@@ -281,6 +283,23 @@ class journal {
     ck_size_ = size_;
   }
 
+  /// At close: whether checkpointing the accumulators and emptying the journal puts fewer bytes
+  /// on disk than syncing the records written since the last checkpoint (only where the journal
+  /// is not kept whole). A ResNet-50 run of 15 records: a 1.3 MB checkpoint instead of 9.6 MB of
+  /// journal, whose sync the command's close waited on.
+  bool compaction_pays(std::uint64_t records) const {
+    return !per_filter_series_ && records != ck_records_ && size_ - ck_size_ > checkpoint_bytes();
+  }
+
+  /// Checkpoints the accumulators, then empties the journal and syncs it (compaction_pays()).
+  void compact(const std::vector<filter_acc>& acc, std::uint64_t records, const std::optional<std::int64_t>& last_step) {
+    write_checkpoint(acc, records, last_step);
+    f_.truncate(header_size_);
+    size_ = header_size_;
+    f_.sync();
+    ck_size_ = size_;
+  }
+
   bool checkpoint_exists() const { return path_exists(ckpt_path_); }
 
   /// Loads the checkpoint into the accumulators and `records`; returns the step it covers up to.
@@ -399,9 +418,11 @@ class journal {
     }
   }
 
+  std::uint64_t checkpoint_bytes() const { return 48 + 48 * total_filters_ + 4; }
+
   void write_checkpoint(const std::vector<filter_acc>& acc, std::uint64_t records,
                         const std::optional<std::int64_t>& last_step) {
-    std::vector<unsigned char> b(48 + 48 * total_filters_ + 4);
+    std::vector<unsigned char> b(checkpoint_bytes());
     unsigned char* p = b.data();
     std::memcpy(p, "FEVOCKPT", 8);
     put_u32(p + 8, 1);

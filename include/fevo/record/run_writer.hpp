@@ -4,7 +4,8 @@
 //   run_writer w(options, layers, "f32");  w.open();
 //   for each record: w.maybe_compact(); w.write(step_prev, step, metrics, per_filter);
 //   w.close();
-// (maybe_compact() keeps the journal bounded; without it the journal holds every record.)
+// (maybe_compact() keeps the journal bounded; without it the journal holds every record until
+// close(), which compacts it where a checkpoint is smaller: journal.hpp.)
 //
 // ---- Files in out_dir ---------------------------------------------------------------------------
 //
@@ -197,15 +198,19 @@ class run_writer {
   /// releases the directory lock. Idempotent; a failed close may be retried.
   void close() {
     if (!open_) return;
-    // The journal, the CSV and the event file start going to disk while the summary is formatted.
-    journal_.start_writeback();
+    // Where a checkpoint is smaller than the journal's records since the last one, the journal is
+    // compacted rather than synced (after metrics.csv, which must hold every record that the
+    // checkpoint covers). The files to sync start going to disk while the summary is formatted.
+    const bool compact = !opts_.fsync_each_record && journal_.compaction_pays(records_);
+    if (!compact) journal_.start_writeback();
     csv_.start_writeback();
     tb_.start_writeback();
     detail::write_filter_summary(opts_.out_dir, layers_, journal_, acc_, records_);
     if (opts_.per_filter_series) detail::write_series(dir_.series_dir(), layers_, journal_, records_);
-    journal_.sync();
+    if (!compact) journal_.sync();
     csv_.sync();
     if (tb_.is_open()) tb_.sync();
+    if (compact) journal_.compact(acc_, records_, last_step_);
     journal_.close();
     csv_.close();
     tb_.close();
