@@ -162,9 +162,9 @@ backend setup(const analyze_options& o) {
 }
 
 
-series_plan plan_series(const analyze_options& o) {
+series_plan plan_series(const analyze_options& o, std::vector<snapshot::header>* headers) {
   series_plan s;
-  s.series = io::make_series(o.inputs);
+  s.series = io::make_series(o.inputs, headers);
   FEVO_EXPECTS(s.series.size() >= 2, "need at least two snapshots, got ", s.series.size());
   if (o.reference != "prev") {
     s.ref_step = io::parse_step(o.reference, "--reference");
@@ -247,13 +247,11 @@ int analyze_single(const analyze_options& o) {
 
   // ---- every input, before anything is written: the series, each snapshot's header, the layers
   // and tau in their compute types.
-  const series_plan sp = plan_series(o);
+  std::vector<snapshot::header> headers;
+  const series_plan sp = plan_series(o, &headers);
   const auto& series = sp.series;
   const auto& ref_step = sp.ref_step;
   const std::size_t first = sp.first;
-  std::vector<snapshot::header> headers;
-  headers.reserve(series.size());
-  for (const auto& item : series) headers.push_back(snapshot::read_header(item.path));
 
   // The layers: chosen in the first snapshot (the reference's, with --reference), required with
   // the same dtype and shape in every other.

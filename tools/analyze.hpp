@@ -164,7 +164,8 @@ struct series_plan {
   std::size_t first = 0;
 };
 
-series_plan plan_series(const analyze_options& o);
+/// With `headers`: each snapshot's header too, in the order of the series (io::make_series).
+series_plan plan_series(const analyze_options& o, std::vector<snapshot::header>* headers = nullptr);
 
 /// The layers analysed: the tensors of `base` that the selection takes (fevo::error, listing the
 /// candidates, when none).

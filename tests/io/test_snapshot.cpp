@@ -302,6 +302,23 @@ TEST_CASE("make_series: directories expanded, files ordered by step, duplicates 
     CHECK(series[k].path == want[k].first);
     CHECK(series[k].step == want[k].second);
   }
+  // With headers: the same series, and each snapshot's header in its order.
+  std::vector<io::snapshot::header> headers;
+  const auto with = io::make_series({dir / "run", dir / "extra_45.safetensors"}, &headers);
+  REQUIRE(with.size() == series.size());
+  REQUIRE(headers.size() == series.size());
+  for (std::size_t k = 0; k < series.size(); ++k) {
+    CHECK(with[k].path == series[k].path);
+    CHECK(with[k].step == series[k].step);
+    const auto h = io::snapshot::read_header(series[k].path);
+    CHECK(headers[k].path == h.path);
+    CHECK(headers[k].step == h.step);
+    REQUIRE(headers[k].entries.size() == h.entries.size());
+    for (std::size_t e = 0; e < h.entries.size(); ++e) {
+      CHECK(headers[k].entries[e].name == h.entries[e].name);
+      CHECK(headers[k].entries[e].shape == h.entries[e].shape);
+    }
+  }
   // Files in any order come out by step.
   const auto two = io::make_series({dir / "extra_45.safetensors", dir / "run/first.safetensors"});
   REQUIRE(two.size() == 2);

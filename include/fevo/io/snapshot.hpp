@@ -482,7 +482,11 @@ struct series_item {
 /// that holds checkpoint directories (checkpoint-100/, checkpoint-200/, as a Trainer saves them)
 /// stands for those; else a checkpoint directory is one snapshot; else a directory stands for its
 /// snapshot files (is_snapshot_name). fevo::error for a directory with none of these.
-inline std::vector<series_item> make_series(const std::vector<std::string>& paths) {
+/// With `headers`, each snapshot's header (snapshot::read_header) is read instead of its step alone
+/// and put in *headers in the order of the series: one read of each header where the caller needs
+/// both (a safetensors header is parsed once instead of twice).
+inline std::vector<series_item> make_series(const std::vector<std::string>& paths,
+                                            std::vector<snapshot::header>* headers = nullptr) {
   std::vector<std::string> found_all;
   for (const auto& a : paths) {
     if (!detail::is_directory(a)) {
@@ -509,8 +513,15 @@ inline std::vector<series_item> make_series(const std::vector<std::string>& path
     found_all.insert(found_all.end(), found.begin(), found.end());
   }
   std::vector<series_item> out;
+  std::vector<snapshot::header> found_headers;
   for (const auto& f : found_all) {
-    const std::optional<std::int64_t> step = snapshot::step_of(f);
+    std::optional<std::int64_t> step;
+    if (headers) {
+      found_headers.push_back(snapshot::read_header(f));
+      step = found_headers.back().step;
+    } else {
+      step = snapshot::step_of(f);
+    }
     FEVO_EXPECTS(step, f,
                  detail::is_directory(f)
                      ? ": cannot tell its training step: no trainer_state.json \"global_step\" and no number "
@@ -518,11 +529,19 @@ inline std::vector<series_item> make_series(const std::vector<std::string>& path
                      : ": cannot tell its training step: no __metadata__ \"step\" and no number in its name");
     out.push_back({f, *step});
   }
-  std::stable_sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.step < b.step; });
-  for (std::size_t k = 1; k < out.size(); ++k)
-    FEVO_EXPECTS(out[k].step != out[k - 1].step, out[k].path, ": step ", out[k].step, " is also the step of ",
-                 out[k - 1].path);
-  return out;
+  std::vector<std::size_t> order(out.size());
+  for (std::size_t k = 0; k < order.size(); ++k) order[k] = k;
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return out[a].step < out[b].step; });
+  std::vector<series_item> sorted;
+  for (std::size_t k : order) sorted.push_back(std::move(out[k]));
+  for (std::size_t k = 1; k < sorted.size(); ++k)
+    FEVO_EXPECTS(sorted[k].step != sorted[k - 1].step, sorted[k].path, ": step ", sorted[k].step,
+                 " is also the step of ", sorted[k - 1].path);
+  if (headers) {
+    headers->clear();
+    for (std::size_t k : order) headers->push_back(std::move(found_headers[k]));
+  }
+  return sorted;
 }
 
 }  // namespace fevo::io
