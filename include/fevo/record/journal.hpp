@@ -241,13 +241,17 @@ class journal {
       put_u64(q + 24, x.nonfinite);
       q += 32;
     }
-    for (const auto& f : per)
-      for (std::size_t i = 0; i < f.size(); ++i) {
-        put_f64(q, f.D[i]);
-        put_u64(q + 8, f.changed[i]);
-        put_u64(q + 16, f.zero_channels[i]);
+    for (const auto& f : per) {
+      const double* d = f.D.data();
+      const auto* changed = f.changed.data();
+      const auto* zero = f.zero_channels.data();
+      for (std::size_t i = 0, n = f.size(); i < n; ++i) {
+        put_f64(q, d[i]);
+        put_u64(q + 8, changed[i]);
+        put_u64(q + 16, zero[i]);
         q += 24;
       }
+    }
     put_u32(q, crc32c(p, block_size_ - 8));
     put_u32(q + 4, block_end_magic);
   }
