@@ -40,6 +40,7 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <random>
 #include <string>
@@ -295,9 +296,22 @@ class journal {
     return !per_filter_series_ && records != ck_records_ && size_ - ck_size_ > checkpoint_bytes();
   }
 
-  /// Checkpoints the accumulators, then empties the journal and syncs it (compaction_pays()).
-  void compact(const std::vector<filter_acc>& acc, std::uint64_t records, const std::optional<std::int64_t>& last_step) {
-    write_checkpoint(acc, records, last_step);
+  /// The first half of a compaction at close (compaction_pays()): the checkpoint of the
+  /// accumulators written to its temporary file and going to disk while the caller does the rest
+  /// of its close; finish_compaction() puts it in place and empties the journal.
+  std::unique_ptr<atomic_file> begin_compaction(const std::vector<filter_acc>& acc, std::uint64_t records,
+                                                const std::optional<std::int64_t>& last_step) const {
+    auto f = std::make_unique<atomic_file>(ckpt_path_);
+    const std::vector<unsigned char> b = checkpoint(acc, records, last_step);
+    f->write(b.data(), b.size());
+    f->start_writeback();
+    return f;
+  }
+  /// Commits the checkpoint of begin_compaction() (covering `records`), then empties the journal
+  /// and syncs it.
+  void finish_compaction(atomic_file& ck, std::uint64_t records) {
+    ck.commit();
+    ck_records_ = records;
     f_.truncate(header_size_);
     size_ = header_size_;
     f_.sync();
@@ -426,6 +440,16 @@ class journal {
 
   void write_checkpoint(const std::vector<filter_acc>& acc, std::uint64_t records,
                         const std::optional<std::int64_t>& last_step) {
+    const std::vector<unsigned char> b = checkpoint(acc, records, last_step);
+    atomic_file f(ckpt_path_);
+    f.write(b.data(), b.size());
+    f.commit();
+    ck_records_ = records;
+  }
+
+  /// summary.ckpt's bytes (see the file comment).
+  std::vector<unsigned char> checkpoint(const std::vector<filter_acc>& acc, std::uint64_t records,
+                                        const std::optional<std::int64_t>& last_step) const {
     std::vector<unsigned char> b(checkpoint_bytes());
     unsigned char* p = b.data();
     std::memcpy(p, "FEVOCKPT", 8);
@@ -446,10 +470,7 @@ class journal {
       q += 48;
     }
     put_u32(q, crc32c(p, b.size() - 4));
-    atomic_file f(ckpt_path_);
-    f.write(b.data(), b.size());
-    f.commit();
-    ck_records_ = records;
+    return b;
   }
 
   std::string out_dir_, state_dir_, path_, ckpt_path_;

@@ -53,6 +53,7 @@
 #include <cstdint>
 #include <deque>
 #include <exception>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -201,16 +202,20 @@ class run_writer {
     // Where a checkpoint is smaller than the journal's records since the last one, the journal is
     // compacted rather than synced (after metrics.csv, which must hold every record that the
     // checkpoint covers). The files to sync start going to disk while the summary is formatted.
-    const bool compact = !opts_.fsync_each_record && journal_.compaction_pays(records_);
-    if (!compact) journal_.start_writeback();
+    // The checkpoint is written first and committed last.
+    std::unique_ptr<detail::atomic_file> ck;
+    if (!opts_.fsync_each_record && journal_.compaction_pays(records_))
+      ck = journal_.begin_compaction(acc_, records_, last_step_);
+    else
+      journal_.start_writeback();
     csv_.start_writeback();
     tb_.start_writeback();
     detail::write_filter_summary(opts_.out_dir, layers_, journal_, acc_, records_);
     if (opts_.per_filter_series) detail::write_series(dir_.series_dir(), layers_, journal_, records_);
-    if (!compact) journal_.sync();
+    if (!ck) journal_.sync();
     csv_.sync();
     if (tb_.is_open()) tb_.sync();
-    if (compact) journal_.compact(acc_, records_, last_step_);
+    if (ck) journal_.finish_compaction(*ck, records_);
     journal_.close();
     csv_.close();
     tb_.close();
