@@ -924,6 +924,45 @@ TEST_CASE("recorder: the destructor never throws; close() reports the error", "[
   SUCCEED("destructor did not throw");
 }
 
+TEST_CASE("recorder: a summary whose write fails part-way (rows formatted in parallel) leaves nothing; "
+          "close() retried writes it", "[record][errors]") {
+  temp_dir d;
+  constexpr std::size_t N = 8192;  // 8192 rows: formatted in chunks on every thread
+  std::vector<float> w(N, 0.f);
+  fevo::record::recorder<float> rec(options(d / "run", false, false));
+  rec.add_layer("a", fevo::oihw(w.data(), N, 1, 1, 1));
+  rec.start(0);
+  for (std::size_t i = 0; i < N; ++i) w[i] = float(i % 7) * 1e-3f;
+  rec.record(1);
+  // Files may grow to 64 KiB from now on: the summary (about 300 KB) fails part-way, with EFBIG.
+  struct rlimit old {};
+  REQUIRE(::getrlimit(RLIMIT_FSIZE, &old) == 0);
+  struct rlimit lim = old;
+  lim.rlim_cur = 64 << 10;
+  const auto old_handler = ::signal(SIGXFSZ, SIG_IGN);
+  REQUIRE(::setrlimit(RLIMIT_FSIZE, &lim) == 0);
+  std::string msg;
+  try {
+    rec.close();
+  } catch (const fevo::error& e) {
+    msg = e.what();
+  }
+  ::setrlimit(RLIMIT_FSIZE, &old);
+  ::signal(SIGXFSZ, old_handler);
+  INFO(msg);
+  CHECK(msg.find(d / "run/filter_summary.csv") != std::string::npos);
+  CHECK(msg.find("nothing was written under that name") != std::string::npos);
+  CHECK(!exists(d / "run/filter_summary.csv"));
+  for (const auto& n : rd::list_dir(d / "run")) CHECK(n.find(".fevo-tmp.") == std::string::npos);
+  rec.close();
+  const auto rows = parse_csv(slurp(d / "run/filter_summary.csv"));
+  REQUIRE(rows.size() == N + 1);
+  for (std::size_t i = 0; i < N; ++i) {
+    CHECK(rows[i + 1][1] == std::to_string(i));
+    CHECK((rows[i + 1][3] == "0") == (i % 7 == 0));  // D_mean: zero where the filter did not change
+  }
+}
+
 TEST_CASE("recorder: a write error rolls the record back; retrying it succeeds", "[record][errors]") {
   // RLIMIT_FSIZE makes writes past a size fail (EFBIG) in a child process. With the journal
   // compacted before every record, metrics.csv is the largest file, so the limit lets the journal
