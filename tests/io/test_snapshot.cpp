@@ -8,6 +8,7 @@
 #include <fevo/io/snapshot.hpp>
 
 #include <map>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -109,6 +110,12 @@ TEST_CASE("snapshot: a safetensors file is mapped; tensors in data order, metada
       s.evict(std::vector<std::string>{"fc.weight", "no such tensor", "conv.weight"});
       s.evict(std::vector<std::string>{});
       CHECK(view_matches(v, t, dc, conv));
+      // The same cut in parts, for threads to share: each part alone, any number of parts.
+      for (std::size_t parts = 1; parts <= 3; ++parts)
+        for (std::size_t part = 0; part < parts; ++part) s.evict_part({"fc.weight", "conv.weight"}, part, parts);
+      CHECK(view_matches(v, t, dc, conv));
+      CHECK_THROWS_AS(s.evict_part({"conv.weight"}, 2, 2), fevo::error);
+      CHECK_THROWS_AS(s.evict_part({"conv.weight"}, 0, 0), fevo::error);
       // HWIO: the same tensor read as [H, W, I, O]: strides, still zero-copy.
       std::vector<T> scratch2;
       const auto h = s.view<T>("conv.weight", io::layout::hwio, scratch2);
@@ -129,6 +136,50 @@ TEST_CASE("snapshot: a safetensors file is mapped; tensors in data order, metada
     // The element type must be the tensor's.
     std::vector<double> wrong;
     if (t != dtype::f64) CHECK_THROWS_AS(s.view<double>("conv.weight", io::layout::oihw, wrong), fevo::error);
+  }
+}
+
+TEST_CASE("snapshot::evict_part: the parts cut the ranges end to end, in equal bytes", "[io][snapshot]") {
+  std::mt19937_64 rng(fevo_test::seed());
+  for (int trial = 0; trial < 200; ++trial) {
+    std::vector<io::detail::byte_range> ranges;
+    std::uint64_t total = 0, at = 0;
+    const int n = int(rng() % 5);  // none too
+    for (int k = 0; k < n; ++k) {
+      at += rng() % 3 * 4096;  // gaps, or none
+      const std::uint64_t len = 1 + rng() % (trial % 2 ? 10 : 1u << 24);
+      ranges.push_back({std::size_t(rng() % 2), at, at + len});
+      at += len;
+      total += len;
+    }
+    const std::size_t parts = 1 + std::size_t(rng() % 7);
+    // Laid end to end, the parts are the ranges: each byte in exactly one part, in order.
+    std::vector<io::detail::byte_range> joined;
+    for (std::size_t p = 0; p < parts; ++p) {
+      std::uint64_t bytes = 0;
+      for (const auto& r : io::detail::slice_ranges(ranges, p, parts)) {
+        CHECK(r.b < r.e);
+        bytes += r.e - r.b;
+        if (!joined.empty() && joined.back().src == r.src && joined.back().e == r.b)
+          joined.back().e = r.e;
+        else
+          joined.push_back(r);
+      }
+      CHECK(bytes >= total / parts);  // equal shares, to a byte
+      CHECK(bytes <= total / parts + 1);
+    }
+    std::vector<io::detail::byte_range> want;  // the ranges, those that touch merged
+    for (const auto& r : ranges)
+      if (!want.empty() && want.back().src == r.src && want.back().e == r.b)
+        want.back().e = r.e;
+      else
+        want.push_back(r);
+    REQUIRE(joined.size() == want.size());
+    for (std::size_t k = 0; k < want.size(); ++k) {
+      CHECK(joined[k].src == want[k].src);
+      CHECK(joined[k].b == want[k].b);
+      CHECK(joined[k].e == want[k].e);
+    }
   }
 }
 

@@ -51,6 +51,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -116,6 +117,34 @@ inline bool is_snapshot_name(const std::string& name) {
   }
   return false;
 }
+
+namespace detail {
+/// Bytes [b, e) of the data of a snapshot's source file `src`.
+struct byte_range {
+  std::size_t src;
+  std::uint64_t b, e;
+};
+/// Part `part` of `parts` of `ranges` laid end to end: the bytes [floor(T * part / parts),
+/// floor(T * (part + 1) / parts)) of their T bytes, as ranges of the same files. The parts are
+/// contiguous, do not overlap and together are `ranges`.
+inline std::vector<byte_range> slice_ranges(const std::vector<byte_range>& ranges, std::size_t part,
+                                            std::size_t parts) {
+  std::uint64_t total = 0;
+  for (const auto& r : ranges) total += r.e - r.b;
+  const auto cut = [&](std::size_t p) {  // floor(total * p / parts), without overflow
+    return total / parts * p + total % parts * p / parts;
+  };
+  const std::uint64_t lo = cut(part), hi = cut(part + 1);
+  std::vector<byte_range> out;
+  std::uint64_t at = 0;
+  for (const auto& r : ranges) {
+    const std::uint64_t len = r.e - r.b, b = std::max(lo, at), e = std::min(hi, at + len);
+    if (b < e) out.push_back({r.src, r.b + (b - at), r.b + (e - at)});
+    at += len;
+  }
+  return out;
+}
+}  // namespace detail
 
 /// A snapshot (see the file comment).
 class snapshot {
@@ -200,21 +229,28 @@ class snapshot {
   /// between them too: whatever of them is mapped is read again if touched). Each madvise call
   /// interrupts every other thread of the process to flush its TLB; `fevo analyze` dropping the
   /// 53 layers of a ResNet-50 snapshot one by one spent 8 ms of a 16-snapshot run in them.
-  void evict(const std::vector<std::string>& names) const {
-    std::vector<std::pair<std::size_t, std::pair<std::uint64_t, std::uint64_t>>> ranges;  // source, [b, e)
+  void evict(const std::vector<std::string>& names) const { evict_part(names, 0, 1); }
+  /// Part `part` of evict(names) cut into `parts` of equal bytes (a page at a cut may be dropped
+  /// by both parts), for threads to share: unmapping costs the kernel work on every page. The
+  /// parts together drop what evict(names) does. fevo::error unless part < parts.
+  void evict_part(const std::vector<std::string>& names, std::size_t part, std::size_t parts) const {
+    FEVO_EXPECTS(part < parts, "evict_part: part ", part, " of ", parts, " does not exist");
+    std::vector<detail::byte_range> ranges;
     for (const auto& name : names) {
       std::size_t src = 0;
       if (const tensor_info* t = mapped_info(name, src))
-        if (t->nbytes) ranges.push_back({src, {t->offset, t->offset + t->nbytes}});
+        if (t->nbytes) ranges.push_back({src, t->offset, t->offset + t->nbytes});
     }
-    std::sort(ranges.begin(), ranges.end());
+    std::sort(ranges.begin(), ranges.end(),
+              [](const detail::byte_range& x, const detail::byte_range& y) { return std::tie(x.src, x.b, x.e) < std::tie(y.src, y.b, y.e); });
+    std::vector<detail::byte_range> merged;
     for (std::size_t k = 0; k < ranges.size();) {
-      const std::size_t src = ranges[k].first;
-      std::uint64_t b = ranges[k].second.first, e = ranges[k].second.second;
-      for (++k; k < ranges.size() && ranges[k].first == src && ranges[k].second.first <= e + evict_gap; ++k)
-        e = std::max(e, ranges[k].second.second);
-      readers_[src].st->evict_data(b, e);
+      detail::byte_range m = ranges[k];
+      for (++k; k < ranges.size() && ranges[k].src == m.src && ranges[k].b <= m.e + evict_gap; ++k)
+        m.e = std::max(m.e, ranges[k].e);
+      merged.push_back(m);
     }
+    for (const auto& r : detail::slice_ranges(merged, part, parts)) readers_[r.src].st->evict_data(r.b, r.e);
   }
   /// Tensors of evict(names) closer than this in a file are dropped in one call.
   static constexpr std::uint64_t evict_gap = std::uint64_t{1} << 20;
