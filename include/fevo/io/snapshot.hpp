@@ -241,8 +241,9 @@ class snapshot {
       if (const tensor_info* t = mapped_info(name, src))
         if (t->nbytes) ranges.push_back({src, t->offset, t->offset + t->nbytes});
     }
-    std::sort(ranges.begin(), ranges.end(),
-              [](const detail::byte_range& x, const detail::byte_range& y) { return std::tie(x.src, x.b, x.e) < std::tie(y.src, y.b, y.e); });
+    std::sort(ranges.begin(), ranges.end(), [](const detail::byte_range& x, const detail::byte_range& y) {
+      return std::tie(x.src, x.b, x.e) < std::tie(y.src, y.b, y.e);
+    });
     std::vector<detail::byte_range> merged;
     for (std::size_t k = 0; k < ranges.size();) {
       detail::byte_range m = ranges[k];
