@@ -338,17 +338,19 @@ int analyze_single(const analyze_options& o) {
       }
       std::vector<std::vector<fevo::layer_metrics>> metrics(w, std::vector<fevo::layer_metrics>(layers.size()));
       std::vector<std::vector<fevo::filter_results>> per(w, std::vector<fevo::filter_results>(layers.size()));
+      // Every snapshot of the window but the one the next window starts from (the last, or the
+      // reference) is done with each chunk once it is computed; in the last window, every one: its
+      // pages are dropped by all threads here rather than by the main thread alone at the unmap.
+      const bool last_window = k + w == series.size();
+      std::vector<const snapshot*> done_with;
+      for (const auto& j : jobs)
+        if (last_window || j.next != prev) done_with.push_back(j.next.get());
+      if (!ref_step || last_window) done_with.push_back(jobs.front().prev.get());
       const progress busy(0);
       for (const auto& chunk : chunks) {
         compute_chunk(b, jobs, layers, chunk, o, metrics, per);
-        // Every snapshot of the window but the one the next window starts from (the last, or the
-        // reference) is done with these layers.
         std::vector<std::string> names;
         for (std::size_t l : chunk) names.push_back(layers[l].name);
-        std::vector<const snapshot*> done_with;
-        for (const auto& j : jobs)
-          if (j.next != prev) done_with.push_back(j.next.get());
-        if (!ref_step) done_with.push_back(jobs.front().prev.get());
         evict_all(done_with, names);
       }
       me.busy += busy.seconds();
