@@ -104,11 +104,12 @@ configure_build() {  # dir, cmake args...
 # ---- Python: the fevo package (pyproject.toml, python/; docs/python.md) -----------------------------
 # Debian's torch (python3-torch: torch 1.13 for /usr/bin/python3; PyPI's would pull gigabytes of
 # CUDA wheels) in a virtual environment made with --system-site-packages, plus from PyPI what the
-# package builds and tests with (matplotlib: docs/python.md's plotting example). NumPy stays
+# package builds and tests with (matplotlib: docs/python.md's plotting example; JAX on the CPU: the
+# tests of JAX arrays, read through DLPack; 0.4, the last series that keeps NumPy 1). NumPy stays
 # below 2: Debian's torch is built against NumPy 1, and with NumPy 2 torch.from_numpy fails
 # ("Numpy is not available").
 python_pkgs=(python3-torch python3-venv python3-dev)
-python_pip_pkgs=(nanobind scikit-build-core pytest pandas ml_dtypes matplotlib "numpy<2")
+python_pip_pkgs=(nanobind scikit-build-core pytest pandas ml_dtypes matplotlib "jax[cpu]<0.5" "numpy<2")
 python_venv=.venv-python
 python_bin="$root/$python_venv/bin/python"
 
@@ -119,7 +120,7 @@ ensure_python_venv() {
     say "Python: virtual environment $python_venv (Debian's python3, with its torch)"
     /usr/bin/python3 -m venv --system-site-packages "$root/$python_venv"
   fi
-  if ! "$python_bin" -c 'import nanobind, scikit_build_core, pytest, pandas, ml_dtypes, matplotlib, numpy, torch
+  if ! "$python_bin" -c 'import nanobind, scikit_build_core, pytest, pandas, ml_dtypes, matplotlib, jax, numpy, torch
 assert int(numpy.__version__.split(".")[0]) < 2
 torch.from_numpy(numpy.zeros(1))' >/dev/null 2>&1; then
     say "Python: installing ${python_pip_pkgs[*]} into $python_venv"

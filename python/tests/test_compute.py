@@ -271,8 +271,47 @@ def test_results_survive_their_inputs(rng):
     assert D.shape == (8,) and np.isfinite(D).all()
 
 
-def test_jax_arrays_where_installed(rng):
+# JAX arrays (jax[cpu] is installed by ./run.sh test): read through DLPack, in JAX's own dtypes,
+# as Flax holds its kernels (HWIO) and as PyTorch code ported to JAX does (OIHW).
+JAX_DTYPES = ("float32", "bfloat16", "float16")
+
+
+@pytest.mark.parametrize("name", JAX_DTYPES)
+@pytest.mark.parametrize("layout", ("oihw", "hwio"))
+def test_jax_arrays(rng, name, layout):
+    jnp = pytest.importorskip("jax.numpy")
+    dtype, ct = DTYPES[name]
+    prev, nxt = snapshots(rng, (12, 5, 3, 3), dtype)
+    p, n = jnp.asarray(physical(prev, layout, 4)), jnp.asarray(physical(nxt, layout, 4))
+    assert p.dtype == jnp.dtype(name)  # JAX's dtype, not a NumPy copy of another
+    m = fevo.compute(p, n, TAU, layout=layout, channel_counts=True)
+    assert_matches(m, oracle(prev, nxt, TAU, ct))
+
+
+def test_jax_float64_and_a_flax_style_model(rng):
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+    with jax.experimental.enable_x64():
+        prev, nxt = snapshots(rng, (6, 4, 3, 3), np.float64)
+        p, n = jnp.asarray(prev), jnp.asarray(nxt)
+        assert p.dtype == jnp.float64
+        assert_matches(fevo.compute(p, n, TAU, per_filter=True), oracle(prev, nxt, TAU, np.float64))
+    # A dict of HWIO kernels, as a Flax model's parameters hold them.
+    layers = {name: snapshots(rng, shape, np.float32) for name, shape in
+              [("conv1", (16, 3, 3, 3)), ("conv2", (32, 16, 3, 3)), ("dense", (10, 32, 1, 1))]}
+    df = fevo.compute_layers({k: (jnp.asarray(physical(p, "hwio", 4)), jnp.asarray(physical(n, "hwio", 4)))
+                              for k, (p, n) in layers.items()}, TAU, layout="hwio")
+    assert list(df["layer"]) == list(layers)
+    for row, (p, n) in zip(df.itertuples(), layers.values()):
+        o = oracle(p, n, TAU, np.float32)
+        assert (row.S, row.Z, row.n_filters) == (o["S"], o["Z"], o["n_filters"])
+        assert row.D == pytest.approx(o["D"], rel=1e-6, abs=0)
+
+
+def test_jax_bad_input_raises(rng):
     jnp = pytest.importorskip("jax.numpy")
     p, n = snapshots(rng, (6, 4, 3, 3), np.float32)
-    m = fevo.compute(jnp.asarray(p), jnp.asarray(n), TAU, per_filter=True)
-    assert_matches(m, oracle(p, n, TAU, np.float32))
+    with pytest.raises(fevo.Error, match="int32"):
+        fevo.compute(jnp.asarray(p).astype(jnp.int32), jnp.asarray(n).astype(jnp.int32), TAU)
+    with pytest.raises(fevo.Error, match="shape"):
+        fevo.compute(jnp.asarray(p), jnp.asarray(n[:5]), TAU)
