@@ -108,7 +108,7 @@ configure_build() {  # dir, cmake args...
 # tests of JAX arrays, read through DLPack; 0.4, the last series that keeps NumPy 1). NumPy stays
 # below 2: Debian's torch is built against NumPy 1, and with NumPy 2 torch.from_numpy fails
 # ("Numpy is not available").
-python_pkgs=(python3-torch python3-venv python3-dev)
+python_pkgs=(python3-torch python3-venv python3-dev python3-mpi4py)  # mpi4py: gathering partials over MPI
 python_pip_pkgs=(nanobind scikit-build-core pytest pandas ml_dtypes matplotlib "jax[cpu]<0.5" "numpy<2")
 python_venv=.venv-python
 python_bin="$root/$python_venv/bin/python"
