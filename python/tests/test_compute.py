@@ -271,6 +271,19 @@ def test_results_survive_their_inputs(rng):
     assert D.shape == (8,) and np.isfinite(D).all()
 
 
+def test_buffer_protocol_objects(rng):
+    """memoryview: the buffer protocol without NumPy's array interface or DLPack, strided too."""
+    for name in ("float32", "float64", "float16"):
+        dtype, ct = DTYPES[name]
+        prev, nxt = snapshots(rng, (6, 8, 3, 3), dtype)
+        for idx in ((slice(None),), (slice(None), slice(None, None, 2))):
+            p, n = prev[idx], nxt[idx]
+            assert_matches(fevo.compute(memoryview(p), memoryview(n), TAU, per_filter=True), oracle(p, n, TAU, ct))
+    p = np.zeros((2, 2, 1, 1), np.int32)
+    with pytest.raises(fevo.Error, match="int32"):
+        fevo.compute(memoryview(p), memoryview(p), TAU)
+
+
 # JAX arrays (jax[cpu] is installed by ./run.sh test): read through DLPack, in JAX's own dtypes,
 # as Flax holds its kernels (HWIO) and as PyTorch code ported to JAX does (OIHW).
 JAX_DTYPES = ("float32", "bfloat16", "float16")
