@@ -51,7 +51,7 @@ def test_partials_gathered_with_mpi4py(world):
         pytest.skip("no mpirun")
     # Open MPI refuses root without these; --oversubscribe: more ranks than cores.
     env = dict(os.environ, OMP_NUM_THREADS="1", OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OMPI_MCA_btl="self,vader", PYTHONPATH=os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")]))
+               OMPI_MCA_btl="self,vader")
     r = subprocess.run([mpirun, "-n", str(world), "--oversubscribe", sys.executable, os.path.join(HERE, "mpi_worker.py"),
                         str(SEED)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, timeout=300)
     splits = {2: 18, 3: 171}[world]
