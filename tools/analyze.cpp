@@ -352,6 +352,8 @@ int analyze_single(const analyze_options& o) {
         std::vector<std::string> names;
         for (std::size_t l : chunk) names.push_back(layers[l].name);
         evict_all(done_with, names);
+        // The run ends with this window: its summary and checkpoint go to disk while the rest computes.
+        if (last_window) writer.summarize_ahead(chunk.back() + 1, per, jobs.back().step);
       }
       me.busy += busy.seconds();
       me.bytes += w * snapshot_bytes;

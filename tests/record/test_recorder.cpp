@@ -1024,3 +1024,231 @@ TEST_CASE("recorder: a write error rolls the record back; retrying it succeeds",
   CHECK(WEXITSTATUS(status) == 0);
   check_same_run(ref.path(), d.path(), false, false);
 }
+
+// ---- files written ahead of the last records (run_writer::summarize_ahead) -------------------
+
+namespace {
+
+struct record_data {
+  std::int64_t step_prev, step;
+  std::vector<fevo::layer_metrics> m;
+  std::vector<fevo::filter_results> per;
+};
+using pending_t = std::vector<std::vector<fevo::filter_results>>;
+
+/// Three layers, the first with enough filters to be formatted in parallel chunks; the second's
+/// name needs CSV quoting.
+const std::vector<fevo::layer_info> ahead_layers{
+    {"a", {2500, 3, 1, 1}}, {"b,\"q\"", {40, 8, 3, 3}}, {"c", {1, 2, 2, 2}}};
+
+/// A record of made-up results, a pure function of (seed, step): zero and NaN D_i, S_i == 0 and
+/// Z_i == 1 all occur.
+record_data ahead_record(std::uint64_t s, std::int64_t step) {
+  record_data r{step - 1, step, {}, {}};
+  for (std::size_t k = 0; k < ahead_layers.size(); ++k) {
+    const auto& l = ahead_layers[k];
+    fevo::filter_results f;
+    f.resize(l.filters(), l.channels(), l.filter_size(), false);
+    fevo::layer_metrics m{};
+    m.n_filters = l.filters();
+    for (std::size_t i = 0; i < l.filters(); ++i) {
+      const std::uint64_t h = mix(s ^ mix(k * 1000003ull + i * 7919ull + std::uint64_t(step)));
+      f.D[i] = h % 11 == 0 ? 0.0 : (h % 997 == 0 ? std::nan("") : unit(h) * unit(h) * 1e-3);
+      f.changed[i] = h % 5 == 0 ? 0 : (h >> 8) % (l.filter_size() + 1);
+      f.zero_channels[i] = h % 3 == 0 ? l.channels() : (h >> 16) % (l.channels() + 1);
+      f.S[i] = double(f.changed[i]) / double(l.filter_size());
+      f.Z[i] = double(f.zero_channels[i]) / double(l.channels());
+      m.D += f.D[i] / double(l.filters());
+      m.S += f.S[i] / double(l.filters());
+      m.Z += f.Z[i] / double(l.filters());
+    }
+    r.m.push_back(m);
+    r.per.push_back(std::move(f));
+  }
+  return r;
+}
+
+fevo::record::recorder_options ahead_options(const std::string& dir, bool series) {
+  fevo::record::recorder_options o;
+  o.out_dir = dir;
+  o.tau = synth_tau;
+  o.per_filter_series = series;
+  return o;
+}
+
+/// A new run in `dir` with records [0, n) of `recs`; `ahead(writer)` is called before record
+/// `ahead_at` is written; then close().
+void ahead_run(const std::string& dir, const std::vector<record_data>& recs, std::size_t n, bool series,
+               std::size_t ahead_at = 0, const std::function<void(fevo::record::run_writer&)>& ahead = nullptr) {
+  fevo::record::run_writer w(ahead_options(dir, series), ahead_layers, "f32");
+  w.open();
+  for (std::size_t r = 0; r < n; ++r) {
+    if (ahead && r == ahead_at) ahead(w);
+    w.write(recs[r].step_prev, recs[r].step, recs[r].m, recs[r].per);
+  }
+  w.close();
+}
+
+pending_t pending_of(const std::vector<record_data>& recs, std::size_t from, std::size_t to) {
+  pending_t p;
+  for (std::size_t r = from; r < to; ++r) p.push_back(recs[r].per);
+  return p;
+}
+
+/// A checkpoint's bytes but the run id's traces: the journal header's CRC and the final CRC.
+std::string checkpoint_body(const std::string& path) {
+  const std::string s = slurp(path);
+  REQUIRE(s.size() > 20);
+  return s.substr(16, s.size() - 20);
+}
+
+void check_no_temporaries(const std::string& dir) {
+  for (const auto& sub : {std::string(), std::string("/fevo-state")})
+    for (const auto& n : rd::list_dir(dir + sub)) CHECK(n.find(".fevo-tmp.") == std::string::npos);
+}
+
+/// Reopens the run in `dir`, appends `r` and closes it.
+void ahead_append(const std::string& dir, const record_data& r, bool series) {
+  fevo::record::run_writer w(ahead_options(dir, series), ahead_layers, "f32");
+  w.open();
+  REQUIRE(w.last_step().has_value());
+  CHECK(*w.last_step() == r.step_prev);
+  w.write(r.step_prev, r.step, r.m, r.per);
+  w.close();
+}
+
+}  // namespace
+
+TEST_CASE("run_writer: summarize_ahead writes the files close() would; close() writes them anew where "
+          "the run ended otherwise", "[record][ahead]") {
+  const std::uint64_t s = seed();
+  INFO("seed=" << s);
+  std::vector<record_data> recs;
+  for (std::int64_t t = 1; t <= 7; ++t) recs.push_back(ahead_record(s, t));
+  for (const bool series : {false, true}) {
+    INFO("per_filter_series=" << series);
+    temp_dir ref("ref"), ref5("ref5");
+    ahead_run(ref.path(), recs, 6, series);
+    ahead_run(ref5.path(), recs, 5, series);
+    const std::string ck = "/fevo-state/summary.ckpt";
+    CHECK(exists(ref.path() + ck) != series);  // without the series, close() checkpoints 6 records
+
+    SECTION("the last two records' files written ahead, in two steps, are kept") {
+      temp_dir d("ahead");
+      const pending_t p = pending_of(recs, 4, 6);
+      ahead_run(d.path(), recs, 6, series, 4, [&](fevo::record::run_writer& w) {
+        w.summarize_ahead(1, p, 6);
+        CHECK(exists(d / "filter_summary.csv") == false);  // not before close()
+        w.summarize_ahead(3, p, 6);
+      });
+      check_same_run(ref.path(), d.path(), series, false);
+      if (!series) CHECK(checkpoint_body(ref.path() + ck) == checkpoint_body(d.path() + ck));
+      check_no_temporaries(d.path());
+      // The run reopens from the files written ahead and goes on as the reference does.
+      ahead_append(ref.path(), recs[6], series);
+      ahead_append(d.path(), recs[6], series);
+      check_same_run(ref.path(), d.path(), series, false);
+    }
+    SECTION("pending results other than the records written: rewritten") {
+      temp_dir d("other");
+      pending_t p = pending_of(recs, 4, 6);
+      p[1][1].D[7] += 1e-9;
+      ahead_run(d.path(), recs, 6, series, 4, [&](fevo::record::run_writer& w) { w.summarize_ahead(3, p, 6); });
+      check_same_run(ref.path(), d.path(), series, false);
+      if (!series) CHECK(checkpoint_body(ref.path() + ck) == checkpoint_body(d.path() + ck));
+      check_no_temporaries(d.path());
+    }
+    SECTION("not every layer given, another last step, or fewer records written: rewritten") {
+      temp_dir d1("part"), d2("step"), d3("fewer");
+      const pending_t p = pending_of(recs, 4, 6);
+      ahead_run(d1.path(), recs, 6, series, 4, [&](fevo::record::run_writer& w) { w.summarize_ahead(2, p, 6); });
+      ahead_run(d2.path(), recs, 6, series, 4, [&](fevo::record::run_writer& w) { w.summarize_ahead(3, p, 9); });
+      ahead_run(d3.path(), recs, 5, series, 4, [&](fevo::record::run_writer& w) { w.summarize_ahead(3, p, 6); });
+      check_same_run(ref.path(), d1.path(), series, false);
+      check_same_run(ref.path(), d2.path(), series, false);
+      check_same_run(ref5.path(), d3.path(), series, false);
+      if (!series) {
+        CHECK(checkpoint_body(ref.path() + ck) == checkpoint_body(d2.path() + ck));
+        CHECK(checkpoint_body(ref5.path() + ck) == checkpoint_body(d3.path() + ck));
+      }
+      for (const auto* d : {&d1, &d2, &d3}) check_no_temporaries(d->path());
+    }
+    SECTION("an I/O error while writing ahead drops it; close() writes the files itself") {
+      for (const char* stage : {"create", "write"}) {
+        INFO(stage);
+        temp_dir d("io");
+        const pending_t p = pending_of(recs, 4, 6);
+        const bool at_create = std::string(stage) == "create";  // the first call creates the file
+        ahead_run(d.path(), recs, 6, series, 4, [&](fevo::record::run_writer& w) {
+          if (!at_create) w.summarize_ahead(1, p, 6);  // written
+          fevo::detail::inject_failure_at = stage;
+          CHECK_NOTHROW(w.summarize_ahead(at_create ? 1 : 2, p, 6));  // fails: dropped
+          fevo::detail::inject_failure_at.clear();
+          check_no_temporaries(d.path());
+          CHECK_NOTHROW(w.summarize_ahead(3, p, 6));  // does nothing
+          check_no_temporaries(d.path());
+        });
+        check_same_run(ref.path(), d.path(), series, false);
+        check_no_temporaries(d.path());
+      }
+    }
+    SECTION("a failed flush of a file written ahead fails close() and leaves nothing; a retry writes it") {
+      temp_dir d("flush");
+      const pending_t p = pending_of(recs, 4, 6);
+      fevo::record::run_writer w(ahead_options(d.path(), series), ahead_layers, "f32");
+      w.open();
+      for (std::size_t r = 0; r < 6; ++r) {
+        if (r == 4) w.summarize_ahead(3, p, 6);
+        w.write(recs[r].step_prev, recs[r].step, recs[r].m, recs[r].per);
+      }
+      fevo::detail::inject_failure_at = "fdatasync";
+      std::string msg;
+      try {
+        w.close();
+      } catch (const fevo::error& e) {
+        msg = e.what();
+      }
+      fevo::detail::inject_failure_at.clear();
+      INFO(msg);
+      CHECK(msg.find(d / "filter_summary.csv") != std::string::npos);
+      CHECK(msg.find("fdatasync failed") != std::string::npos);
+      CHECK(!exists(d / "filter_summary.csv"));
+      check_no_temporaries(d.path());
+      w.close();
+      check_same_run(ref.path(), d.path(), series, false);
+    }
+  }
+}
+
+TEST_CASE("run_writer: summarize_ahead refuses calls out of order and results of another shape",
+          "[record][ahead][errors]") {
+  const std::uint64_t s = seed();
+  INFO("seed=" << s);
+  temp_dir d;
+  const record_data r1 = ahead_record(s, 1), r2 = ahead_record(s, 2);
+  fevo::record::run_writer w(ahead_options(d.path(), false), ahead_layers, "f32");
+  const pending_t p{r1.per, r2.per};
+  CHECK_THROWS_WITH(w.summarize_ahead(1, p, 2), Catch::Contains("is not open"));
+  w.open();
+  CHECK_THROWS_WITH(w.summarize_ahead(1, {}, 2), Catch::Contains("at least one record"));
+  CHECK_THROWS_WITH(w.summarize_ahead(0, p, 2), Catch::Contains("layers up to 0 after the first 0 of 3"));
+  CHECK_THROWS_WITH(w.summarize_ahead(4, p, 2), Catch::Contains("layers up to 4"));
+  pending_t short_layers{r1.per};
+  short_layers[0].pop_back();
+  CHECK_THROWS_WITH(w.summarize_ahead(1, short_layers, 2), Catch::Contains("got results of 2 layers"));
+  pending_t wrong{r1.per};
+  wrong[0][1] = r1.per[0];  // layer b given layer a's 2500 filters
+  CHECK_THROWS_WITH(w.summarize_ahead(2, wrong, 2), Catch::Contains("layer 'b,\"q\"' has 40 filters"));
+  w.summarize_ahead(2, p, 2);
+  CHECK_THROWS_WITH(w.summarize_ahead(2, p, 2), Catch::Contains("layers up to 2 after the first 2"));
+  CHECK_THROWS_WITH(w.summarize_ahead(3, p, 3), Catch::Contains("pending records changed"));
+  CHECK_THROWS_WITH(w.summarize_ahead(3, {r1.per}, 2), Catch::Contains("pending records changed"));
+  w.write(r1.step_prev, r1.step, r1.m, r1.per);
+  CHECK_THROWS_WITH(w.summarize_ahead(3, p, 2), Catch::Contains("a record was written"));
+  w.write(r2.step_prev, r2.step, r2.m, r2.per);
+  w.close();  // the part written ahead is dropped: the summary covers both records
+  temp_dir ref("ref");
+  ahead_run(ref.path(), {r1, r2}, 2, false);
+  check_same_run(ref.path(), d.path(), false, false);
+  check_no_temporaries(d.path());
+}

@@ -24,10 +24,12 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 
 #include "../error.hpp"
+#include "background_sync.hpp"
 #include "posix_file.hpp"
 
 namespace fevo::detail {
@@ -35,9 +37,10 @@ namespace fevo::detail {
 /// Marker in the names of temporary files; a recorder removes the leftovers of a crash by it.
 inline constexpr const char* temp_marker = ".fevo-tmp.";
 
-/// Fault injection for tests: when set to a stage name ("create", "write", "flush", "fsync",
-/// "close", "rename", "dirsync"), that stage of the next atomic writes on this thread fails with
-/// EIO, as a full or failing disk would. ("flush" is the stage of fevo::io::atomic_write's stream.)
+/// Fault injection for tests: when set to a stage name ("create", "write", "flush", "fdatasync",
+/// "fsync", "close", "rename", "dirsync"), that stage of the next atomic writes on this thread
+/// fails with EIO, as a full or failing disk would. ("flush" is the stage of fevo::io::atomic_write's
+/// stream; "fdatasync" that of sync_in_background, seen by commit().)
 inline thread_local std::string inject_failure_at;
 
 /// True (with errno = EIO) when a failure is injected at `stage`.
@@ -90,9 +93,19 @@ class atomic_file {
   /// Starts writing what was written so far to disk without waiting, so that commit() has less
   /// left to wait for (posix_file's start_writeback: a hint, never an error).
   void start_writeback() noexcept { f_.start_writeback(); }
+  /// Makes what was written so far durable on a thread of its own (background_sync.hpp), so that
+  /// commit() has little left to wait for.
+  void sync_in_background() {
+    if (!bg_) bg_ = std::make_unique<background_sync>(f_.fd());
+    bg_->request();
+  }
 
   /// Puts the file under its final name, durably (see the file comment).
   void commit() {
+    if (bg_) {
+      const int err = bg_->finish();
+      if (injected("fdatasync") || err) abandon("fdatasync failed", err ? err : EIO);
+    }
     if (int err = injected("fsync") ? EIO : f_.try_sync()) abandon("fsync failed", err);
     if (int err = injected("close") ? EIO : f_.try_close()) abandon("close failed", err);
     if (injected("rename") || ::rename(tmp_.c_str(), path_.c_str()) != 0)
@@ -112,6 +125,7 @@ class atomic_file {
 
  private:
   void discard() noexcept {
+    if (bg_) (void)bg_->finish();  // before the descriptor it syncs is closed
     f_ = file();
     if (!tmp_.empty()) ::unlink(tmp_.c_str());
     tmp_.clear();
@@ -121,6 +135,7 @@ class atomic_file {
   file f_;
   std::uint64_t written_ = 0;
   bool committed_ = false;
+  std::unique_ptr<background_sync> bg_;
 };
 
 /// Writes `content` to `path` atomically.

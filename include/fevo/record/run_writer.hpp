@@ -5,7 +5,9 @@
 //   for each record: w.maybe_compact(); w.write(step_prev, step, metrics, per_filter);
 //   w.close();
 // (maybe_compact() keeps the journal bounded; without it the journal holds every record until
-// close(), which compacts it where a checkpoint is smaller: journal.hpp.)
+// close(), which compacts it where a checkpoint is smaller: journal.hpp. A producer that computes
+// its last records layer by layer may hand them to summarize_ahead() first, so that the files of
+// close() go to disk while it computes.)
 //
 // ---- Files in out_dir ---------------------------------------------------------------------------
 //
@@ -51,6 +53,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <deque>
 #include <exception>
 #include <memory>
@@ -132,6 +135,7 @@ class run_writer {
       }
       journal_.mark_checkpoint();
       open_ = true;
+      ahead_failed_ = false;
     } catch (...) {
       journal_.reset();
       csv_.reset();
@@ -187,6 +191,64 @@ class run_writer {
     ++records_;
   }
 
+  /// Writes the files of close() ahead, while the records that end the run are still being
+  /// computed, so that they go to disk meanwhile rather than after them (fevo analyze does this
+  /// in its last window): filter_summary.csv and, where close() would write one, the checkpoint.
+  /// `pending[r][k]` are the per-filter results of layer k in the r-th of the `pending.size()`
+  /// records that will end the run, the last of them at `last_step`, complete for layers [0, k1);
+  /// each call goes on from the layer where the last stopped, with no record written in between.
+  /// close() keeps the files where the run then ends with exactly those records (the summary
+  /// accumulators they were made from are compared with the run's, bit for bit, and the last
+  /// step) and every layer was given, and writes them anew otherwise. Nothing of the run changes
+  /// here: an I/O error drops what was written ahead (later calls do nothing), and close() writes
+  /// the files itself, reporting the error if it recurs. Calls out of order, or results of another
+  /// shape than the run's layers, throw fevo::error.
+  void summarize_ahead(std::size_t k1, const std::vector<std::vector<filter_results>>& pending,
+                       std::int64_t last_step) {
+    check_usable();
+    FEVO_EXPECTS(!pending.empty(), "recorder: summarize_ahead needs the results of at least one record");
+    if (ahead_failed_) return;
+    FEVO_EXPECTS(!ahead_ || (ahead_->base_records == records_ && ahead_->records == pending.size() &&
+                             ahead_->last_step == last_step),
+                 "recorder: summarize_ahead: a record was written, or the pending records changed, since its "
+                 "last call");
+    const std::size_t k0 = ahead_ ? ahead_->next_layer : 0;
+    FEVO_EXPECTS(k1 > k0 && k1 <= layers_.size(), "recorder: summarize_ahead: layers up to ", k1,
+                 " after the first ", k0, " of ", layers_.size());
+    for (const auto& rec : pending) {
+      FEVO_EXPECTS(rec.size() == layers_.size(), "recorder: got results of ", rec.size(), " layers, the run has ",
+                   layers_.size());
+      for (std::size_t k = k0; k < k1; ++k)
+        FEVO_EXPECTS(rec[k].size() == layers_[k].filters(), "recorder: layer '", layers_[k].name, "' has ",
+                     layers_[k].filters(), " filters, got results of ", rec[k].size());
+    }
+    try {
+      if (!ahead_)
+        ahead_ = std::make_unique<summary_ahead>(opts_.out_dir, records_, pending.size(), last_step, acc_.size());
+      summary_ahead& a = *ahead_;
+      for (std::size_t k = k0; k < k1; ++k) {  // as write() will add them
+        const std::size_t first = journal_.first_filter(k);
+        for (std::size_t i = 0; i < layers_[k].filters(); ++i) a.acc[first + i] = acc_[first + i];
+        for (const auto& rec : pending) {
+          const filter_results& f = rec[k];
+          for (std::size_t i = 0; i < f.size(); ++i)
+            a.acc[first + i].add(f.D[i], f.changed[i] == 0, f.zero_channels[i] == f.channels);
+        }
+      }
+      a.file.add_layers(layers_, journal_, a.acc, records_ + pending.size(), k0, k1);
+      a.file.sync_in_background();
+      a.next_layer = k1;
+      if (k1 == layers_.size() && !opts_.fsync_each_record &&
+          journal_.compaction_pays_after(records_ + pending.size(), pending.size())) {
+        a.ck = journal_.begin_compaction(a.acc, records_ + pending.size(), last_step);
+        a.ck->sync_in_background();
+      }
+    } catch (const ::fevo::error&) {  // an I/O error: close() writes the files itself
+      ahead_.reset();
+      ahead_failed_ = true;
+    }
+  }
+
   /// Checkpoints the summaries (and empties the journal, without per_filter_series) once the
   /// journal has grown by journal_compact_bytes since the last checkpoint. The recorder calls it
   /// before each record, so that a failure here never leaves a record half written.
@@ -203,14 +265,22 @@ class run_writer {
     // compacted rather than synced (after metrics.csv, which must hold every record that the
     // checkpoint covers). The files to sync start going to disk while the summary is formatted.
     // The checkpoint is written first and committed last.
+    // Files written ahead (summarize_ahead) are kept where they are the run's.
+    std::unique_ptr<summary_ahead> ahead = std::move(ahead_);
+    if (ahead && !ahead->matches(acc_, records_, last_step_, layers_.size())) ahead.reset();
     std::unique_ptr<detail::atomic_file> ck;
-    if (!opts_.fsync_each_record && journal_.compaction_pays(records_))
+    if (ahead && ahead->ck)
+      ck = std::move(ahead->ck);
+    else if (!opts_.fsync_each_record && journal_.compaction_pays(records_))
       ck = journal_.begin_compaction(acc_, records_, last_step_);
     else
       journal_.start_writeback();
     csv_.start_writeback();
     tb_.start_writeback();
-    detail::write_filter_summary(opts_.out_dir, layers_, journal_, acc_, records_);
+    if (ahead)
+      ahead->file.commit();
+    else
+      detail::write_filter_summary(opts_.out_dir, layers_, journal_, acc_, records_);
     if (opts_.per_filter_series) detail::write_series(dir_.series_dir(), layers_, journal_, records_);
     if (!ck) journal_.sync();
     csv_.sync();
@@ -307,6 +377,36 @@ class run_writer {
     if (opts_.tensorboard) tb_.resume(common, kept, opts_.fsync_each_record);
   }
 
+  /// The files of close() written ahead of the last records (summarize_ahead).
+  struct summary_ahead {
+    summary_ahead(const std::string& out_dir, std::uint64_t base, std::size_t n, std::int64_t step,
+                  std::size_t filters)
+        : file(out_dir), base_records(base), records(n), last_step(step), acc(filters) {}
+    /// Whether the files are the run's: every layer given, the run ended with the pending
+    /// records, and the accumulators they came from are the run's, bit for bit.
+    bool matches(const std::vector<detail::filter_acc>& run, std::uint64_t run_records,
+                 const std::optional<std::int64_t>& run_last_step, std::size_t layers) const {
+      if (next_layer != layers || run_records != base_records + records || run_last_step != last_step ||
+          run.size() != acc.size())
+        return false;
+      const auto same = [](double x, double y) { return std::memcmp(&x, &y, sizeof x) == 0; };
+      for (std::size_t i = 0; i < acc.size(); ++i) {
+        const detail::filter_acc &x = acc[i], &y = run[i];
+        if (!same(x.sum, y.sum) || !same(x.min, y.min) || !same(x.max, y.max) || x.s_zero != y.s_zero ||
+            x.z_one != y.z_one || x.nan != y.nan)
+          return false;
+      }
+      return true;
+    }
+    detail::summary_csv file;                  ///< filter_summary.csv
+    std::unique_ptr<detail::atomic_file> ck;   ///< the checkpoint, where close() would write one
+    std::uint64_t base_records;                ///< records in the run when it was started
+    std::size_t records;                       ///< records pending then
+    std::int64_t last_step;                    ///< the step of the last of them
+    std::size_t next_layer = 0;                ///< layers [0, next_layer) are in the file
+    std::vector<detail::filter_acc> acc;
+  };
+
   recorder_options opts_;
   std::vector<layer_info> layers_;
   std::string dtype_;
@@ -319,6 +419,8 @@ class run_writer {
   std::optional<std::int64_t> last_step_;
   bool open_ = false;
   std::string broken_;
+  std::unique_ptr<summary_ahead> ahead_;
+  bool ahead_failed_ = false;  ///< summarize_ahead met an I/O error in this session
 };
 
 }  // namespace fevo::record

@@ -109,61 +109,91 @@ inline void format_summary_rows(const std::vector<layer_info>& layers, const jou
   }
 }
 
-/// Writes out_dir/filter_summary.csv atomically from the accumulators of `records` records.
-inline void write_filter_summary(const std::string& out_dir, const std::vector<layer_info>& layers,
-                                 const journal& j, const std::vector<filter_acc>& acc, std::uint64_t records) {
-  // Rows are formatted in chunks of filters, in parallel where OpenMP is enabled (a ResNet-50
-  // has 26,560 rows, about 9 ms of number formatting on one core), and written in order as they
-  // are ready, going to disk meanwhile (writeback started every writeback_bytes), so that the
-  // final fsync has little left to wait for.
-  constexpr std::size_t chunk_rows = 2048;
-  constexpr std::size_t writeback_bytes = std::size_t{256} << 10;
-  struct chunk {
-    std::size_t layer, i0, i1;
-  };
-  std::vector<chunk> chunks;
-  for (std::size_t k = 0; k < layers.size(); ++k)
-    for (std::size_t i0 = 0; i0 < layers[k].filters(); i0 += chunk_rows)
-      chunks.push_back({k, i0, std::min<std::size_t>(layers[k].filters(), i0 + chunk_rows)});
-  std::string steps;  // the same in every row
-  csv::put_int(steps, records);
-  atomic_file f(join_path(out_dir, "filter_summary.csv"));
-  f.write(std::string(summary_header) + "\n");
-  std::exception_ptr failed;  // set and read in the ordered part alone
-  std::size_t pending = 0;    // written since the last start of writeback
-  const long n_chunks = static_cast<long>(chunks.size());
-#ifdef _OPENMP
-#pragma omp parallel for ordered schedule(dynamic, 1) if (j.total_filters() >= 2 * chunk_rows)
-#endif
-  for (long c = 0; c < n_chunks; ++c) {
-    std::string text;
-    std::exception_ptr mine;
-    try {
-      const chunk& ch = chunks[std::size_t(c)];
-      format_summary_rows(layers, j, acc, records, ch.layer, ch.i0, ch.i1, steps, text);
-    } catch (...) {  // an exception must not leave an OpenMP region
-      mine = std::current_exception();
+/// out_dir/filter_summary.csv, written atomically layer by layer: add_layers() appends the rows
+/// of the next layers, commit() puts the file under its name (write_filter_summary writes it
+/// whole; run_writer::summarize_ahead while the run's last records are computed).
+class summary_csv {
+ public:
+  explicit summary_csv(const std::string& out_dir) : f_(join_path(out_dir, "filter_summary.csv")) {
+    f_.write(std::string(summary_header) + "\n");
+  }
+
+  /// Appends the rows of layers [k0, k1) from `acc` (indexed as the journal's filters) over
+  /// `records` records.
+  void add_layers(const std::vector<layer_info>& layers, const journal& j, const std::vector<filter_acc>& acc,
+                  std::uint64_t records, std::size_t k0, std::size_t k1) {
+    // Rows are formatted in chunks of filters, in parallel where OpenMP is enabled (a ResNet-50
+    // has 26,560 rows, about 9 ms of number formatting on one core), and written in order as they
+    // are ready, going to disk meanwhile (writeback started every writeback_bytes), so that the
+    // final fsync has little left to wait for.
+    constexpr std::size_t chunk_rows = 512;
+    constexpr std::size_t writeback_bytes = std::size_t{256} << 10;
+    struct chunk {
+      std::size_t layer, i0, i1;
+    };
+    std::vector<chunk> chunks;
+    std::size_t rows = 0;
+    for (std::size_t k = k0; k < k1; ++k) {
+      rows += layers[k].filters();
+      for (std::size_t i0 = 0; i0 < layers[k].filters(); i0 += chunk_rows)
+        chunks.push_back({k, i0, std::min<std::size_t>(layers[k].filters(), i0 + chunk_rows)});
     }
+    std::string steps;  // the same in every row
+    csv::put_int(steps, records);
+    std::exception_ptr failed;  // set and read in the ordered part alone
+    const long n_chunks = static_cast<long>(chunks.size());
+#ifdef _OPENMP
+#pragma omp parallel for ordered schedule(dynamic, 1) if (rows >= 2 * chunk_rows)
+#endif
+    for (long c = 0; c < n_chunks; ++c) {
+      std::string text;
+      std::exception_ptr mine;
+      try {
+        const chunk& ch = chunks[std::size_t(c)];
+        format_summary_rows(layers, j, acc, records, ch.layer, ch.i0, ch.i1, steps, text);
+      } catch (...) {  // an exception must not leave an OpenMP region
+        mine = std::current_exception();
+      }
 #ifdef _OPENMP
 #pragma omp ordered
 #endif
-    {
-      if (!failed && mine) failed = mine;
-      if (!failed) {
-        try {
-          f.write(text);
-          pending += text.size();
-          if (pending >= writeback_bytes) {
-            f.start_writeback();
-            pending = 0;
+      {
+        if (!failed && mine) failed = mine;
+        if (!failed) {
+          try {
+            f_.write(text);
+            pending_ += text.size();
+            if (pending_ >= writeback_bytes) {
+              f_.start_writeback();
+              pending_ = 0;
+            }
+          } catch (...) {
+            failed = std::current_exception();
           }
-        } catch (...) {
-          failed = std::current_exception();
         }
       }
     }
+    if (failed) std::rethrow_exception(failed);
   }
-  if (failed) std::rethrow_exception(failed);
+
+  /// Makes what was written so far durable on a thread of its own (atomic_file), so that
+  /// commit() has little left to wait for.
+  void sync_in_background() {
+    f_.sync_in_background();
+    pending_ = 0;
+  }
+  void commit() { f_.commit(); }
+
+ private:
+  atomic_file f_;
+  std::size_t pending_ = 0;  // written since the last start of writeback
+};
+
+/// Writes out_dir/filter_summary.csv atomically from the accumulators of `records` records.
+inline void write_filter_summary(const std::string& out_dir, const std::vector<layer_info>& layers,
+                                 const journal& j, const std::vector<filter_acc>& acc, std::uint64_t records) {
+  summary_csv f(out_dir);
+  f.add_layers(layers, j, acc, records, 0, layers.size());
   f.commit();
 }
 
