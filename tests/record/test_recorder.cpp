@@ -1036,10 +1036,10 @@ struct record_data {
 };
 using pending_t = std::vector<std::vector<fevo::filter_results>>;
 
-/// Three layers, the first with enough filters to be formatted in parallel chunks; the second's
-/// name needs CSV quoting.
+/// Three layers, the first with enough filters for the summary to be formatted on every thread;
+/// the second's name needs CSV quoting.
 const std::vector<fevo::layer_info> ahead_layers{
-    {"a", {2500, 3, 1, 1}}, {"b,\"q\"", {40, 8, 3, 3}}, {"c", {1, 2, 2, 2}}};
+    {"a", {9000, 3, 1, 1}}, {"b,\"q\"", {40, 8, 3, 3}}, {"c", {1, 2, 2, 2}}};
 
 /// A record of made-up results, a pure function of (seed, step): zero and NaN D_i, S_i == 0 and
 /// Z_i == 1 all occur.
@@ -1132,6 +1132,21 @@ TEST_CASE("run_writer: summarize_ahead writes the files close() would; close() w
     ahead_run(ref5.path(), recs, 5, series);
     const std::string ck = "/fevo-state/summary.ckpt";
     CHECK(exists(ref.path() + ck) != series);  // without the series, close() checkpoints 6 records
+    if (series)  // the series come from the journal: each record's every filter, as given
+      for (std::size_t k = 0; k < ahead_layers.size(); ++k) {
+        const std::string stem = k == 1 ? "b__q_" : ahead_layers[k].name;
+        const npy_array D = read_npy(ref / ("series/" + stem + ".D.npy"));
+        const npy_array Z = read_npy(ref / ("series/" + stem + ".Z.npy"));
+        REQUIRE(D.shape == std::vector<std::uint64_t>{6, ahead_layers[k].filters()});
+        bool same = true;
+        for (std::size_t r = 0; r < 6; ++r)
+          for (std::size_t i = 0; i < ahead_layers[k].filters(); ++i) {
+            const std::size_t at = r * ahead_layers[k].filters() + i;
+            same = same && same_bits(D.f64(at), recs[r].per[k].D[i]) &&
+                   same_bits(Z.f64(at), double(recs[r].per[k].zero_channels[i]) / double(ahead_layers[k].channels()));
+          }
+        CHECK(same);
+      }
 
     SECTION("the last two records' files written ahead, in two steps, are kept") {
       temp_dir d("ahead");
