@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Streaming throughput of `fevo analyze` on a directory of safetensors snapshots already in the
 # page cache, against just reading the same files (`cat FILES > /dev/null`), in one run.
-#   bench/cli_throughput.sh [SNAPSHOTS=6] [BUILD_DIR=build-cli]
+#   bench/cli_throughput.sh [SNAPSHOTS=6] [BUILD_DIR=build-cli]     (REPS=9: runs of each, in turn)
 # The command is built as `cmake --install` builds it for a user: Release, without FEVO_NATIVE, so
 # the CPU backend picks its kernel at run time (FEVO_NATIVE=ON in the environment builds with
 # -march=native instead, for comparison). FEVO=path/to/fevo times that binary instead of building;
@@ -57,19 +57,18 @@ sync  # written back now, so that writeback does not run during the timings
 cat "${files[@]}" >/dev/null  # into the page cache
 base=${FEVO_BASE:-}
 [[ -n "$base" ]] && echo "baseline: $base ($("$base" --version 2>&1 | head -1))"
-best_cat=1e9
-best_fevo=1e9
-best_base=1e9
-for rep in 1 2 3 4 5; do
+reps=${REPS:-9}
+t_cat=() t_fevo=() t_base=()
+for rep in $(seq "$reps"); do
   t0=$(date +%s.%N); cat "${files[@]}" >/dev/null; t1=$(date +%s.%N)
-  best_cat=$(python3 -c "print(min($best_cat, $t1 - $t0))")
+  t_cat+=("$t0:$t1")
   rm -rf "$work/out"
   t0=$(date +%s.%N); "$fevo" analyze "$work/snaps" --tau 2e-4 --out "$work/out"; t1=$(date +%s.%N)
-  best_fevo=$(python3 -c "print(min($best_fevo, $t1 - $t0))")
+  t_fevo+=("$t0:$t1")
   if [[ -n "$base" ]]; then
     rm -rf "$work/out"
     t0=$(date +%s.%N); "$base" analyze "$work/snaps" --tau 2e-4 --out "$work/out"; t1=$(date +%s.%N)
-    best_base=$(python3 -c "print(min($best_base, $t1 - $t0))")
+    t_base+=("$t0:$t1")
   fi
 done
 # One more run, for its page faults: the command maps the snapshots, and the kernel maps a
@@ -79,15 +78,24 @@ rm -rf "$work/out"
 faults=$(python3 -c 'import resource, subprocess, sys
 subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
 print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt)' "$fevo" analyze "$work/snaps" --tau 2e-4 --out "$work/out")
-python3 - "$bytes" "$best_cat" "$best_fevo" "$n" "$best_base" "${base:+1}" "$faults" <<'PY'
-import sys
-b, c, f, n, g = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
-print(f"{n} ResNet-50 f32 snapshots, {b / 1e6:.0f} MB, in the page cache (best of 5)")
-print(f"cat FILES > /dev/null : {c:.3f} s  {b / c / 1e9:.2f} GB/s")
-print(f"fevo analyze         : {f:.3f} s  {b / f / 1e9:.2f} GB/s  (each file is read once)")
-if sys.argv[6]:
-    print(f"baseline analyze     : {g:.3f} s  {b / g / 1e9:.2f} GB/s  ratio to read {c / g:.2f}; fevo / baseline rate {g / f:.2f}")
-print(f"analyze page faults  : {int(sys.argv[7])} minor, in one more run (mapping the snapshots)")
+python3 - "$bytes" "$n" "$faults" "${t_cat[*]}" "${t_fevo[*]}" "${t_base[*]:-}" <<'PY'
+import statistics, sys
+b, n, faults = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+def times(arg):
+    return [float(e) - float(s) for s, e in (t.split(":") for t in arg.split())]
+cat, fevo, base = times(sys.argv[4]), times(sys.argv[5]), times(sys.argv[6])
+print(f"{n} ResNet-50 f32 snapshots, {b / 1e6:.0f} MB, in the page cache (best of {len(cat)} in turn; median)")
+def line(name, t):
+    return f"{name}: {min(t):.3f} s  {b / min(t) / 1e9:.2f} GB/s  (median {statistics.median(t):.3f} s)"
+print(line("cat FILES > /dev/null ", cat))
+print(line("fevo analyze          ", fevo) + "  each file is read once")
+c, f = min(cat), min(fevo)
+if base:
+    g = min(base)
+    print(line("baseline analyze      ", base) +
+          f"  ratio to read {c / g:.2f}; fevo / baseline rate {g / f:.2f} (medians {statistics.median(base) / statistics.median(fevo):.2f})")
+print(f"analyze page faults   : {faults} minor, in one more run (mapping the snapshots)")
 r = c / f
-print(f"ratio analyze / read : {r:.2f}  (target >= 0.8) {'PASS' if r >= 0.8 else 'MISS'}")
+print(f"ratio analyze / read  : {r:.2f}, of the medians {statistics.median(cat) / statistics.median(fevo):.2f}  "
+      f"(target >= 0.8) {'PASS' if r >= 0.8 else 'MISS'}")
 PY
