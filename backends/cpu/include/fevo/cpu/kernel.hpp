@@ -46,6 +46,23 @@ static_assert(lane_vectors * simd::L == lane_group_width(static_cast<isa>(FEVO_C
 /// Groups of lanes in a block of at most max_lane_block filters (fold_lanes).
 inline constexpr std::size_t max_lane_groups = max_lane_block / (lane_vectors * simd::L) + 2;
 
+/// The packed walk's software prefetch: each step fetches the lines `stream_ahead` bytes past it
+/// in both snapshots, non-temporal (prefetchnta): its weights are read once, so they need not stay
+/// in L2 or L3. On a Zen 2 (AVX2 kernel, 2026-12-07) a 3x3 2048 x 2048 f32 layer from DRAM took
+/// 0.68x the time (two threads; one thread the same), and layers that fit in L2 or L3, called
+/// over and over, 0.99-1.03x; the same fetch with a temporal hint (into L1 or L2) gave nothing at
+/// 1024 to 16384 bytes ahead, and the non-temporal one less the further ahead (1024: 0.82-0.87x,
+/// 2048: 0.93-0.96x): docs/benchmarks-log.md. Not measured on an AVX-512 machine, whose kernel does without it.
+inline constexpr bool stream_prefetch = FEVO_CPU_KERNEL_ISA != 2;
+inline constexpr std::size_t stream_ahead = 512;
+
+/// Prefetches, non-temporal, the `bytes` bytes (whole 64-byte lines) that start stream_ahead
+/// bytes past p. Past the end of the data it fetches nothing harmful: a prefetch never faults.
+inline void prefetch_stream(const void* p, std::size_t bytes) {
+  const std::uintptr_t at = reinterpret_cast<std::uintptr_t>(p) + stream_ahead;
+  for (std::size_t o = 0; o < bytes; o += 64) __builtin_prefetch(reinterpret_cast<const void*>(at + o), 0, 0);
+}
+
 /// A float sum of squares below this is recomputed exactly if any change is non-zero: float
 /// squares of changes below 2^-63 lose bits to underflow, at most 2^-150 each, so above it the
 /// loss over a run (< 2^12 * 2^-150) is below 2^-48 relative.
@@ -342,6 +359,10 @@ inline run_totals fold_run(const T* a, const T* b, std::size_t len, compute_t<T>
     for (std::size_t s = 0; s < steps;) {
       const std::size_t end = s + flush_steps < steps ? s + flush_steps : steps;  // <= 8 float squares per lane
       for (; s < end; ++s) {
+        if constexpr (stream_prefetch) {
+          prefetch_stream(a + 64 * s, 64 * sizeof(T));
+          prefetch_stream(b + 64 * s, 64 * sizeof(T));
+        }
         const std::uint64_t w = step(a + 64 * s, b + 64 * s, tv, sq);
         r.changed += static_cast<std::uint64_t>(__builtin_popcountll(w));
         bits_of.take(w, 64);
