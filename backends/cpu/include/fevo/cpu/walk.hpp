@@ -30,6 +30,7 @@ constexpr std::size_t lane_group_width(isa i) { return i == isa::avx512 ? 64 : i
 enum class walk {
   packed,   ///< each filter's C*H*W weights are contiguous in both snapshots (OIHW)
   lanes,    ///< the filter axis is contiguous in both (stride(0) == 1: HWIO); lanes are filters
+  interleaved,  ///< each filter's H*W*C weights are contiguous in both, channel fastest (OHWI)
   rows,     ///< each row of W weights is contiguous in both snapshots
   general,  ///< any strides: element by element
 };
@@ -38,6 +39,11 @@ template <class V>
 inline bool packed_filter(const V& v) {
   const std::size_t H = v.rows(), W = v.cols(), C = v.channels();
   return (W == 1 || v.stride(3) == 1) && (H == 1 || v.stride(2) == W) && (C == 1 || v.stride(1) == H * W);
+}
+template <class V>
+inline bool interleaved_filter(const V& v) {
+  const std::size_t H = v.rows(), W = v.cols(), C = v.channels();
+  return (C == 1 || v.stride(1) == 1) && (W == 1 || v.stride(3) == C) && (H == 1 || v.stride(2) == W * C);
 }
 template <class V>
 inline bool packed_rows(const V& v) {
@@ -49,17 +55,20 @@ inline walk choose_walk(const V& a, const V& b) {
   if (std::is_same_v<compute_t<T>, float> && a.filters() > 1 && a.stride(0) == 1 && b.stride(0) == 1)
     return walk::lanes;
   if (packed_filter(a) && packed_filter(b)) return walk::packed;
+  if (interleaved_filter(a) && interleaved_filter(b)) return walk::interleaved;
   if (packed_rows(a) && packed_rows(b) && a.cols() >= 8) return walk::rows;
   return walk::general;
 }
 
 /// 64-bit words of scratch one thread needs for a block of `filters` filters of task t with the
-/// given kernel: a run's changed bits and a zero word after them; or for a lanes walk, per group
+/// given kernel: a run's changed bits and a zero word after them (an interleaved walk, a bit per
+/// channel besides); or for a lanes walk, per group
 /// of lanes its totals (2.5 words a lane), per channel a word of "any changed" bits, and with R_ic
 /// a counter per channel and lane, of a byte where no channel has more than 255 weights, else of
 /// 32 bits, or where every channel has one weight, a copy of one group's words (fold_lanes).
 template <class Task>
 inline std::size_t scratch_words(const Task& t, walk how, std::size_t filters, isa kernel) {
+  if (how == walk::interleaved) return run_length / 64 + 2 + (t.prev.channels() + 63) / 64;
   if (how != walk::lanes) return run_length / 64 + 2;
   const std::size_t G = lane_group_width(kernel), groups = (filters + G - 1) / G + 1;
   const std::size_t C = t.prev.channels(), HW = t.prev.rows() * t.prev.cols();
