@@ -1084,12 +1084,29 @@ inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, st
   }
 }
 
+/// What fold_run does with the words of an interleaved run whose positions are whole words (C a
+/// multiple of 64): ORs each into its channel word, and counts its bits per channel for R_ic.
+struct channel_words {
+  static constexpr bool store = false;
+  std::uint64_t* anyc;
+  std::uint32_t* r;  ///< R_ic of the filter's channels, or null
+  std::size_t words, k;  ///< channel words a position, the next word's
+  void take(std::uint64_t w, std::size_t) {
+    anyc[k] |= w;
+    if (r)
+      for (; w; w &= w - 1) ++r[64 * k + static_cast<std::size_t>(__builtin_ctzll(w))];
+    if (++k == words) k = 0;
+  }
+};
+
 /// Folds filter i of an interleaved task (each filter's H*W*C weights contiguous, channel fastest:
 /// OHWI, PyTorch's channels_last) into `out`, with R_ic into r_row when it is not null. The filter
 /// is one contiguous run, as in the packed walk, cut into runs of whole positions (or, where a
 /// position has more than run_length channels, into parts of one at multiples of run_length, so
 /// of 64 channels); each position's changed bits are ORed into a bit per channel (`anyc`, C bits)
-/// for Z, and for R_ic counted per channel. (Element by element, as every layout that is neither
+/// for Z, and for R_ic counted per channel: word by word as they are made where a position is
+/// whole words (channel_words: 0.65-0.97x the time of storing the words and taking each position's
+/// bits out of them, 0.69-0.78x with R_ic, on a Zen 2), out of the stored words otherwise. (Element by element, as every layout that is neither
 /// OIHW nor HWIO was walked before, a 3x3 layer took 8-13x the time of its OIHW copy.)
 template <class T>
 inline void fold_interleaved(const layer_task<T, host_space>& t, std::size_t i, partial& out,
@@ -1109,6 +1126,10 @@ inline void fold_interleaved(const layer_task<T, host_space>& t, std::size_t i, 
     run_totals r;
     if (!need_channels) {
       r = fold_run(pa + off, pb + off, len, t.tau);
+    } else if (C % 64 == 0) {
+      // Whole words per position: word s of the run is channel word (c0 / 64 + s) % (C / 64).
+      channel_words cw{anyc, r_row, words, c0 / 64};
+      r = fold_run(pa + off, pb + off, len, t.tau, nullptr, cw);
     } else {
       keep_bits keep;
       r = fold_run(pa + off, pb + off, len, t.tau, bits, keep);
