@@ -54,8 +54,13 @@ inline constexpr std::size_t max_lane_groups = max_lane_block / (lane_vectors * 
 /// 0.68x the time (two threads; one thread the same), and layers that fit in L2 or L3, called
 /// over and over, 0.99-1.03x; the same fetch with a temporal hint (into L1 or L2) gave nothing at
 /// 1024 to 16384 bytes ahead, and the non-temporal one less the further ahead (1024: 0.82-0.87x,
-/// 2048: 0.93-0.96x): docs/benchmarks-log.md. Not measured on an AVX-512 machine, whose kernel does without it.
+/// 2048: 0.93-0.96x): docs/benchmarks-log.md. Not measured on an AVX-512 machine or off x86-64,
+/// where the kernels do without it.
+#if defined(__x86_64__) || defined(_M_X64)
 inline constexpr bool stream_prefetch = FEVO_CPU_KERNEL_ISA != 2;
+#else
+inline constexpr bool stream_prefetch = false;
+#endif
 inline constexpr std::size_t stream_ahead = 512;
 
 /// Prefetches, non-temporal, the `bytes` bytes (whole 64-byte lines) that start stream_ahead
