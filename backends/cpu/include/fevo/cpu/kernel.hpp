@@ -1111,8 +1111,9 @@ struct channel_words {
 /// of 64 channels); each position's changed bits are ORed into a bit per channel (`anyc`, C bits)
 /// for Z, and for R_ic counted per channel: word by word as they are made where a position is
 /// whole words (channel_words: 0.65-0.97x the time of storing the words and taking each position's
-/// bits out of them, 0.69-0.78x with R_ic, on a Zen 2), out of the stored words otherwise. (Element by element, as every layout that is neither
-/// OIHW nor HWIO was walked before, a 3x3 layer took 8-13x the time of its OIHW copy.)
+/// bits out of them, 0.69-0.78x with R_ic, on a Zen 2), out of the stored words otherwise.
+/// (Element by element, as every layout that is neither OIHW nor HWIO was walked before, 3x3
+/// layers took 4-14x the time: docs/benchmarks-log.md.)
 template <class T>
 inline void fold_interleaved(const layer_task<T, host_space>& t, std::size_t i, partial& out,
                              std::uint32_t* r_row, std::uint64_t* bits, std::uint64_t* anyc) {

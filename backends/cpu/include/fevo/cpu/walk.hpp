@@ -61,11 +61,11 @@ inline walk choose_walk(const V& a, const V& b) {
 }
 
 /// 64-bit words of scratch one thread needs for a block of `filters` filters of task t with the
-/// given kernel: a run's changed bits and a zero word after them (an interleaved walk, a bit per
-/// channel besides); or for a lanes walk, per group
-/// of lanes its totals (2.5 words a lane), per channel a word of "any changed" bits, and with R_ic
-/// a counter per channel and lane, of a byte where no channel has more than 255 weights, else of
-/// 32 bits, or where every channel has one weight, a copy of one group's words (fold_lanes).
+/// given kernel: a run's changed bits and a zero word after them (and for an interleaved walk a bit
+/// per channel); or for a lanes walk, per group of lanes its totals (2.5 words a lane), per channel
+/// a word of "any changed" bits, and with R_ic a counter per channel and lane, of a byte where no
+/// channel has more than 255 weights, else of 32 bits, or where every channel has one weight, a
+/// copy of one group's words (fold_lanes).
 template <class Task>
 inline std::size_t scratch_words(const Task& t, walk how, std::size_t filters, isa kernel) {
   if (how == walk::interleaved) return run_length / 64 + 2 + (t.prev.channels() + 63) / 64;
