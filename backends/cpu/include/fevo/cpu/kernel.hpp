@@ -633,15 +633,37 @@ struct lane_totals {
   float* sq;  ///< squares not yet added to acc (when a chunk ends before 8 positions)
 };
 
+/// How a lanes walk cuts its positions: positions per chunk, and which lines each group fetches
+/// ahead while it walks a chunk: its own part of the next chunk (ahead_groups == 0), or the part of
+/// the group ahead_groups after it in the walk (of this chunk or the next).
+struct lane_chunking {
+  std::size_t positions;
+  std::size_t ahead_groups;
+};
+
 /// Positions per chunk: 32, or fewer where the block is wide, so that its part of a chunk of both
 /// snapshots and of the next chunk, prefetched meanwhile, fit in 32 KiB of L1. (Against chunks of
 /// at most 8, each group's totals leave registers a quarter as often. The AVX-512 kernel prefetches
-/// into L2, and chunks of 128 KiB measured no better there: docs/benchmarks-log.md.)
-inline std::size_t lane_chunk_positions(std::size_t block_bytes) {
+/// into L2, and chunks of 128 KiB measured no better there: docs/benchmarks-log.md.) A block wider
+/// than 2 KiB a position (more than 512 f32 filters) would get chunks of 2: there, chunks of 4 with
+/// each group fetching the part of the group 512 bytes on in the walk, which stays in L1 because
+/// it is read soon after (AVX2 and generic kernels; 1x1 and 3x3 HWIO f32 layers of 1024 to 3072
+/// filters in 0.72-0.91x the time on two threads with AVX2, 0.68-0.73x generic, in cache and from
+/// DRAM; blocks of 512 filters, chunks of 4 or 8 so, from DRAM 1.09-1.16x:
+/// docs/benchmarks-log.md).
+inline lane_chunking lane_chunks(std::size_t block_bytes, std::size_t group_bytes) {
   std::size_t p = 32;
   while (p > 1 && p * block_bytes * 4 > 32768) p /= 2;
-  return p;
+  if (p >= 4 || FEVO_CPU_KERNEL_ISA == 2) return {p, 0};
+  return {4, group_bytes < 512 ? 512 / group_bytes : 1};
 }
+
+/// The lines a group fetches while it walks a chunk: at element offsets da, db from each of its
+/// first n positions, in prev and next.
+struct lane_fetch {
+  std::ptrdiff_t da = 0, db = 0;
+  std::size_t n = 0;
+};
 
 /// One chunk of positions: consecutive channels of one (row, col), or of several where the layer
 /// is contiguous (fold_lanes), so that a position is the last one's plus the channel stride in
@@ -681,7 +703,7 @@ inline void count_bytes(std::uint8_t* row, std::uint64_t w) {
 /// at zero; last: the squares go to double at the end.
 template <class T, std::size_t NV, bool Copy, bool Z, bool R, class RC>
 inline void fold_lane_chunk(const T* pa, const T* pb, std::size_t m, std::size_t sa, std::size_t sb,
-                            std::size_t C, const lane_chunk& ch, const lane_chunk& next, bool first, bool last,
+                            std::size_t C, const lane_chunk& ch, const lane_fetch& fetch, bool first, bool last,
                             simd::vf tv, lane_totals tot, std::uint64_t* any, std::size_t any_stride, RC* rc) {
   constexpr std::size_t L = simd::L, G = lane_vectors * L;  // rc rows are G long in every group
   static_assert(!R || Z, "R_ic are counted from the changed bits of Z");
@@ -707,13 +729,12 @@ inline void fold_lane_chunk(const T* pa, const T* pb, std::size_t m, std::size_t
   const T* xa = pa + ch.oa;
   const T* xb = pb + ch.ob;
   // The hardware prefetchers do not follow a walk that reads a part of each position, group by
-  // group: fetch this group's part of the same position of the next chunk, at xa + da, xb + db,
+  // group: fetch the lines the walk reads next at that position (lane_chunks), at xa + da, xb + db,
   // into L1 (AVX2, as measured on Zen 1) or into L2 (AVX-512: on a Zen 4, one thread, HWIO f32
   // layers from 3x3 128x128 to 3x3 512x512 in 0.81-0.89x the time of fetching into L1, bf16 0.99x;
   // bench_cpu's 48 HWIO rows 0.59-0.91x, geometric mean 0.74x; docs/benchmarks-log.md).
   constexpr int locality = FEVO_CPU_KERNEL_ISA == 2 ? 2 : 3;
-  const std::ptrdiff_t da = static_cast<std::ptrdiff_t>(next.oa) - static_cast<std::ptrdiff_t>(ch.oa);
-  const std::ptrdiff_t db = static_cast<std::ptrdiff_t>(next.ob) - static_cast<std::ptrdiff_t>(ch.ob);
+  const std::ptrdiff_t da = fetch.da, db = fetch.db;
   [[maybe_unused]] std::uint64_t* word_at = nullptr;
   [[maybe_unused]] RC* row = nullptr;
   std::size_t flush_at = ch.flush_at;
@@ -730,7 +751,7 @@ inline void fold_lane_chunk(const T* pa, const T* pb, std::size_t m, std::size_t
       if constexpr (R) row = rc + c * G;
     }
     for (const std::size_t end = ch.n - j < C - c ? ch.n : j + (C - c); j < end; ++j) {
-      if (j < next.n) {
+      if (j < fetch.n) {
         for (std::size_t o = 0; o < NV * L * sizeof(T); o += 64) {
           __builtin_prefetch(reinterpret_cast<const char*>(xa + da) + o, 0, locality);
           __builtin_prefetch(reinterpret_cast<const char*>(xb + db) + o, 0, locality);
@@ -923,11 +944,11 @@ struct lane_group {
 
 template <class T, bool Z, bool R, class RC>
 inline void fold_lane_chunk(const lane_group& g, const T* pa, const T* pb, std::size_t sa, std::size_t sb,
-                            std::size_t C, const lane_chunk& ch, const lane_chunk& next, bool first, bool last,
+                            std::size_t C, const lane_chunk& ch, const lane_fetch& fetch, bool first, bool last,
                             simd::vf tv, lane_totals tot, std::uint64_t* any, std::size_t any_stride, RC* rc) {
   pa += g.g0;  // stride(0) == 1
   pb += g.g0;
-#define FEVO_LANE_ARGS pa, pb, g.m, sa, sb, C, ch, next, first, last, tv, tot, any, any_stride, rc
+#define FEVO_LANE_ARGS pa, pb, g.m, sa, sb, C, ch, fetch, first, last, tv, tot, any, any_stride, rc
   if (g.copy) return fold_lane_chunk<T, 1, true, Z, R>(FEVO_LANE_ARGS);
   switch (g.nv) {
     case lane_vectors: return fold_lane_chunk<T, lane_vectors, false, Z, R>(FEVO_LANE_ARGS);
@@ -999,7 +1020,8 @@ inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, st
   if (rc8) std::memset(rc8, 0, n_groups * C * G);
 
   const simd::vf tv = simd::splat(t.tau);
-  const std::size_t P = lane_chunk_positions(count * sizeof(T));
+  const lane_chunking cut = lane_chunks(count * sizeof(T), G * sizeof(T));
+  const std::size_t P = cut.positions;
   // Chunks of at most P consecutive positions (row, col, channel order) of one (row, col), or,
   // where the next (row, col)'s first channel follows the last one's by the channel stride in both
   // snapshots (a whole contiguous HWIO layer), across (row, col), so that layers of few channels
@@ -1034,15 +1056,23 @@ inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, st
     next_chunk(chunks[cur ^ 1]);
     const bool last = nx.n == 0;
     for (std::size_t k = 0; k < n_groups; ++k) {
+      // What group k fetches: the part of group f of chunk fc.
+      const std::size_t f = cut.ahead_groups ? k + cut.ahead_groups : k + n_groups;
+      const bool this_chunk = f < n_groups;
+      const lane_chunk& fc = this_chunk ? ch : nx;
+      const std::size_t fg = this_chunk ? f : f - n_groups < n_groups ? f - n_groups : n_groups - 1;
+      const auto at = [](std::size_t x) { return static_cast<std::ptrdiff_t>(x); };
+      const std::ptrdiff_t shift = at(groups[fg].g0) - at(groups[k].g0);
+      const lane_fetch fetch{at(fc.oa) - at(ch.oa) + shift, at(fc.ob) - at(ch.ob) + shift, fc.n};
       std::uint64_t* any_k = any ? any + k : nullptr;
       if (rc8)
-        fold_lane_chunk<T, true, true>(groups[k], pa, pb, sa, sb, C, ch, nx, first_chunk, last, tv, tot[k], any_k, n_groups, rc8 + k * C * G);
+        fold_lane_chunk<T, true, true>(groups[k], pa, pb, sa, sb, C, ch, fetch, first_chunk, last, tv, tot[k], any_k, n_groups, rc8 + k * C * G);
       else if (rc)
-        fold_lane_chunk<T, true, true>(groups[k], pa, pb, sa, sb, C, ch, nx, first_chunk, last, tv, tot[k], any_k, n_groups, rc + k * C * G);
+        fold_lane_chunk<T, true, true>(groups[k], pa, pb, sa, sb, C, ch, fetch, first_chunk, last, tv, tot[k], any_k, n_groups, rc + k * C * G);
       else if (any)
-        fold_lane_chunk<T, true, false>(groups[k], pa, pb, sa, sb, C, ch, nx, first_chunk, last, tv, tot[k], any_k, n_groups, rc);
+        fold_lane_chunk<T, true, false>(groups[k], pa, pb, sa, sb, C, ch, fetch, first_chunk, last, tv, tot[k], any_k, n_groups, rc);
       else
-        fold_lane_chunk<T, false, false>(groups[k], pa, pb, sa, sb, C, ch, nx, first_chunk, last, tv, tot[k], any_k, n_groups, rc);
+        fold_lane_chunk<T, false, false>(groups[k], pa, pb, sa, sb, C, ch, fetch, first_chunk, last, tv, tot[k], any_k, n_groups, rc);
     }
   }
 
