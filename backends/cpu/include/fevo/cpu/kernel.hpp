@@ -915,10 +915,16 @@ inline void store_lane_counts(const RC* rc, std::size_t C, std::size_t m, std::u
     for (std::size_t cc = 0; cc < C; ++cc) r[j * r_stride + cc] = rc[cc * G + j];
 }
 
+/// The word type of a group's changed bits given to store_lane_bits: 32-bit where a group has at
+/// most 32 lanes (AVX2, generic), so that its loop vectorises with the 32-bit lanes of R_ic (1x1
+/// HWIO layers with R_ic, two threads, AVX2: 0.78-0.89x the time against 64-bit words;
+/// docs/benchmarks-log.md).
+using lane_word = std::conditional_t<lane_vectors * simd::L <= 32, std::uint32_t, std::uint64_t>;
+
 /// R_ic of a group's lanes where every channel has one weight (H * W == 1): R_ic is lane j's bit
 /// in channel cc's changed word w[cc]; r[j * r_stride + cc] gets it for j < m, cc < C. Lane by
 /// lane, so that each lane's row of R_ic is written in order.
-inline void store_lane_bits(const std::uint64_t* w, std::size_t C, std::size_t m, std::uint32_t* r,
+inline void store_lane_bits(const lane_word* w, std::size_t C, std::size_t m, std::uint32_t* r,
                             std::size_t r_stride) {
   for (std::size_t j = 0; j < m; ++j) {
     std::uint32_t* out = r + j * r_stride;
@@ -1114,8 +1120,8 @@ inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, st
     }
     if (bits_only) {
       // The group's words, channel by channel, into the C words of scratch left for them.
-      std::uint64_t* w = words;
-      for (std::size_t cc = 0; cc < C; ++cc) w[cc] = any[cc * n_groups + k];
+      lane_word* w = reinterpret_cast<lane_word*>(words);
+      for (std::size_t cc = 0; cc < C; ++cc) w[cc] = static_cast<lane_word>(any[cc * n_groups + k]);
       store_lane_bits(w, C, g.m, r + g.g0 * C_all + c0, C_all);
     }
     if (rc) store_lane_counts(rc + k * C * G, C, g.m, r + g.g0 * C_all + c0, C_all);
