@@ -1129,6 +1129,11 @@ inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, st
   }
 }
 
+/// Adds one to counts[k] for each set bit k of w: the R_ic of 64 channels from their changed bits.
+inline void count_set_bits(std::uint64_t w, std::uint32_t* counts) {
+  for (; w; w &= w - 1) ++counts[__builtin_ctzll(w)];
+}
+
 /// What fold_run does with the words of an interleaved run whose positions are whole words (C a
 /// multiple of 64): ORs each into its channel word, and counts its bits per channel for R_ic.
 struct channel_words {
@@ -1138,8 +1143,7 @@ struct channel_words {
   std::size_t words, k;  ///< channel words a position, the next word's
   void take(std::uint64_t w, std::size_t) {
     anyc[k] |= w;
-    if (r)
-      for (; w; w &= w - 1) ++r[64 * k + static_cast<std::size_t>(__builtin_ctzll(w))];
+    if (r) count_set_bits(w, r + 64 * k);
     if (++k == words) k = 0;
   }
 };
@@ -1187,8 +1191,7 @@ inline void fold_interleaved(const layer_task<T, host_space>& t, std::size_t i, 
           std::uint64_t x = window(bits, j + k);
           if (take - k < 64) x &= (std::uint64_t{1} << (take - k)) - 1;
           anyc[(c + k) / 64] |= x;
-          if (r_row)
-            for (; x; x &= x - 1) ++r_row[c + k + static_cast<std::size_t>(__builtin_ctzll(x))];
+          if (r_row) count_set_bits(x, r_row + c + k);
         }
         j += take;
       }
