@@ -917,7 +917,7 @@ inline void store_lane_counts(const RC* rc, std::size_t C, std::size_t m, std::u
 
 /// The word type of a group's changed bits given to store_lane_bits: 32-bit where a group has at
 /// most 32 lanes (AVX2, generic), so that its loop vectorises with the 32-bit lanes of R_ic (1x1
-/// HWIO layers with R_ic, two threads, AVX2: 0.78-0.89x the time against 64-bit words;
+/// HWIO layers with R_ic, two threads, AVX2: 0.90-0.97x the time against 64-bit words;
 /// docs/benchmarks-log.md).
 using lane_word = std::conditional_t<lane_vectors * simd::L <= 32, std::uint32_t, std::uint64_t>;
 
