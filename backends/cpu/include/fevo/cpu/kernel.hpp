@@ -698,7 +698,8 @@ inline void count_bytes(std::uint8_t* row, std::uint64_t w) {
 
 /// One group of lanes over one chunk: lane j is filter g0 + j (the pointers are at filter g0), NV
 /// vectors; with Copy the group has m < L filters, copied into a zero-padded vector first. sa, sb:
-/// the channel strides. Z: the "any changed" word of each channel is kept; R: a counter per channel
+/// the channel strides. Z: the "any changed" word of each channel is kept (any: the group's word
+/// of channel 0, any_stride apart); R: a counter per channel
 /// and lane, of type RC (bytes when no channel has more than 255 weights). first: the totals start
 /// at zero; last: the squares go to double at the end.
 template <class T, std::size_t NV, bool Copy, bool Z, bool R, class RC>
@@ -1019,6 +1020,12 @@ inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, st
   // "any changed" word: store_lane_bits), bytes when no channel has more than 255 weights, else
   // 32-bit.
   const bool bits_only = r && H * W == 1;
+  // The "any changed" words of group k and channel c: any[k * group_stride + c * channel_stride].
+  // [C][groups], so that a chunk's words of every group lie together; where every channel has one
+  // weight (R_ic then comes from the words), [groups][C], so that each group's words are read in
+  // order when R_ic is written (1x1 HWIO layers with R_ic 0.82-0.98x the time; [groups][C] for
+  // VGG-16's 3x3 layers, whose groups' words lie 4 KiB apart, 1.01-1.09x: docs/benchmarks-log.md).
+  const std::size_t group_stride = bits_only ? C : 1, channel_stride = bits_only ? 1 : n_groups;
   const bool byte_counters = H * W <= 255;
   std::uint32_t* rc = r && !byte_counters ? reinterpret_cast<std::uint32_t*>(words) : nullptr;
   std::uint8_t* rc8 = r && byte_counters && !bits_only ? reinterpret_cast<std::uint8_t*>(words) : nullptr;
@@ -1070,15 +1077,15 @@ inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, st
       const auto at = [](std::size_t x) { return static_cast<std::ptrdiff_t>(x); };
       const std::ptrdiff_t shift = at(groups[fg].g0) - at(groups[k].g0);
       const lane_fetch fetch{at(fc.oa) - at(ch.oa) + shift, at(fc.ob) - at(ch.ob) + shift, fc.n};
-      std::uint64_t* any_k = any ? any + k : nullptr;
+      std::uint64_t* any_k = any ? any + k * group_stride : nullptr;
       if (rc8)
-        fold_lane_chunk<T, true, true>(groups[k], pa, pb, sa, sb, C, ch, fetch, first_chunk, last, tv, tot[k], any_k, n_groups, rc8 + k * C * G);
+        fold_lane_chunk<T, true, true>(groups[k], pa, pb, sa, sb, C, ch, fetch, first_chunk, last, tv, tot[k], any_k, channel_stride, rc8 + k * C * G);
       else if (rc)
-        fold_lane_chunk<T, true, true>(groups[k], pa, pb, sa, sb, C, ch, fetch, first_chunk, last, tv, tot[k], any_k, n_groups, rc + k * C * G);
+        fold_lane_chunk<T, true, true>(groups[k], pa, pb, sa, sb, C, ch, fetch, first_chunk, last, tv, tot[k], any_k, channel_stride, rc + k * C * G);
       else if (any)
-        fold_lane_chunk<T, true, false>(groups[k], pa, pb, sa, sb, C, ch, fetch, first_chunk, last, tv, tot[k], any_k, n_groups, rc);
+        fold_lane_chunk<T, true, false>(groups[k], pa, pb, sa, sb, C, ch, fetch, first_chunk, last, tv, tot[k], any_k, channel_stride, rc);
       else
-        fold_lane_chunk<T, false, false>(groups[k], pa, pb, sa, sb, C, ch, fetch, first_chunk, last, tv, tot[k], any_k, n_groups, rc);
+        fold_lane_chunk<T, false, false>(groups[k], pa, pb, sa, sb, C, ch, fetch, first_chunk, last, tv, tot[k], any_k, channel_stride, rc);
     }
   }
 
@@ -1090,7 +1097,7 @@ inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, st
       for (std::size_t j = 0; j < G; ++j) zeros[j] = 0;
       for (std::size_t cc = 0; cc < C;) {
         alignas(64) std::uint8_t zc[G] = {};
-        for (const std::size_t end = C - cc < 255 ? C : cc + 255; cc < end; ++cc) count_bytes(zc, ~any[cc * n_groups + k]);
+        for (const std::size_t end = C - cc < 255 ? C : cc + 255; cc < end; ++cc) count_bytes(zc, ~any[k * group_stride + cc * channel_stride]);
         for (std::size_t j = 0; j < G; ++j) zeros[j] += zc[j];
       }
     }
@@ -1121,7 +1128,7 @@ inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, st
     if (bits_only) {
       // The group's words, channel by channel, into the C words of scratch left for them.
       lane_word* w = reinterpret_cast<lane_word*>(words);
-      for (std::size_t cc = 0; cc < C; ++cc) w[cc] = static_cast<lane_word>(any[cc * n_groups + k]);
+      for (std::size_t cc = 0; cc < C; ++cc) w[cc] = static_cast<lane_word>(any[k * group_stride + cc * channel_stride]);
       store_lane_bits(w, C, g.m, r + g.g0 * C_all + c0, C_all);
     }
     if (rc) store_lane_counts(rc + k * C * G, C, g.m, r + g.g0 * C_all + c0, C_all);
