@@ -698,10 +698,10 @@ inline void count_bytes(std::uint8_t* row, std::uint64_t w) {
 
 /// One group of lanes over one chunk: lane j is filter g0 + j (the pointers are at filter g0), NV
 /// vectors; with Copy the group has m < L filters, copied into a zero-padded vector first. sa, sb:
-/// the channel strides. Z: the "any changed" word of each channel is kept (any: the group's word
-/// of channel 0, any_stride apart); R: a counter per channel
-/// and lane, of type RC (bytes when no channel has more than 255 weights). first: the totals start
-/// at zero; last: the squares go to double at the end.
+/// the channel strides. Z: the "any changed" word of each channel is kept (any: the group's word of
+/// channel 0, the next channels' any_stride apart); R: a counter per channel and lane, of type RC
+/// (bytes when no channel has more than 255 weights). first: the totals start at zero; last: the
+/// squares go to double at the end.
 template <class T, std::size_t NV, bool Copy, bool Z, bool R, class RC>
 inline void fold_lane_chunk(const T* pa, const T* pb, std::size_t m, std::size_t sa, std::size_t sb,
                             std::size_t C, const lane_chunk& ch, const lane_fetch& fetch, bool first, bool last,
@@ -921,6 +921,7 @@ inline void store_lane_counts(const RC* rc, std::size_t C, std::size_t m, std::u
 /// HWIO layers with R_ic, two threads, AVX2: 0.90-0.97x the time against 64-bit words;
 /// docs/benchmarks-log.md).
 using lane_word = std::conditional_t<lane_vectors * simd::L <= 32, std::uint32_t, std::uint64_t>;
+static_assert(lane_vectors * simd::L <= 8 * sizeof(lane_word), "a lane_word holds a bit per lane of a group");
 
 /// R_ic of a group's lanes where every channel has one weight (H * W == 1): R_ic is lane j's bit
 /// in channel cc's changed word w[cc]; r[j * r_stride + cc] gets it for j < m, cc < C. Lane by
