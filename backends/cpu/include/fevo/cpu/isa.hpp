@@ -88,6 +88,14 @@
 #define FEVO_CPU_TARGET_END _Pragma("GCC pop_options")
 #endif
 
+// A kernel function that its callers must inline (fold_lanes' walks: the compiler's own choice left
+// hot code out of line).
+#if defined(__GNUC__) || defined(__clang__)
+#define FEVO_CPU_ALWAYS_INLINE __attribute__((always_inline)) inline
+#else
+#define FEVO_CPU_ALWAYS_INLINE inline
+#endif
+
 namespace fevo::cpu {
 inline namespace FEVO_CPU_BASELINE_NS {
 namespace detail {

@@ -54,7 +54,9 @@ inline constexpr std::size_t max_lane_groups = max_lane_block / (lane_vectors * 
 /// 0.68x the time (two threads; one thread the same), and layers that fit in L2 or L3, called
 /// over and over, 0.99-1.03x; the same fetch with a temporal hint (into L1 or L2) gave nothing at
 /// 1024 to 16384 bytes ahead, and the non-temporal one less the further ahead (1024: 0.82-0.87x,
-/// 2048: 0.93-0.96x): docs/benchmarks-log.md. Not measured on an AVX-512 machine or off x86-64,
+/// 2048: 0.93-0.96x): docs/benchmarks-log.md. Not in the AVX-512 kernel: on a Zen 4 (2026-12-08)
+/// it took 1.07-1.12x the time on OIHW f32 layers from 3x3 256 x 256 to 3x3 2048 x 2048 (two
+/// threads), whose pass already read from DRAM as fast as the plain read. Not measured off x86-64,
 /// where the kernels do without it.
 #if defined(__x86_64__) || defined(_M_X64)
 inline constexpr bool stream_prefetch = FEVO_CPU_KERNEL_ISA != 2;
@@ -649,7 +651,8 @@ struct lane_chunking {
 /// each group fetching the part of the group 512 bytes on in the walk, which stays in L1 because
 /// it is read soon after (AVX2 and generic kernels; 1x1 and 3x3 HWIO f32 layers of 1024 to 3072
 /// filters in 0.72-0.91x the time on two threads with AVX2, 0.68-0.73x generic, in cache and from
-/// DRAM; blocks of 512 filters, chunks of 4 or 8 so, from DRAM 1.09-1.16x:
+/// DRAM; blocks of 512 filters, chunks of 4 or 8 so, from DRAM 1.09-1.16x. The AVX-512 kernel, on
+/// a Zen 4, the same layers: one thread 1.00-1.01x, two 0.88-1.46x, so it keeps chunks of 2:
 /// docs/benchmarks-log.md).
 inline lane_chunking lane_chunks(std::size_t block_bytes, std::size_t group_bytes) {
   std::size_t p = 32;
@@ -703,7 +706,7 @@ inline void count_bytes(std::uint8_t* row, std::uint64_t w) {
 /// (bytes when no channel has more than 255 weights). first: the totals start at zero; last: the
 /// squares go to double at the end.
 template <class T, std::size_t NV, bool Copy, bool Z, bool R, class RC>
-inline void fold_lane_chunk(const T* pa, const T* pb, std::size_t m, std::size_t sa, std::size_t sb,
+FEVO_CPU_ALWAYS_INLINE void fold_lane_chunk(const T* pa, const T* pb, std::size_t m, std::size_t sa, std::size_t sb,
                             std::size_t C, const lane_chunk& ch, const lane_fetch& fetch, bool first, bool last,
                             simd::vf tv, lane_totals tot, std::uint64_t* any, std::size_t any_stride, RC* rc) {
   constexpr std::size_t L = simd::L, G = lane_vectors * L;  // rc rows are G long in every group
@@ -951,7 +954,7 @@ struct lane_group {
 };
 
 template <class T, bool Z, bool R, class RC>
-inline void fold_lane_chunk(const lane_group& g, const T* pa, const T* pb, std::size_t sa, std::size_t sb,
+FEVO_CPU_ALWAYS_INLINE void fold_lane_chunk(const lane_group& g, const T* pa, const T* pb, std::size_t sa, std::size_t sb,
                             std::size_t C, const lane_chunk& ch, const lane_fetch& fetch, bool first, bool last,
                             simd::vf tv, lane_totals tot, std::uint64_t* any, std::size_t any_stride, RC* rc) {
   pa += g.g0;  // stride(0) == 1
@@ -1059,36 +1062,47 @@ inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, st
     p += ch.n;
     for (c += ch.n; c >= C; c -= C) ++hw;
   };
-  lane_chunk chunks[2];
-  next_chunk(chunks[0]);
   const T* pa = a.data_handle();
   const T* pb = b.data_handle();
   const std::size_t sa = a.stride(1), sb = b.stride(1);
-  for (std::size_t cur = 0, first_chunk = 1; chunks[cur].n; cur ^= 1, first_chunk = 0) {
-    const lane_chunk& ch = chunks[cur];
-    const lane_chunk& nx = chunks[cur ^ 1];
-    next_chunk(chunks[cur ^ 1]);
-    const bool last = nx.n == 0;
-    for (std::size_t k = 0; k < n_groups; ++k) {
-      // What group k fetches: the part of group f of chunk fc.
-      const std::size_t f = cut.ahead_groups ? k + cut.ahead_groups : k + n_groups;
-      const bool this_chunk = f < n_groups;
-      const lane_chunk& fc = this_chunk ? ch : nx;
-      const std::size_t fg = this_chunk ? f : f - n_groups < n_groups ? f - n_groups : n_groups - 1;
-      const auto at = [](std::size_t x) { return static_cast<std::ptrdiff_t>(x); };
-      const std::ptrdiff_t shift = at(groups[fg].g0) - at(groups[k].g0);
-      const lane_fetch fetch{at(fc.oa) - at(ch.oa) + shift, at(fc.ob) - at(ch.ob) + shift, fc.n};
-      std::uint64_t* any_k = any ? any + k * group_stride : nullptr;
-      if (rc8)
-        fold_lane_chunk<T, true, true>(groups[k], pa, pb, sa, sb, C, ch, fetch, first_chunk, last, tv, tot[k], any_k, channel_stride, rc8 + k * C * G);
-      else if (rc)
-        fold_lane_chunk<T, true, true>(groups[k], pa, pb, sa, sb, C, ch, fetch, first_chunk, last, tv, tot[k], any_k, channel_stride, rc + k * C * G);
-      else if (any)
-        fold_lane_chunk<T, true, false>(groups[k], pa, pb, sa, sb, C, ch, fetch, first_chunk, last, tv, tot[k], any_k, channel_stride, rc);
-      else
-        fold_lane_chunk<T, false, false>(groups[k], pa, pb, sa, sb, C, ch, fetch, first_chunk, last, tv, tot[k], any_k, channel_stride, rc);
+  // The walk, once for each kind of count it keeps (Kind: 0 none, 1 the "any changed" words, 2
+  // those and R_ic counters), each with its chunk code inlined (FEVO_CPU_ALWAYS_INLINE): GCC 12
+  // left the chunk code of the walk without words out of line, a call per group and chunk whose
+  // totals went through the stack (AVX-512 on a Zen 4, one thread, HWIO f32 1x1 layers of 512 x
+  // 512 to 512 x 2048 in 0.52-0.58x the time); with every kind inlined into one function, the R_ic
+  // walk ran 1.2-1.4x slower, so each kind is a loop of its own (docs/benchmarks-log.md).
+  const auto walk_chunks = [&](auto kind, auto* counters) {
+    constexpr int Kind = decltype(kind)::value;
+    lane_chunk chunks[2];
+    next_chunk(chunks[0]);
+    for (std::size_t cur = 0, first_chunk = 1; chunks[cur].n; cur ^= 1, first_chunk = 0) {
+      const lane_chunk& ch = chunks[cur];
+      const lane_chunk& nx = chunks[cur ^ 1];
+      next_chunk(chunks[cur ^ 1]);
+      const bool last = nx.n == 0;
+      for (std::size_t k = 0; k < n_groups; ++k) {
+        // What group k fetches: the part of group f of chunk fc.
+        const std::size_t f = cut.ahead_groups ? k + cut.ahead_groups : k + n_groups;
+        const bool this_chunk = f < n_groups;
+        const lane_chunk& fc = this_chunk ? ch : nx;
+        const std::size_t fg = this_chunk ? f : f - n_groups < n_groups ? f - n_groups : n_groups - 1;
+        const auto at = [](std::size_t x) { return static_cast<std::ptrdiff_t>(x); };
+        const std::ptrdiff_t shift = at(groups[fg].g0) - at(groups[k].g0);
+        const lane_fetch fetch{at(fc.oa) - at(ch.oa) + shift, at(fc.ob) - at(ch.ob) + shift, fc.n};
+        fold_lane_chunk<T, (Kind >= 1), (Kind == 2)>(groups[k], pa, pb, sa, sb, C, ch, fetch, first_chunk, last, tv, tot[k],
+                                                     Kind >= 1 ? any + k * group_stride : nullptr, channel_stride,
+                                                     Kind == 2 ? counters + k * C * G : nullptr);
+      }
     }
-  }
+  };
+  if (rc8)
+    walk_chunks(std::integral_constant<int, 2>{}, rc8);
+  else if (rc)
+    walk_chunks(std::integral_constant<int, 2>{}, rc);
+  else if (any)
+    walk_chunks(std::integral_constant<int, 1>{}, rc);
+  else
+    walk_chunks(std::integral_constant<int, 0>{}, rc);
 
   for (std::size_t k = 0; k < n_groups; ++k) {
     const lane_group& g = groups[k];
