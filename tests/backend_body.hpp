@@ -189,11 +189,12 @@ inline std::vector<shape> property_shapes() {
           {2, 2, 64, 64}, {2, 2, 70, 70}, {1, 2, 1, 4097}, {2, 1, 1, 4500}, {3, 21, 2, 2},
           {3, 5, 8, 8},   {5, 11, 2, 4},  {4, 13, 4, 4},   {6, 10, 2, 5},   {3, 12, 3, 4},
           {3, 9, 3, 7},   {2, 130, 2, 1}, {3, 128, 2, 2}, {1, 4100, 1, 2}, {1, 4160, 2, 1},
-          {2100, 2, 1, 1}};  // the last: HWIO blocks of max_lane_block filters
+          {5, 16, 2, 2},  {7, 2, 4, 8},   {2100, 2, 1, 1}};  // the last: HWIO blocks of max_lane_block filters
   // (The 2x4 to 3x7 ones: channels of 8 to 21 weights, 3 to 8 of them in each 64-bit window of
   // changed bits that the packed walk takes Z and R_ic out of. From 2x130x2x1 to 1x4160x2x1: OHWI
   // positions of the interleaved walk that end inside a 64-bit word or on one, of one word or
-  // several, and positions longer than a run, of whole words or not.)
+  // several, and positions longer than a run, of whole words or not. 9x7x3x3, 65x3x3x3, 2x3x1x9,
+  // 3x2x5x1, 5x16x2x2 and 7x2x4x8: OHWI filters of at most 64 weights, one word each, fold_small.)
 }
 
 struct layout_pair {

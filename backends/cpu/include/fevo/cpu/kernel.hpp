@@ -541,10 +541,13 @@ inline void fold_packed(const layer_task<T, host_space>& t, const packed_plan& p
 /// last vector reads on into the next filter's weights and keeps only its own lanes: a masked
 /// load only in the layer's last filters. (fold_packed per filter spent most of a 3x3x3x64 call
 /// on the per-run work around 27 weights: the masked load, eight accumulators on the stack, the
-/// channel windows.)
+/// channel windows.) An interleaved filter (OHWI) of 1 to 64 weights is folded here too, its
+/// bits position by position (bit q * C + c: position q, channel c): channel_bits[c] has the bits
+/// of channel c (fold_interleaved per filter took 5-6x the time on a 3x3x3x64 layer).
 template <class T>
 inline void fold_small(const layer_task<T, host_space>& t, const packed_plan& p, std::size_t first,
-                       std::size_t count, partial* out, std::uint32_t* r) {
+                       std::size_t count, partial* out, std::uint32_t* r,
+                       const std::uint64_t* channel_bits = nullptr) {
   constexpr std::size_t L = simd::L, A = step_vectors > 8 ? step_vectors / 8 : 1;
   const std::size_t C = p.C, HW = p.HW, len = C * HW, nv = (len + L - 1) / L;
   const std::size_t m = len - L * (nv - 1);  // lanes of the last vector: 1 .. L
@@ -583,10 +586,24 @@ inline void fold_small(const layer_task<T, host_space>& t, const packed_plan& p,
     f.changed = static_cast<std::uint64_t>(__builtin_popcountll(w));
     f.weights = len;
     f.channels = C;
-    if (p.need_channels) f.zero_channels = cw.zeros_in(w, tops);
-    if (r)
-      for (std::size_t c = 0; c < C; ++c)  // c * HW < 64
-        r[i * C + c] = static_cast<std::uint32_t>(__builtin_popcountll((w >> (c * HW)) & p.z.group));
+    if (channel_bits) {
+      if (p.need_channels && C <= HW) {
+        for (std::size_t c = 0; c < C; ++c) f.zero_channels += (w & channel_bits[c]) == 0;
+      } else if (p.need_channels) {
+        std::uint64_t any = 0;  // bit c: channel c changed somewhere
+        for (std::size_t q = 0; q < HW; ++q) any |= w >> (q * C);  // q * C < 64
+        const std::uint64_t channels = C < 64 ? (std::uint64_t{1} << C) - 1 : ~std::uint64_t{0};
+        f.zero_channels = C - static_cast<std::uint64_t>(__builtin_popcountll(any & channels));
+      }
+      if (r)
+        for (std::size_t c = 0; c < C; ++c)
+          r[i * C + c] = static_cast<std::uint32_t>(__builtin_popcountll(w & channel_bits[c]));
+    } else {
+      if (p.need_channels) f.zero_channels = cw.zeros_in(w, tops);
+      if (r)
+        for (std::size_t c = 0; c < C; ++c)  // c * HW < 64
+          r[i * C + c] = static_cast<std::uint32_t>(__builtin_popcountll((w >> (c * HW)) & p.z.group));
+    }
     out[i - first] = f;
   }
 }
@@ -651,13 +668,16 @@ struct lane_chunking {
 /// each group fetching the part of the group 512 bytes on in the walk, which stays in L1 because
 /// it is read soon after (AVX2 and generic kernels; 1x1 and 3x3 HWIO f32 layers of 1024 to 3072
 /// filters in 0.72-0.91x the time on two threads with AVX2, 0.68-0.73x generic, in cache and from
-/// DRAM; blocks of 512 filters, chunks of 4 or 8 so, from DRAM 1.09-1.16x. The AVX-512 kernel, on
-/// a Zen 4, the same layers: one thread 1.00-1.01x, two 0.88-1.46x, so it keeps chunks of 2:
-/// docs/benchmarks-log.md).
+/// DRAM; blocks of 512 filters, chunks of 4 or 8 so, from DRAM 1.09-1.16x). The AVX-512 kernel,
+/// whose groups fetch into L2, walks such blocks in chunks of 4 too, each group fetching its own
+/// part of the next chunk: on a Zen 4, the same layers on one thread 0.80-1.07x the time, on two
+/// 0.72-0.79x in cache and 0.93-1.10x from DRAM (fetching 512 bytes on as AVX2 does, from DRAM
+/// 1.01-1.21x; chunks of 8, 1.03-1.17x): docs/benchmarks-log.md.
 inline lane_chunking lane_chunks(std::size_t block_bytes, std::size_t group_bytes) {
   std::size_t p = 32;
   while (p > 1 && p * block_bytes * 4 > 32768) p /= 2;
-  if (p >= 4 || FEVO_CPU_KERNEL_ISA == 2) return {p, 0};
+  if (p >= 4) return {p, 0};
+  if (FEVO_CPU_KERNEL_ISA == 2) return {4, 0};
   return {4, group_bytes < 512 ? 512 / group_bytes : 1};
 }
 
@@ -1151,9 +1171,34 @@ inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, st
   }
 }
 
-/// Adds one to counts[k] for each set bit k of w: the R_ic of 64 channels from their changed bits.
-inline void count_set_bits(std::uint64_t w, std::uint32_t* counts) {
+/// Adds one to counts[k] for each set bit k of w, visiting the set bits: the R_ic of up to 64
+/// channels from their changed bits (no bit set past the last counter).
+inline void count_each_set_bit(std::uint64_t w, std::uint32_t* counts) {
   for (; w; w &= w - 1) ++counts[__builtin_ctzll(w)];
+}
+
+/// The same for 64 counters: AVX-512 and AVX2 add to all 64 at once (subtracting -1 where a bit is
+/// set), whatever the number of set bits. OHWI 3x3 layers with R_ic, one thread, on a Zen 4:
+/// 0.18-0.34x the time with AVX-512, 0.25-0.38x with AVX2 (docs/benchmarks-log.md).
+inline void count_set_bits(std::uint64_t w, std::uint32_t* counts) {
+#if FEVO_CPU_KERNEL_ISA == 2
+  const __m512i minus_one = _mm512_set1_epi32(-1);
+  for (std::size_t q = 0; q < 4; ++q) {
+    const auto k = static_cast<__mmask16>(w >> (16 * q));
+    const __m512i v = _mm512_loadu_si512(counts + 16 * q);
+    _mm512_storeu_si512(counts + 16 * q, _mm512_mask_sub_epi32(v, k, v, minus_one));
+  }
+#elif FEVO_CPU_KERNEL_ISA == 1
+  const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  for (std::size_t q = 0; q < 8; ++q) {
+    const __m256i byte = _mm256_set1_epi32(static_cast<int>((w >> (8 * q)) & 0xffu));
+    const __m256i set = _mm256_cmpeq_epi32(_mm256_and_si256(byte, bit), bit);  // -1 where set
+    auto* p = reinterpret_cast<__m256i*>(counts + 8 * q);
+    _mm256_storeu_si256(p, _mm256_sub_epi32(_mm256_loadu_si256(p), set));
+  }
+#else
+  count_each_set_bit(w, counts);
+#endif
 }
 
 /// What fold_run does with the words of an interleaved run whose positions are whole words (C a
@@ -1213,7 +1258,10 @@ inline void fold_interleaved(const layer_task<T, host_space>& t, std::size_t i, 
           std::uint64_t x = window(bits, j + k);
           if (take - k < 64) x &= (std::uint64_t{1} << (take - k)) - 1;
           anyc[(c + k) / 64] |= x;
-          if (r_row) count_set_bits(x, r_row + c + k);
+          if (r_row && take - k >= 64)
+            count_set_bits(x, r_row + c + k);
+          else if (r_row)
+            count_each_set_bit(x, r_row + c + k);
         }
         j += take;
       }
@@ -1260,6 +1308,15 @@ inline void fold_block(const layer_task<T, host_space>& t, walk how, std::size_t
     return;
   }
   if (how == walk::interleaved) {
+    if constexpr (float_compute<T>) {
+      const packed_plan p = plan_packed(t);
+      if (p.C * p.HW >= 1 && p.C * p.HW <= 64) {
+        std::uint64_t channel_bits[64] = {};
+        for (std::size_t k = 0; k < p.C * p.HW; ++k) channel_bits[k % p.C] |= std::uint64_t{1} << k;
+        fold_small(t, p, first, count, out, r, channel_bits);
+        return;
+      }
+    }
     for (std::size_t i = first; i < first + count; ++i)
       fold_interleaved(t, i, out[i - first], r ? r + i * C : nullptr, scratch, scratch + run_length / 64 + 2);
     return;
