@@ -662,8 +662,10 @@ struct lane_chunking {
 
 /// Positions per chunk: 32, or fewer where the block is wide, so that its part of a chunk of both
 /// snapshots and of the next chunk, prefetched meanwhile, fit in 32 KiB of L1. (Against chunks of
-/// at most 8, each group's totals leave registers a quarter as often. The AVX-512 kernel prefetches
-/// into L2, and chunks of 128 KiB measured no better there: docs/benchmarks-log.md.) A block wider
+/// at most 8, each group's totals leave registers a quarter as often.) The AVX-512 kernel prefetches
+/// into L2 and allows 64 KiB: on a Zen 4, one thread, HWIO f32 layers in cache 0.90-1.00x the
+/// time, from DRAM 0.96-1.01x; 128 KiB, in cache 0.66-1.00x but from DRAM 0.97-1.11x
+/// (docs/benchmarks-log.md). A block wider
 /// than 2 KiB a position (more than 512 f32 filters) would get chunks of 2: there, chunks of 4 with
 /// each group fetching the part of the group 512 bytes on in the walk, which stays in L1 because
 /// it is read soon after (AVX2 and generic kernels; 1x1 and 3x3 HWIO f32 layers of 1024 to 3072
@@ -675,7 +677,8 @@ struct lane_chunking {
 /// 1.01-1.21x; chunks of 8, 1.03-1.17x): docs/benchmarks-log.md.
 inline lane_chunking lane_chunks(std::size_t block_bytes, std::size_t group_bytes) {
   std::size_t p = 32;
-  while (p > 1 && p * block_bytes * 4 > 32768) p /= 2;
+  constexpr std::size_t budget = FEVO_CPU_KERNEL_ISA == 2 ? 65536 : 32768;
+  while (p > 1 && p * block_bytes * 4 > budget) p /= 2;
   if (p >= 4) return {p, 0};
   if (FEVO_CPU_KERNEL_ISA == 2) return {4, 0};
   return {4, group_bytes < 512 ? 512 / group_bytes : 1};
