@@ -543,7 +543,7 @@ inline void fold_packed(const layer_task<T, host_space>& t, const packed_plan& p
 /// on the per-run work around 27 weights: the masked load, eight accumulators on the stack, the
 /// channel windows.) An interleaved filter (OHWI) of 1 to 64 weights is folded here too, its
 /// bits position by position (bit q * C + c: position q, channel c): channel_bits[c] has the bits
-/// of channel c (fold_interleaved per filter took 5-6x the time on a 3x3x3x64 layer).
+/// of channel c (fold_interleaved per filter took 2.7-4.9x the time on a 3x3x3x64 layer).
 template <class T>
 inline void fold_small(const layer_task<T, host_space>& t, const packed_plan& p, std::size_t first,
                        std::size_t count, partial* out, std::uint32_t* r,
@@ -670,17 +670,17 @@ struct lane_chunking {
 /// each group fetching the part of the group 512 bytes on in the walk, which stays in L1 because
 /// it is read soon after (AVX2 and generic kernels; 1x1 and 3x3 HWIO f32 layers of 1024 to 3072
 /// filters in 0.72-0.91x the time on two threads with AVX2, 0.68-0.73x generic, in cache and from
-/// DRAM; blocks of 512 filters, chunks of 4 or 8 so, from DRAM 1.09-1.16x). The AVX-512 kernel,
-/// whose groups fetch into L2, walks such blocks in chunks of 4 too, each group fetching its own
-/// part of the next chunk: on a Zen 4, the same layers on one thread 0.80-1.07x the time, on two
-/// 0.72-0.79x in cache and 0.93-1.10x from DRAM (fetching 512 bytes on as AVX2 does, from DRAM
-/// 1.01-1.21x; chunks of 8, 1.03-1.17x): docs/benchmarks-log.md.
+/// DRAM; blocks of 512 filters, chunks of 4 or 8 so, from DRAM 1.09-1.16x). The AVX-512 kernel's
+/// 64 KiB give such blocks (up to max_lane_block f32 filters) chunks of 4 too, each group
+/// fetching its own part of the next chunk: on a Zen 4, against chunks of 2, the same layers on
+/// one thread 0.80-1.07x the time, on two 0.72-0.79x in cache and 0.93-1.10x from DRAM (fetching
+/// 512 bytes on as AVX2 does, from DRAM 1.01-1.21x; chunks of 8, 1.03-1.17x):
+/// docs/benchmarks-log.md.
 inline lane_chunking lane_chunks(std::size_t block_bytes, std::size_t group_bytes) {
   std::size_t p = 32;
   constexpr std::size_t budget = FEVO_CPU_KERNEL_ISA == 2 ? 65536 : 32768;
   while (p > 1 && p * block_bytes * 4 > budget) p /= 2;
-  if (p >= 4) return {p, 0};
-  if (FEVO_CPU_KERNEL_ISA == 2) return {4, 0};
+  if (p >= 4 || FEVO_CPU_KERNEL_ISA == 2) return {p, 0};
   return {4, group_bytes < 512 ? 512 / group_bytes : 1};
 }
 
