@@ -94,9 +94,15 @@ inline constexpr parallel_policy par{};
 
 namespace detail {
 
-/// Below this many weights in a call, the pass runs on the calling thread: starting the other
-/// threads would cost more than they save.
-inline constexpr std::size_t serial_weights = std::size_t{1} << 14;
+/// Below this many weights in a call, the pass runs on the calling thread: waking the other
+/// threads would cost more than they save. Calls that come seldom (a recorder every N steps, or
+/// OMP_WAIT_POLICY=passive) find OpenMP's threads asleep, and waking them cost 5-21 us a call on
+/// a 2-core Zen 4 VM: layers of 16k-37k weights took 8-26 us on two sleeping threads, 2.6-5.6 us
+/// on one. With spinning threads, one thread costs those layers 0-0.9 us more (3x3x64x64 f32
+/// 3.7 -> 4.3 us). From 2^16 weights on, two threads win or tie either way (3x3x64x128 f32 5.8
+/// against 8.2 us spinning, 11 against 8 asleep; 1x1x256x512 10.8 against 17.6 spinning, 13.5
+/// against 18.4 asleep); docs/benchmarks-log.md.
+inline constexpr std::size_t serial_weights = std::size_t{1} << 16;
 /// Weights per block of work handed to a thread, at most (whole filters, so a block may be
 /// larger when one filter is); fewer when the call has less than 4 blocks per thread. Long blocks
 /// keep each thread's reads in long sequential runs: raising this from 2^16 to 2^18 made
