@@ -1092,8 +1092,8 @@ inline void fold_lanes(const layer_task<T, host_space>& t, std::size_t first, st
   // those and R_ic counters), each with its chunk code inlined (FEVO_CPU_ALWAYS_INLINE): GCC 12
   // left the chunk code of the walk without words out of line, a call per group and chunk whose
   // totals went through the stack (AVX-512 on a Zen 4, one thread, HWIO f32 1x1 layers of 512 x
-  // 512 to 512 x 2048 in 0.52-0.58x the time); with every kind inlined into one function, the R_ic
-  // walk ran 1.2-1.4x slower, so each kind is a loop of its own (docs/benchmarks-log.md).
+  // 512 to 512 x 2048 in 0.54-0.56x the time); with every kind inlined into one function, the R_ic
+  // walk ran 1.18-1.46x slower, so each kind is a loop of its own (docs/benchmarks-log.md).
   const auto walk_chunks = [&](auto kind, auto* counters) {
     constexpr int Kind = decltype(kind)::value;
     lane_chunk chunks[2];
