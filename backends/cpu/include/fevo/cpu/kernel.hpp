@@ -660,28 +660,34 @@ struct lane_chunking {
   std::size_t ahead_groups;
 };
 
-/// Positions per chunk: 32, or fewer where the block is wide, so that its part of a chunk of both
-/// snapshots and of the next chunk, prefetched meanwhile, fit in 32 KiB of L1. (Against chunks of
-/// at most 8, each group's totals leave registers a quarter as often.) The AVX-512 kernel prefetches
-/// into L2 and allows 64 KiB: on a Zen 4, one thread, HWIO f32 layers in cache 0.90-1.00x the
-/// time, from DRAM 0.96-1.01x; 128 KiB, in cache 0.66-1.00x but from DRAM 0.97-1.11x
-/// (docs/benchmarks-log.md). A block wider
-/// than 2 KiB a position (more than 512 f32 filters) would get chunks of 2: there, chunks of 4 with
-/// each group fetching the part of the group 512 bytes on in the walk, which stays in L1 because
-/// it is read soon after (AVX2 and generic kernels; 1x1 and 3x3 HWIO f32 layers of 1024 to 3072
+/// Positions per chunk: 32, or fewer where the block is wide. The AVX2 and generic kernels fetch
+/// into L1: a block's part of a chunk of both snapshots and of the next chunk, fetched meanwhile,
+/// fits in 32 KiB. (Against chunks of at most 8, each group's totals leave registers a quarter as
+/// often.) A block wider than 2 KiB a position (more than 512 f32 filters) would get chunks of 2:
+/// there, chunks of 4 with each group fetching the part of the group 512 bytes on in the walk,
+/// which stays in L1 because it is read soon after (1x1 and 3x3 HWIO f32 layers of 1024 to 3072
 /// filters in 0.72-0.91x the time on two threads with AVX2, 0.68-0.73x generic, in cache and from
-/// DRAM; blocks of 512 filters, chunks of 4 or 8 so, from DRAM 1.09-1.16x). The AVX-512 kernel's
-/// 64 KiB give such blocks (up to max_lane_block f32 filters) chunks of 4 too, each group
-/// fetching its own part of the next chunk: on a Zen 4, against chunks of 2, the same layers on
-/// one thread 0.80-1.07x the time, on two 0.72-0.79x in cache and 0.93-1.10x from DRAM (fetching
-/// 512 bytes on as AVX2 does, from DRAM 1.01-1.21x; chunks of 8, 1.03-1.17x):
-/// docs/benchmarks-log.md.
+/// DRAM; blocks of 512 filters, chunks of 4 or 8 so, from DRAM 1.09-1.16x).
+/// The AVX-512 kernel fetches each group's own part of the next chunk into L2, and its chunks hold
+/// up to 64 KiB of each snapshot for blocks of at most 2 KiB a position (512 f32 filters: chunks
+/// of 32), 16 KiB for wider ones (1024 f32 filters: chunks of 4). On a Zen 4 (HWIO f32 layers from
+/// 3x3 128 x 256 to 1x1 2048 x 512; docs/benchmarks-log.md), against chunks within 16 KiB of each
+/// snapshot: in cache 0.73-1.01x the time on one or two threads, with per-filter results
+/// 0.76-1.01x, with R_ic 0.80-1.03x, bf16 0.78-1.01x; from DRAM 0.87-1.05x. Blocks of 4 KiB a
+/// position read from DRAM 1.2-1.3x slower in chunks of 16 or 32 (64 KiB and more of each
+/// snapshot), as does the same walk with no arithmetic, hence their 16 KiB.
 inline lane_chunking lane_chunks(std::size_t block_bytes, std::size_t group_bytes) {
   std::size_t p = 32;
-  constexpr std::size_t budget = FEVO_CPU_KERNEL_ISA == 2 ? 65536 : 32768;
-  while (p > 1 && p * block_bytes * 4 > budget) p /= 2;
-  if (p >= 4 || FEVO_CPU_KERNEL_ISA == 2) return {p, 0};
+#if FEVO_CPU_KERNEL_ISA == 2
+  (void)group_bytes;
+  const std::size_t cap = block_bytes <= 2048 ? 65536 : 16384;
+  while (p > 1 && p * block_bytes > cap) p /= 2;
+  return {p, 0};
+#else
+  while (p > 1 && p * block_bytes * 4 > 32768) p /= 2;
+  if (p >= 4) return {p, 0};
   return {4, group_bytes < 512 ? 512 / group_bytes : 1};
+#endif
 }
 
 /// The lines a group fetches while it walks a chunk: at element offsets da, db from each of its
